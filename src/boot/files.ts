@@ -1,0 +1,65 @@
+import { Readable } from 'node:stream';
+import type { ImageCatalog } from '../images/catalog.js';
+import type { Inventory } from '../inventory/boards.js';
+import { TftpError, type TftpFile, type TftpHandler } from './tftp/server.js';
+import { fsHandler } from './tftp/fs-handler.js';
+import { bootScriptImage, pxelinuxName, renderPxelinux } from './render.js';
+import { BOOT_SCRIPT_NAME, type BootDecider } from './spec.js';
+
+export interface BootFilesOptions {
+  inventory: Inventory;
+  images: ImageCatalog;
+  decider: BootDecider;
+}
+
+const ACCESS = 2;
+
+/**
+ * The TFTP namespace the boards see:
+ *   boot.scr.uimg                 the asking board's own boot script
+ *   boards/<id>/boot.scr.uimg     a board's boot script by name — only to that board's reserved IP
+ *   pxelinux.cfg/01-<mac>         a board's pxelinux config — only to that board's reserved IP
+ *   images/<name>/<file>          image files, to any enrolled board
+ * Generated files will carry per-lease secrets, so they go to the board's own IP and nowhere else.
+ */
+export function bootFilesHandler(o: BootFilesOptions): TftpHandler {
+  const imageHandlers = new Map<string, TftpHandler>();
+  return async (rawPath, client) => {
+    const path = rawPath.replace(/^\/+/, '');
+    const board = o.inventory.byIp(client.address);
+    if (!board) throw new TftpError(ACCESS, `${client.address} is not an enrolled board`);
+
+    const own = async (forMac: string, render: (spec: NonNullable<Awaited<ReturnType<BootDecider['decide']>>>) => Buffer) => {
+      if (forMac !== board.mac) throw new TftpError(ACCESS, `not ${board.id}'s file`);
+      const spec = await o.decider.decide(board.mac);
+      if (!spec) return null;
+      return bufferFile(render(spec));
+    };
+
+    if (path === BOOT_SCRIPT_NAME) return own(board.mac, (s) => bootScriptImage(s));
+    const byName = /^boards\/([^/]+)\/boot\.scr\.uimg$/.exec(path);
+    if (byName) {
+      const target = o.inventory.list().find((b) => b.id === byName[1]);
+      if (!target) return null;
+      return own(target.mac, (s) => bootScriptImage(s));
+    }
+    if (path.startsWith('pxelinux.cfg/')) {
+      const target = o.inventory.list().find((b) => pxelinuxName(b.mac) === path.toLowerCase());
+      if (!target) return null; // the IP-hex and default-* fallbacks: we always answer 01-<mac> first
+      return own(target.mac, (s) => Buffer.from(renderPxelinux(s)));
+    }
+    const img = /^images\/([^/]+)\/(.+)$/.exec(path);
+    if (img) {
+      const image = await o.images.get(img[1]!);
+      if (!image) return null;
+      let h = imageHandlers.get(image.dir);
+      if (!h) imageHandlers.set(image.dir, (h = fsHandler(image.dir)));
+      return h(img[2]!, client);
+    }
+    return null;
+  };
+}
+
+function bufferFile(buf: Buffer): TftpFile {
+  return { stream: Readable.from([buf]), size: buf.length };
+}

@@ -1,0 +1,24 @@
+import type { Arch } from '../store/schema.js';
+
+/** What one board boots: the answer of the BootDecider. Paths are TFTP paths. */
+export interface BootSpec {
+  boardId: string;
+  mac: string;
+  ip: string;
+  arch: Arch;
+  image: string;
+  kernel: string;
+  initrd?: string;
+  /** Device tree to load; absent → the firmware's own (QEMU passes one; U-Boot's ${fdtcontroladdr}). */
+  fdt?: string;
+  cmdline: string;
+  tftp: { blksize: number; windowsize: number };
+}
+
+/** The one question DHCP and TFTP ask: what does this MAC boot? null = ignore this machine. */
+export interface BootDecider {
+  decide(mac: string): Promise<BootSpec | null>;
+}
+
+/** The DHCP bootfile every board is given; the TFTP handler answers it per requesting board. */
+export const BOOT_SCRIPT_NAME = 'boot.scr.uimg';

@@ -1,0 +1,79 @@
+import { Command } from 'commander';
+import { resolve } from 'node:path';
+import { loadConfig } from '../config.js';
+import { Lab } from '../lab/lab.js';
+import { log } from '../log.js';
+import { startServer } from '../server.js';
+
+const program = new Command('dozen').description('DozenCloud: rent real ARM boards').showHelpAfterError();
+
+interface ServeFlags {
+  config?: string;
+  dataDir?: string;
+  api?: string;
+  bootIp?: string;
+  subnet?: string;
+  lab: boolean;
+  labBoards?: string;
+}
+
+function configFrom(flags: ServeFlags) {
+  return loadConfig(flags.config, {
+    dataDir: flags.dataDir,
+    api: flags.api,
+    bootIp: flags.bootIp,
+    subnet: flags.subnet,
+    adminToken: process.env.DOZEN_ADMIN_TOKEN || undefined,
+    lab: { enabled: flags.lab === false ? false : undefined, boards: flags.labBoards ? Number(flags.labBoards) : undefined },
+  });
+}
+
+async function serve(flags: ServeFlags) {
+  const config = configFrom(flags);
+  const server = await startServer(config);
+  console.log(`DozenCloud API on ${server.apiUrl}  (admin token: ${config.adminToken ? 'from DOZEN_ADMIN_TOKEN/config' : resolve(config.dataDir, 'admin-token')})`);
+  if (server.lab) {
+    for (const b of server.lab.boards()) console.log(`  lab board ${b.id}  mac ${b.mac}  ip ${b.ip}  serial ${b.serial}`);
+    console.log(`  watch a board boot:  screen ${server.lab.boards()[0]?.serial ?? ''} 115200   ·   lab stays up after exit; \`dozen lab down\` removes it`);
+  }
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await server.stop();
+    process.exit(0);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+const withServeFlags = (c: Command) =>
+  c
+    .option('--config <file>', 'JSON configuration file (flags override it)')
+    .option('--data-dir <dir>', 'state, tokens and lab files')
+    .option('--api <host:port>', 'HTTP API address')
+    .option('--boot-ip <ip>', 'address the DHCP/TFTP servers bind to and announce')
+    .option('--subnet <cidr>', 'the boot network')
+    .option('--no-lab', 'do not start the virtual lab of emulated boards')
+    .option('--lab-boards <n>', 'number of emulated boards in the lab');
+
+withServeFlags(program.command('serve').description('run the provisioning server (DHCP, TFTP, API; the virtual lab unless --no-lab)')).action(serve);
+
+const lab = program.command('lab').description('the virtual lab: emulated ARMv7 boards with real U-Boot');
+withServeFlags(lab.command('up').description('start the lab and the server that boots it (same as serve)')).action(serve);
+lab
+  .command('down')
+  .description('stop the lab boards and remove the lab network namespace')
+  .option('--config <file>')
+  .option('--data-dir <dir>')
+  .action(async (flags: ServeFlags) => {
+    const config = configFrom({ ...flags, lab: true });
+    await new Lab({ ...config.lab, bootIp: config.bootIp, subnet: config.subnet, stateDir: resolve(config.dataDir, 'lab') }).down();
+    console.log(`lab ${config.lab.netns} removed`);
+  });
+
+program.parseAsync().catch((err: Error) => {
+  log.debug({ err }, 'command failed');
+  console.error(`dozen: ${err.message}`);
+  process.exit(1);
+});

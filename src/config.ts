@@ -1,0 +1,92 @@
+import { readFileSync } from 'node:fs';
+import { resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { inSubnet, parseCidr } from './util/net.js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+const hostPort = z.string().regex(/^[^:]+:\d{1,5}$/, 'HOST:PORT');
+
+export const configSchema = z
+  .object({
+    dataDir: z.string().default('data'),
+    api: hostPort.default('127.0.0.1:8080'),
+    /** Address the DHCP and TFTP servers bind to and announce (option 54, siaddr). */
+    bootIp: z.ipv4().default('10.77.0.1'),
+    subnet: z.string().default('10.77.0.0/24'),
+    router: z.ipv4().optional(),
+    dns: z.array(z.ipv4()).default([]),
+    domain: z.string().optional(),
+    dhcp: z
+      .object({
+        port: z.number().int().min(1).max(65535).default(67),
+        leaseSeconds: z.number().int().positive().default(3600),
+        /** Dynamic addresses for unknown MACs (discovery); off unless set. */
+        pool: z.object({ start: z.ipv4(), end: z.ipv4() }).optional(),
+      })
+      .prefault({}),
+    tftp: z
+      .object({
+        port: z.number().int().min(1).max(65535).default(69),
+        /** What the boot script tells U-Boot to ask for (tftpblocksize, tftpwindowsize). */
+        blksize: z.number().int().min(512).max(65464).default(1468),
+        windowsize: z.number().int().min(1).max(64).default(16),
+        maxTransfers: z.number().int().positive().default(64),
+      })
+      .prefault({}),
+    /** Where images are found: built-in ones under images/<name>/build, imported ones under <dataDir>/images. */
+    imagesDir: z.string().default(resolve(REPO_ROOT, 'images')),
+    lab: z
+      .object({
+        enabled: z.boolean().default(true),
+        boards: z.number().int().min(0).max(16).default(2),
+        netns: z.string().regex(/^[a-z0-9-]{1,12}$/).default('dozen-lab'),
+        memoryMb: z.number().int().min(128).default(512),
+        image: z.string().default('test'),
+      })
+      .prefault({}),
+    adminToken: z.string().min(16).optional(),
+  })
+  .superRefine((c, ctx) => {
+    let subnet;
+    try {
+      subnet = parseCidr(c.subnet);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['subnet'], message: (err as Error).message });
+      return;
+    }
+    if (!inSubnet(c.bootIp, subnet)) {
+      ctx.addIssue({ code: 'custom', path: ['bootIp'], message: `${c.bootIp} is not a host address of ${c.subnet}` });
+    }
+  });
+
+export type Config = z.infer<typeof configSchema>;
+
+export function loadConfig(file: string | undefined, overrides: Record<string, unknown>): Config {
+  let base: Record<string, unknown> = {};
+  if (file) {
+    try {
+      base = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new Error(`cannot read config ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  const merged = deepMerge(base, overrides);
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) throw new Error(`invalid configuration${file ? ` in ${file}` : ''}:\n${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}
+
+function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    if (v === undefined) continue;
+    const cur = out[k];
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
+        ? deepMerge(cur as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
+  }
+  return out;
+}

@@ -1,0 +1,88 @@
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { ARCHES } from '../store/schema.js';
+
+const relPath = z
+  .string()
+  .min(1)
+  .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), 'must be a relative path inside the image');
+
+export const manifestSchema = z.object({
+  name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/),
+  arch: z.enum(ARCHES),
+  kernel: relPath,
+  initrd: relPath.optional(),
+  dtbs: z.record(z.string(), relPath).default({}),
+  /** Kernel command line; `{{console}}` is replaced by the board model's console device. */
+  cmdline: z.string(),
+  rootDisk: relPath.nullable().optional(),
+  sha256: z.record(z.string(), z.string()).optional(),
+});
+export type Manifest = z.infer<typeof manifestSchema>;
+
+export interface Image {
+  name: string;
+  /** Directory holding the manifest and the files it names. */
+  dir: string;
+  manifest: Manifest;
+}
+
+/** A directory of images: each `<dir>/<name>/<sub>/manifest.json` is one (sub: 'build' for built-in images). */
+export interface ImageRoot {
+  dir: string;
+  sub?: string;
+}
+
+/** Images found under the configured roots; the first root wins a name. Rescanned at most every `ttlMs`. */
+export class ImageCatalog {
+  private cache: { at: number; images: Map<string, Image>; problems: string[] } | null = null;
+  constructor(
+    private readonly roots: ImageRoot[],
+    private readonly ttlMs = 2000,
+  ) {}
+
+  async list(): Promise<Image[]> {
+    return [...(await this.scan()).images.values()];
+  }
+
+  async get(name: string): Promise<Image | null> {
+    return (await this.scan()).images.get(name) ?? null;
+  }
+
+  /** Manifests that exist but could not be read: reported, never fatal. */
+  async problems(): Promise<string[]> {
+    return (await this.scan()).problems;
+  }
+
+  invalidate(): void {
+    this.cache = null;
+  }
+
+  private async scan() {
+    if (this.cache && Date.now() - this.cache.at < this.ttlMs) return this.cache;
+    const images = new Map<string, Image>();
+    const problems: string[] = [];
+    for (const root of this.roots) {
+      let names: string[];
+      try {
+        names = await readdir(root.dir);
+      } catch {
+        continue;
+      }
+      for (const name of names.sort()) {
+        const dir = join(root.dir, name, root.sub ?? '');
+        const file = join(dir, 'manifest.json');
+        if (!(await stat(file).catch(() => null))) continue;
+        try {
+          const manifest = manifestSchema.parse(JSON.parse(await readFile(file, 'utf8')));
+          if (!images.has(manifest.name)) images.set(manifest.name, { name: manifest.name, dir, manifest });
+        } catch (err) {
+          problems.push(`${file}: ${(err as Error).message}`);
+        }
+      }
+    }
+    this.cache = { at: Date.now(), images, problems };
+    return this.cache;
+  }
+}

@@ -1,0 +1,147 @@
+import { z } from 'zod';
+import type { Store } from '../store/store.js';
+import { boardSchema, discoveredSchema, type Board, type Discovered } from '../store/schema.js';
+import { ConflictError, BadRequestError, NotFoundError } from '../util/errors.js';
+import { inSubnet, parseCidr, type Subnet } from '../util/net.js';
+import type { ImageCatalog } from '../images/catalog.js';
+
+export const boardInputSchema = boardSchema.omit({ state: true, stateReason: true, createdAt: true });
+export type BoardInput = z.infer<typeof boardInputSchema>;
+export const boardPatchSchema = boardInputSchema.omit({ id: true }).partial().strict();
+export type BoardPatch = z.infer<typeof boardPatchSchema>;
+
+/** States in which a board is in a tenant's hands: it cannot be removed. */
+const BUSY = new Set<Board['state']>(['provisioning', 'active', 'releasing']);
+/** Cap on remembered unknown MACs, so a DHCP flood cannot grow the state file without bound. */
+const MAX_DISCOVERED = 1000;
+
+export interface InventoryOptions {
+  store: Store;
+  images: ImageCatalog;
+  subnet: string;
+  bootIp: string;
+}
+
+/** Enrolled boards and unknown MACs seen on the boot network. */
+export class Inventory {
+  private readonly subnet: Subnet;
+  constructor(private readonly o: InventoryOptions) {
+    this.subnet = parseCidr(o.subnet);
+  }
+
+  list(): Board[] {
+    return this.o.store.state.boards.map((b) => ({ ...b }));
+  }
+
+  get(id: string): Board {
+    const b = this.o.store.state.boards.find((x) => x.id === id);
+    if (!b) throw new NotFoundError(`board ${id}`);
+    return { ...b };
+  }
+
+  byMac(mac: string): Board | undefined {
+    return this.o.store.state.boards.find((b) => b.mac === mac);
+  }
+
+  byIp(ip: string): Board | undefined {
+    return this.o.store.state.boards.find((b) => b.ip === ip);
+  }
+
+  async create(input: BoardInput): Promise<Board> {
+    await this.checkImage(input.image);
+    this.checkIp(input.ip);
+    return this.o.store.update((s) => {
+      this.checkUnique(s.boards, input);
+      const board: Board = { ...input, state: 'available', createdAt: new Date().toISOString() };
+      s.boards.push(board);
+      s.discovered = s.discovered.filter((d) => d.mac !== input.mac); // enrolling a discovered MAC
+      return { ...board };
+    });
+  }
+
+  async patch(id: string, patch: BoardPatch): Promise<Board> {
+    if (patch.image !== undefined) await this.checkImage(patch.image);
+    if (patch.ip !== undefined) this.checkIp(patch.ip);
+    return this.o.store.update((s) => {
+      const i = s.boards.findIndex((b) => b.id === id);
+      if (i < 0) throw new NotFoundError(`board ${id}`);
+      const next = { ...s.boards[i]!, ...patch };
+      this.checkUnique(s.boards.filter((_, j) => j !== i), next);
+      s.boards[i] = next;
+      return { ...next };
+    });
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.o.store.update((s) => {
+      const b = s.boards.find((x) => x.id === id);
+      if (!b) throw new NotFoundError(`board ${id}`);
+      if (BUSY.has(b.state)) throw new ConflictError(`board ${id} is ${b.state}; release its lease first`);
+      s.boards = s.boards.filter((x) => x.id !== id);
+    });
+  }
+
+  /** Set a board's state (the lease state machine validates transitions before calling this). */
+  async setState(id: string, state: Board['state'], reason?: string): Promise<Board> {
+    return this.o.store.update((s) => {
+      const b = s.boards.find((x) => x.id === id);
+      if (!b) throw new NotFoundError(`board ${id}`);
+      b.state = state;
+      if (reason === undefined) delete b.stateReason;
+      else b.stateReason = reason;
+      return { ...b };
+    });
+  }
+
+  discovered(): Discovered[] {
+    return this.o.store.state.discovered.map((d) => ({ ...d }));
+  }
+
+  /** Record a DHCP request from a MAC we do not know. Writes at most once a minute per MAC. */
+  async noteUnknown(mac: string, extra: { vendorClass?: string; clientArch?: number } = {}): Promise<void> {
+    const now = new Date();
+    const cur = this.o.store.state.discovered.find((d) => d.mac === mac);
+    if (cur && now.getTime() - Date.parse(cur.lastSeen) < 60_000) {
+      cur.count++; // in-memory only until the next write
+      return;
+    }
+    await this.o.store.update((s) => {
+      const d = s.discovered.find((x) => x.mac === mac);
+      if (d) {
+        d.lastSeen = now.toISOString();
+        d.count++;
+        Object.assign(d, clean(extra));
+      } else {
+        s.discovered.push(discoveredSchema.parse({ mac, firstSeen: now.toISOString(), lastSeen: now.toISOString(), count: 1, ...clean(extra) }));
+        if (s.discovered.length > MAX_DISCOVERED) {
+          s.discovered.sort((a, b) => a.lastSeen.localeCompare(b.lastSeen));
+          s.discovered.splice(0, s.discovered.length - MAX_DISCOVERED);
+        }
+      }
+    });
+  }
+
+  private async checkImage(name: string): Promise<void> {
+    if (!(await this.o.images.get(name))) {
+      const known = (await this.o.images.list()).map((i) => i.name);
+      throw new BadRequestError(`unknown image "${name}" (known: ${known.join(', ') || 'none — build one, see images/README.md'})`);
+    }
+  }
+
+  private checkIp(ip: string): void {
+    if (!inSubnet(ip, this.subnet)) throw new BadRequestError(`ip ${ip} is outside the boot subnet ${this.o.subnet}`);
+    if (ip === this.o.bootIp) throw new BadRequestError(`ip ${ip} is the boot server's own address`);
+  }
+
+  private checkUnique(others: Board[], b: Pick<Board, 'id' | 'mac' | 'ip'>): void {
+    for (const o of others) {
+      if (o.id === b.id) throw new ConflictError(`board ${b.id} already exists`);
+      if (o.mac === b.mac) throw new ConflictError(`MAC ${b.mac} is already enrolled as board ${o.id}`);
+      if (o.ip === b.ip) throw new ConflictError(`ip ${b.ip} is already reserved for board ${o.id}`);
+    }
+  }
+}
+
+function clean<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

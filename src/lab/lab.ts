@@ -1,0 +1,152 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rm, symlink, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { log } from '../log.js';
+import { qmp } from '../power/qmp.js';
+import { intToIp, ipToInt, parseCidr } from '../util/net.js';
+import { addBridge, addTap, addVethPair, createNetns, deleteLink, deleteNetns, linkExists, linkUp, setAddr, setMaster } from './netns.js';
+import { UBOOT_BIN, assertLabReady } from './preflight.js';
+
+const execFileP = promisify(execFile);
+
+export interface LabOptions {
+  netns: string;
+  /** The boot server's address; it lives on the host end of the lab's veth. */
+  bootIp: string;
+  subnet: string;
+  boards: number;
+  memoryMb: number;
+  /** Pid files, QMP sockets and serial links live here. */
+  stateDir: string;
+}
+
+export interface LabBoard {
+  id: string;
+  mac: string;
+  ip: string;
+  /** A stable symlink to the board's serial pty (the pty itself changes with every QEMU start). */
+  serial: string;
+  qmp: string;
+}
+
+/**
+ * The virtual lab: a network namespace holding a bridge, one tap per board, and QEMU `virt` ARMv7
+ * boards running Debian's real U-Boot. A veth joins the bridge to the host, where the boot servers
+ * listen on `bootIp`. Boards start powered off (paused); QEMU processes outlive the server, as real
+ * boards would, and are adopted again on the next start.
+ */
+export class Lab {
+  readonly hostIf: string;
+  constructor(readonly o: LabOptions) {
+    this.hostIf = `${o.netns.slice(0, 12)}-h`;
+  }
+
+  boards(): LabBoard[] {
+    const subnet = parseCidr(this.o.subnet);
+    const tag = createHash('sha256').update(this.o.netns).digest()[0]!;
+    return Array.from({ length: this.o.boards }, (_, i) => {
+      const id = `lab-${i + 1}`;
+      const mac = ['52', '54', '00', 'd0', tag.toString(16).padStart(2, '0'), (i + 1).toString(16).padStart(2, '0')].join(':');
+      return {
+        id,
+        mac,
+        ip: intToIp(ipToInt(subnet.network) + 100 + i + 1),
+        serial: join(this.o.stateDir, `${id}.tty`),
+        qmp: join(this.o.stateDir, `${id}.qmp`),
+      };
+    });
+  }
+
+  async up(): Promise<LabBoard[]> {
+    assertLabReady();
+    const { netns } = this.o;
+    await mkdir(this.o.stateDir, { recursive: true });
+    await createNetns(netns);
+    await addBridge('br0', netns);
+    await linkUp('br0', netns);
+    if (!(await linkExists(this.hostIf))) await addVethPair(this.hostIf, 'uplink', { peerNetns: netns });
+    await setMaster('uplink', 'br0', netns);
+    await linkUp('uplink', netns);
+    await setAddr(this.hostIf, `${this.o.bootIp}/${parseCidr(this.o.subnet).prefix}`);
+    await linkUp(this.hostIf);
+    const boards = this.boards();
+    for (const [i, b] of boards.entries()) await this.startBoard(b, `tap${i + 1}`);
+    return boards;
+  }
+
+  /** Stop every board and remove the namespace, the veth and the lab's state files. */
+  async down(): Promise<void> {
+    for (const b of this.boards()) {
+      await qmp(b.qmp, [{ execute: 'quit' }], 2000).catch(() => {});
+      const pid = await this.pid(b);
+      if (pid) killQuietly(pid);
+    }
+    await deleteNetns(this.o.netns);
+    await deleteLink(this.hostIf);
+    await rm(this.o.stateDir, { recursive: true, force: true });
+  }
+
+  private async pid(b: LabBoard): Promise<number | null> {
+    const text = await readFile(`${b.qmp}.pid`, 'utf8').catch(() => '');
+    const pid = Number(text.trim());
+    if (!pid) return null;
+    try {
+      process.kill(pid, 0);
+      return pid;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Start a board's QEMU (paused) unless one is already running and answers QMP. */
+  private async startBoard(b: LabBoard, tap: string): Promise<void> {
+    const { netns } = this.o;
+    await addTap(tap, netns);
+    await setMaster(tap, 'br0', netns);
+    await linkUp(tap, netns);
+    if ((await this.pid(b)) && (await qmp(b.qmp, [{ execute: 'query-status' }], 2000).then(() => true, () => false))) {
+      log.info({ board: b.id }, 'lab: adopted running QEMU board');
+    } else {
+      await unlink(b.qmp).catch(() => {});
+      // prettier-ignore
+      const args = [
+        'netns', 'exec', netns, 'qemu-system-arm',
+        '-M', 'virt', '-cpu', 'cortex-a15', '-m', String(this.o.memoryMb),
+        '-bios', UBOOT_BIN,
+        '-display', 'none', '-monitor', 'none', '-serial', 'pty',
+        '-qmp', `unix:${b.qmp},server=on,wait=off`,
+        '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
+        '-device', `virtio-net-device,netdev=n0,mac=${b.mac}`,
+        '-name', `dozen-${b.id}`,
+        '-S', '-daemonize', '-pidfile', `${b.qmp}.pid`,
+      ];
+      try {
+        await execFileP('ip', args, { timeout: 30_000 });
+      } catch (err) {
+        throw new Error(`lab: QEMU for ${b.id} did not start: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, { cause: err });
+      }
+      log.info({ board: b.id, mac: b.mac }, 'lab: started QEMU board (powered off)');
+    }
+    await this.linkSerial(b);
+  }
+
+  /** Point the board's stable serial path at its current pty, as QEMU reports it. */
+  private async linkSerial(b: LabBoard): Promise<void> {
+    const [chardevs] = (await qmp(b.qmp, [{ execute: 'query-chardev' }])) as Array<Array<{ label: string; filename: string }>>;
+    const pty = chardevs?.find((c) => c.label === 'serial0')?.filename.replace(/^pty:/, '');
+    if (!pty) throw new Error(`lab: ${b.id} has no serial pty`);
+    await unlink(b.serial).catch(() => {});
+    await symlink(pty, b.serial);
+  }
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* already gone */
+  }
+}
+

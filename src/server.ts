@@ -1,0 +1,185 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import type { Server as HttpServer } from 'node:http';
+import { join, resolve } from 'node:path';
+import { createApp } from './api/app.js';
+import { InventoryBootDecider } from './boot/decider.js';
+import { DhcpServer, type DhcpEvent } from './boot/dhcp/server.js';
+import { bootFilesHandler } from './boot/files.js';
+import { BOOT_SCRIPT_NAME } from './boot/spec.js';
+import { TftpServer } from './boot/tftp/server.js';
+import type { Config } from './config.js';
+import { ImageCatalog } from './images/catalog.js';
+import { Inventory } from './inventory/boards.js';
+import { BoardEvents } from './inventory/events.js';
+import { Lab } from './lab/lab.js';
+import { log } from './log.js';
+import { powerDriver } from './power/registry.js';
+import { Store } from './store/store.js';
+
+export interface RunningServer {
+  config: Config;
+  store: Store;
+  inventory: Inventory;
+  events: BoardEvents;
+  images: ImageCatalog;
+  lab?: Lab;
+  tftp: TftpServer;
+  dhcp: DhcpServer;
+  http: HttpServer;
+  apiUrl: string;
+  adminToken: string;
+  stop(opts?: { labDown?: boolean }): Promise<void>;
+}
+
+/** The admin token: from config/env, else one made on first start and kept (0600) in the data dir. */
+async function adminToken(config: Config, dataDir: string): Promise<string> {
+  if (config.adminToken) return config.adminToken;
+  const file = join(dataDir, 'admin-token');
+  const existing = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (existing) return existing;
+  const token = randomBytes(24).toString('base64url');
+  await writeFile(file, token + '\n', { mode: 0o600 });
+  log.info({ file }, 'made a new admin token');
+  return token;
+}
+
+export async function startServer(config: Config): Promise<RunningServer> {
+  const dataDir = resolve(config.dataDir);
+  await mkdir(dataDir, { recursive: true });
+  const store = await Store.open(join(dataDir, 'state.json'));
+  const cleanups: Array<() => Promise<unknown>> = [() => store.close()];
+  try {
+    const images = new ImageCatalog([
+      { dir: join(dataDir, 'images') },
+      { dir: config.imagesDir, sub: 'build' },
+    ]);
+    for (const p of await images.problems()) log.warn(`image manifest ignored: ${p}`);
+    const inventory = new Inventory({ store, images, subnet: config.subnet, bootIp: config.bootIp });
+    const events = new BoardEvents();
+    const decider = new InventoryBootDecider({ inventory, images, tftp: config.tftp });
+
+    let lab: Lab | undefined;
+    if (config.lab.enabled) {
+      lab = new Lab({ ...config.lab, bootIp: config.bootIp, subnet: config.subnet, stateDir: join(dataDir, 'lab') });
+      const boards = await lab.up();
+      await enrollLabBoards(inventory, boards, config.lab.image);
+    }
+
+    const tftp = new TftpServer({
+      address: config.bootIp,
+      port: config.tftp.port,
+      maxTransfers: config.tftp.maxTransfers,
+      handler: bootFilesHandler({ inventory, images, decider }),
+      onTransfer: (ev) => {
+        const board = inventory.byIp(ev.client.address);
+        if (!board) return;
+        const mbps = ev.ms > 0 ? +(ev.bytes / 1e6 / (ev.ms / 1000)).toFixed(2) : undefined;
+        events.add(board.id, {
+          type: ev.ok ? 'tftp' : 'error',
+          message: ev.ok ? `fetched ${ev.path} (${ev.bytes} bytes in ${ev.ms} ms)` : `TFTP ${ev.path} failed: ${ev.error}`,
+          details: { path: ev.path, bytes: ev.bytes, ms: ev.ms, mbps, blksize: ev.blksize, windowsize: ev.windowsize },
+        });
+      },
+    });
+    await tftp.start();
+    cleanups.push(() => tftp.stop());
+
+    const dhcp = new DhcpServer({
+      serverAddress: config.bootIp,
+      port: config.dhcp.port,
+      subnet: config.subnet,
+      router: config.router,
+      dns: config.dns,
+      domain: config.domain,
+      leaseSeconds: config.dhcp.leaseSeconds,
+      pool: config.dhcp.pool,
+      lookup: async (info) => {
+        const board = inventory.byMac(info.mac);
+        if (!board) {
+          await inventory.noteUnknown(info.mac, { vendorClass: info.vendorClass, clientArch: info.clientArch });
+          return null;
+        }
+        if (!(await decider.decide(board.mac))) return null;
+        return { ip: board.ip, hostname: board.id, bootFile: BOOT_SCRIPT_NAME, nextServer: config.bootIp };
+      },
+      onEvent: (ev: DhcpEvent) => {
+        const board = ev.mac ? inventory.byMac(ev.mac) : undefined;
+        if (board && ev.type !== 'unknown') {
+          events.add(board.id, { type: 'dhcp', message: `DHCP ${ev.type}${ev.ip ? ` ${ev.ip}` : ''}${ev.reason ? `: ${ev.reason}` : ''}`, details: { ip: ev.ip } });
+        }
+      },
+    });
+    await dhcp.start();
+    cleanups.push(() => dhcp.stop());
+
+    const token = await adminToken(config, dataDir);
+    const app = createApp({
+      adminToken: token,
+      inventory,
+      events,
+      images,
+      log,
+      stats: () => ({ tftp: tftp.stats, dhcp: dhcp.stats }),
+    });
+    const [host, port] = splitHostPort(config.api);
+    const http = await new Promise<HttpServer>((res, rej) => {
+      const s = app.listen(port, host, () => res(s)).once('error', rej);
+    });
+    const addr = http.address();
+    const apiUrl = `http://${host}:${typeof addr === 'object' && addr ? addr.port : port}`;
+    cleanups.push(() => new Promise((r) => http.close(() => r(undefined))));
+
+    if (lab) {
+      for (const b of lab.boards()) {
+        const board = inventory.byMac(b.mac);
+        if (!board) continue;
+        const power = powerDriver(board.power);
+        if ((await power.state()) !== 'on') {
+          await power.on();
+          events.add(board.id, { type: 'power', message: 'powered on (lab start)' });
+        }
+      }
+    }
+    log.info({ api: apiUrl, bootIp: config.bootIp, lab: lab ? lab.boards().map((b) => b.id) : [] }, 'DozenCloud is serving');
+
+    return {
+      config,
+      store,
+      inventory,
+      events,
+      images,
+      lab,
+      tftp,
+      dhcp,
+      http,
+      apiUrl,
+      adminToken: token,
+      async stop(opts = {}) {
+        for (const c of cleanups.reverse()) await c().catch((err) => log.warn({ err }, 'shutdown step failed'));
+        if (opts.labDown && lab) await lab.down();
+      },
+    };
+  } catch (err) {
+    for (const c of cleanups.reverse()) await c().catch(() => {});
+    throw err;
+  }
+}
+
+/** Lab boards are enrolled like real ones; their serial path and QMP socket are refreshed on every start. */
+async function enrollLabBoards(inventory: Inventory, boards: Awaited<ReturnType<Lab['up']>>, image: string): Promise<void> {
+  for (const b of boards) {
+    const power = { driver: 'qemu', qmp: b.qmp };
+    const existing = inventory.byMac(b.mac);
+    if (existing) {
+      await inventory.patch(existing.id, { serial: b.serial, power, ip: b.ip });
+    } else {
+      await inventory.create({ id: b.id, mac: b.mac, model: 'qemu-virt', arch: 'armv7', ip: b.ip, serial: b.serial, power, image });
+    }
+  }
+}
+
+function splitHostPort(s: string): [string, number] {
+  const i = s.lastIndexOf(':');
+  return [s.slice(0, i), Number(s.slice(i + 1))];
+}

@@ -1,0 +1,92 @@
+import { mkdtempSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Store } from '../../src/store/store.js';
+import { SCHEMA_VERSION } from '../../src/store/schema.js';
+
+const dir = () => mkdtempSync(join(tmpdir(), 'store-'));
+const board = (id: string) => ({
+  id,
+  mac: '02:00:00:00:00:0' + id.length,
+  model: 'bananapi',
+  arch: 'armv7' as const,
+  ip: '10.0.0.5',
+  power: { driver: 'qemu', qmp: '/x' },
+  image: 'test',
+  state: 'available' as const,
+  createdAt: new Date().toISOString(),
+});
+
+describe('state store', () => {
+  it('creates a versioned file and persists each update before resolving', async () => {
+    const d = dir();
+    const s = await Store.open(join(d, 'state.json'));
+    await s.update((st) => st.boards.push(board('a')));
+    const onDisk = JSON.parse(readFileSync(join(d, 'state.json'), 'utf8'));
+    expect(onDisk.version).toBe(SCHEMA_VERSION);
+    expect(onDisk.boards.map((b: { id: string }) => b.id)).toEqual(['a']);
+    expect(readdirSync(d).filter((f) => f.endsWith('.tmp'))).toEqual([]); // no temp files left behind
+    await s.close();
+    const again = await Store.open(join(d, 'state.json'));
+    expect(again.state.boards[0]!.id).toBe('a');
+    await again.close();
+  });
+
+  it('runs concurrent updates one at a time, each seeing the last', async () => {
+    const d = dir();
+    const s = await Store.open(join(d, 'state.json'));
+    await Promise.all(Array.from({ length: 50 }, (_, i) => s.update((st) => st.discovered.push({ mac: `02:00:00:00:01:${(i + 16).toString(16)}`, firstSeen: 'x', lastSeen: 'x', count: i }))));
+    expect(s.state.discovered).toHaveLength(50);
+    await s.close();
+  });
+
+  it('a failed mutation leaves memory and disk unchanged', async () => {
+    const d = dir();
+    const s = await Store.open(join(d, 'state.json'));
+    await s.update((st) => st.boards.push(board('a')));
+    await expect(
+      s.update((st) => {
+        st.boards.push(board('bb'));
+        throw new Error('nope');
+      }),
+    ).rejects.toThrow('nope');
+    expect(s.state.boards).toHaveLength(1);
+    await s.close();
+  });
+
+  it('refuses a corrupt file, naming it, and leaves it untouched', async () => {
+    const d = dir();
+    const file = join(d, 'state.json');
+    writeFileSync(file, '{"version":1,"boards":[');
+    await expect(Store.open(file)).rejects.toThrow(new RegExp(`state file ${file} is not valid JSON`));
+    expect(readFileSync(file, 'utf8')).toBe('{"version":1,"boards":[');
+  });
+
+  it('refuses a file that does not match the schema, naming the field', async () => {
+    const d = dir();
+    const file = join(d, 'state.json');
+    writeFileSync(file, JSON.stringify({ version: 1, boards: [{ ...board('a'), mac: 'nope' }], discovered: [] }));
+    await expect(Store.open(file)).rejects.toThrow(/does not match the schema[\s\S]*mac/);
+  });
+
+  it('refuses a file from a newer server', async () => {
+    const d = dir();
+    const file = join(d, 'state.json');
+    writeFileSync(file, JSON.stringify({ version: SCHEMA_VERSION + 1, boards: [], discovered: [] }));
+    await expect(Store.open(file)).rejects.toThrow(/newer than this server/);
+  });
+
+  it('allows one writer at a time; a dead writer’s lock is taken over', async () => {
+    const d = dir();
+    const file = join(d, 'state.json');
+    const s = await Store.open(file);
+    await expect(Store.open(file)).rejects.toThrow(/already open/);
+    await s.close();
+    writeFileSync(`${file}.lock`, String(process.ppid)); // another live process holds it
+    await expect(Store.open(file)).rejects.toThrow(/in use by process/);
+    writeFileSync(`${file}.lock`, '999999'); // no such process
+    const t = await Store.open(file);
+    await t.close();
+  });
+});
