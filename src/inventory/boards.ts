@@ -4,6 +4,7 @@ import { boardSchema, discoveredSchema, type Board, type Discovered } from '../s
 import { ConflictError, BadRequestError, NotFoundError } from '../util/errors.js';
 import { inSubnet, parseCidr, type Subnet } from '../util/net.js';
 import type { ImageCatalog } from '../images/catalog.js';
+import { powerDriver } from '../power/registry.js';
 
 export const boardInputSchema = boardSchema.omit({ state: true, stateReason: true, createdAt: true });
 export type BoardInput = z.infer<typeof boardInputSchema>;
@@ -49,6 +50,7 @@ export class Inventory {
 
   async create(input: BoardInput): Promise<Board> {
     await this.checkImage(input.image);
+    checkPower(input.power);
     this.checkIp(input.ip);
     return this.o.store.update((s) => {
       this.checkUnique(s.boards, input);
@@ -62,6 +64,7 @@ export class Inventory {
   async patch(id: string, patch: BoardPatch): Promise<Board> {
     if (patch.image !== undefined) await this.checkImage(patch.image);
     if (patch.ip !== undefined) this.checkIp(patch.ip);
+    if (patch.power !== undefined) checkPower(patch.power);
     return this.o.store.update((s) => {
       const i = s.boards.findIndex((b) => b.id === id);
       if (i < 0) throw new NotFoundError(`board ${id}`);
@@ -139,6 +142,14 @@ export class Inventory {
       if (o.mac === b.mac) throw new ConflictError(`MAC ${b.mac} is already enrolled as board ${o.id}`);
       if (o.ip === b.ip) throw new ConflictError(`ip ${b.ip} is already reserved for board ${o.id}`);
     }
+  }
+}
+
+function checkPower(spec: Board['power']): void {
+  try {
+    powerDriver(spec); // constructing a driver validates its parameters
+  } catch (err) {
+    throw new BadRequestError(`power: ${(err as Error).message}`);
   }
 }
 
