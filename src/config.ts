@@ -44,6 +44,8 @@ export const configSchema = z
         netns: z.string().regex(/^[a-z0-9-]{1,12}$/).default('dozen-lab'),
         memoryMb: z.number().int().min(128).default(512),
         image: z.string().default('test'),
+        /** Power the lab boards on when the server starts (tests attach consoles first, then power on). */
+        powerOn: z.boolean().default(true),
       })
       .prefault({}),
     adminToken: z.string().min(16).optional(),

@@ -130,7 +130,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const apiUrl = `http://${host}:${typeof addr === 'object' && addr ? addr.port : port}`;
     cleanups.push(() => new Promise((r) => http.close(() => r(undefined))));
 
-    if (lab) {
+    if (lab && config.lab.powerOn) {
       for (const b of lab.boards()) {
         const board = inventory.byMac(b.mac);
         if (!board) continue;

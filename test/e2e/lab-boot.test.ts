@@ -1,0 +1,84 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, REPO_ROOT } from '../../src/config.js';
+import { powerDriver } from '../../src/power/registry.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import { openConsole } from '../helpers/serial.js';
+import { requireRoot, requireTools } from '../helpers/tools.js';
+
+// Two emulated ARMv7 boards (QEMU virt + Debian's U-Boot) network-boot the test image from our own
+// DHCP and TFTP servers, all real: U-Boot's DHCP/TFTP clients, the kernel, busybox's tftp on the board.
+const BOOT_TIMEOUT = 240_000;
+let server: RunningServer;
+let consoles: Array<Awaited<ReturnType<typeof openConsole>>> = [];
+
+beforeAll(async () => {
+  requireRoot();
+  requireTools('qemu-system-arm', 'ip', 'mkimage');
+  execFileSync('bash', [join(REPO_ROOT, 'images/test/build.sh')], { stdio: 'ignore', timeout: 600_000 });
+  const netns = `dze-${randomBytes(3).toString('hex')}`;
+  const config = loadConfig(undefined, {
+    dataDir: mkdtempSync(join(tmpdir(), 'e2e-')),
+    api: '127.0.0.1:0',
+    bootIp: '10.79.0.1',
+    subnet: '10.79.0.0/24',
+    lab: { enabled: true, boards: 2, netns, powerOn: false },
+  });
+  server = await startServer(config);
+  // Attach to the serial lines before power-on so nothing of the boot is missed.
+  consoles = await Promise.all(server.lab!.boards().map((b) => openConsole(b.serial)));
+  await Promise.all(server.inventory.list().map((b) => powerDriver(b.power).on()));
+}, 900_000);
+
+afterAll(async () => {
+  await Promise.all(consoles.map((c) => c.close()));
+  await server?.stop({ labDown: true });
+});
+
+describe('lab boards network-boot from our DHCP and TFTP servers', () => {
+  it(
+    'two boards boot in parallel from U-Boot to the image’s login: prompt',
+    async () => {
+      await Promise.all(
+        consoles.map(async (c, i) => {
+          const id = `lab-${i + 1}`;
+          await c.out.waitFor(/U-Boot 20\d\d/, 60_000, `${id} (U-Boot banner)`);
+          await c.out.waitFor(`dozen: board ${id}`, 90_000, `${id} (our boot script)`);
+          await c.out.waitFor('DOZEN-TEST-IMAGE READY', BOOT_TIMEOUT, `${id} (image marker)`);
+          await c.out.waitFor('login:', 60_000, `${id} (login prompt)`);
+        }),
+      );
+    },
+    BOOT_TIMEOUT + 120_000,
+  );
+
+  it('records each board’s boot events: DHCP and every file fetched with size and throughput', async () => {
+    for (const b of server.inventory.list()) {
+      const res = await fetch(`${server.apiUrl}/v1/boards/${b.id}/events`, { headers: { authorization: `Bearer ${server.adminToken}` } });
+      const events = (await res.json()) as Array<{ type: string; message: string; details?: Record<string, unknown> }>;
+      expect(events.some((e) => e.type === 'dhcp' && /ack/.test(e.message))).toBe(true);
+      const kernel = events.find((e) => e.type === 'tftp' && e.details?.path === 'images/test/vmlinuz');
+      expect(kernel?.details?.bytes).toBeGreaterThan(1_000_000);
+      expect(kernel?.details?.mbps).toBeGreaterThan(0);
+      expect(events.some((e) => e.type === 'tftp' && e.details?.path === 'boot.scr.uimg')).toBe(true);
+    }
+  });
+
+  it('board A may fetch its own boot script but is refused board B’s', async () => {
+    const a = consoles[0]!;
+    await a.type('root\n');
+    await a.out.waitFor('root@dozen:~# ', 30_000, 'lab-1 (shell prompt)');
+    await a.type('uname -m; tftp -g -r boot.scr.uimg -l /tmp/own 10.79.0.1 && echo OWN-OK\n');
+    await a.out.waitFor('armv7l', 30_000, 'lab-1 (uname)');
+    await a.out.waitFor('OWN-OK', 30_000, 'lab-1 (own boot script)');
+    await a.type('tftp -g -r boards/lab-2/boot.scr.uimg -l /tmp/other 10.79.0.1 || echo OTHER-REFUSED\n');
+    await a.out.waitFor(/Access violation|not lab-1's file/, 30_000, 'lab-1 (TFTP error packet for board B’s script)');
+    await a.out.waitFor('OTHER-REFUSED', 30_000, 'lab-1 (board B’s boot script refused)');
+    await a.type('ls /tmp/other 2>&1 || echo OTHER-ABSENT\n');
+    await a.out.waitFor(/OTHER-ABSENT|No such file/, 30_000, 'lab-1 (nothing written)');
+  });
+});
