@@ -7,7 +7,11 @@ PKGS=(
   iproute2 iptables                                         # netns, bridge, tap
   tftp-hpa tftpd-hpa busybox udhcpc isc-dhcp-client kea-admin curl  # real TFTP/DHCP clients + reference tftpd
   cpio xz-utils zstd                                        # image builder
-  tgt libiscsi-bin btrfs-progs                              # iSCSI root disks
+  tgt libiscsi-bin btrfs-progs xfsprogs                     # iSCSI root disks: tgtd, libiscsi test tools, CoW stores
+  debootstrap qemu-user-static binfmt-support               # debian-12 image, armhf userlands on x86
+  docker.io                                                 # container fallback (tests start their own dockerd)
+  chromium tmux                                             # browser console test (playwright-core drives Debian's chromium)
+  openssh-client                                            # tenants' ssh into leased boards (e2e)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,89 @@
+/**
+ * U-Boot on a lab board fetches the test image's kernel from our TFTP server and from tftp-hpa's
+ * in.tftpd, in the same run, at U-Boot's defaults and with tftpwindowsize (RFC 7440). Time is taken on
+ * the host from sending the command to U-Boot's "Bytes transferred" line, identically for both servers.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../src/config.js';
+import { setAddr } from '../src/lab/netns.js';
+import { powerDriver } from '../src/power/registry.js';
+import { startServer } from '../src/server.js';
+import { openConsole } from '../test/helpers/serial.js';
+
+// Debian's U-Boot has no tftpdstp (CONFIG_TFTP_PORT), so the reference server gets its own address, port 69.
+const REF_IP = '10.81.0.2';
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+
+export async function run() {
+  const netns = `dzb-${randomBytes(3).toString('hex')}`;
+  const config = loadConfig(undefined, {
+    dataDir: mkdtempSync(join(tmpdir(), 'bench-')),
+    api: '127.0.0.1:0',
+    bootIp: '10.81.0.1',
+    subnet: '10.81.0.0/24',
+    lab: { enabled: true, boards: 1, netns, powerOn: false },
+  });
+  const server = await startServer(config);
+  const board = server.inventory.list()[0]!;
+  const image = (await server.images.get('test'))!;
+  await setAddr(server.lab!.hostIf, `${REF_IP}/24`);
+  const ref = spawn('in.tftpd', ['-L', '-s', image.dir, '-a', `${REF_IP}:69`], { stdio: 'ignore' });
+  const con = await openConsole(board.serial!);
+  try {
+    await powerDriver(board.power).on();
+    await con.out.waitFor('Hit any key to stop autoboot', 60_000, 'U-Boot autoboot prompt');
+    await con.type('\n');
+    await con.out.waitFor('=> ', 10_000, 'U-Boot prompt');
+    const cmd = async (line: string, until: RegExp | string, timeoutMs = 10_000) => {
+      await con.type(line + '\n');
+      return con.out.waitFor(until, timeoutMs, `U-Boot: ${line}`);
+    };
+    await cmd(`setenv ipaddr ${board.ip}; setenv serverip ${config.bootIp}; setenv netmask 255.255.255.0; echo OK`, /OK/);
+    const fetch = async (server: 'ours' | 'tftp-hpa', windowsize: number) => {
+      const [ip, file] = server === 'ours' ? [config.bootIp, 'images/test/vmlinuz'] : [REF_IP, 'vmlinuz'];
+      await cmd(`setenv serverip ${ip}; setenv tftpblocksize 1468; setenv tftpwindowsize ${windowsize}; echo OK`, /OK/);
+      const t0 = process.hrtime.bigint();
+      const m = await cmd(`tftpboot \${kernel_addr_r} ${file}`, /Bytes transferred = (\d+) \(|TFTP error[^\n]*|Retry count exceeded/, 300_000);
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (!m[1]) throw new Error(`${server} windowsize ${windowsize}: ${m[0]}`);
+      return { bytes: Number(m[1]), ms };
+    };
+    const results: Record<string, { ours: number; ref: number; ratio: number }> = {};
+    for (const windowsize of [1, 16]) {
+      const rate = { ours: [] as number[], ref: [] as number[] };
+      for (let i = 0; i < RUNS; i++) {
+        for (const s of ['ours', 'tftp-hpa'] as const) {
+          const r = await fetch(s, windowsize);
+          rate[s === "ours" ? "ours" : "ref"].push(r.bytes / 1e6 / (r.ms / 1000));
+          if (process.env.BENCH_VERBOSE) console.error(s, windowsize, r);
+        }
+      }
+      const ours = median(rate.ours);
+      const refRate = median(rate.ref);
+      results[windowsize === 1 ? 'defaults (blksize 1468, window 1)' : `tftpwindowsize ${windowsize}`] = {
+        ours: round(ours),
+        ref: round(refRate),
+        ratio: round(ours / refRate),
+      };
+    }
+    return { what: 'U-Boot (qemu virt, TCG) tftpboot of the 5.4 MB test kernel, MB/s, median of ' + RUNS, results };
+  } finally {
+    await con.close();
+    ref.kill();
+    await server.stop({ labDown: true });
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const round = (x: number) => Math.round(x * 100) / 100;
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  run().then((r) => {
+    console.log(r.what);
+    console.table(r.results);
+  });
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Everything the server and the tests need on this machine, idempotently and with progress:
+# Debian packages, node modules (only when package-lock.json changed), the built-in images.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+step "Debian packages"
+bash scripts/setup-host.sh
+
+step "node modules"
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat node_modules/.dozen-lock 2>/dev/null)" != "$lock_sum" ]; then
+  npm ci --no-audit --no-fund
+  echo "$lock_sum" > node_modules/.dozen-lock
+else
+  echo "node_modules match package-lock.json"
+fi
+
+step "images"
+bash images/test/build.sh
