@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Builds the DozenCloud ARMv7 test image from Debian 12 (bookworm) armhf packages:
+#   build/vmlinuz       zImage from linux-image-armmp's kernel package (U-Boot `bootz`)
+#   build/initrd.img    gzip'd newc cpio: busybox-static, /init, a serial login, needed modules
+#   build/dtbs/*.dtb    device trees for the real boards named in manifest.json's "dtbs"
+#   build/manifest.json the template images/test/manifest.json plus sha256 of every file,
+#                       kernel version, package versions and loaded modules (images/README.md)
+#   build/SHA256SUMS    the same checksums for sha256sum -c
+#
+# Usage: images/test/build.sh [--force] [--refresh] [--out DIR]
+#   --force    rebuild even when the outputs are up to date
+#   --refresh  re-fetch the armhf package lists (picks up newer Debian packages); implies a
+#              rebuild only if that changes a package
+#   --out DIR  write the image to DIR instead of images/test/build
+#
+# Cached and idempotent: the .debs and package lists live in ${DOZEN_CACHE:-<repo>/.cache}/apt-armhf
+# (see images/lib/fetch-armhf-debs.sh). The build is skipped when build/.inputs (a hash of the
+# exact .debs, of this script, manifest.json, modules, rootfs/ and images/lib/) is unchanged and
+# the outputs still match build/SHA256SUMS. The output is reproducible: same inputs, same bytes
+# (sorted cpio with fixed owners and mtimes, gzip -n).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+OUT=$HERE/build
+FORCE=0
+REFRESH=0
+# Fixed timestamp for every file in the initrd (reproducible builds).
+EPOCH=${SOURCE_DATE_EPOCH:-0}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --force) FORCE=1 ;;
+    --refresh) REFRESH=1 ;;
+    --out) OUT=${2:?--out needs a directory}; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+START_MS=$(date +%s%3N)
+log() { printf '[test-image] %5.1fs %s\n' "$(( $(date +%s%3N) - START_MS ))e-3" "$*" >&2; }
+die() { printf '[test-image] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# shellcheck source=../lib/fetch-armhf-debs.sh
+. "$REPO/images/lib/fetch-armhf-debs.sh"
+need() { command -v "$1" >/dev/null 2>&1 || die "missing tool '$1' — install it with: apt-get install $2"; }
+need dpkg-deb dpkg
+need cpio cpio
+need gzip gzip
+need sha256sum coreutils
+need od coreutils
+need flock util-linux
+need find findutils
+need node nodejs
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+exec 9>"$OUT/.lock"
+flock -w 900 9 || die "another build holds $OUT/.lock for too long"
+
+# --- 1. resolve and fetch the packages -------------------------------------------------------
+armhf_init
+armhf_lock
+armhf_ensure_lists "$REFRESH"
+fetch_all() {
+  KPKG=$(armhf_depends linux-image-armmp | grep -m1 '^linux-image-') || return 1
+  KDEB=$(armhf_fetch_one "$KPKG") || return 1
+  BBDEB=$(armhf_fetch_one busybox-static) || return 1
+  META_VERSION=$(armhf_version linux-image-armmp) || return 1
+}
+if ! fetch_all; then
+  [ "$ARMHF_LISTS_FRESH" = 0 ] || die "could not resolve or download the armhf packages (see above)"
+  log "retrying with fresh package lists (the archive may have moved on)"
+  armhf_update
+  fetch_all || die "could not resolve or download the armhf packages (see above)"
+fi
+armhf_unlock
+log "packages: $(basename "$KDEB"), $(basename "$BBDEB")"
+
+# --- 2. up to date? --------------------------------------------------------------------------
+inputs_hash() {
+  {
+    echo "epoch=$EPOCH"
+    basename "$KDEB"
+    basename "$BBDEB"
+    cd "$HERE"
+    find build.sh manifest.json modules rootfs ../lib \( -type f -o -type l \) -print | LC_ALL=C sort |
+      while read -r f; do
+        if [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(stat -c %a "$f") $(sha256sum <"$f" | cut -c1-64)"; fi
+      done
+  } | sha256sum | cut -c1-64
+}
+INPUTS=$(inputs_hash)
+if [ "$FORCE" = 0 ] && [ "$(cat "$OUT/.inputs" 2>/dev/null)" = "$INPUTS" ] && [ -f "$OUT/manifest.json" ] &&
+  (cd "$OUT" && sha256sum --quiet --strict -c SHA256SUMS >/dev/null 2>&1); then
+  log "up to date: $OUT (use --force to rebuild)"
+  exit 0
+fi
+
+# --- 3. unpack -------------------------------------------------------------------------------
+W=$OUT/.work
+rm -rf "$W"
+mkdir -p "$W/kernel" "$W/busybox" "$W/root" "$W/out"
+trap 'rm -rf "$W"' EXIT
+log "unpacking $(basename "$KDEB")"
+dpkg-deb -x "$KDEB" "$W/kernel"
+dpkg-deb -x "$BBDEB" "$W/busybox"
+KVERS=$(ls "$W/kernel/lib/modules")
+[ "$(echo "$KVERS" | wc -l)" = 1 ] || die "expected one kernel in $KPKG, found: $KVERS"
+KVER=$KVERS
+KMOD=$W/kernel/lib/modules/$KVER
+
+# --- 4. kernel and device trees --------------------------------------------------------------
+cp "$W/kernel/boot/vmlinuz-$KVER" "$W/out/vmlinuz"
+magic=$(od -An -tx4 -j 36 -N 4 --endian=little "$W/out/vmlinuz" | tr -d ' ')
+[ "$magic" = 016f2818 ] || die "vmlinuz-$KVER is not an ARM zImage (magic at 0x24: $magic)"
+log "kernel $KVER ($(($(stat -c %s "$W/out/vmlinuz") / 1024)) KiB zImage)"
+
+DTB_SRC=$W/kernel/usr/lib/linux-image-$KVER
+node -e '
+  const m = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  for (const p of Object.values(m.dtbs ?? {})) console.log(p);
+' "$HERE/manifest.json" | while read -r dtb; do
+  src=$(find "$DTB_SRC" -name "$(basename "$dtb")" -print -quit)
+  [ -n "$src" ] || die "$KPKG has no device tree $(basename "$dtb")"
+  mkdir -p "$(dirname "$W/out/$dtb")"
+  cp "$src" "$W/out/$dtb"
+done
+log "device trees: $(cd "$W/out" && find . -name '*.dtb' -printf '%P\n' | LC_ALL=C sort | tr '\n' ' ')"
+
+# --- 5. modules: each listed module plus its dependencies, dependencies first ----------------
+declare -A KO=() BUILTIN=() PICKED=()
+while read -r p; do
+  n=${p##*/}; n=${n%.ko}; KO[${n//-/_}]=$p
+done < <(cd "$KMOD" && find kernel -name '*.ko')
+while read -r p; do
+  n=${p##*/}; n=${n%.ko}; BUILTIN[${n//-/_}]=1
+done <"$KMOD/modules.builtin"
+
+ORDER=()
+resolve() { # resolve NAME: appends NAME's dependencies, then NAME, to ORDER
+  local n=${1//-/_} deps d
+  [ -n "${BUILTIN[$n]:-}" ] && return
+  [ -n "${KO[$n]:-}" ] || die "module $1 (modules file) is neither built into nor shipped with $KVER"
+  for d in "${ORDER[@]}"; do [ "$d" = "$n" ] && return; done
+  deps=$(tr '\0' '\n' <"$KMOD/${KO[$n]}" | sed -n 's/^depends=//p' | head -1)
+  for d in ${deps//,/ }; do resolve "$d"; done
+  ORDER+=("$n")
+}
+mkdir -p "$W/root/etc/dozen" "$W/root/lib/modules/$KVER"
+{
+  echo "# <device-tree compatible|*> <module path>, in load order (generated by images/test/build.sh)"
+  while read -r when mods; do
+    case "$when" in '' | '#'*) continue ;; esac
+    ORDER=()
+    for m in $mods; do
+      [ -n "${BUILTIN[${m//-/_}]:-}" ] && log "module $m is built into the kernel"
+      resolve "$m"
+    done
+    for n in "${ORDER[@]}"; do
+      echo "$when ${KO[$n]}"
+      PICKED[$n]=1
+      mkdir -p "$(dirname "$W/root/lib/modules/$KVER/${KO[$n]}")"
+      cp "$KMOD/${KO[$n]}" "$W/root/lib/modules/$KVER/${KO[$n]}"
+    done
+  done <"$HERE/modules"
+} >"$W/root/etc/dozen/modules.load"
+cp "$KMOD/modules.builtin" "$KMOD/modules.order" "$W/root/lib/modules/$KVER/"
+MODULES=$(printf '%s\n' "${!PICKED[@]}" | LC_ALL=C sort | tr '\n' ' ')
+log "modules: $MODULES"
+
+# --- 6. initrd -------------------------------------------------------------------------------
+R=$W/root
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,root,var/log}
+cp "$W/busybox/bin/busybox" "$R/bin/busybox"
+elf=$(od -An -tx1 -N 20 "$R/bin/busybox" | tr -d ' \n')
+case "$elf" in 7f454c46010101*2800) ;; *) die "busybox from busybox-static is not a 32-bit ARM ELF ($elf)" ;; esac
+ln -s busybox "$R/bin/sh"
+cp -R "$HERE/rootfs/." "$R/"
+BB_VERSION=$(dpkg-deb -f "$BBDEB" Version)
+K_VERSION=$(dpkg-deb -f "$KDEB" Version)
+cat >"$R/etc/dozen-release" <<EOF
+DOZEN_IMAGE=test
+KERNEL=$KVER
+KERNEL_PACKAGE="$KPKG $K_VERSION"
+BUSYBOX_PACKAGE="busybox-static $BB_VERSION"
+EOF
+# Normalize modes (git only keeps the x bit) and times; owners are set by cpio -R.
+find "$R" -type d -exec chmod 755 {} +
+find "$R" -type f -perm /111 -exec chmod 755 {} +
+find "$R" -type f ! -perm /111 -exec chmod 644 {} +
+chmod 1777 "$R/tmp"
+chmod 700 "$R/root"
+[ -f "$R/etc/shadow" ] && chmod 600 "$R/etc/shadow"
+find "$R" -exec touch -h -d "@$EPOCH" {} +
+(cd "$R" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort |
+  cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -9 >"$W/out/initrd.img"
+log "initrd: $(($(stat -c %s "$W/out/initrd.img") / 1024)) KiB gzip'd cpio, $(find "$R" -mindepth 1 | wc -l) entries"
+
+# --- 7. checksums and manifest ---------------------------------------------------------------
+(cd "$W/out" && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs sha256sum) >"$W/SHA256SUMS"
+mv "$W/SHA256SUMS" "$W/out/SHA256SUMS"
+node -e '
+  const fs = require("fs");
+  const [tmpl, sums, out, kver, kpkg, kver2, meta, bbver, modules] = process.argv.slice(1);
+  const m = JSON.parse(fs.readFileSync(tmpl, "utf8"));
+  m.sha256 = {};
+  for (const line of fs.readFileSync(sums, "utf8").trim().split("\n")) {
+    const [hash, file] = line.split(/\s+\*?/);
+    m.sha256[file] = hash;
+  }
+  m.kernelVersion = kver;
+  m.packages = {
+    "linux-image-armmp": meta,
+    [kpkg]: kver2,
+    "busybox-static": bbver,
+  };
+  m.modules = modules.trim().split(/\s+/).filter(Boolean);
+  fs.writeFileSync(out, JSON.stringify(m, null, 2) + "\n");
+' "$HERE/manifest.json" "$W/out/SHA256SUMS" "$W/out/manifest.json" "$KVER" "$KPKG" "$K_VERSION" "$META_VERSION" "$BB_VERSION" "$MODULES"
+
+# --- 8. install into OUT (stale marker first, so an interrupted install is rebuilt) ----------
+rm -f "$OUT/.inputs"
+rm -rf "$OUT/dtbs"
+[ -d "$W/out/dtbs" ] && mv "$W/out/dtbs" "$OUT/dtbs"
+for f in vmlinuz initrd.img SHA256SUMS manifest.json; do mv -f "$W/out/$f" "$OUT/$f"; done
+echo "$INPUTS" >"$OUT/.inputs"
+log "built $OUT (kernel $KVER)"
