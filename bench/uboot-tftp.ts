@@ -34,7 +34,7 @@ export async function run() {
   const ref = spawn('in.tftpd', ['-L', '-s', image.dir, '-a', `${REF_IP}:69`], { stdio: 'ignore' });
   const con = await openConsole(board.serial!);
   try {
-    await powerDriver(board.power).on();
+    await powerDriver(board.power, board.id).on();
     await con.out.waitFor('Hit any key to stop autoboot', 60_000, 'U-Boot autoboot prompt');
     await con.type('\n');
     await con.out.waitFor('=> ', 10_000, 'U-Boot prompt');

@@ -134,7 +134,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       for (const b of lab.boards()) {
         const board = inventory.byMac(b.mac);
         if (!board) continue;
-        const power = powerDriver(board.power);
+        const power = powerDriver(board.power, board.id);
         if ((await power.state()) !== 'on') {
           await power.on();
           events.add(board.id, { type: 'power', message: 'powered on (lab start)' });

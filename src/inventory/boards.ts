@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Store } from '../store/store.js';
-import { boardSchema, discoveredSchema, type Board, type Discovered } from '../store/schema.js';
+import { boardSchema, discoveredSchema, type Board, type Discovered, type State } from '../store/schema.js';
+import { canTransition } from './lifecycle.js';
 import { ConflictError, BadRequestError, NotFoundError } from '../util/errors.js';
 import { inSubnet, parseCidr, type Subnet } from '../util/net.js';
 import type { ImageCatalog } from '../images/catalog.js';
@@ -54,8 +55,9 @@ export class Inventory {
     this.checkIp(input.ip);
     return this.o.store.update((s) => {
       this.checkUnique(s.boards, input);
-      const board: Board = { ...input, state: 'available', createdAt: new Date().toISOString() };
+      const board: Board = { ...input, state: 'enrolled', createdAt: new Date().toISOString() };
       s.boards.push(board);
+      applyTransition(s, board.id, 'available', 'enrolled');
       s.discovered = s.discovered.filter((d) => d.mac !== input.mac); // enrolling a discovered MAC
       return { ...board };
     });
@@ -84,16 +86,9 @@ export class Inventory {
     });
   }
 
-  /** Set a board's state (the lease state machine validates transitions before calling this). */
-  async setState(id: string, state: Board['state'], reason?: string): Promise<Board> {
-    return this.o.store.update((s) => {
-      const b = s.boards.find((x) => x.id === id);
-      if (!b) throw new NotFoundError(`board ${id}`);
-      b.state = state;
-      if (reason === undefined) delete b.stateReason;
-      else b.stateReason = reason;
-      return { ...b };
-    });
+  /** Move a board along its lifecycle (an illegal transition is an error), recorded with its reason. */
+  async transition(id: string, to: Board['state'], reason: string): Promise<Board> {
+    return this.o.store.update((s) => ({ ...applyTransition(s, id, to, reason) }));
   }
 
   discovered(): Discovered[] {
@@ -143,6 +138,22 @@ export class Inventory {
       if (o.ip === b.ip) throw new ConflictError(`ip ${b.ip} is already reserved for board ${o.id}`);
     }
   }
+}
+
+/** Cap on recorded transitions kept in the state file. */
+const MAX_TRANSITIONS = 5000;
+
+/** Apply a lifecycle transition inside a store update (so it can share one atomic write with a lease). */
+export function applyTransition(s: State, id: string, to: Board['state'], reason: string): Board {
+  const b = s.boards.find((x) => x.id === id);
+  if (!b) throw new NotFoundError(`board ${id}`);
+  if (!canTransition(b.state, to)) throw new ConflictError(`board ${id} cannot go from ${b.state} to ${to}`);
+  s.transitions.push({ time: new Date().toISOString(), boardId: id, from: b.state, to, reason });
+  if (s.transitions.length > MAX_TRANSITIONS) s.transitions.splice(0, s.transitions.length - MAX_TRANSITIONS);
+  b.state = to;
+  if (to === 'error' || to === 'maintenance') b.stateReason = reason;
+  else delete b.stateReason;
+  return b;
 }
 
 function checkPower(spec: Board['power']): void {

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { isMac, normalizeMac } from '../util/net.js';
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 export const ARCHES = ['armv7', 'arm64'] as const;
 export type Arch = (typeof ARCHES)[number];
@@ -63,19 +63,125 @@ export const discoveredSchema = z.object({
 });
 export type Discovered = z.infer<typeof discoveredSchema>;
 
+export const tenantIdSchema = boardIdSchema;
+
+export const tenantSchema = z.object({
+  id: tenantIdSchema,
+  name: z.string().min(1).max(128),
+  createdAt: z.string(),
+});
+export type Tenant = z.infer<typeof tenantSchema>;
+
+/** API tokens: only a SHA-256 of the secret is kept; the secret is shown once. tenantId null = admin. */
+export const tokenSchema = z.object({
+  id: z.string(),
+  tenantId: tenantIdSchema.nullable(),
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  createdAt: z.string(),
+  expiresAt: z.string().optional(),
+  revokedAt: z.string().optional(),
+});
+export type Token = z.infer<typeof tokenSchema>;
+
+export const LEASE_STATES = ['provisioning', 'active', 'reimaging', 'releasing', 'released', 'error'] as const;
+export type LeaseState = (typeof LEASE_STATES)[number];
+
+/** How a leased board reaches its root disk: recorded so targets can be re-created after a tgtd restart. */
+export const iscsiRecordSchema = z.object({
+  disk: z.string(),
+  iqn: z.string(),
+  tid: z.number().int().positive(),
+  initiator: z.string(),
+  chapUser: z.string(),
+  chapSecret: z.string(),
+  portal: z.string(),
+});
+export type IscsiRecord = z.infer<typeof iscsiRecordSchema>;
+
+export const containerRecordSchema = z.looseObject({
+  hostId: z.string(),
+  containerId: z.string(),
+  memoryMb: z.number(),
+  cpus: z.number(),
+  sshPort: z.number().optional(),
+});
+export type ContainerRecord = z.infer<typeof containerRecordSchema>;
+
+export const leaseSchema = z.object({
+  id: z.string(),
+  tenantId: tenantIdSchema,
+  kind: z.enum(['board', 'container']),
+  boardId: z.string().optional(),
+  image: z.string(),
+  sshKeys: z.array(z.string()),
+  hostname: z.string(),
+  state: z.enum(LEASE_STATES),
+  stateReason: z.string().optional(),
+  createdAt: z.string(),
+  expiresAt: z.string().optional(),
+  releasedAt: z.string().optional(),
+  jobId: z.string().optional(),
+  iscsi: iscsiRecordSchema.optional(),
+  container: containerRecordSchema.optional(),
+});
+export type Lease = z.infer<typeof leaseSchema>;
+
+export const JOB_KINDS = ['provision', 'reimage', 'release'] as const;
+export const jobStepSchema = z.object({
+  name: z.string(),
+  state: z.enum(['pending', 'running', 'done', 'failed', 'skipped']),
+  attempts: z.number().int().nonnegative(),
+  startedAt: z.string().optional(),
+  endedAt: z.string().optional(),
+  error: z.string().optional(),
+});
+export type JobStep = z.infer<typeof jobStepSchema>;
+export const jobSchema = z.object({
+  id: z.string(),
+  kind: z.enum(JOB_KINDS),
+  leaseId: z.string(),
+  tenantId: tenantIdSchema,
+  state: z.enum(['running', 'succeeded', 'failed']),
+  steps: z.array(jobStepSchema),
+  /** Parameters the job was started with (e.g. the new image of a reimage). */
+  params: z.record(z.string(), z.string()).default({}),
+  createdAt: z.string(),
+  endedAt: z.string().optional(),
+  error: z.string().optional(),
+});
+export type Job = z.infer<typeof jobSchema>;
+
+/** A board's recorded state transitions (the live boot chatter stays in memory: inventory/events.ts). */
+export const transitionSchema = z.object({
+  time: z.string(),
+  boardId: z.string(),
+  from: z.enum(BOARD_STATES),
+  to: z.enum(BOARD_STATES),
+  reason: z.string(),
+});
+export type Transition = z.infer<typeof transitionSchema>;
+
 export const stateSchema = z.object({
   version: z.literal(SCHEMA_VERSION),
   boards: z.array(boardSchema),
   discovered: z.array(discoveredSchema),
+  tenants: z.array(tenantSchema),
+  tokens: z.array(tokenSchema),
+  leases: z.array(leaseSchema),
+  jobs: z.array(jobSchema),
+  transitions: z.array(transitionSchema),
 });
 export type State = z.infer<typeof stateSchema>;
 
 export function emptyState(): State {
-  return { version: SCHEMA_VERSION, boards: [], discovered: [] };
+  return { version: SCHEMA_VERSION, boards: [], discovered: [], tenants: [], tokens: [], leases: [], jobs: [], transitions: [] };
 }
 
 /**
  * Migrations from older file versions, keyed by the version they upgrade from. Each returns the next
  * version's shape; the result is validated against the current schema.
  */
-export const migrations: Record<number, (old: any) => any> = {};
+export const migrations: Record<number, (old: any) => any> = {
+  // v2: tenants, tokens, leases, jobs and recorded board transitions.
+  1: (old) => ({ ...old, version: 2, tenants: [], tokens: [], leases: [], jobs: [], transitions: [] }),
+};

@@ -31,7 +31,7 @@ beforeAll(async () => {
   server = await startServer(config);
   // Attach to the serial lines before power-on so nothing of the boot is missed.
   consoles = await Promise.all(server.lab!.boards().map((b) => openConsole(b.serial)));
-  await Promise.all(server.inventory.list().map((b) => powerDriver(b.power).on()));
+  await Promise.all(server.inventory.list().map((b) => powerDriver(b.power, b.id).on()));
 }, 900_000);
 
 afterAll(async () => {

@@ -66,7 +66,7 @@ describe('state store', () => {
   it('refuses a file that does not match the schema, naming the field', async () => {
     const d = dir();
     const file = join(d, 'state.json');
-    writeFileSync(file, JSON.stringify({ version: 1, boards: [{ ...board('a'), mac: 'nope' }], discovered: [] }));
+    writeFileSync(file, JSON.stringify({ version: 1, boards: [{ ...board('a'), mac: 'nope' }], discovered: [] })); // migrated to v2 first, then checked
     await expect(Store.open(file)).rejects.toThrow(/does not match the schema[\s\S]*mac/);
   });
 
@@ -88,5 +88,19 @@ describe('state store', () => {
     writeFileSync(`${file}.lock`, '999999'); // no such process
     const t = await Store.open(file);
     await t.close();
+  });
+});
+
+describe('state migrations', () => {
+  it('upgrades a version 1 file, keeping its boards', async () => {
+    const d = dir();
+    const file = join(d, 'state.json');
+    writeFileSync(file, JSON.stringify({ version: 1, boards: [board('a')], discovered: [] }));
+    const s = await Store.open(file);
+    expect(s.state.version).toBe(SCHEMA_VERSION);
+    expect(s.state.boards.map((b) => b.id)).toEqual(['a']);
+    expect(s.state.leases).toEqual([]);
+    await s.close();
+    expect(JSON.parse(readFileSync(file, 'utf8')).version).toBe(SCHEMA_VERSION);
   });
 });

@@ -1,0 +1,113 @@
+import { randomBytes } from 'node:crypto';
+import { log } from '../log.js';
+import type { Job, JobStep } from '../store/schema.js';
+import type { Store } from '../store/store.js';
+import type { Bus } from './bus.js';
+
+/** One step of a job: an action with a timeout, retried once (after `beforeRetry`, e.g. a power cycle). */
+export interface StepImpl {
+  name: string;
+  timeoutMs: number;
+  run(signal: AbortSignal): Promise<void | 'skipped'>;
+  beforeRetry?: () => Promise<void>;
+}
+
+export class StepTimeout extends Error {}
+
+export function newJob(kind: Job['kind'], leaseId: string, tenantId: string, steps: string[], params: Record<string, string> = {}): Job {
+  return {
+    id: `j-${randomBytes(5).toString('hex')}`,
+    kind,
+    leaseId,
+    tenantId,
+    state: 'running',
+    steps: steps.map((name) => ({ name, state: 'pending', attempts: 0 })),
+    params,
+    createdAt: new Date().toISOString(),
+  };
+}
+
+/**
+ * Runs a recorded job's steps in order, persisting every step change, so that after a crash the job
+ * resumes from the step that was running (steps are written to be idempotent). Each step gets a
+ * timeout and one retry; then the job fails with the step's reason.
+ */
+export class JobRunner {
+  constructor(
+    private readonly store: Store,
+    private readonly bus: Bus,
+  ) {}
+
+  get(id: string): Job | undefined {
+    return this.store.state.jobs.find((j) => j.id === id);
+  }
+
+  async run(jobId: string, impls: StepImpl[]): Promise<Job> {
+    const byName = new Map(impls.map((s) => [s.name, s]));
+    for (;;) {
+      const job = this.get(jobId);
+      if (!job) throw new Error(`job ${jobId} vanished`);
+      const step = job.steps.find((s) => s.state !== 'done' && s.state !== 'skipped');
+      if (!step) return this.finish(jobId, 'succeeded');
+      const impl = byName.get(step.name);
+      if (!impl) return this.finish(jobId, 'failed', `no implementation for step ${step.name}`);
+      let lastError = '';
+      let outcome: 'done' | 'skipped' | 'failed' = 'failed';
+      for (let attempt = step.attempts; attempt < 2; attempt++) {
+        if (attempt > 0 && impl.beforeRetry) await impl.beforeRetry().catch((err) => log.warn({ err, jobId }, 'retry preparation failed'));
+        await this.setStep(jobId, step.name, { state: 'running', attempts: attempt + 1, startedAt: new Date().toISOString(), error: undefined });
+        try {
+          const r = await withTimeout(impl.run.bind(impl), impl.timeoutMs, `${step.name} timed out after ${impl.timeoutMs / 1000} s`);
+          outcome = r === 'skipped' ? 'skipped' : 'done';
+          break;
+        } catch (err) {
+          lastError = (err as Error).message;
+          log.warn({ jobId, step: step.name, attempt: attempt + 1, err: lastError }, 'job step failed');
+        }
+      }
+      await this.setStep(jobId, step.name, { state: outcome, endedAt: new Date().toISOString(), error: outcome === 'failed' ? lastError : undefined });
+      if (outcome === 'failed') return this.finish(jobId, 'failed', `${step.name}: ${lastError}`);
+    }
+  }
+
+  private async setStep(jobId: string, name: string, patch: Partial<JobStep>): Promise<void> {
+    const job = await this.store.update((s) => {
+      const j = s.jobs.find((x) => x.id === jobId)!;
+      const st = j.steps.find((x) => x.name === name)!;
+      Object.assign(st, patch);
+      for (const k of Object.keys(patch) as Array<keyof JobStep>) if (patch[k] === undefined) delete st[k];
+      return structuredClone(j);
+    });
+    this.bus.publish({ type: 'job', tenantId: job.tenantId, data: job });
+  }
+
+  private async finish(jobId: string, state: 'succeeded' | 'failed', error?: string): Promise<Job> {
+    const job = await this.store.update((s) => {
+      const j = s.jobs.find((x) => x.id === jobId)!;
+      j.state = state;
+      j.endedAt = new Date().toISOString();
+      if (error) j.error = error;
+      return structuredClone(j);
+    });
+    this.bus.publish({ type: 'job', tenantId: job.tenantId, data: job });
+    return job;
+  }
+}
+
+async function withTimeout<T>(fn: (signal: AbortSignal) => Promise<T>, ms: number, message: string): Promise<T> {
+  const ac = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      fn(ac.signal),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          ac.abort();
+          reject(new StepTimeout(message));
+        }, ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,71 @@
+import express, { type Express, type Request } from 'express';
+import type { Lease } from '../store/schema.js';
+import type { Store } from '../store/store.js';
+import type { LeaseSignals } from './waits.js';
+
+export interface MetadataDeps {
+  store: Store;
+  signals: LeaseSignals;
+  /** The board a lease runs on → that board's reserved IP. */
+  boardIp: (boardId: string) => string | undefined;
+  /** Container leases reach the service from their host's address (tests: loopback). */
+  containerIp?: (lease: Lease) => string | undefined;
+  onPhoneHome?: (lease: Lease, body: unknown) => void;
+}
+
+/** The URL a lease's OS reads its metadata from (cloud-init NoCloud `ds=nocloud-net;s=...`). */
+export function metadataUrl(base: string, leaseId: string): string {
+  return `${base}/m/${leaseId}/`;
+}
+
+/** Kernel arguments that point a board's OS at its metadata and phone-home URLs. */
+export function metadataKernelArgs(base: string, leaseId: string): string {
+  return `ds=nocloud-net;s=${metadataUrl(base, leaseId)} dozen.phonehome=${metadataUrl(base, leaseId)}phone-home`;
+}
+
+const remoteIp = (req: Request) => (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+
+/**
+ * The metadata service on the boot network: per lease, cloud-init's NoCloud layout (meta-data,
+ * user-data, vendor-data) and a phone-home endpoint. A lease's data goes only to the leased board's
+ * own IP; anyone else gets 404, as if the lease did not exist.
+ */
+export function metadataApp(d: MetadataDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(express.urlencoded({ extended: false, limit: '16kb' }));
+  app.use(express.json({ limit: '16kb' }));
+
+  const leaseFor = (req: Request): Lease | undefined => {
+    const lease = d.store.state.leases.find((l) => l.id === req.params.lease);
+    if (!lease || lease.state === 'released') return undefined;
+    const ip = lease.kind === 'board' ? d.boardIp(lease.boardId!) : d.containerIp?.(lease);
+    return ip && ip === remoteIp(req) ? lease : undefined;
+  };
+
+  app.get('/m/:lease/:file', (req, res) => {
+    const lease = leaseFor(req);
+    if (!lease) return void res.status(404).type('text').send('not found\n');
+    const file = req.params.file;
+    if (file === 'meta-data') {
+      d.signals.note(lease.id, 'metadata');
+      return void res.type('text').send(`instance-id: ${lease.id}\nlocal-hostname: ${lease.hostname}\n`);
+    }
+    if (file === 'user-data') {
+      const keys = lease.sshKeys.map((k) => `  - ${JSON.stringify(k)}`).join('\n');
+      return void res.type('text').send(`#cloud-config\nhostname: ${lease.hostname}\nssh_authorized_keys:\n${keys || '  []'}\n`);
+    }
+    if (file === 'ssh-keys') return void res.type('text').send(lease.sshKeys.join('\n') + '\n');
+    if (file === 'vendor-data') return void res.type('text').send('');
+    res.status(404).type('text').send('not found\n');
+  });
+
+  app.post('/m/:lease/phone-home', (req, res) => {
+    const lease = leaseFor(req);
+    if (!lease) return void res.status(404).type('text').send('not found\n');
+    d.signals.note(lease.id, 'phone-home');
+    d.onPhoneHome?.(lease, req.body);
+    res.type('text').send('ok\n');
+  });
+  return app;
+}

@@ -1,0 +1,34 @@
+import type { Image } from '../images/catalog.js';
+import type { Board, IscsiRecord, Lease } from '../store/schema.js';
+
+/**
+ * Per-lease root disks for whole boards (implemented by src/storage): a copy-on-write clone of the
+ * image's root disk, exported over iSCSI to that board alone. Every method is idempotent, because a
+ * job that was interrupted by a crash runs its step again.
+ */
+export interface BoardStorage {
+  /** Clone (if not yet) and export (if not yet) the lease's disk to this board. */
+  attach(lease: Lease, board: Board, image: Image): Promise<IscsiRecord>;
+  /** Remove the lease's target and destroy its disk. */
+  detach(lease: Lease): Promise<void>;
+  /** Kernel command-line arguments that make the image's initramfs log in to the target. */
+  kernelArgs(rec: IscsiRecord, image: Image): string;
+  /** Make tgtd and the disk store match the leases that hold disks; returns what it fixed. */
+  reconcile(leases: Lease[]): Promise<string[]>;
+}
+
+/** Hooks into the console sessions: start a lease's log when it starts, purge it on release. */
+export interface ConsoleHooks {
+  leaseStarted(boardId: string, leaseId: string): void;
+  leaseEnded(boardId: string, leaseId: string): Promise<void>;
+}
+
+/** Container leases on shared boards (implemented over src/containers). */
+export interface ContainerLeases {
+  /** Place and start the lease's container; throws a ConflictError when nothing fits. */
+  create(lease: Lease, size: { memoryMb: number; cpus: number }): Promise<import('../store/schema.js').ContainerRecord>;
+  reimage(lease: Lease): Promise<import('../store/schema.js').ContainerRecord>;
+  power(lease: Lease, action: 'on' | 'off' | 'cycle'): Promise<void>;
+  release(lease: Lease): Promise<void>;
+  reconcile(leases: Lease[]): Promise<string[]>;
+}

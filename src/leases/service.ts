@@ -1,0 +1,423 @@
+import { randomBytes } from 'node:crypto';
+import type { Principal } from '../auth/tokens.js';
+import { authz } from '../auth/authz.js';
+import type { ImageCatalog } from '../images/catalog.js';
+import { applyTransition, type Inventory } from '../inventory/boards.js';
+import type { BoardEvents } from '../inventory/events.js';
+import { log } from '../log.js';
+import { powerDriver } from '../power/registry.js';
+import type { Board, Job, Lease, State } from '../store/schema.js';
+import type { Store } from '../store/store.js';
+import { BadRequestError, ConflictError, HttpError } from '../util/errors.js';
+import type { Bus } from './bus.js';
+import { JobRunner, newJob, type StepImpl } from './jobs.js';
+import type { BoardStorage, ConsoleHooks, ContainerLeases } from './ports.js';
+import type { CreateLease } from './schemas.js';
+import { LeaseSignals, waitForBoardEvent } from './waits.js';
+
+export interface LeaseTimeouts {
+  /** Power, disk and other server-side steps. */
+  actionMs: number;
+  /** From power-on to the board's DHCP request and kernel fetch. */
+  bootMs: number;
+  /** From kernel fetch to the OS phoning home (a Debian boot under emulation is slow). */
+  osMs: number;
+}
+
+export interface LeaseServiceDeps {
+  store: Store;
+  inventory: Inventory;
+  images: ImageCatalog;
+  events: BoardEvents;
+  bus: Bus;
+  signals: LeaseSignals;
+  storage?: BoardStorage;
+  containers?: ContainerLeases;
+  console?: ConsoleHooks;
+  timeouts?: Partial<LeaseTimeouts>;
+}
+
+const PROVISION_STEPS = ['disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
+const REIMAGE_STEPS = ['power-off', 'disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
+const RELEASE_STEPS = ['power-off', 'disk', 'console', 'board'];
+const CONTAINER_PROVISION = ['container'];
+const CONTAINER_REIMAGE = ['container'];
+const CONTAINER_RELEASE = ['container', 'console'];
+/** States a lease is live in (holds a board or container). */
+const LIVE: Array<Lease['state']> = ['provisioning', 'active', 'reimaging', 'releasing', 'error'];
+
+/**
+ * Leases: allocation (atomic: one store update picks the board, marks it and records lease and job),
+ * and the provision / reimage / release jobs that drive storage, power and the boot.
+ */
+export class LeaseService {
+  readonly jobs: JobRunner;
+  private readonly t: LeaseTimeouts;
+  private readonly running = new Map<string, Promise<Job>>();
+
+  constructor(private readonly d: LeaseServiceDeps) {
+    this.jobs = new JobRunner(d.store, d.bus);
+    this.t = { actionMs: 60_000, bootMs: 120_000, osMs: 900_000, ...d.timeouts };
+  }
+
+  list(p: Principal): Lease[] {
+    return this.d.store.state.leases.filter((l) => authz.canSeeLease(p, l)).map(publicLease);
+  }
+
+  get(p: Principal, id: string): Lease {
+    return publicLease(authz.lease(this.d.store, p, id));
+  }
+
+  /** The lease that holds a board now, if any. */
+  leaseOnBoard(boardId: string): Lease | undefined {
+    return this.d.store.state.leases.find((l) => l.boardId === boardId && LIVE.includes(l.state));
+  }
+
+  async create(p: Principal, input: CreateLease): Promise<{ lease: Lease; job: Job }> {
+    const tenantId = p.role === 'admin' ? input.tenant : p.tenantId;
+    if (!tenantId) throw new BadRequestError('tenant: admins lease on behalf of a tenant; give "tenant"');
+    if (p.role !== 'admin' && input.tenant && input.tenant !== p.tenantId) throw new BadRequestError('tenant: only admins may name a tenant');
+    if (!this.d.store.state.tenants.some((t) => t.id === tenantId)) throw new BadRequestError(`tenant: unknown tenant ${tenantId}`);
+    const image = await this.d.images.get(input.image);
+    if (!image) throw new BadRequestError(`image: unknown image "${input.image}" (known: ${(await this.d.images.list()).map((i) => i.name).join(', ')})`);
+    if (input.arch && input.arch !== image.manifest.arch) throw new BadRequestError(`arch: image ${image.name} is ${image.manifest.arch}, not ${input.arch}`);
+
+    const id = `l-${randomBytes(5).toString('hex')}`;
+    const base = {
+      id,
+      tenantId,
+      image: image.name,
+      sshKeys: input.sshKeys,
+      hostname: input.hostname ?? id,
+      state: 'provisioning' as const,
+      createdAt: new Date().toISOString(),
+      ...(input.expiresAt ? { expiresAt: new Date(input.expiresAt).toISOString() } : {}),
+    };
+    const wantContainer = input.kind === 'container';
+    const { lease, job, container } = await this.d.store.update((s) => {
+      if (!wantContainer) {
+        const board = pickBoard(s, input, image.manifest.arch);
+        if (board) {
+          applyTransition(s, board.id, 'provisioning', `lease ${id}`);
+          const lease: Lease = { ...base, kind: 'board', boardId: board.id };
+          const job = newJob('provision', id, tenantId, PROVISION_STEPS);
+          lease.jobId = job.id;
+          s.leases.push(lease);
+          s.jobs.push(job);
+          return { lease: structuredClone(lease), job: structuredClone(job), container: false };
+        }
+        if (input.kind === 'board') throw new ConflictError(noBoardReason(s, input, image.manifest.arch));
+      }
+      const lease: Lease = { ...base, kind: 'container' };
+      const job = newJob('provision', id, tenantId, CONTAINER_PROVISION, { memoryMb: String(input.memory ?? 256), cpus: String(input.cpus ?? 1) });
+      lease.jobId = job.id;
+      s.leases.push(lease);
+      s.jobs.push(job);
+      return { lease: structuredClone(lease), job: structuredClone(job), container: true };
+    });
+    if (container && !this.d.containers) {
+      await this.failLease(lease.id, 'no container hosts are configured');
+      throw new ConflictError('no whole board is free and no container hosts are configured');
+    }
+    this.publishLease(lease);
+    this.start(job.id);
+    return { lease: publicLease(lease), job };
+  }
+
+  async reimage(p: Principal, id: string, image?: string): Promise<{ lease: Lease; job: Job }> {
+    const lease = authz.lease(this.d.store, p, id);
+    if (image && !(await this.d.images.get(image))) throw new BadRequestError(`image: unknown image "${image}"`);
+    if (lease.state !== 'active' && lease.state !== 'error') throw new ConflictError(`lease ${id} is ${lease.state}; reimage needs an active lease`);
+    const r = await this.d.store.update((s) => {
+      const l = s.leases.find((x) => x.id === id)!;
+      if (l.state !== 'active' && l.state !== 'error') throw new ConflictError(`lease ${id} is ${l.state}; reimage needs an active lease`);
+      if (image) l.image = image;
+      l.state = 'reimaging';
+      delete l.stateReason;
+      if (l.kind === 'board') applyTransition(s, l.boardId!, 'provisioning', `reimage of lease ${id}`);
+      const job = newJob('reimage', id, l.tenantId, l.kind === 'board' ? REIMAGE_STEPS : CONTAINER_REIMAGE);
+      l.jobId = job.id;
+      s.jobs.push(job);
+      return { lease: structuredClone(l), job: structuredClone(job) };
+    });
+    this.publishLease(r.lease);
+    this.start(r.job.id);
+    return { lease: publicLease(r.lease), job: r.job };
+  }
+
+  async release(p: Principal | 'system', id: string, reason = 'released by tenant'): Promise<{ lease: Lease; job: Job }> {
+    const lease = p === 'system' ? this.d.store.state.leases.find((l) => l.id === id)! : authz.lease(this.d.store, p, id);
+    if (lease.state === 'released') throw new ConflictError(`lease ${id} is already released`);
+    if (lease.state === 'releasing') return { lease: publicLease(lease), job: this.jobs.get(lease.jobId!)! };
+    const r = await this.d.store.update((s) => {
+      const l = s.leases.find((x) => x.id === id)!;
+      l.state = 'releasing';
+      l.stateReason = reason;
+      if (l.kind === 'board') applyTransition(s, l.boardId!, 'releasing', `release of lease ${id}: ${reason}`);
+      const job = newJob('release', id, l.tenantId, l.kind === 'board' ? RELEASE_STEPS : CONTAINER_RELEASE);
+      l.jobId = job.id;
+      s.jobs.push(job);
+      return { lease: structuredClone(l), job: structuredClone(job) };
+    });
+    this.publishLease(r.lease);
+    this.start(r.job.id);
+    return { lease: publicLease(r.lease), job: r.job };
+  }
+
+  async power(p: Principal, id: string, action: 'on' | 'off' | 'cycle'): Promise<{ state: string }> {
+    const lease = authz.lease(this.d.store, p, id);
+    if (lease.state !== 'active' && lease.state !== 'error') throw new ConflictError(`lease ${id} is ${lease.state}; power needs an active lease`);
+    if (lease.kind === 'container') {
+      await this.d.containers!.power(lease, action);
+      return { state: action === 'off' ? 'off' : 'on' };
+    }
+    const board = this.d.inventory.get(lease.boardId!);
+    const drv = powerDriver(board.power, board.id);
+    await drv[action]();
+    this.d.events.add(board.id, { type: 'power', message: `power ${action} by ${p.role === 'admin' ? 'admin' : `tenant ${p.tenantId}`}` });
+    return { state: await drv.state() };
+  }
+
+  job(p: Principal, id: string): Job {
+    const job = this.d.store.state.jobs.find((j) => j.id === id);
+    if (!job || !authz.canSeeEvent(p, job.tenantId)) throw new HttpError(404, `job ${id} not found`);
+    return job;
+  }
+
+  /** Wait for a job to end (tests and the CLI use the SSE stream or this). */
+  async settle(jobId: string): Promise<Job> {
+    return (await this.running.get(jobId)) ?? this.jobs.get(jobId)!;
+  }
+
+  /** After a restart: resume every job that was running when the server stopped. */
+  resumeJobs(): string[] {
+    const resumed: string[] = [];
+    for (const job of this.d.store.state.jobs.filter((j) => j.state === 'running')) {
+      const step = job.steps.find((s) => s.state === 'running' || s.state === 'pending');
+      resumed.push(`job ${job.id} (${job.kind} of lease ${job.leaseId}) resumed at step ${step?.name ?? '(end)'}`);
+      this.start(job.id);
+    }
+    return resumed;
+  }
+
+  /** Release leases whose time is up. */
+  async reap(now = Date.now()): Promise<string[]> {
+    const due = this.d.store.state.leases.filter((l) => l.expiresAt && Date.parse(l.expiresAt) <= now && ['active', 'error', 'provisioning'].includes(l.state));
+    for (const l of due) {
+      // a provisioning lease is released once its job has ended
+      if (l.state === 'provisioning' && this.running.has(l.jobId!)) continue;
+      await this.release('system', l.id, `expired at ${l.expiresAt}`).catch((err) => log.warn({ err, lease: l.id }, 'reaper: release failed'));
+    }
+    return due.map((l) => l.id);
+  }
+
+  private start(jobId: string): void {
+    const run = this.runJob(jobId).finally(() => this.running.delete(jobId));
+    this.running.set(jobId, run);
+  }
+
+  private async runJob(jobId: string): Promise<Job> {
+    const job = this.jobs.get(jobId)!;
+    const lease = () => this.d.store.state.leases.find((l) => l.id === job.leaseId)!;
+    const result = await this.jobs.run(jobId, lease().kind === 'board' ? this.boardSteps(job, lease) : this.containerSteps(job, lease));
+    await this.afterJob(result, lease());
+    return result;
+  }
+
+  private async afterJob(job: Job, lease: Lease): Promise<void> {
+    const ok = job.state === 'succeeded';
+    const updated = await this.d.store.update((s) => {
+      const l = s.leases.find((x) => x.id === lease.id)!;
+      if (job.kind === 'release') {
+        if (ok) {
+          l.state = 'released';
+          l.releasedAt = new Date().toISOString();
+          delete l.iscsi;
+        } else {
+          l.state = 'error';
+          l.stateReason = `release failed: ${job.error}`;
+          if (l.boardId) applyTransition(s, l.boardId, 'error', `release of lease ${l.id} failed: ${job.error}`);
+        }
+      } else if (ok) {
+        l.state = 'active';
+        delete l.stateReason;
+        if (l.boardId) applyTransition(s, l.boardId, 'active', `lease ${l.id} ${job.kind === 'provision' ? 'booted' : 'reimaged'}`);
+      } else {
+        l.state = 'error';
+        l.stateReason = `${job.kind} failed: ${job.error}`;
+        if (l.boardId) applyTransition(s, l.boardId, 'error', `lease ${l.id}: ${job.kind} failed: ${job.error}`);
+      }
+      return structuredClone(l);
+    });
+    if (job.kind === 'release' && ok) this.d.signals.forget(lease.id);
+    this.publishLease(updated);
+  }
+
+  private boardSteps(job: Job, lease: () => Lease): StepImpl[] {
+    const board = () => this.d.inventory.get(lease().boardId!);
+    const power = () => powerDriver(board().power, board().id);
+    let bootStart = Date.now();
+    const cycle = async () => {
+      bootStart = Date.now();
+      await power().cycle();
+      this.d.events.add(board().id, { type: 'power', message: `power cycle (job ${job.id})` });
+    };
+    const image = async () => {
+      const img = await this.d.images.get(lease().image);
+      if (!img) throw new Error(`image ${lease().image} is no longer in the catalog`);
+      return img;
+    };
+    const t = this.t;
+    const steps: StepImpl[] = [
+      {
+        name: 'power-off',
+        timeoutMs: t.actionMs,
+        run: async () => {
+          await power().off();
+          this.d.events.add(board().id, { type: 'power', message: `power off (job ${job.id})` });
+        },
+      },
+      {
+        name: 'disk',
+        timeoutMs: t.actionMs,
+        run: async () => {
+          if (job.kind === 'release') {
+            if (!this.d.storage) return 'skipped';
+            await this.d.storage.detach(lease());
+            return;
+          }
+          const img = await image();
+          if (!this.d.storage || !img.manifest.rootDisk) return 'skipped';
+          if (job.kind === 'reimage') await this.d.storage.detach(lease()); // the tenant's changes go
+          const rec = await this.d.storage.attach(lease(), board(), img);
+          await this.d.store.update((s) => {
+            s.leases.find((l) => l.id === lease().id)!.iscsi = rec;
+          });
+        },
+      },
+      {
+        name: 'power',
+        timeoutMs: t.actionMs,
+        run: async () => {
+          this.d.console?.leaseStarted(board().id, lease().id);
+          await cycle();
+        },
+      },
+      {
+        name: 'dhcp',
+        timeoutMs: t.bootMs,
+        beforeRetry: cycle,
+        run: async (signal) => {
+          await waitForBoardEvent(this.d.events, board().id, (e) => e.type === 'dhcp' && e.details?.kind === 'ack', bootStart, signal);
+        },
+      },
+      {
+        name: 'kernel',
+        timeoutMs: t.bootMs,
+        beforeRetry: cycle,
+        run: async (signal) => {
+          const kernel = `images/${(await image()).name}/${(await image()).manifest.kernel}`;
+          await waitForBoardEvent(this.d.events, board().id, (e) => e.type === 'tftp' && e.details?.path === kernel, bootStart, signal);
+        },
+      },
+      {
+        name: 'root',
+        timeoutMs: t.osMs,
+        beforeRetry: cycle,
+        run: (signal) => this.d.signals.wait(lease().id, ['metadata', 'phone-home'], bootStart, signal),
+      },
+      {
+        name: 'phone-home',
+        timeoutMs: t.osMs,
+        beforeRetry: cycle,
+        run: (signal) => this.d.signals.wait(lease().id, ['phone-home'], bootStart, signal),
+      },
+      {
+        name: 'console',
+        timeoutMs: t.actionMs,
+        run: async () => {
+          if (!this.d.console) return 'skipped';
+          await this.d.console.leaseEnded(board().id, lease().id);
+        },
+      },
+      {
+        name: 'board',
+        timeoutMs: t.actionMs,
+        run: async () => {
+          await this.d.store.update((s) => {
+            const b = s.boards.find((x) => x.id === lease().boardId)!;
+            if (b.state !== 'available') applyTransition(s, b.id, 'available', `lease ${lease().id} released`);
+          });
+        },
+      },
+    ];
+    return steps;
+  }
+
+  private containerSteps(job: Job, lease: () => Lease): StepImpl[] {
+    const c = () => {
+      if (!this.d.containers) throw new Error('no container hosts are configured');
+      return this.d.containers;
+    };
+    return [
+      {
+        name: 'container',
+        timeoutMs: this.t.bootMs,
+        run: async () => {
+          if (job.kind === 'release') return c().release(lease());
+          const rec =
+            job.kind === 'provision'
+              ? await c().create(lease(), { memoryMb: Number(job.params.memoryMb ?? 256), cpus: Number(job.params.cpus ?? 1) })
+              : await c().reimage(lease());
+          await this.d.store.update((s) => {
+            s.leases.find((l) => l.id === lease().id)!.container = rec;
+          });
+        },
+      },
+      {
+        name: 'console',
+        timeoutMs: this.t.actionMs,
+        run: async () => {
+          if (!this.d.console) return 'skipped';
+          await this.d.console.leaseEnded(`container:${lease().id}`, lease().id);
+        },
+      },
+    ];
+  }
+
+  private async failLease(id: string, reason: string): Promise<void> {
+    await this.d.store.update((s) => {
+      const l = s.leases.find((x) => x.id === id)!;
+      l.state = 'released';
+      l.stateReason = reason;
+      l.releasedAt = new Date().toISOString();
+      const j = s.jobs.find((x) => x.id === l.jobId);
+      if (j) Object.assign(j, { state: 'failed', error: reason, endedAt: new Date().toISOString() });
+    });
+  }
+
+  private publishLease(lease: Lease): void {
+    this.d.bus.publish({ type: 'lease', tenantId: lease.tenantId, data: publicLease(lease) });
+  }
+}
+
+/** A lease as the API shows it: CHAP secrets stay on the server. */
+export function publicLease(l: Lease): Lease {
+  const { iscsi, ...rest } = structuredClone(l);
+  return iscsi ? { ...rest, iscsi: { ...iscsi, chapSecret: '(hidden)' } } : rest;
+}
+
+function matches(b: Board, input: CreateLease, arch: string): boolean {
+  return (!input.board || b.id === input.board) && (!input.model || b.model === input.model) && b.arch === arch;
+}
+
+function pickBoard(s: State, input: CreateLease, arch: string): Board | undefined {
+  return s.boards.filter((b) => b.state === 'available' && matches(b, input, arch)).sort((a, b) => a.id.localeCompare(b.id))[0];
+}
+
+function noBoardReason(s: State, input: CreateLease, arch: string): string {
+  const cands = s.boards.filter((b) => matches(b, input, arch));
+  const want = [input.board && `board ${input.board}`, input.model && `model ${input.model}`, `arch ${arch}`].filter(Boolean).join(', ');
+  if (!cands.length) return `no board matches ${want}`;
+  return `no free board for ${want}: ${cands.map((b) => `${b.id} is ${b.state}`).join(', ')}`;
+}

@@ -1,0 +1,90 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { PowerDriver } from '../../src/power/driver.js';
+import { manualDesk } from '../../src/power/manual.js';
+import { powerDriver } from '../../src/power/registry.js';
+import { UBOOT_BIN } from '../../src/lab/preflight.js';
+import { requireTools } from '../helpers/tools.js';
+
+// One contract, run against every power driver: on → on, off → off, cycle → on, and errors are clear.
+const dir = mkdtempSync(join(tmpdir(), 'power-'));
+const cleanups: Array<() => void> = [];
+afterAll(() => cleanups.forEach((c) => c()));
+
+interface Harness {
+  driver: PowerDriver;
+  /** For drivers that wait for a person: play the operator. */
+  operator?: () => void;
+}
+
+const harnesses: Record<string, () => Promise<Harness>> = {
+  async qemu() {
+    requireTools('qemu-system-arm');
+    const qmp = join(dir, 'board.qmp');
+    execFileSync('qemu-system-arm', ['-M', 'virt', '-m', '64', '-bios', UBOOT_BIN, '-display', 'none', '-monitor', 'none', '-serial', 'null', '-nic', 'none', '-qmp', `unix:${qmp},server=on,wait=off`, '-S', '-daemonize', '-pidfile', `${qmp}.pid`]);
+    cleanups.push(() => {
+      try {
+        process.kill(Number(readFileSync(`${qmp}.pid`, 'utf8')), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    });
+    return { driver: powerDriver({ driver: 'qemu', qmp }, 'q1') };
+  },
+  async command() {
+    // A stand-in relay: a file holding the port state, switched by shell commands as an operator would configure.
+    const f = join(dir, 'relay');
+    writeFileSync(f, 'off');
+    return { driver: powerDriver({ driver: 'command', on: `echo on > ${f}`, off: `echo off > ${f}`, state: `cat ${f}`, cycleDelayMs: 10 }, 'c1') };
+  },
+  async manual() {
+    const driver = powerDriver({ driver: 'manual' }, 'm1');
+    // The operator confirms whatever the desk asks, shortly after it asks.
+    return { driver, operator: () => setTimeout(() => manualDesk.confirm('m1'), 20) };
+  },
+};
+
+for (const [name, make] of Object.entries(harnesses)) {
+  describe(`power driver contract: ${name}`, () => {
+    it('on, off and cycle change the reported state', async () => {
+      const { driver, operator } = await make();
+      const act = async (fn: () => Promise<void>) => {
+        const p = fn();
+        operator?.();
+        await p;
+      };
+      await act(() => driver.on());
+      expect(await driver.state()).toBe('on');
+      await act(() => driver.off());
+      expect(await driver.state()).toBe('off');
+      await act(() => driver.cycle());
+      expect(await driver.state()).toBe('on');
+    });
+  });
+}
+
+describe('power driver errors', () => {
+  it('a failing command reports its exit status and stderr', async () => {
+    const d = powerDriver({ driver: 'command', on: 'echo relay unreachable >&2; exit 3', off: 'true' });
+    await expect(d.on()).rejects.toThrow(/power on command exited with 3: relay unreachable/);
+  });
+
+  it('a hung command is killed at its timeout', async () => {
+    const d = powerDriver({ driver: 'command', on: 'sleep 30', off: 'true', timeoutMs: 200 });
+    await expect(d.on()).rejects.toThrow(/timed out after 200 ms/);
+  });
+
+  it('an unknown driver or bad parameters name what is wrong', () => {
+    expect(() => powerDriver({ driver: 'relay9000' })).toThrow(/unknown power driver "relay9000" \(known: qemu, command, manual\)/);
+    expect(() => powerDriver({ driver: 'command', on: 'x' })).toThrow(/bad parameters for power driver "command"[\s\S]*off/);
+  });
+
+  it('a QEMU board whose process is gone reports unknown and fails actions clearly', async () => {
+    const d = powerDriver({ driver: 'qemu', qmp: join(dir, 'nope.qmp') });
+    expect(await d.state()).toBe('unknown');
+    await expect(d.on()).rejects.toThrow(/QMP .*nope\.qmp/);
+  });
+});
