@@ -35,6 +35,17 @@ export const configSchema = z
         maxTransfers: z.number().int().positive().default(64),
       })
       .prefault({}),
+    /** The metadata service (cloud-init NoCloud) on the boot network, at bootIp:port. */
+    metadata: z.object({ port: z.number().int().min(1).max(65535).default(8775) }).prefault({}),
+    leases: z
+      .object({
+        /** Server-side steps (power, disk), boot (power-on to kernel fetch), OS (kernel to phone-home). */
+        actionTimeoutMs: z.number().int().positive().default(60_000),
+        bootTimeoutMs: z.number().int().positive().default(120_000),
+        osTimeoutMs: z.number().int().positive().default(900_000),
+        reapIntervalMs: z.number().int().positive().default(30_000),
+      })
+      .prefault({}),
     /** Where images are found: built-in ones under images/<name>/build, imported ones under <dataDir>/images. */
     imagesDir: z.string().default(resolve(REPO_ROOT, 'images')),
     lab: z

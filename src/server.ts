@@ -16,12 +16,18 @@ import { Lab } from './lab/lab.js';
 import { log } from './log.js';
 import { powerDriver } from './power/registry.js';
 import { Store } from './store/store.js';
+import { Bus } from './leases/bus.js';
+import { LeaseService } from './leases/service.js';
+import { LeaseSignals } from './leases/waits.js';
+import { metadataApp, metadataKernelArgs } from './leases/metadata.js';
 
 export interface RunningServer {
   config: Config;
   store: Store;
   inventory: Inventory;
   events: BoardEvents;
+  leases: LeaseService;
+  bus: Bus;
   images: ImageCatalog;
   lab?: Lab;
   tftp: TftpServer;
@@ -57,7 +63,31 @@ export async function startServer(config: Config): Promise<RunningServer> {
     for (const p of await images.problems()) log.warn(`image manifest ignored: ${p}`);
     const inventory = new Inventory({ store, images, subnet: config.subnet, bootIp: config.bootIp });
     const events = new BoardEvents();
-    const decider = new InventoryBootDecider({ inventory, images, tftp: config.tftp });
+    const bus = new Bus();
+    const signals = new LeaseSignals();
+    const metadataBase = `http://${config.bootIp}:${config.metadata.port}`;
+    const leaseOnBoard = (boardId: string) =>
+      store.state.leases.find((l) => l.boardId === boardId && !['released'].includes(l.state));
+    const decider = new InventoryBootDecider({
+      inventory,
+      images,
+      tftp: config.tftp,
+      imageFor: (board) => leaseOnBoard(board.id)?.image ?? board.image,
+      extraArgs: (board) => {
+        const lease = leaseOnBoard(board.id);
+        if (!lease) return undefined;
+        return metadataKernelArgs(metadataBase, lease.id);
+      },
+    });
+    const leases = new LeaseService({
+      store,
+      inventory,
+      images,
+      events,
+      bus,
+      signals,
+      timeouts: { actionMs: config.leases.actionTimeoutMs, bootMs: config.leases.bootTimeoutMs, osMs: config.leases.osTimeoutMs },
+    });
 
     let lab: Lab | undefined;
     if (config.lab.enabled) {
@@ -106,26 +136,31 @@ export async function startServer(config: Config): Promise<RunningServer> {
       onEvent: (ev: DhcpEvent) => {
         const board = ev.mac ? inventory.byMac(ev.mac) : undefined;
         if (board && ev.type !== 'unknown') {
-          events.add(board.id, { type: 'dhcp', message: `DHCP ${ev.type}${ev.ip ? ` ${ev.ip}` : ''}${ev.reason ? `: ${ev.reason}` : ''}`, details: { ip: ev.ip } });
+          events.add(board.id, { type: 'dhcp', message: `DHCP ${ev.type}${ev.ip ? ` ${ev.ip}` : ''}${ev.reason ? `: ${ev.reason}` : ''}`, details: { kind: ev.type, ip: ev.ip } });
         }
       },
     });
     await dhcp.start();
     cleanups.push(() => dhcp.stop());
 
+    const meta = metadataApp({ store, signals, boardIp: (id) => inventory.list().find((b) => b.id === id)?.ip });
+    const metaServer = await listen(meta, config.bootIp, config.metadata.port);
+    cleanups.push(() => new Promise((r) => metaServer.close(() => r(undefined))));
+
     const token = await adminToken(config, dataDir);
     const app = createApp({
       adminToken: token,
+      store,
       inventory,
       events,
       images,
+      leases,
+      bus,
       log,
       stats: () => ({ tftp: tftp.stats, dhcp: dhcp.stats }),
     });
     const [host, port] = splitHostPort(config.api);
-    const http = await new Promise<HttpServer>((res, rej) => {
-      const s = app.listen(port, host, () => res(s)).once('error', rej);
-    });
+    const http = await listen(app, host, port);
     const addr = http.address();
     const apiUrl = `http://${host}:${typeof addr === 'object' && addr ? addr.port : port}`;
     cleanups.push(() => new Promise((r) => http.close(() => r(undefined))));
@@ -141,6 +176,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
         }
       }
     }
+    for (const line of leases.resumeJobs()) log.info(`reconcile: ${line}`);
+    const reaper = setInterval(() => void leases.reap(), config.leases.reapIntervalMs);
+    cleanups.push(async () => clearInterval(reaper));
+
     log.info({ api: apiUrl, bootIp: config.bootIp, lab: lab ? lab.boards().map((b) => b.id) : [] }, 'DozenCloud is serving');
 
     return {
@@ -148,6 +187,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       store,
       inventory,
       events,
+      leases,
+      bus,
       images,
       lab,
       tftp,
@@ -177,6 +218,12 @@ async function enrollLabBoards(inventory: Inventory, boards: Awaited<ReturnType<
       await inventory.create({ id: b.id, mac: b.mac, model: 'qemu-virt', arch: 'armv7', ip: b.ip, serial: b.serial, power, image });
     }
   }
+}
+
+function listen(app: { listen: (port: number, host: string, cb: () => void) => HttpServer }, host: string, port: number): Promise<HttpServer> {
+  return new Promise<HttpServer>((res, rej) => {
+    const s = app.listen(port, host, () => res(s)).once('error', rej);
+  });
 }
 
 function splitHostPort(s: string): [string, number] {

@@ -1,21 +1,46 @@
-import express, { type ErrorRequestHandler, type Express } from 'express';
-import type { Logger } from '../log.js';
-import type { Inventory } from '../inventory/boards.js';
-import { boardInputSchema, boardPatchSchema } from '../inventory/boards.js';
-import type { BoardEvents } from '../inventory/events.js';
+import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Router } from 'express';
+import { authenticate, bearerOf, type Principal } from '../auth/tokens.js';
 import type { ImageCatalog } from '../images/catalog.js';
+import type { Inventory } from '../inventory/boards.js';
+import type { BoardEvents } from '../inventory/events.js';
+import type { Bus } from '../leases/bus.js';
+import type { LeaseService } from '../leases/service.js';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/store.js';
 import { HttpError, NotFoundError } from '../util/errors.js';
-import { bearerAuth, requireAdmin } from './auth.js';
+import { openapiDocument } from './openapi.js';
+import type { Route } from './route.js';
+import { boardRoutes } from './routes/boards.js';
+import { leaseRoutes } from './routes/leases.js';
+import { tenantRoutes } from './routes/tenants.js';
+import { imageRoutes } from './routes/images.js';
 import { parseBody } from './validate.js';
 
 export interface ApiDeps {
   adminToken: string;
+  store: Store;
   inventory: Inventory;
   events: BoardEvents;
   images: ImageCatalog;
+  leases: LeaseService;
+  bus: Bus;
   log: Logger;
   /** Numbers for /v1/health: protocol server counters and the like. */
   stats?: () => Record<string, unknown>;
+  /** More routes from other modules (consoles, image import), and routers mounted at the root (web UI). */
+  extraRoutes?: Route[];
+  routers?: Router[];
+}
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    principal?: Principal;
+  }
+}
+
+/** The caller's principal, for handlers outside the route table (WebSocket upgrades use the same rule). */
+export function principalOf(store: Store, adminToken: string, req: Pick<Request, 'headers'>): Principal {
+  return authenticate(store, adminToken, bearerOf(req.headers.authorization));
 }
 
 export function createApp(d: ApiDeps): Express {
@@ -23,37 +48,39 @@ export function createApp(d: ApiDeps): Express {
   app.disable('x-powered-by');
   app.use(express.json({ limit: '1mb' }));
 
-  app.get('/v1/health', (_req, res) => res.json({ ok: true, ...(d.stats?.() ?? {}) }));
+  const routes: Route[] = [
+    { method: 'get', path: '/health', summary: 'Liveness and protocol counters', access: 'public', handler: () => ({ ok: true, ...(d.stats?.() ?? {}) }) },
+    ...tenantRoutes(d),
+    ...boardRoutes(d),
+    ...imageRoutes(d),
+    ...leaseRoutes(d),
+    ...(d.extraRoutes ?? []),
+  ];
+  const doc = openapiDocument(routes, '0.1.0');
+  routes.push({ method: 'get', path: '/openapi.json', summary: 'This document', access: 'public', handler: () => doc });
 
   const v1 = express.Router();
-  v1.use(bearerAuth(d.adminToken));
-
-  v1.get('/boards', (_req, res) => res.json(d.inventory.list()));
-  v1.post('/boards', requireAdmin(), async (req, res) => {
-    res.status(201).json(await d.inventory.create(parseBody(boardInputSchema, req.body)));
-  });
-  v1.get('/boards/:id', (req, res) => res.json(d.inventory.get(String(req.params.id))));
-  v1.patch('/boards/:id', requireAdmin(), async (req, res) => {
-    res.json(await d.inventory.patch(String(req.params.id), parseBody(boardPatchSchema, req.body)));
-  });
-  v1.delete('/boards/:id', requireAdmin(), async (req, res) => {
-    await d.inventory.remove(String(req.params.id));
-    d.events.forget(String(req.params.id));
-    res.status(204).end();
-  });
-  v1.get('/boards/:id/events', (req, res) => {
-    d.inventory.get(String(req.params.id)); // 404 for unknown boards
-    res.json(d.events.list(String(req.params.id)));
-  });
-  v1.get('/discovered', requireAdmin(), (_req, res) => res.json(d.inventory.discovered()));
-  v1.get('/images', async (_req, res) => {
-    res.json((await d.images.list()).map((i) => i.manifest));
-  });
-
+  for (const r of routes) v1[r.method](r.path, handle(r, d));
   app.use('/v1', v1);
+  for (const router of d.routers ?? []) app.use(router);
   app.use((_req, _res, next) => next(new NotFoundError('route')));
   app.use(errorHandler(d.log));
   return app;
+}
+
+/** Authenticate, authorize by access level, validate the body, run, answer. */
+function handle(r: Route, d: ApiDeps): RequestHandler {
+  return async (req, res) => {
+    const p: Principal = r.access === 'public' ? { role: 'tenant', tenantId: null, tokenId: null } : principalOf(d.store, d.adminToken, req);
+    if (r.access === 'admin' && p.role !== 'admin') throw new HttpError(403, 'admin only');
+    req.principal = p;
+    const body = r.body ? parseBody(r.body, req.body) : undefined;
+    const params = Object.fromEntries(Object.entries(req.params).map(([k, v]) => [k, String(v)]));
+    const out = await r.handler({ req, res, p, body, params });
+    if (res.headersSent) return;
+    if (out === undefined) res.status(r.status ?? 204).end();
+    else res.status(r.status ?? 200).json(out);
+  };
 }
 
 /** The one error handler: HttpErrors carry their status; body-parser errors are 400; anything else is a logged 500. */

@@ -1,4 +1,4 @@
-import type { ImageCatalog } from '../images/catalog.js';
+import type { Image, ImageCatalog } from '../images/catalog.js';
 import type { Inventory } from '../inventory/boards.js';
 import { modelInfo } from '../inventory/models.js';
 import type { Board } from '../store/schema.js';
@@ -10,8 +10,8 @@ export interface DeciderOptions {
   tftp: { blksize: number; windowsize: number };
   /** What a board boots right now (a lease's image, later); default: the board's own `image`. */
   imageFor?: (board: Board) => string;
-  /** Extra kernel arguments for this board (iSCSI root, metadata URL, later). */
-  extraArgs?: (board: Board) => string | undefined;
+  /** Extra kernel arguments for this board and image (a lease's iSCSI root and metadata URL). */
+  extraArgs?: (board: Board, image: Image) => string | undefined;
 }
 
 /** Boot decisions from the inventory: enrolled boards boot their image; unknown MACs and boards in maintenance are ignored. */
@@ -30,7 +30,7 @@ export class InventoryBootDecider implements BootDecider {
     const dtb = model.dtb ? m.dtbs[model.dtb] : undefined;
     if (model.dtb && !dtb) throw new Error(`image ${imageName} has no device tree for model ${board.model} (${model.dtb})`);
     const base = `images/${image.name}`;
-    const cmdline = [m.cmdline.replaceAll('{{console}}', model.console), this.o.extraArgs?.(board)]
+    const cmdline = [m.cmdline.replaceAll('{{console}}', model.console), this.o.extraArgs?.(board, image)]
       .filter(Boolean)
       .join(' ');
     return {

@@ -1,0 +1,66 @@
+import { authz } from '../../auth/authz.js';
+import type { Bus } from '../../leases/bus.js';
+import { createLeaseSchema, powerActionSchema, reimageSchema } from '../../leases/schemas.js';
+import type { LeaseService } from '../../leases/service.js';
+import { route, type Route } from '../route.js';
+
+export function leaseRoutes(d: { leases: LeaseService; bus: Bus }): Route[] {
+  return [
+    route({
+      method: 'post',
+      path: '/leases',
+      summary: 'Lease a whole board (or a container: kind container, or kind any when no board is free)',
+      access: 'any',
+      body: createLeaseSchema,
+      status: 202,
+      handler: ({ p, body }) => d.leases.create(p, body),
+    }),
+    route({ method: 'get', path: '/leases', summary: 'Your leases (admin: all)', access: 'any', handler: ({ p }) => d.leases.list(p) }),
+    route({ method: 'get', path: '/leases/:id', summary: 'Show a lease', access: 'any', handler: ({ p, params }) => d.leases.get(p, params.id!) }),
+    route({
+      method: 'post',
+      path: '/leases/:id/reimage',
+      summary: 'Reimage: a fresh disk from the image (or another image), then boot it',
+      access: 'any',
+      body: reimageSchema,
+      status: 202,
+      handler: ({ p, params, body }) => d.leases.reimage(p, params.id!, body.image),
+    }),
+    route({
+      method: 'post',
+      path: '/leases/:id/power',
+      summary: "Switch the lease's board (or container) on, off, or cycle it",
+      access: 'any',
+      body: powerActionSchema,
+      handler: ({ p, params, body }) => d.leases.power(p, params.id!, body.action),
+    }),
+    route({
+      method: 'delete',
+      path: '/leases/:id',
+      summary: 'Release: power off, drop the target, destroy the disk, board back to the pool',
+      access: 'any',
+      status: 202,
+      handler: ({ p, params }) => d.leases.release(p, params.id!),
+    }),
+    route({ method: 'get', path: '/jobs/:id', summary: 'A job and its steps', access: 'any', handler: ({ p, params }) => d.leases.job(p, params.id!) }),
+    route({
+      method: 'get',
+      path: '/events',
+      summary: 'Server-Sent Events: jobs, leases and boards the caller may see',
+      access: 'any',
+      handler: ({ p, req, res }) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+        res.write(': dozen events\n\n');
+        const off = d.bus.subscribe((ev) => {
+          if (!authz.canSeeEvent(p, ev.tenantId)) return;
+          res.write(`event: ${ev.type}\ndata: ${JSON.stringify(ev.data)}\n\n`);
+        });
+        const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+        req.on('close', () => {
+          off();
+          clearInterval(ping);
+        });
+      },
+    }),
+  ];
+}
