@@ -12,7 +12,7 @@ export const BOARD_TRANSITIONS: Record<BoardState, readonly BoardState[]> = {
   active: ['provisioning', 'releasing', 'error'],
   releasing: ['available', 'error'],
   maintenance: ['available'],
-  error: ['available', 'maintenance', 'releasing'],
+  error: ['available', 'maintenance', 'releasing', 'provisioning'], // provisioning: the lease holding it reimages
 };
 
 export function canTransition(from: BoardState, to: BoardState): boolean {

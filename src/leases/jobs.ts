@@ -42,9 +42,10 @@ export class JobRunner {
     return this.store.state.jobs.find((j) => j.id === id);
   }
 
-  async run(jobId: string, impls: StepImpl[]): Promise<Job> {
+  async run(jobId: string, impls: StepImpl[], cancel?: AbortSignal): Promise<Job> {
     const byName = new Map(impls.map((s) => [s.name, s]));
     for (;;) {
+      if (cancel?.aborted) return this.finish(jobId, 'failed', `cancelled: ${cancel.reason ?? 'by request'}`);
       const job = this.get(jobId);
       if (!job) throw new Error(`job ${jobId} vanished`);
       const step = job.steps.find((s) => s.state !== 'done' && s.state !== 'skipped');
@@ -57,11 +58,12 @@ export class JobRunner {
         if (attempt > 0 && impl.beforeRetry) await impl.beforeRetry().catch((err) => log.warn({ err, jobId }, 'retry preparation failed'));
         await this.setStep(jobId, step.name, { state: 'running', attempts: attempt + 1, startedAt: new Date().toISOString(), error: undefined });
         try {
-          const r = await withTimeout(impl.run.bind(impl), impl.timeoutMs, `${step.name} timed out after ${impl.timeoutMs / 1000} s`);
+          const r = await withTimeout(impl.run.bind(impl), impl.timeoutMs, `${step.name} timed out after ${impl.timeoutMs / 1000} s`, cancel);
           outcome = r === 'skipped' ? 'skipped' : 'done';
           break;
         } catch (err) {
           lastError = (err as Error).message;
+          if (cancel?.aborted) break;
           log.warn({ jobId, step: step.name, attempt: attempt + 1, err: lastError }, 'job step failed');
         }
       }
@@ -94,9 +96,10 @@ export class JobRunner {
   }
 }
 
-async function withTimeout<T>(fn: (signal: AbortSignal) => Promise<T>, ms: number, message: string): Promise<T> {
+async function withTimeout<T>(fn: (signal: AbortSignal) => Promise<T>, ms: number, message: string, cancel?: AbortSignal): Promise<T> {
   const ac = new AbortController();
   let timer: NodeJS.Timeout | undefined;
+  let onCancel: (() => void) | undefined;
   try {
     return await Promise.race([
       fn(ac.signal),
@@ -105,9 +108,15 @@ async function withTimeout<T>(fn: (signal: AbortSignal) => Promise<T>, ms: numbe
           ac.abort();
           reject(new StepTimeout(message));
         }, ms);
+        onCancel = () => {
+          ac.abort();
+          reject(new Error(`cancelled: ${cancel?.reason ?? 'by request'}`));
+        };
+        cancel?.addEventListener('abort', onCancel);
       }),
     ]);
   } finally {
     clearTimeout(timer);
+    if (onCancel) cancel?.removeEventListener('abort', onCancel);
   }
 }

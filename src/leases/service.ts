@@ -54,6 +54,7 @@ export class LeaseService {
   readonly jobs: JobRunner;
   private readonly t: LeaseTimeouts;
   private readonly running = new Map<string, Promise<Job>>();
+  private readonly aborts = new Map<string, AbortController>();
 
   constructor(private readonly d: LeaseServiceDeps) {
     this.jobs = new JobRunner(d.store, d.bus);
@@ -149,6 +150,12 @@ export class LeaseService {
     const lease = p === 'system' ? this.d.store.state.leases.find((l) => l.id === id)! : authz.lease(this.d.store, p, id);
     if (lease.state === 'released') throw new ConflictError(`lease ${id} is already released`);
     if (lease.state === 'releasing') return { lease: publicLease(lease), job: this.jobs.get(lease.jobId!)! };
+    // A release wins over a provision or reimage still running: cancel it and let it stop first.
+    const current = lease.jobId ? this.running.get(lease.jobId) : undefined;
+    if (current) {
+      this.aborts.get(lease.jobId!)?.abort(reason);
+      await current;
+    }
     const r = await this.d.store.update((s) => {
       const l = s.leases.find((x) => x.id === id)!;
       l.state = 'releasing';
@@ -212,15 +219,20 @@ export class LeaseService {
   }
 
   private start(jobId: string): void {
-    const run = this.runJob(jobId).finally(() => this.running.delete(jobId));
+    const ac = new AbortController();
+    this.aborts.set(jobId, ac);
+    const run = this.runJob(jobId, ac.signal).finally(() => {
+      this.running.delete(jobId);
+      this.aborts.delete(jobId);
+    });
     this.running.set(jobId, run);
   }
 
-  private async runJob(jobId: string): Promise<Job> {
+  private async runJob(jobId: string, cancel: AbortSignal): Promise<Job> {
     const job = this.jobs.get(jobId)!;
     const lease = () => this.d.store.state.leases.find((l) => l.id === job.leaseId)!;
-    const result = await this.jobs.run(jobId, lease().kind === 'board' ? this.boardSteps(job, lease) : this.containerSteps(job, lease));
-    await this.afterJob(result, lease());
+    const result = await this.jobs.run(jobId, lease().kind === 'board' ? this.boardSteps(job, lease) : this.containerSteps(job, lease), cancel);
+    if (!cancel.aborted) await this.afterJob(result, lease()); // a cancelling release decides what happens next
     return result;
   }
 

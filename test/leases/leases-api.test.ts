@@ -1,0 +1,240 @@
+import { request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { metadataApp } from '../../src/leases/metadata.js';
+import { createLeaseSchema } from '../../src/leases/schemas.js';
+import { ADMIN, apiHarness } from '../helpers/api-harness.js';
+
+// Boards here are switched by the `command` power driver (a shell `true`): real jobs run, and with
+// short timeouts a lease whose board never boots ends in `error` — enough to test the API's rules.
+let h: Awaited<ReturnType<typeof apiHarness>>;
+let tokenA: string;
+let tokenB: string;
+const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@laptop';
+
+const board = (i: number) => ({
+  id: `bpi-${String(i).padStart(2, '0')}`,
+  mac: `02:00:00:00:01:${i.toString(16).padStart(2, '0')}`,
+  model: 'bananapi',
+  arch: 'armv7',
+  ip: `10.77.0.${100 + i}`,
+  power: { driver: 'command', on: 'true', off: 'true', cycle: 'true' },
+  image: 'test',
+});
+
+beforeAll(async () => {
+  h = await apiHarness({ timeouts: { actionMs: 2000, bootMs: 150, osMs: 150 } });
+  for (let i = 1; i <= 4; i++) expect((await h.api('POST', '/boards', board(i))).status).toBe(201);
+  tokenA = (await h.api('POST', '/tenants', { id: 'alice', name: 'Alice' })).body.token;
+  tokenB = (await h.api('POST', '/tenants', { id: 'bob', name: 'Bob' })).body.token;
+});
+afterAll(() => h.close());
+
+describe('allocation', () => {
+  it('200 concurrent requests for 4 free boards give exactly 4 leases; the rest 409 with the reason', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => h.api('POST', '/leases', { image: 'test', sshKeys: [KEY] }, i % 2 ? tokenA : tokenB)),
+    );
+    const ok = results.filter((r) => r.status === 202);
+    const conflict = results.filter((r) => r.status === 409);
+    expect(ok).toHaveLength(4);
+    expect(conflict).toHaveLength(196);
+    expect(conflict[0]!.body.error).toMatch(/no free board for arch armv7: bpi-01 is provisioning/);
+    const boards = ok.map((r) => r.body.lease.boardId).sort();
+    expect(boards).toEqual(['bpi-01', 'bpi-02', 'bpi-03', 'bpi-04']);
+    // the store agrees: one live lease per board, each board provisioning
+    const live = h.store.state.leases.filter((l) => l.state !== 'released');
+    expect(new Set(live.map((l) => l.boardId)).size).toBe(live.length);
+    expect(h.store.state.boards.every((b) => b.state === 'provisioning')).toBe(true);
+    // let the jobs end (boards never boot here → error), then release everything
+    await Promise.all(ok.map((r) => h.leases.settle(r.body.job.id)));
+    for (const r of ok) await h.leases.settle((await h.leases.release('system', r.body.lease.id)).job.id);
+    expect(h.store.state.boards.every((b) => b.state === 'available')).toBe(true);
+  });
+});
+
+describe('a job records its steps and its failure reason', () => {
+  it('a board that never asks for DHCP fails the dhcp step after one retry', async () => {
+    const r = await h.api('POST', '/leases', { image: 'test', board: 'bpi-01' }, tokenA);
+    const job = await h.leases.settle(r.body.job.id);
+    expect(job.state).toBe('failed');
+    expect(job.steps.map((s) => [s.name, s.state])).toEqual([
+      ['disk', 'skipped'],
+      ['power', 'done'],
+      ['dhcp', 'failed'],
+      ['kernel', 'pending'],
+      ['root', 'pending'],
+      ['phone-home', 'pending'],
+    ]);
+    expect(job.steps[2]!.attempts).toBe(2);
+    expect(job.error).toMatch(/dhcp: dhcp timed out after 0.15 s/);
+    const lease = (await h.api('GET', `/leases/${r.body.lease.id}`, undefined, tokenA)).body;
+    expect(lease.state).toBe('error');
+    expect((await h.api('GET', '/boards/bpi-01')).body).toMatchObject({ state: 'error', stateReason: expect.stringMatching(/dhcp timed out/) });
+    expect((await h.api('GET', `/jobs/${r.body.job.id}`, undefined, tokenA)).body.state).toBe('failed');
+    await h.leases.settle((await h.leases.release('system', r.body.lease.id)).job.id);
+    expect((await h.api('GET', '/boards/bpi-01')).body.state).toBe('available');
+  });
+});
+
+describe('authorization matrix', () => {
+  let leaseA: string;
+  let jobA: string;
+  beforeAll(async () => {
+    const r = await h.api('POST', '/leases', { image: 'test', board: 'bpi-02', sshKeys: [KEY] }, tokenA);
+    leaseA = r.body.lease.id;
+    jobA = r.body.job.id;
+    await h.leases.settle(jobA);
+  });
+
+  // Every route of the API, with what tenant B, tenant A and the admin get.
+  const NOT_B = 404;
+  const cases = (): Array<[string, string, unknown, number, number, number]> => [
+    // method, path, body, B, A (owner), admin
+    ['GET', `/leases/${leaseA}`, undefined, NOT_B, 200, 200],
+    ['POST', `/leases/${leaseA}/reimage`, {}, NOT_B, 202, 202],
+    ['POST', `/leases/${leaseA}/power`, { action: 'cycle' }, NOT_B, 409, 409],
+    ['GET', `/jobs/${jobA}`, undefined, NOT_B, 200, 200],
+    ['DELETE', `/leases/${leaseA}`, undefined, NOT_B, 202, 202],
+    ['GET', '/boards/bpi-02', undefined, 403, 403, 200],
+    ['POST', '/boards', board(9), 403, 403, 201],
+    ['PATCH', '/boards/bpi-09', { model: 'bananapro' }, 403, 403, 200],
+    ['GET', '/boards/bpi-09/events', undefined, 403, 403, 200],
+    ['POST', '/boards/bpi-09/state', { state: 'maintenance', reason: 'test' }, 403, 403, 200],
+    ['GET', '/boards/bpi-09/power', undefined, 403, 403, 200],
+    ['POST', '/boards/bpi-09/power/confirm', undefined, 403, 403, 409],
+    ['DELETE', '/boards/bpi-09', undefined, 403, 403, 204],
+    ['GET', '/discovered', undefined, 403, 403, 200],
+    ['GET', '/tenants', undefined, 403, 403, 200],
+    ['POST', '/tenants', { id: 'carol', name: 'Carol' }, 403, 403, 201],
+    ['POST', '/tenants/carol/tokens', {}, 403, 403, 201],
+    ['DELETE', '/tokens/000000000000', undefined, 403, 403, 404],
+    ['GET', '/whoami', undefined, 200, 200, 200],
+    ['GET', '/boards', undefined, 200, 200, 200],
+    ['GET', '/leases', undefined, 200, 200, 200],
+    ['GET', '/images', undefined, 200, 200, 200],
+    ['GET', '/images/test', undefined, 200, 200, 200],
+    ['GET', '/health', undefined, 200, 200, 200],
+    ['GET', '/openapi.json', undefined, 200, 200, 200],
+  ];
+
+  it('covers every route of the OpenAPI document', async () => {
+    const doc = (await h.api('GET', '/openapi.json')).body;
+    const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops as object).map((m) => `${m.toUpperCase()} ${path.replace(/^\/v1/, '')}`));
+    const tested = new Set(cases().map(([m, p]) => `${m} ${p.replace(leaseA, '{id}').replace(jobA, '{id}').replace(/\/boards\/bpi-0\d/, '/boards/{id}').replace('/images/test', '/images/{name}').replace('/tenants/carol', '/tenants/{id}').replace('/tokens/000000000000', '/tokens/{id}')}`));
+    tested.add('POST /leases').add('GET /events'); // below
+    expect(documented.filter((d) => !tested.has(d))).toEqual([]);
+  });
+
+  it('tenant B gets 404 for A’s lease and job, 403 for admin routes; A and the admin get through', async () => {
+    for (const [method, path, body, b] of cases()) {
+      expect([method, path, (await h.api(method, path, body, tokenB)).status]).toEqual([method, path, b]);
+    }
+    // B's lease list does not show A's lease
+    expect((await h.api('GET', '/leases', undefined, tokenB)).body.map((l: { id: string }) => l.id)).not.toContain(leaseA);
+    // the owner, then the admin, in order (reimage/release change state as they go)
+    for (const [method, path, body, , a] of cases().slice(0, 4)) {
+      const res = await h.api(method, path, body, tokenA);
+      expect([method, path, res.status, res.status === a ? '' : res.body?.error]).toEqual([method, path, a, '']);
+    }
+    await h.leases.settle(h.leases.get({ role: 'admin', tenantId: null, tokenId: null }, leaseA).jobId!);
+    for (const [method, path, body, , , admin] of cases()) {
+      expect([method, path, (await h.api(method, path, body, ADMIN)).status]).toEqual([method, path, admin]);
+    }
+  });
+
+  it('the event stream shows a tenant only its own jobs and leases', async () => {
+    const seen: Record<string, string> = { A: '', B: '' };
+    const ctl = new AbortController();
+    const read = async (who: 'A' | 'B', token: string) => {
+      const res = await fetch(`${h.base}/events`, { headers: { authorization: `Bearer ${token}` }, signal: ctl.signal });
+      const reader = res.body!.getReader();
+      for (;;) {
+        const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
+        if (done) return;
+        seen[who] += Buffer.from(value!).toString();
+      }
+    };
+    void read('A', tokenA);
+    void read('B', tokenB);
+    await new Promise((r) => setTimeout(r, 100));
+    const r = await h.api('POST', '/leases', { image: 'test' }, tokenA);
+    await h.leases.settle(r.body.job.id);
+    await new Promise((r) => setTimeout(r, 100));
+    ctl.abort();
+    expect(seen.A).toContain(r.body.lease.id);
+    expect(seen.A).toMatch(/event: job/);
+    expect(seen.B).not.toContain(r.body.lease.id);
+    await h.leases.settle((await h.leases.release('system', r.body.lease.id)).job.id);
+  });
+});
+
+describe('bad input', () => {
+  it('unknown image, no free board, invalid JSON or fields, expired or revoked tokens', async () => {
+    expect((await h.api('POST', '/leases', { image: 'nope' }, tokenA)).body.error).toMatch(/image: unknown image "nope"/);
+    const busy = await h.api('POST', '/leases', { image: 'test', board: 'bpi-77' }, tokenA);
+    expect([busy.status, busy.body.error]).toEqual([409, 'no board matches board bpi-77, arch armv7']);
+    const j = await h.api('POST', '/leases', '{"image":', tokenA);
+    expect([j.status, j.body.error]).toEqual([400, expect.stringMatching(/invalid JSON/)]);
+    const f = await h.api('POST', '/leases', { image: 'test', sshKeys: ['not a key'], hostname: 'Bad_Name', extra: 1 }, tokenA);
+    expect(f.status).toBe(400);
+    expect(f.body.details.fields.map((x: { field: string }) => x.field).sort()).toEqual(['(body)', 'hostname', 'sshKeys.0']);
+    const past = await h.api('POST', '/leases', { image: 'test', expiresAt: '2001-01-01T00:00:00Z' }, tokenA);
+    expect(past.body.error).toMatch(/expiresAt: must be in the future/);
+
+    const soon = (await h.api('POST', '/tenants/alice/tokens', { expiresAt: new Date(Date.now() + 300).toISOString() })).body;
+    expect((await h.api('GET', '/whoami', undefined, soon.token)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 400));
+    expect((await h.api('GET', '/whoami', undefined, soon.token)).body.error).toBe('token expired');
+    const other = (await h.api('POST', '/tenants/alice/tokens', {})).body;
+    expect((await h.api('DELETE', `/tokens/${other.tokenId}`)).status).toBe(204);
+    expect((await h.api('GET', '/whoami', undefined, other.token)).body.error).toBe('token revoked');
+    expect((await h.api('GET', '/whoami', undefined, 'dz_123456789abc_forged')).body.error).toBe('invalid token');
+    // tokens are stored hashed: the secret appears nowhere in the state file
+    expect(JSON.stringify(h.store.state)).not.toContain(other.token.split('_')[2]);
+  });
+});
+
+describe('metadata service', () => {
+  it('serves a lease’s metadata only to its board’s IP', async () => {
+    const r = await h.api('POST', '/leases', { image: 'test', board: 'bpi-03', sshKeys: [KEY], hostname: 'alice-box' }, tokenA);
+    const leaseId = r.body.lease.id;
+    const app = metadataApp({ store: h.store, signals: h.signals, boardIp: (id) => (id === 'bpi-03' ? '127.0.0.3' : '127.0.0.4') });
+    const srv = app.listen(0, '127.0.0.1');
+    await new Promise((res) => srv.once('listening', res));
+    const port = (srv.address() as AddressInfo).port;
+    const get = (path: string, from: string, method = 'GET') =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path, method, localAddress: from }, (res) => {
+          let body = '';
+          res.on('data', (c) => (body += c));
+          res.on('end', () => resolve({ status: res.statusCode!, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    try {
+      const own = await get(`/m/${leaseId}/meta-data`, '127.0.0.3');
+      expect(own).toEqual({ status: 200, body: `instance-id: ${leaseId}\nlocal-hostname: alice-box\n` });
+      expect((await get(`/m/${leaseId}/user-data`, '127.0.0.3')).body).toContain(KEY);
+      // B's board (another IP) asking for A's lease: not found
+      expect((await get(`/m/${leaseId}/user-data`, '127.0.0.4')).status).toBe(404);
+      expect((await get(`/m/${leaseId}/phone-home`, '127.0.0.4', 'POST')).status).toBe(404);
+      expect((await get(`/m/${leaseId}/phone-home`, '127.0.0.3', 'POST')).status).toBe(200);
+    } finally {
+      srv.close();
+      await h.leases.settle(r.body.job.id);
+    }
+  });
+});
+
+describe('OpenAPI', () => {
+  it('is generated from the same schemas that validate requests', async () => {
+    const doc = (await h.api('GET', '/openapi.json')).body;
+    const body = doc.paths['/v1/leases'].post.requestBody.content['application/json'].schema;
+    expect(body.properties.sshKeys.items.pattern).toMatch(/ssh-/);
+    expect(body.required).toEqual(['image']);
+    expect(body.properties.kind.enum).toEqual(['board', 'container', 'any']);
+    expect(doc.paths['/v1/boards/{id}'].patch['x-dozen-access']).toBe('admin');
+  });
+});
