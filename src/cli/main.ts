@@ -4,6 +4,7 @@ import { loadConfig } from '../config.js';
 import { Lab } from '../lab/lab.js';
 import { log } from '../log.js';
 import { startServer } from '../server.js';
+import { registerClientCommands } from './commands.js';
 
 const program = new Command('dozen').description('DozenCloud: rent real ARM boards').showHelpAfterError();
 
@@ -71,6 +72,8 @@ lab
     await new Lab({ ...config.lab, bootIp: config.bootIp, subnet: config.subnet, stateDir: resolve(config.dataDir, 'lab') }).down();
     console.log(`lab ${config.lab.netns} removed`);
   });
+
+registerClientCommands(program);
 
 program.parseAsync().catch((err: Error) => {
   log.debug({ err }, 'command failed');

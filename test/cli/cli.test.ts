@@ -1,0 +1,65 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../../src/config.js';
+import { ADMIN, apiHarness } from '../helpers/api-harness.js';
+
+// The real `dozen` command against a real API server.
+let h: Awaited<ReturnType<typeof apiHarness>>;
+const dir = mkdtempSync(join(tmpdir(), 'cli-'));
+const env = { ...process.env, DOZEN_LOGIN_FILE: join(dir, 'login.json'), DOZEN_URL: '', DOZEN_TOKEN: '' };
+
+function dozen(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(join(REPO_ROOT, 'bin/dozen'), args, { env, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+beforeAll(async () => {
+  h = await apiHarness({ timeouts: { actionMs: 2000, bootMs: 200, osMs: 200 } });
+});
+afterAll(() => h.close());
+
+describe('dozen CLI', () => {
+  const url = () => h.base.replace(/\/v1$/, '');
+
+  it('logs in (saving the token 0600), enrolls a board and lists it', async () => {
+    const login = await dozen('login', '--url', url(), '--token', ADMIN);
+    expect(login.stdout).toMatch(/logged in to .* as admin/);
+    expect(statSync(env.DOZEN_LOGIN_FILE).mode & 0o777).toBe(0o600);
+    const add = await dozen('boards', 'add', 'bpi-01', '--mac', '02:00:00:00:02:01', '--ip', '10.77.0.121', '--image', 'test', '--power', '{"driver":"command","on":"true","off":"true","cycle":"true"}', '--json');
+    expect(add.code).toBe(0);
+    expect(JSON.parse(add.stdout)).toMatchObject({ id: 'bpi-01', state: 'available' });
+    const ls = await dozen('boards', 'ls');
+    expect(ls.stdout).toMatch(/^ID\s+MODEL\s+ARCH/);
+    expect(ls.stdout).toMatch(/bpi-01\s+bananapi\s+armv7\s+02:00:00:00:02:01/);
+  });
+
+  it('a tenant creates a lease and sees its job’s steps live; a failed job exits non-zero', async () => {
+    const t = (await h.api('POST', '/tenants', { id: 'cli-tenant', name: 'CLI' })).body.token;
+    const key = join(dir, 'id.pub');
+    writeFileSync(key, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me\n');
+    const r = await dozen('lease', 'create', '--image', 'test', '--ssh-key', key, '--token', t, '--url', url(), '--json');
+    expect(r.code).toBe(1); // this board never boots: the job fails at dhcp
+    const out = JSON.parse(r.stdout);
+    expect(out.lease).toMatchObject({ boardId: 'bpi-01', state: 'error', sshKeys: [expect.stringMatching(/^ssh-ed25519 /)] });
+    expect(out.job.steps.find((s: { name: string }) => s.name === 'dhcp').state).toBe('failed');
+    const human = await dozen('lease', 'release', out.lease.id, '--token', t, '--url', url());
+    expect(human.stderr).toMatch(/✓ power-off[\s\S]*✓ board/);
+    expect(human.stdout).toMatch(new RegExp(`lease ${out.lease.id}: released`));
+    const ls = await dozen('lease', 'ls', '--token', t, '--url', url(), '--json');
+    expect(JSON.parse(ls.stdout).map((l: { state: string }) => l.state)).toEqual(['released']);
+  });
+
+  it('errors are clear and exit non-zero', async () => {
+    const r = await dozen('lease', 'show', 'l-nope');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/dozen: 404: lease l-nope not found/);
+    const bad = await dozen('boards', 'add', 'x', '--mac', 'nope', '--ip', '10.77.0.5', '--image', 'test');
+    expect(bad.stderr).toMatch(/400: invalid request: mac: must be a MAC address/);
+  });
+});
