@@ -1,0 +1,37 @@
+/**
+ * `npm run bench`: every benchmark, one after another (they share 2 cores), each measuring us and a
+ * reference tool in the same run. Results print as tables and are written to bench/results.json.
+ * `npm run bench -- tftp-loopback uboot-tftp` runs only those.
+ */
+import { writeFileSync } from 'node:fs';
+
+const BENCHES: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = {
+  'tftp-loopback': () => import('./tftp-loopback.js'),
+  'uboot-tftp': () => import('./uboot-tftp.js'),
+  leases: () => import('./leases.js'),
+  disks: () => import('./disks.js'),
+  'iscsi-perf': () => import('./iscsi-perf.js'),
+  'console-fanout': () => import('./console-fanout.js'),
+  containers: () => import('./containers.js'),
+};
+
+const only = process.argv.slice(2);
+const results: Record<string, unknown> = {};
+let failed = 0;
+for (const [name, load] of Object.entries(BENCHES)) {
+  if (only.length && !only.includes(name)) continue;
+  console.log(`\n=== ${name}`);
+  const t0 = Date.now();
+  try {
+    const r = await (await load()).run();
+    results[name] = r;
+    console.log(JSON.stringify(r, null, 2));
+  } catch (err) {
+    failed++;
+    results[name] = { error: (err as Error).message };
+    console.error(`${name} failed: ${(err as Error).stack}`);
+  }
+  console.log(`(${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+}
+writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify({ at: new Date().toISOString(), results }, null, 2) + '\n');
+process.exit(failed ? 1 : 0);
