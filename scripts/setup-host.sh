@@ -11,6 +11,7 @@ PKGS=(
   debootstrap qemu-user-static binfmt-support               # debian-12 image, armhf userlands on x86
   docker.io                                                 # container fallback (tests start their own dockerd)
   chromium tmux                                             # browser console test (playwright-core drives Debian's chromium)
+  socat                                                     # console tests: real pty pairs standing in for serial lines
   openssh-client                                            # tenants' ssh into leased boards (e2e)
 )
 missing=()

@@ -1,0 +1,178 @@
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { log } from '../log.js';
+import { BEARER_PREFIX, CLOSE, SUBPROTOCOL, parseClientMessage, type ServerMessage } from './protocol.js';
+import type { Viewer } from './session.js';
+import type { ConsoleSessions } from './sessions.js';
+
+export type ConsoleKind = 'lease' | 'board';
+
+export interface ConsoleGrant {
+  boardId: string;
+  canType: boolean;
+  /** Shown to the other viewers ("alice is typing"). */
+  who: string;
+}
+
+/**
+ * Decides who may open which console. Return null for "no such lease/board, or not yours" (answered 404,
+ * so a stranger learns nothing); throw an error with a numeric `status` (e.g. HttpError 403) to answer
+ * that status. The token is in `Authorization: Bearer` — also when the browser sent it as a subprotocol,
+ * because the bridge copies it there — so the API's bearer code can be reused as is.
+ */
+export type ConsoleAuthorize = (req: IncomingMessage, kind: ConsoleKind, id: string) => Promise<ConsoleGrant | null>;
+
+export interface ConsoleWebSocketOptions {
+  sessions: ConsoleSessions;
+  authorize: ConsoleAuthorize;
+  /** A viewer with more than this unsent is dropped with a notice (default 1 MiB). */
+  maxBufferedBytes?: number;
+  /** Ping interval; a viewer that misses a pong is dropped (default 30 s). */
+  pingMs?: number;
+}
+
+export interface ConsoleWebSocket {
+  /** Open console sockets and the bytes queued for them: the memory the per-viewer bound keeps in check. */
+  stats(): { sockets: number; bufferedBytes: number; maxBufferedBytes: number; dropped: number };
+  close(): Promise<void>;
+}
+
+const PATH = /^\/v1\/(leases|boards)\/([^/]+)\/console\/?$/;
+
+/** The bearer token of a request: the Authorization header, or the browser's `bearer.<token>` subprotocol. */
+export function consoleToken(req: IncomingMessage): string | undefined {
+  const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+  if (m) return m[1];
+  const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim());
+  return offered.find((p) => p.startsWith(BEARER_PREFIX))?.slice(BEARER_PREFIX.length) || undefined;
+}
+
+/**
+ * Serves `/v1/leases/:id/console` and `/v1/boards/:id/console` on an HTTP server's upgrade event.
+ * Authorization happens before the upgrade, so a refused client gets a plain HTTP status and no socket.
+ */
+export function attachConsoleWebSocket(http: HttpServer, o: ConsoleWebSocketOptions): ConsoleWebSocket {
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: 64 * 1024,
+    handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+  });
+  const maxBuffered = o.maxBufferedBytes ?? 1 << 20;
+  let droppedCount = 0;
+
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const m = PATH.exec(url.pathname);
+    if (!m) {
+      // Not ours: leave it to another upgrade handler, or refuse it if there is none.
+      if (http.listenerCount('upgrade') === 1) refuse(socket, 404, 'no such WebSocket endpoint');
+      return;
+    }
+    void (async () => {
+      const kind: 'lease' | 'board' = m[1] === 'leases' ? 'lease' : 'board';
+      const id = decodeURIComponent(m[2]!);
+      const token = consoleToken(req);
+      if (!token) return refuse(socket, 401, 'missing bearer token (Authorization header or bearer.<token> subprotocol)');
+      req.headers.authorization = `Bearer ${token}`;
+      let grant: ConsoleGrant | null;
+      try {
+        grant = await o.authorize(req, kind, id);
+      } catch (err) {
+        const status = (err as { status?: number }).status;
+        if (!status) log.error({ err, kind, id }, 'console authorization failed');
+        return refuse(socket, status ?? 500, status ? (err as Error).message : 'internal error');
+      }
+      if (!grant) return refuse(socket, 404, `${kind} ${id} not found`);
+      const session = o.sessions.get(grant.boardId);
+      if (!session) return refuse(socket, 404, `board ${grant.boardId} has no console line`);
+      wss.handleUpgrade(req, socket, head, (ws) => bridge(ws, grant));
+    })();
+  };
+
+  const bridge = (ws: WebSocket, grant: ConsoleGrant) => {
+    const session = o.sessions.get(grant.boardId);
+    if (!session) return ws.close(CLOSE.gone, 'console gone');
+    let dropped = false;
+    let alive = true;
+    const sendJson = (msg: ServerMessage) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(msg));
+    const viewer: Viewer = {
+      who: grant.who,
+      canType: grant.canType,
+      send(chunk) {
+        if (dropped || ws.readyState !== ws.OPEN) return;
+        // Bounded per-viewer queue: what ws has not yet handed to the kernel. Past the bound the viewer is
+        // dropped, never waited for, so one stalled laptop cannot grow our memory or slow the others.
+        if (ws.bufferedAmount > maxBuffered) return drop();
+        ws.send(chunk);
+      },
+      notify: (msg) => !dropped && sendJson(msg),
+      end(reason) {
+        sendJson({ type: 'info', event: 'error', message: `console closed: ${reason}` });
+        ws.close(CLOSE.gone, reason.slice(0, 100));
+      },
+    };
+    const drop = () => {
+      dropped = true;
+      droppedCount++;
+      session.detach(viewer);
+      sendJson({ type: 'info', event: 'slow', message: `disconnected: more than ${maxBuffered} bytes of console output unread; reconnect to resume (scrollback is replayed)` });
+      ws.close(CLOSE.tooSlow, 'too slow');
+      setTimeout(() => ws.terminate(), 5000).unref(); // the close frame waits behind the backlog
+    };
+
+    sendJson({
+      type: 'info',
+      event: 'hello',
+      message: `console of ${grant.boardId}${grant.canType ? '' : ' (watch only)'}`,
+      board: grant.boardId,
+      who: grant.who,
+      canType: grant.canType,
+      viewers: session.viewerList(),
+    });
+    sendJson({ type: 'state', ...session.state() });
+    const scrollback = session.attach(viewer);
+    if (scrollback.length) ws.send(scrollback);
+
+    ws.on('message', (data, isBinary) => {
+      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+      if (isBinary) return void session.write(viewer, buf);
+      const msg = parseClientMessage(buf.toString('utf8'));
+      if (!msg) return void sendJson({ type: 'info', event: 'error', message: 'unknown control message (expected {"type":"break"} or {"type":"resize",...})' });
+      if (msg.type === 'break') void session.sendBreak(viewer);
+      // resize: a serial line has no window size to set; accepted so terminals can send it unconditionally.
+    });
+    ws.on('pong', () => (alive = true));
+    const ping = setInterval(() => {
+      if (!alive) return ws.terminate();
+      alive = false;
+      ws.ping();
+    }, o.pingMs ?? 30_000);
+    ws.on('close', () => {
+      clearInterval(ping);
+      session.detach(viewer);
+    });
+    ws.on('error', () => {});
+  };
+
+  http.on('upgrade', onUpgrade);
+  return {
+    stats() {
+      let bufferedBytes = 0;
+      for (const ws of wss.clients) bufferedBytes += ws.bufferedAmount;
+      return { sockets: wss.clients.size, bufferedBytes, maxBufferedBytes: maxBuffered, dropped: droppedCount };
+    },
+    async close() {
+      http.off('upgrade', onUpgrade);
+      for (const ws of wss.clients) ws.close(CLOSE.gone, 'server stopping');
+      await new Promise<void>((r) => wss.close(() => r()));
+      for (const ws of wss.clients) ws.terminate();
+    },
+  };
+}
+
+function refuse(socket: Duplex, status: number, message: string): void {
+  const body = JSON.stringify({ error: message });
+  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 500: 'Internal Server Error' }[status] ?? 'Error';
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+}

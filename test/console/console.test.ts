@@ -1,0 +1,238 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CLOSE, SUBPROTOCOL } from '../../src/console/protocol.js';
+import { RingBuffer } from '../../src/console/ring.js';
+import { requireTools } from '../helpers/tools.js';
+import { openViewer, startConsoleServer, until, type TestViewer } from './harness.js';
+import { PtyPair } from './pty-pair.js';
+
+// Real ptys (socat), real serialport, real WebSockets and HTTP on loopback: only the authorize() table is the test's.
+const alice = { boardId: 'b1', canType: true, who: 'alice' };
+const bob = { boardId: 'b1', canType: true, who: 'bob' };
+const watcher = { boardId: 'b1', canType: false, who: 'carol (watching)' };
+const GRANTS = {
+  'tok-alice': { leases: { L1: alice } },
+  'tok-bob': { leases: { L1: bob } },
+  'tok-watch': { leases: { L1: watcher } },
+  'tok-admin': { boards: { b1: { boardId: 'b1', canType: true, who: 'admin' } } },
+};
+
+let dir: string;
+let pair: PtyPair;
+let board: Awaited<ReturnType<PtyPair['openBoard']>>;
+let srv: Awaited<ReturnType<typeof startConsoleServer>>;
+const viewers: TestViewer[] = [];
+const view = async (token: string | undefined, path = '/v1/leases/L1/console', auth: 'header' | 'subprotocol' = 'header') => {
+  const v = await openViewer(srv.url, path, token, auth);
+  viewers.push(v);
+  await v.waitMessage((m) => m.type === 'state', 2000, 'initial state');
+  return v;
+};
+
+beforeAll(async () => {
+  requireTools('socat');
+  dir = mkdtempSync(join(tmpdir(), 'console-test-'));
+  pair = new PtyPair(join(dir, 'b1.tty'), join(dir, 'board-end.tty'));
+  await pair.start();
+  board = await pair.openBoard();
+  srv = await startConsoleServer(GRANTS, { dataDir: dir, maxBufferedBytes: 256 * 1024, log: { rotateBytes: 4096, keep: 2 } });
+  const s = await srv.sessions.ensure({ id: 'b1', serial: pair.line });
+  await until(() => s!.state().state === 'connected', 5000, 'console line connected');
+});
+
+afterEach(() => {
+  for (const v of viewers.splice(0)) v.ws.terminate();
+});
+
+afterAll(async () => {
+  await board?.close();
+  await srv?.stop();
+  await pair?.stop();
+});
+
+describe('scrollback ring', () => {
+  it('keeps the last N bytes in order across wrap-around', () => {
+    const r = new RingBuffer(10);
+    r.write(Buffer.from('abcdef'));
+    r.write(Buffer.from('ghijkl'));
+    expect(r.snapshot().toString()).toBe('cdefghijkl');
+    r.write(Buffer.from('0123456789ABC'));
+    expect(r.snapshot().toString()).toBe('3456789ABC');
+    expect(r.total).toBe(25);
+  });
+});
+
+describe('console over WebSocket (pty line)', () => {
+  it('a late joiner first receives the scrollback, then live output', async () => {
+    await board.port.asyncWrite(Buffer.from('boot message before anyone watched\r\n'));
+    await until(() => srv.sessions.get('b1')!.state().bytesIn > 0, 2000, 'bytes read');
+    const v = await view('tok-alice');
+    await v.out.waitFor('boot message before anyone watched', 2000, 'scrollback');
+    const hello = v.messages.find((m) => m.type === 'info' && m.event === 'hello');
+    expect(hello).toMatchObject({ board: 'b1', who: 'alice', canType: true });
+    await board.port.asyncWrite(Buffer.from('live line\r\n'));
+    await v.out.waitFor('live line', 2000, 'live output');
+  });
+
+  it('binary garbage is passed through intact, both ways (bytes in = bytes out)', async () => {
+    const v = await view('tok-alice');
+    await new Promise((r) => setTimeout(r, 100));
+    const before = v.bytes().length;
+    const garbage = Buffer.concat([Buffer.from(Array.from({ length: 256 }, (_, i) => i)), randomBytes(64 * 1024)]);
+    await board.port.asyncWrite(garbage);
+    await until(() => v.bytes().length - before >= garbage.length, 5000, 'all garbage bytes at the viewer');
+    expect(v.bytes().subarray(before).equals(garbage)).toBe(true);
+
+    const got: Buffer[] = [];
+    const onData = (c: Buffer) => got.push(c);
+    board.port.on('data', onData);
+    const up = Buffer.concat([Buffer.from(Array.from({ length: 256 }, (_, i) => 255 - i)), randomBytes(16 * 1024)]);
+    for (let i = 0; i < up.length; i += 4096) v.ws.send(up.subarray(i, i + 4096));
+    await until(() => Buffer.concat(got).length >= up.length, 5000, 'all bytes typed reached the board');
+    board.port.off('data', onData);
+    expect(Buffer.concat(got).equals(up)).toBe(true);
+  });
+
+  it('two typists: both reach the line, and each is told who else is typing', async () => {
+    const a = await view('tok-alice');
+    const b = await view('tok-bob', '/v1/leases/L1/console', 'subprotocol');
+    expect(b.ws.protocol).toBe(SUBPROTOCOL); // the bearer.<token> subprotocol is never echoed
+    const got: Buffer[] = [];
+    board.port.on('data', (c: Buffer) => got.push(c));
+    await b.type('from-bob ');
+    await a.waitMessage((m) => m.type === 'info' && m.event === 'typing' && m.who === 'bob', 2000, 'alice told bob types');
+    await a.type('from-alice');
+    await b.waitMessage((m) => m.type === 'info' && m.event === 'typing' && m.who === 'alice', 2000, 'bob told alice types');
+    await until(() => Buffer.concat(got).toString().includes('from-alice'), 2000, 'both inputs at the board');
+    expect(Buffer.concat(got).toString()).toBe('from-bob from-alice');
+    board.port.removeAllListeners('data');
+    const join = a.messages.find((m) => m.type === 'info' && m.event === 'join' && m.who === 'bob');
+    expect(join && 'viewers' in join && join.viewers?.map((x) => x.who).sort()).toEqual(['alice', 'bob']);
+  });
+
+  it('a viewer allowed to watch but not type cannot write or send BREAK', async () => {
+    const w = await view('tok-watch');
+    const got: Buffer[] = [];
+    const onData = (c: Buffer) => got.push(c);
+    board.port.on('data', onData);
+    await w.type('rm -rf /\r');
+    w.ws.send(JSON.stringify({ type: 'break' }));
+    await w.waitMessage((m) => m.type === 'info' && m.event === 'denied', 2000, 'denied notice');
+    await new Promise((r) => setTimeout(r, 300));
+    board.port.off('data', onData);
+    expect(Buffer.concat(got).length).toBe(0);
+    expect(srv.sessions.state('b1')!.bytesOut).toBeGreaterThan(0); // others' input did count; this one did not
+    await board.port.asyncWrite(Buffer.from('watchers still see output\r\n'));
+    await w.out.waitFor('watchers still see output', 2000, 'output for the watcher');
+  });
+
+  it('refuses tokens that authorize() rejects before upgrading: 401 without, 404 unknown, 403 when told', async () => {
+    await expect(openViewer(srv.url, '/v1/leases/L1/console', undefined)).rejects.toMatchObject({ status: 401 });
+    await expect(openViewer(srv.url, '/v1/leases/L1/console', 'nope')).rejects.toMatchObject({ status: 404 });
+    await expect(openViewer(srv.url, '/v1/leases/L1/console', 'nope', 'subprotocol')).rejects.toMatchObject({ status: 404 });
+    await expect(openViewer(srv.url, '/v1/leases/L1/console', 'forbidden-token')).rejects.toMatchObject({ status: 403 });
+    await expect(openViewer(srv.url, '/v1/boards/b1/console', 'tok-alice')).rejects.toMatchObject({ status: 404 }); // tenants: not the board endpoint
+    await expect(openViewer(srv.url, '/v1/nothing', 'tok-alice')).rejects.toMatchObject({ status: 404 });
+    const admin = await view('tok-admin', '/v1/boards/b1/console');
+    expect(admin.messages[0]).toMatchObject({ type: 'info', event: 'hello', who: 'admin' });
+  });
+});
+
+describe('lease logs', () => {
+  it('records output during the lease, rotated by size, served only to authorized tokens, purged on release', async () => {
+    await srv.sessions.startLeaseLog('b1', 'L1');
+    const first = Buffer.from('A'.repeat(5000) + 'B'.repeat(5000));
+    await board.port.asyncWrite(first);
+    await until(() => srv.sessions.state('b1')!.bytesIn >= 0, 10, '');
+    const v = await view('tok-alice');
+    await v.out.waitFor('B'.repeat(5000), 3000, 'first batch');
+    const get = (token?: string) => fetch(`${srv.url}/v1/leases/L1/console/log`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+    let res = await get('tok-alice');
+    expect(res.status).toBe(200);
+    expect(Buffer.from(await res.arrayBuffer()).equals(first)).toBe(true);
+
+    const second = randomBytes(10_000);
+    const base = v.count();
+    await board.port.asyncWrite(second);
+    await until(() => v.count() >= base + second.length, 3000, 'second batch');
+    res = await get('tok-watch'); // whoever may watch may read the log
+    const all = Buffer.concat([first, second]);
+    const kept = Buffer.from(await res.arrayBuffer());
+    // 20 000 bytes in 4096-byte files, 2 rotated kept: the last 2 × 4096 + (20 000 mod 4096) bytes survive.
+    expect(kept.length).toBe(2 * 4096 + (20_000 % 4096));
+    expect(kept.equals(all.subarray(all.length - kept.length))).toBe(true);
+    expect(readdirSync(join(dir, 'console-logs', 'L1')).sort()).toEqual(['console.log', 'console.log.1', 'console.log.2']);
+
+    expect((await get('nope')).status).toBe(404);
+    expect((await get()).status).toBe(401);
+
+    await srv.sessions.stopLeaseLog('L1');
+    await board.port.asyncWrite(Buffer.from('after the lease'));
+    await v.out.waitFor('after the lease', 2000, 'post-lease output');
+    expect(Buffer.from(await (await get('tok-alice')).arrayBuffer()).equals(kept)).toBe(true);
+    await srv.sessions.purgeLeaseLog('L1');
+    expect((await get('tok-alice')).status).toBe(404);
+  });
+});
+
+describe('device loss', () => {
+  it('the pty vanishes and comes back at the same path: the session reconnects, viewers stay and are told', async () => {
+    const v = await view('tok-alice');
+    await board.close();
+    await pair.stop();
+    const down = await v.waitMessage((m) => m.type === 'state' && m.state === 'disconnected', 5000, 'disconnected state');
+    expect(down).toMatchObject({ type: 'state', state: 'disconnected' });
+    expect(srv.sessions.states().b1).toMatchObject({ state: 'disconnected', viewers: 1 });
+    await expect(srv.sessions.get('b1')!.source.write(Buffer.from('x'))).rejects.toThrow(/disconnected/);
+    await new Promise((r) => setTimeout(r, 1500)); // a few failed attempts while the device is absent
+    await pair.start();
+    board = await pair.openBoard();
+    const after = v.messages.indexOf(down);
+    await v.waitMessage((m) => m.type === 'state' && m.state === 'connected' && v.messages.indexOf(m) > after, 5000, 'connected again');
+    await board.port.asyncWrite(Buffer.from('back after replug\r\n'));
+    await v.out.waitFor('back after replug', 3000, 'output after reconnect');
+    await v.type('typed after replug');
+    await board.out.waitFor('typed after replug', 3000, 'input after reconnect');
+    expect(v.ws.readyState).toBe(v.ws.OPEN);
+  });
+});
+
+describe('slow viewers', () => {
+  it('a viewer that stops reading is dropped with a notice; memory stays bounded and the others get every byte', async () => {
+    const fast = await view('tok-alice');
+    const slow = await view('tok-bob');
+    fast.discard();
+    slow.ws.pause(); // stops reading its socket: the server's send queue for it fills up
+    await new Promise((r) => setTimeout(r, 100));
+    const base = fast.count();
+    const hash = createHash('sha256');
+    const total = 32 << 20;
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, srv.bridge.stats().bufferedBytes)), 5);
+    const chunk = randomBytes(64 * 1024);
+    const t0 = Date.now();
+    for (let sent = 0; sent < total; sent += chunk.length) {
+      hash.update(chunk);
+      await board.port.asyncWrite(chunk);
+    }
+    await until(() => fast.count() - base >= total, 60_000, 'every byte at the fast viewer');
+    const ms = Date.now() - t0;
+    clearInterval(sampler);
+    expect(fast.count() - base).toBe(total);
+    expect(fast.hash()).toBe(hash.digest('hex'));
+    expect(srv.sessions.get('b1')!.viewerList().map((x) => x.who)).toEqual(['alice']);
+    await fast.waitMessage((m) => m.type === 'info' && m.event === 'leave' && m.who === 'bob', 1000, 'bob left');
+    expect(srv.bridge.stats().dropped).toBeGreaterThanOrEqual(1);
+    // What the server ever held for its viewers: the bound (256 KiB) plus at most a read chunk per viewer,
+    // not the 32 MiB the stalled viewer did not read.
+    expect(peak).toBeLessThan(256 * 1024 + 2 * 65536 + 65536);
+    console.log(`slow-viewer flood: ${total >> 20} MiB in ${ms} ms, peak queued ${peak} bytes`);
+    slow.ws.resume();
+    const { code } = await slow.closed;
+    expect([CLOSE.tooSlow, 1006]).toContain(code); // 1006 if the server had to cut it after the grace time
+    expect(slow.messages.some((m) => m.type === 'info' && m.event === 'slow')).toBe(code === CLOSE.tooSlow);
+  }, 90_000);
+});
