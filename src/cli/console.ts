@@ -30,7 +30,10 @@ export class EscapeFilter {
           continue;
         }
         run.push(0x7e); // `~~` sends one `~`; `~x` sends both
-        if (b === 0x7e) continue;
+        if (b === 0x7e) {
+          this.atLineStart = false;
+          continue;
+        }
       } else if (this.atLineStart && b === 0x7e) {
         this.tilde = true;
         continue;

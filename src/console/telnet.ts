@@ -101,23 +101,17 @@ export class TelnetCodec {
 
   /** Simplified RFC 1143: answer only what changes our state, so two agreeing peers never loop. */
   private negotiate(verb: number, opt: number): number[] {
-    if (verb === WILL || verb === WONT) {
-      const want = verb === WILL && REMOTE_OK.has(opt);
-      const had = this.remote.has(opt);
-      const asked = this.askedRemote.delete(opt);
-      if (want) this.remote.add(opt);
-      else this.remote.delete(opt);
-      if (want === had) return [];
-      if (want) return asked ? [] : [IAC, DO, opt];
-      return had || verb === WILL ? [IAC, DONT, opt] : [];
+    const remote = verb === WILL || verb === WONT;
+    const [enabled, asked, ok] = remote ? [this.remote, this.askedRemote, REMOTE_OK] : [this.local, this.askedLocal, LOCAL_OK];
+    const [yes, no] = remote ? [DO, DONT] : [WILL, WONT];
+    const wasAsked = asked.delete(opt);
+    if (verb === WILL || verb === DO) {
+      if (enabled.has(opt)) return [];
+      if (!ok.has(opt)) return [IAC, no, opt];
+      enabled.add(opt);
+      return wasAsked ? [] : [IAC, yes, opt];
     }
-    const want = verb === DO && LOCAL_OK.has(opt);
-    const had = this.local.has(opt);
-    const asked = this.askedLocal.delete(opt);
-    if (want) this.local.add(opt);
-    else this.local.delete(opt);
-    if (want === had) return [];
-    if (want) return asked ? [] : [IAC, WILL, opt];
-    return had || verb === DO ? [IAC, WONT, opt] : [];
+    if (!enabled.delete(opt)) return []; // a refusal of what we asked for, or already off
+    return [IAC, no, opt];
   }
 }
