@@ -1,0 +1,117 @@
+import express from 'express';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../../src/config.js';
+import { consoleWebRouter } from '../../src/web/router.js';
+import { requireTools } from '../helpers/tools.js';
+import { startConsoleServer, until } from './harness.js';
+
+// Headless Chromium opens the lease page served by our router; the console behind it is the real one: a
+// session on a pty whose other end is a real bash (socat exec:…,pty), reached over the console WebSocket.
+// Only GET /v1/leases/:id is a stand-in, until the leases API exists.
+const TOKEN = 'tenant-token-0123456789';
+let srv: Awaited<ReturnType<typeof startConsoleServer>>;
+let shell: ChildProcess;
+let browser: Browser;
+
+beforeAll(async () => {
+  requireTools('socat', 'bash');
+  if (!existsSync('/usr/bin/chromium')) throw new Error('missing /usr/bin/chromium — run: sudo bash scripts/setup-host.sh');
+  const dir = mkdtempSync(join(tmpdir(), 'console-web-'));
+  const line = join(dir, 'shell-1.tty');
+  shell = spawn('socat', [`pty,raw,echo=0,link=${line}`, 'exec:bash --norc --noprofile -i,pty,stderr,setsid,sigint,sane'], {
+    stdio: 'ignore',
+    env: { PATH: process.env.PATH, PS1: 'board$ ', TERM: 'xterm-256color', HOME: dir },
+  });
+  await until(() => existsSync(line), 5000, 'the shell pty');
+  const app = express();
+  app.get('/v1/leases/:id', (req, res) => {
+    if (req.get('authorization') !== `Bearer ${TOKEN}`) return void res.status(401).json({ error: 'invalid token' });
+    if (req.params.id !== 'L-web') return void res.status(404).json({ error: `lease ${req.params.id} not found` });
+    res.json({ id: 'L-web', state: 'active', boardId: 'shell-1', image: 'test' });
+  });
+  app.use(consoleWebRouter());
+  srv = await startConsoleServer({ [TOKEN]: { leases: { 'L-web': { boardId: 'shell-1', canType: true, who: 'tenant' } } } }, { dataDir: dir, app });
+  await srv.sessions.ensure({ id: 'shell-1', serial: line });
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await srv?.stop();
+  shell?.kill('SIGKILL');
+});
+
+const screen = (page: Page) =>
+  page.evaluate(() => {
+    const b = (window as unknown as { dozenTerm: { buffer: { active: { length: number; getLine(i: number): { translateToString(trim: boolean): string } | undefined } } } }).dozenTerm.buffer.active;
+    const lines: string[] = [];
+    for (let i = 0; i < b.length; i++) lines.push(b.getLine(i)?.translateToString(true) ?? '');
+    return lines.join('\n');
+  });
+
+async function waitScreen(page: Page, re: RegExp, what: string, timeoutMs = 10_000): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    const text = await screen(page);
+    if (re.test(text)) return;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`no ${re} on the page’s terminal after ${timeoutMs} ms (${what}); screen:\n${text.trim().slice(-800)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('lease page in a browser', () => {
+  it('asks for the token once, shows the lease and the live console; a typed command runs and its output shows', async () => {
+    const page = await browser.newPage({ viewport: { width: 1100, height: 640 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${srv.url}/leases/L-web`);
+    await page.fill('#token-input', TOKEN);
+    await page.click('#token-form button[type=submit]');
+    await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('console connected'), null, { timeout: 10_000 });
+    expect(await page.textContent('#lease-state')).toContain('state: active');
+    expect(await page.evaluate(() => sessionStorage.getItem('dozen.token'))).toBe(TOKEN);
+
+    await page.click('#terminal');
+    await page.keyboard.type('echo WEB-$((6*7)) from $(uname -s)\n');
+    await waitScreen(page, /WEB-42 from Linux/, 'command output');
+    mkdirSync(join(REPO_ROOT, 'test-artifacts'), { recursive: true });
+    await page.screenshot({ path: join(REPO_ROOT, 'test-artifacts/console.png') });
+
+    // A reload keeps the token (sessionStorage) and replays the scrollback.
+    await page.reload();
+    await waitScreen(page, /WEB-42 from Linux/, 'scrollback after reload');
+    expect(await page.isHidden('#token-form')).toBe(true);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('a lease the API does not know is reported, not a broken page', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${srv.url}/leases/L-gone`);
+    await page.evaluate((t) => sessionStorage.setItem('dozen.token', t), TOKEN);
+    await page.reload();
+    await page.waitForFunction(() => /404/.test(document.getElementById('lease-state')?.textContent ?? ''), null, { timeout: 10_000 });
+    expect(await page.isDisabled('#btn-cycle')).toBe(true);
+    await page.close();
+  });
+
+  it('serves xterm.js, its CSS and the fit addon from node_modules', async () => {
+    for (const [path, type] of [
+      ['/assets/xterm.js', 'javascript'],
+      ['/assets/xterm.css', 'css'],
+      ['/assets/addon-fit.js', 'javascript'],
+    ]) {
+      const res = await fetch(srv.url + path!);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toContain(type);
+    }
+  });
+});
