@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { loadConfig } from '../src/config.js';
 import { startServer } from '../src/server.js';
 import { Store } from '../src/store/store.js';
-import { openConsole } from '../test/helpers/serial.js';
+import { sessionConsole } from '../test/helpers/serial.js';
 import { apiHarness } from '../test/helpers/api-harness.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -32,7 +32,7 @@ async function leaseToLogin() {
   const server = await startServer(config);
   const admin = { role: 'admin' as const, tenantId: null, tokenId: null };
   await server.store.update((s) => void s.tenants.push({ id: 'bench', name: 'bench', createdAt: new Date().toISOString() }));
-  const con = await openConsole(server.inventory.list()[0]!.serial!);
+  const con = sessionConsole(server.consoles, server.inventory.list()[0]!.id);
   const runs: Array<Record<string, number>> = [];
   try {
     for (let i = 0; i < RUNS; i++) {

@@ -12,7 +12,7 @@ import { loadConfig } from '../src/config.js';
 import { setAddr } from '../src/lab/netns.js';
 import { powerDriver } from '../src/power/registry.js';
 import { startServer } from '../src/server.js';
-import { openConsole } from '../test/helpers/serial.js';
+import { sessionConsole } from '../test/helpers/serial.js';
 
 // Debian's U-Boot has no tftpdstp (CONFIG_TFTP_PORT), so the reference server gets its own address, port 69.
 const REF_IP = '10.81.0.2';
@@ -32,7 +32,7 @@ export async function run() {
   const image = (await server.images.get('test'))!;
   await setAddr(server.lab!.hostIf, `${REF_IP}/24`);
   const ref = spawn('in.tftpd', ['-L', '-s', image.dir, '-a', `${REF_IP}:69`], { stdio: 'ignore' });
-  const con = await openConsole(board.serial!);
+  const con = sessionConsole(server.consoles, board.id);
   try {
     await powerDriver(board.power, board.id).on();
     await con.out.waitFor('Hit any key to stop autoboot', 60_000, 'U-Boot autoboot prompt');

@@ -2,7 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { Server as HttpServer } from 'node:http';
 import { join, resolve } from 'node:path';
-import { createApp } from './api/app.js';
+import { createApp, principalOf } from './api/app.js';
+import { authz } from './auth/authz.js';
+import { attachConsoleWebSocket, ConsoleSessions, type ConsoleWebSocket } from './console/index.js';
+import { consoleWebRouter } from './web/router.js';
 import { InventoryBootDecider } from './boot/decider.js';
 import { DhcpServer, type DhcpEvent } from './boot/dhcp/server.js';
 import { bootFilesHandler } from './boot/files.js';
@@ -28,6 +31,7 @@ export interface RunningServer {
   events: BoardEvents;
   leases: LeaseService;
   bus: Bus;
+  consoles: ConsoleSessions;
   images: ImageCatalog;
   lab?: Lab;
   tftp: TftpServer;
@@ -79,6 +83,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
         return metadataKernelArgs(metadataBase, lease.id);
       },
     });
+    const consoles = new ConsoleSessions({ dataDir });
+    cleanups.push(() => consoles.close());
+    inventory.onChange((boards) => void consoles.sync(boards).catch((err) => log.warn({ err }, 'console sync failed')));
     const leases = new LeaseService({
       store,
       inventory,
@@ -86,6 +93,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
       events,
       bus,
       signals,
+      console: {
+        leaseStarted: (boardId, leaseId) => void consoles.startLeaseLog(boardId, leaseId).catch((err) => log.warn({ err }, 'lease log')),
+        leaseEnded: (_boardId, leaseId) => consoles.purgeLeaseLog(leaseId),
+      },
       timeouts: { actionMs: config.leases.actionTimeoutMs, bootMs: config.leases.bootTimeoutMs, osMs: config.leases.osTimeoutMs },
     });
 
@@ -95,6 +106,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
       const boards = await lab.up();
       await enrollLabBoards(inventory, boards, config.lab.image);
     }
+    // Consoles open before anything powers on, so no boot message is missed; live leases keep logging.
+    await consoles.sync(inventory.list());
+    for (const l of store.state.leases.filter((x) => x.boardId && x.state !== 'released')) await consoles.startLeaseLog(l.boardId!, l.id);
 
     const tftp = new TftpServer({
       address: config.bootIp,
@@ -157,13 +171,22 @@ export async function startServer(config: Config): Promise<RunningServer> {
       leases,
       bus,
       log,
-      stats: () => ({ tftp: tftp.stats, dhcp: dhcp.stats }),
+      stats: () => ({ tftp: tftp.stats, dhcp: dhcp.stats, console: consoleWs?.stats() }),
+      consoles,
+      routers: [consoleWebRouter()],
     });
+    let consoleWs: ConsoleWebSocket | undefined;
     const [host, port] = splitHostPort(config.api);
     const http = await listen(app, host, port);
     const addr = http.address();
     const apiUrl = `http://${host}:${typeof addr === 'object' && addr ? addr.port : port}`;
     cleanups.push(() => new Promise((r) => http.close(() => r(undefined))));
+    consoleWs = attachConsoleWebSocket(http, {
+      sessions: consoles,
+      authorize: async (req, kind, id) => authz.consoleGrant(store, principalOf(store, token, req), kind, id),
+    });
+    const ws = consoleWs;
+    cleanups.push(() => ws.close()); // runs before http.close (cleanups run in reverse)
 
     if (lab && config.lab.powerOn) {
       for (const b of lab.boards()) {
@@ -189,6 +212,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       events,
       leases,
       bus,
+      consoles,
       images,
       lab,
       tftp,

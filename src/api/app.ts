@@ -12,6 +12,8 @@ import { openapiDocument } from './openapi.js';
 import type { Route } from './route.js';
 import { boardRoutes } from './routes/boards.js';
 import { leaseRoutes } from './routes/leases.js';
+import { consoleRoutes } from './routes/consoles.js';
+import type { ConsoleSessions } from '../console/index.js';
 import { tenantRoutes } from './routes/tenants.js';
 import { imageRoutes } from './routes/images.js';
 import { parseBody } from './validate.js';
@@ -27,7 +29,8 @@ export interface ApiDeps {
   log: Logger;
   /** Numbers for /v1/health: protocol server counters and the like. */
   stats?: () => Record<string, unknown>;
-  /** More routes from other modules (consoles, image import), and routers mounted at the root (web UI). */
+  consoles?: ConsoleSessions;
+  /** More routes from other modules (image import), and routers mounted at the root (web UI). */
   extraRoutes?: Route[];
   routers?: Router[];
 }
@@ -54,6 +57,7 @@ export function createApp(d: ApiDeps): Express {
     ...boardRoutes(d),
     ...imageRoutes(d),
     ...leaseRoutes(d),
+    ...(d.consoles ? consoleRoutes({ store: d.store, consoles: d.consoles }) : []),
     ...(d.extraRoutes ?? []),
   ];
   const doc = openapiDocument(routes, '0.1.0');

@@ -33,8 +33,28 @@ export const authz = {
     return authz.canSeeLease(p, lease);
   },
 
+  /**
+   * Who may open which console: a board's console is the admin's; a lease's, its owner's and the
+   * admin's (both may type). null = not found or not yours — the caller answers 404.
+   */
+  consoleGrant(store: Store, p: Principal, kind: 'lease' | 'board', id: string): { boardId: string; canType: boolean; who: string } | null {
+    const who = p.role === 'admin' ? 'admin' : `tenant ${p.tenantId}`;
+    if (kind === 'board') {
+      if (p.role !== 'admin' || !store.state.boards.some((b) => b.id === id)) return null;
+      return { boardId: id, canType: true, who };
+    }
+    const lease = store.state.leases.find((l) => l.id === id);
+    if (!lease || lease.state === 'released' || !authz.canSeeLease(p, lease)) return null;
+    return { boardId: consoleIdOf(lease), canType: authz.canTypeOnConsole(p, lease), who };
+  },
+
   /** Events on the SSE stream: admins see all, tenants their own. */
   canSeeEvent(p: Principal, tenantId: string | null | undefined): boolean {
     return p.role === 'admin' || (tenantId != null && tenantId === p.tenantId);
   },
 };
+
+/** The console session a lease's console is: its board's serial line, or its container's TTY. */
+export function consoleIdOf(lease: Pick<Lease, 'id' | 'kind' | 'boardId'>): string {
+  return lease.kind === 'board' ? lease.boardId! : `container:${lease.id}`;
+}

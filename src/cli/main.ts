@@ -5,6 +5,7 @@ import { Lab } from '../lab/lab.js';
 import { log } from '../log.js';
 import { startServer } from '../server.js';
 import { registerClientCommands } from './commands.js';
+import { consoleCommand } from './console.js';
 
 const program = new Command('dozen').description('DozenCloud: rent real ARM boards').showHelpAfterError();
 
@@ -74,6 +75,7 @@ lab
   });
 
 registerClientCommands(program);
+consoleCommand(program);
 
 program.parseAsync().catch((err: Error) => {
   log.debug({ err }, 'command failed');

@@ -27,6 +27,17 @@ export interface InventoryOptions {
 /** Enrolled boards and unknown MACs seen on the boot network. */
 export class Inventory {
   private readonly subnet: Subnet;
+  private readonly listeners = new Set<(boards: Board[]) => void>();
+
+  /** Called after boards are added, changed or removed (console sessions follow serial lines). */
+  onChange(fn: (boards: Board[]) => void): void {
+    this.listeners.add(fn);
+  }
+
+  private changed(): void {
+    const boards = this.list();
+    for (const l of this.listeners) l(boards);
+  }
   constructor(private readonly o: InventoryOptions) {
     this.subnet = parseCidr(o.subnet);
   }
@@ -60,7 +71,7 @@ export class Inventory {
       applyTransition(s, board.id, 'available', 'enrolled');
       s.discovered = s.discovered.filter((d) => d.mac !== input.mac); // enrolling a discovered MAC
       return { ...board };
-    });
+    }).finally(() => this.changed());
   }
 
   async patch(id: string, patch: BoardPatch): Promise<Board> {
@@ -74,7 +85,7 @@ export class Inventory {
       this.checkUnique(s.boards.filter((_, j) => j !== i), next);
       s.boards[i] = next;
       return { ...next };
-    });
+    }).finally(() => this.changed());
   }
 
   async remove(id: string): Promise<void> {
@@ -83,7 +94,7 @@ export class Inventory {
       if (!b) throw new NotFoundError(`board ${id}`);
       if (BUSY.has(b.state)) throw new ConflictError(`board ${id} is ${b.state}; release its lease first`);
       s.boards = s.boards.filter((x) => x.id !== id);
-    });
+    }).finally(() => this.changed());
   }
 
   /** Move a board along its lifecycle (an illegal transition is an error), recorded with its reason. */

@@ -34,8 +34,8 @@ export type PowerSpec = z.infer<typeof powerSchema>;
 export const serialSchema = z
   .string()
   .min(1)
-  .refine((s) => s.startsWith('/') || /^tcp:\/\/[^/:]+:\d+$/.test(s), {
-    message: 'a device path (/dev/ttyUSB0) or tcp://host:port',
+  .refine((s) => s.startsWith('/') || /^(tcp|telnet):\/\/[^/:]+:\d+$/.test(s), {
+    message: 'a device path (/dev/ttyUSB0), tcp://host:port (raw) or telnet://host:port (ser2net telnet)',
   });
 
 export const boardSchema = z.object({

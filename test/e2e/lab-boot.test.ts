@@ -7,14 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, REPO_ROOT } from '../../src/config.js';
 import { powerDriver } from '../../src/power/registry.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { openConsole } from '../helpers/serial.js';
+import { sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 
 // Two emulated ARMv7 boards (QEMU virt + Debian's U-Boot) network-boot the test image from our own
 // DHCP and TFTP servers, all real: U-Boot's DHCP/TFTP clients, the kernel, busybox's tftp on the board.
 const BOOT_TIMEOUT = 240_000;
 let server: RunningServer;
-let consoles: Array<Awaited<ReturnType<typeof openConsole>>> = [];
+let consoles: TestConsole[] = [];
 
 beforeAll(async () => {
   requireRoot();
@@ -30,7 +30,7 @@ beforeAll(async () => {
   });
   server = await startServer(config);
   // Attach to the serial lines before power-on so nothing of the boot is missed.
-  consoles = await Promise.all(server.lab!.boards().map((b) => openConsole(b.serial)));
+  consoles = server.lab!.boards().map((b) => sessionConsole(server.consoles, b.id));
   await Promise.all(server.inventory.list().map((b) => powerDriver(b.power, b.id).on()));
 }, 900_000);
 

@@ -12,6 +12,7 @@ import { LeaseService, type LeaseServiceDeps } from '../../src/leases/service.js
 import { LeaseSignals } from '../../src/leases/waits.js';
 import { log } from '../../src/log.js';
 import { Store } from '../../src/store/store.js';
+import { ConsoleSessions } from '../../src/console/index.js';
 import { makeImageRoot } from './fixtures.js';
 
 export const ADMIN = 'admin-token-for-tests-0123456789';
@@ -28,7 +29,8 @@ export async function apiHarness(extra: Partial<LeaseServiceDeps> = {}) {
   const bus = new Bus();
   const signals = new LeaseSignals();
   const leases = new LeaseService({ store, inventory, images, events, bus, signals, ...extra });
-  const app = createApp({ adminToken: ADMIN, store, inventory, events, images, leases, bus, log });
+  const consoles = new ConsoleSessions({ dataDir: mkdtempSync(join(tmpdir(), 'consoles-')) });
+  const app = createApp({ adminToken: ADMIN, store, inventory, events, images, leases, bus, log, consoles });
   const server: Server = app.listen(0, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
@@ -52,6 +54,7 @@ export async function apiHarness(extra: Partial<LeaseServiceDeps> = {}) {
   return { store, images, inventory, events, bus, signals, leases, server, base, api, close: async () => {
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
+    await consoles.close();
     await store.close();
   } };
 }

@@ -1,21 +1,29 @@
-import { SerialPort } from 'serialport';
+import type { ConsoleSessions } from '../../src/console/index.js';
 import { OutputWatcher } from '../../src/util/wait-for.js';
 
-/** Open a board's serial line (a lab pty, through serialport as for real boards) and watch its output. */
-export async function openConsole(path: string): Promise<{ port: SerialPort; out: OutputWatcher; type: (s: string) => Promise<void>; close: () => Promise<void> }> {
-  const port = new SerialPort({ path, baudRate: 115200, autoOpen: false });
-  await new Promise<void>((res, rej) => port.open((err) => (err ? rej(err) : res())));
-  const out = new OutputWatcher(port);
+export interface TestConsole {
+  out: OutputWatcher;
+  type: (s: string) => Promise<void>;
+  close: () => Promise<void>;
+}
+
+/**
+ * Watch and type on a board's console through the server's own session (the session holds the
+ * line's lock, as on a real serial adapter: a second reader would steal half the bytes).
+ */
+export function sessionConsole(consoles: ConsoleSessions, boardId: string): TestConsole {
+  const session = consoles.get(boardId);
+  if (!session) throw new Error(`no console session for ${boardId}`);
+  const out = new OutputWatcher(session);
   return {
-    port,
     out,
     // Type slowly: the emulated UART has a tiny FIFO and TCG boards are slow to drain it.
     type: async (s: string) => {
       for (const ch of s) {
-        port.write(ch);
+        await session.source.write(Buffer.from(ch));
         await new Promise((r) => setTimeout(r, 15));
       }
     },
-    close: () => new Promise<void>((res) => (port.isOpen ? port.close(() => res()) : res())),
+    close: async () => {},
   };
 }

@@ -95,6 +95,8 @@ describe('authorization matrix', () => {
     ['POST', `/leases/${leaseA}/reimage`, {}, NOT_B, 202, 202],
     ['POST', `/leases/${leaseA}/power`, { action: 'cycle' }, NOT_B, 409, 409],
     ['GET', `/jobs/${jobA}`, undefined, NOT_B, 200, 200],
+    ['GET', `/leases/${leaseA}/console`, undefined, NOT_B, 426, 426],
+    ['GET', `/leases/${leaseA}/console/log`, undefined, NOT_B, 404, 404],
     ['DELETE', `/leases/${leaseA}`, undefined, NOT_B, 202, 202],
     ['GET', '/boards/bpi-02', undefined, 403, 403, 200],
     ['POST', '/boards', board(9), 403, 403, 201],
@@ -105,6 +107,8 @@ describe('authorization matrix', () => {
     ['POST', '/boards/bpi-09/power/confirm', undefined, 403, 403, 409],
     ['DELETE', '/boards/bpi-09', undefined, 403, 403, 204],
     ['GET', '/discovered', undefined, 403, 403, 200],
+    ['GET', '/boards/bpi-02/console', undefined, 403, 403, 426],
+    ['GET', '/consoles', undefined, 403, 403, 200],
     ['GET', '/tenants', undefined, 403, 403, 200],
     ['POST', '/tenants', { id: 'carol', name: 'Carol' }, 403, 403, 201],
     ['POST', '/tenants/carol/tokens', {}, 403, 403, 201],
@@ -133,7 +137,7 @@ describe('authorization matrix', () => {
     // B's lease list does not show A's lease
     expect((await h.api('GET', '/leases', undefined, tokenB)).body.map((l: { id: string }) => l.id)).not.toContain(leaseA);
     // the owner, then the admin, in order (reimage/release change state as they go)
-    for (const [method, path, body, , a] of cases().slice(0, 4)) {
+    for (const [method, path, body, , a] of cases().slice(0, 6)) {
       const res = await h.api(method, path, body, tokenA);
       expect([method, path, res.status, res.status === a ? '' : res.body?.error]).toEqual([method, path, a, '']);
     }

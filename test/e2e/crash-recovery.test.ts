@@ -1,0 +1,98 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../../src/config.js';
+import { Lab } from '../../src/lab/lab.js';
+import { requireRoot, requireTools } from '../helpers/tools.js';
+
+// kill -9 of the server in the middle of provisioning: on restart the job resumes from the step it
+// was in, the lease ends active, and what reconciliation did is logged.
+const dir = mkdtempSync(join(tmpdir(), 'crash-'));
+const ADMIN = randomBytes(16).toString('hex');
+const netns = `dzk-${randomBytes(3).toString('hex')}`;
+const port = 18000 + Math.floor(Math.random() * 2000);
+const config = {
+  dataDir: join(dir, 'data'),
+  api: `127.0.0.1:${port}`,
+  bootIp: '10.85.0.1',
+  subnet: '10.85.0.0/24',
+  metadata: { port: 8776 },
+  lab: { enabled: true, boards: 1, netns, powerOn: false },
+  leases: { bootTimeoutMs: 60_000, osTimeoutMs: 180_000 },
+};
+let server: ChildProcess | undefined;
+let logs = '';
+
+function start(): Promise<void> {
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  server = spawn(join(REPO_ROOT, 'bin/dozen'), ['serve', '--config', join(dir, 'config.json')], { env: { ...process.env, DOZEN_ADMIN_TOKEN: ADMIN, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  server.stdout!.on('data', (d) => (logs += d));
+  server.stderr!.on('data', (d) => (logs += d));
+  return new Promise((resolve, reject) => {
+    const t = setInterval(async () => {
+      if (server!.exitCode !== null) return reject(new Error(`server exited: ${logs.slice(-2000)}`));
+      if (await fetch(`http://127.0.0.1:${port}/v1/health`).then((r) => r.ok, () => false)) {
+        clearInterval(t);
+        resolve();
+      }
+    }, 200);
+  });
+}
+
+async function api(method: string, path: string, body?: unknown, token = ADMIN) {
+  const r = await fetch(`http://127.0.0.1:${port}/v1${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: r.status, body: (await r.json().catch(() => undefined)) as any };
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs / 1000} s; server log tail: ${logs.slice(-1500)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+beforeAll(async () => {
+  requireRoot();
+  requireTools('qemu-system-arm', 'ip');
+  await start();
+}, 300_000);
+
+afterAll(async () => {
+  server?.kill('SIGKILL');
+  await new Lab({ netns, boards: 1, memoryMb: 512, bootIp: config.bootIp, subnet: config.subnet, stateDir: join(config.dataDir, 'lab') }).down();
+});
+
+describe('server killed with -9 mid-provision', () => {
+  it('resumes the job after restart; the lease becomes active; reconciliation is logged', async () => {
+    const tenant = (await api('POST', '/tenants', { id: 'alice', name: 'Alice' })).body.token;
+    const { lease, job } = (await api('POST', '/leases', { image: 'test' }, tenant)).body;
+    // wait until the board is booting (the job waits for its DHCP request or kernel fetch)
+    await until('job reaches a boot step', async () => {
+      const j = (await api('GET', `/jobs/${job.id}`, undefined, tenant)).body;
+      return j.steps.some((s: any) => ['dhcp', 'kernel'].includes(s.name) && s.state === 'running') ? j : undefined;
+    }, 60_000);
+    server!.kill('SIGKILL');
+    await new Promise((r) => server!.once('exit', r));
+    logs = '';
+    await start();
+    expect(logs).toMatch(new RegExp(`reconcile: job ${job.id} \\(provision of lease ${lease.id}\\) resumed at step (dhcp|kernel|root)`));
+    const done = await until('job ends', async () => {
+      const j = (await api('GET', `/jobs/${job.id}`, undefined, tenant)).body;
+      return j.state === 'running' ? undefined : j;
+    }, 400_000);
+    expect(done.error ?? '').toBe('');
+    expect(done.state).toBe('succeeded');
+    expect((await api('GET', `/leases/${lease.id}`, undefined, tenant)).body.state).toBe('active');
+    expect((await api('GET', '/boards/lab-1')).body.state).toBe('active');
+    // and it releases cleanly afterwards
+    const rel = (await api('DELETE', `/leases/${lease.id}`, undefined, tenant)).body;
+    await until('release ends', async () => ((await api('GET', `/jobs/${rel.job.id}`, undefined, tenant)).body.state === 'succeeded' ? true : undefined), 60_000);
+    expect((await api('GET', '/boards/lab-1')).body.state).toBe('available');
+  }, 600_000);
+});
