@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { Readable, Writable } from 'node:stream';
 import { WebSocket } from 'ws';
 import { CLOSE, SUBPROTOCOL, type ServerMessage } from '../console/protocol.js';
+import { resolveLogin } from './context.js';
 
 const HELP = 'escapes (after a newline): ~. quit  ~B send BREAK  ~~ send ~  ~? this help';
 
@@ -144,16 +145,15 @@ export function consoleCommand(program: Command): Command {
     .command('console')
     .argument('[lease]', 'lease id')
     .description(`attach to a lease's serial console (${HELP})`)
-    .option('--url <url>', 'server URL (env DOZEN_URL)', process.env.DOZEN_URL ?? 'http://127.0.0.1:8080')
-    .option('--token <token>', 'API token (env DOZEN_TOKEN)')
+    .option('--url <url>', 'server URL (default: env DOZEN_URL, then `dozen login`)')
+    .option('--token <token>', 'API token (default: env DOZEN_TOKEN, then `dozen login`)')
     .option('--board <id>', "admins: a board's console instead of a lease's")
-    .action(async (lease: string | undefined, flags: { url: string; token?: string; board?: string }) => {
-      const token = flags.token ?? process.env.DOZEN_TOKEN;
-      if (!token) throw new Error('no token: pass --token or set DOZEN_TOKEN');
+    .action(async (lease: string | undefined, flags: { url?: string; token?: string; board?: string }) => {
       if (!lease && !flags.board) throw new Error('name a lease, or --board <id>');
+      const login = await resolveLogin(flags);
       const code = await runConsole({
-        url: flags.url,
-        token,
+        url: login.url,
+        token: login.token,
         kind: flags.board ? 'board' : 'lease',
         id: flags.board ?? lease!,
         stdin: process.stdin,
