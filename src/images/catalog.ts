@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { ARCHES } from '../store/schema.js';
 
+export const ISCSI_SYNTAXES = ['debian', 'dracut'] as const;
+export type IscsiSyntax = (typeof ISCSI_SYNTAXES)[number];
+
 const relPath = z
   .string()
   .min(1)
@@ -17,7 +20,17 @@ export const manifestSchema = z.object({
   /** Kernel command line; `{{console}}` is replaced by the board model's console device. */
   cmdline: z.string(),
   rootDisk: relPath.nullable().optional(),
+  /**
+   * How the image's initramfs is told its iSCSI root: 'debian' (initramfs-tools + open-iscsi:
+   * `iscsi_initiator= iscsi_target_name= iscsi_target_ip= ...`) or 'dracut' (`root=iscsi:...`,
+   * `rd.iscsi.*`). Only meaningful with a rootDisk.
+   */
+  iscsiSyntax: z.enum(ISCSI_SYNTAXES).default('debian'),
   sha256: z.record(z.string(), z.string()).optional(),
+  /** Set by the import (src/images/import.ts): when and from what. */
+  imported: z
+    .object({ at: z.string(), source: z.string(), format: z.string(), sha256: z.string().optional() })
+    .optional(),
 });
 export type Manifest = z.infer<typeof manifestSchema>;
 
@@ -71,6 +84,7 @@ export class ImageCatalog {
         continue;
       }
       for (const name of names.sort()) {
+        if (name.startsWith('.')) continue; // imports in progress and deletions (src/images/import.ts)
         const dir = join(root.dir, name, root.sub ?? '');
         const file = join(dir, 'manifest.json');
         if (!(await stat(file).catch(() => null))) continue;
