@@ -12,14 +12,22 @@ function have(cmd: string): boolean {
   }
 }
 
+export interface HostProbe {
+  isRoot: () => boolean;
+  hasCommand: (cmd: string) => boolean;
+  exists: (path: string) => boolean;
+}
+
+const realHost: HostProbe = { isRoot: () => process.getuid?.() === 0, hasCommand: have, exists: existsSync };
+
 /** Everything the virtual lab needs, each missing piece named with the way to get it. */
-export function labProblems(): string[] {
+export function labProblems(host: HostProbe = realHost): string[] {
   const problems: string[] = [];
-  if (process.getuid?.() !== 0) problems.push('the virtual lab needs root (network namespaces, bridges, tap devices): run as root or with sudo');
-  if (!have('ip')) problems.push('`ip` is missing: apt-get install iproute2');
-  if (!have('qemu-system-arm')) problems.push('`qemu-system-arm` is missing: apt-get install qemu-system-arm');
-  if (!existsSync(UBOOT_BIN)) problems.push(`${UBOOT_BIN} is missing: apt-get install u-boot-qemu`);
-  if (!existsSync('/dev/net/tun')) problems.push('/dev/net/tun is missing: load the tun module (modprobe tun)');
+  if (!host.isRoot()) problems.push('the virtual lab needs root (network namespaces, bridges, tap devices): run as root or with sudo');
+  if (!host.hasCommand('ip')) problems.push('`ip` is missing: apt-get install iproute2');
+  if (!host.hasCommand('qemu-system-arm')) problems.push('`qemu-system-arm` is missing: apt-get install qemu-system-arm');
+  if (!host.exists(UBOOT_BIN)) problems.push(`${UBOOT_BIN} is missing: apt-get install u-boot-qemu`);
+  if (!host.exists('/dev/net/tun')) problems.push('/dev/net/tun is missing: load the tun module (modprobe tun)');
   return problems;
 }
 
