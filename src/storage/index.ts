@@ -1,0 +1,53 @@
+import type { Lease } from '../store/schema.js';
+import type { StorageConfig } from './config.js';
+import type { DiskStore } from './disk-store.js';
+import { IscsiBoardStorage } from './iscsi-storage.js';
+import { openDiskStore } from './open-store.js';
+import { TgtDaemon } from './tgt-daemon.js';
+import { TgtExporter } from './tgt-exporter.js';
+
+export { storageConfigSchema, type StorageConfig } from './config.js';
+export { StorageError, type DiskStore, type DiskInfo, type ImageDisk } from './disk-store.js';
+export { IscsiBoardStorage, initiatorName } from './iscsi-storage.js';
+export { openDiskStore } from './open-store.js';
+export { TgtDaemon } from './tgt-daemon.js';
+export { TgtExporter } from './tgt-exporter.js';
+
+export interface RunningStorage {
+  storage: IscsiBoardStorage;
+  store: DiskStore;
+  daemon: TgtDaemon;
+  exporter: TgtExporter;
+  /** Why the disk store driver was chosen (for the start-up log and the status API). */
+  driverReason: string;
+  /** What the start-up reconcile fixed. */
+  reconciled: string[];
+  stop(opts?: { leaveRunning?: boolean }): Promise<void>;
+}
+
+/**
+ * Everything iSCSI root disks need, started: the disk store (probed), our tgtd on `portalIp`
+ * (supervised; restarts re-create targets from `leases()`), the BoardStorage, and a first reconcile
+ * so tgtd and the store match the recorded leases. `leases` should return the store's current leases.
+ */
+export async function startIscsiStorage(cfg: StorageConfig, o: { portalIp: string; leases: () => Lease[] }): Promise<RunningStorage> {
+  const { store, reason } = await openDiskStore(cfg.dir, cfg.driver);
+  const daemon = new TgtDaemon({ controlPort: cfg.tgt.controlPort, portalIp: o.portalIp, portalPort: cfg.tgt.portalPort });
+  await daemon.start();
+  try {
+    const exporter = new TgtExporter(daemon.adm, daemon.portal, { directIo: cfg.tgt.directIo });
+    const storage = new IscsiBoardStorage({
+      store,
+      exporter,
+      daemon,
+      recorded: o.leases,
+      iqnPrefix: cfg.iqnPrefix,
+      diskSizeBytes: cfg.diskSizeMb ? cfg.diskSizeMb * 1024 * 1024 : undefined,
+    });
+    const reconciled = await storage.reconcile(o.leases());
+    return { storage, store, daemon, exporter, driverReason: reason, reconciled, stop: (opts) => daemon.stop(opts) };
+  } catch (err) {
+    await daemon.stop();
+    throw err;
+  }
+}

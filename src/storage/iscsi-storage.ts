@@ -1,0 +1,202 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { Image } from '../images/catalog.js';
+import type { BoardStorage } from '../leases/ports.js';
+import { log } from '../log.js';
+import type { Board, IscsiRecord, Lease } from '../store/schema.js';
+import { StorageError, type DiskStore } from './disk-store.js';
+import type { TgtDaemon } from './tgt-daemon.js';
+import type { TargetExporter } from './tgt-exporter.js';
+
+export interface IscsiBoardStorageOptions {
+  store: DiskStore;
+  exporter: TargetExporter;
+  /** When given, every tgtd restart re-creates the targets of `recorded()` leases. */
+  daemon?: TgtDaemon;
+  /** The leases whose targets must exist (live board leases with an `iscsi` record), read from the store. */
+  recorded: () => Lease[];
+  /** Naming authority of target and initiator names: `<prefix>:<board>.<lease>`, `<prefix>:<board>`. */
+  iqnPrefix?: string;
+  /** Size of a lease's disk; default: the image's own size. Bigger disks get their ext2/3/4 grown. */
+  diskSizeBytes?: number;
+}
+
+export const DEFAULT_IQN_PREFIX = 'iqn.2026-11.cloud.dozen';
+/** Lease states in which a lease holds a disk (the same "live" states as the lease service's). */
+const HOLDS_DISK: Array<Lease['state']> = ['provisioning', 'active', 'reimaging', 'releasing', 'error'];
+
+/** The initiator name a board's OS must use (it gets it on the kernel command line). */
+export function initiatorName(boardId: string, prefix = DEFAULT_IQN_PREFIX): string {
+  return `${prefix}:${boardId}`;
+}
+
+/**
+ * BoardStorage over a DiskStore and a TargetExporter: a lease's root disk is a clone of its image's
+ * disk (id = lease id), exported as one target bound to the board's initiator name with a CHAP secret
+ * made for this lease. Attach and detach are idempotent and serialised; a failed attach removes what
+ * it made.
+ */
+export class IscsiBoardStorage implements BoardStorage {
+  private readonly prefix: string;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly o: IscsiBoardStorageOptions) {
+    this.prefix = o.iqnPrefix ?? DEFAULT_IQN_PREFIX;
+    o.daemon?.onRestart(() => this.restoreTargets());
+  }
+
+  /** One attach/detach/reconcile at a time: target ids are allocated from what tgtd has now. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(fn, fn);
+    this.queue = p.catch(() => {});
+    return p;
+  }
+
+  attach(lease: Lease, board: Board, image: Image): Promise<IscsiRecord> {
+    return this.serial(() => this.attachNow(lease, board, image));
+  }
+
+  private async attachNow(lease: Lease, board: Board, image: Image): Promise<IscsiRecord> {
+    const m = image.manifest;
+    if (!m.rootDisk) throw new StorageError('NO_ROOT_DISK', `image ${image.name} has no root disk (manifest rootDisk) to export`);
+    if (m.arch !== board.arch) throw new StorageError('WRONG_ARCH', `board ${board.id} is ${board.arch} but image ${image.name} is ${m.arch}`);
+    const diskId = lease.id;
+    const hadDisk = !!(await this.o.store.size(diskId));
+    const disk = await this.o.store.clone(
+      { image: image.name, path: join(image.dir, m.rootDisk), sha256: m.sha256?.[m.rootDisk], arch: m.arch },
+      diskId,
+      { sizeBytes: this.o.diskSizeBytes },
+    );
+    const iqn = `${this.prefix}:${board.id}.${lease.id}`;
+    const portal = `${this.o.exporter.portal.ip}:${this.o.exporter.portal.port}`;
+    const old = lease.iscsi;
+    // A retried attach keeps the record (and the secret already in the board's boot script).
+    const reuse = old && old.iqn === iqn && old.disk === disk.path && old.portal === portal;
+    const rec: IscsiRecord = reuse
+      ? old
+      : {
+          disk: disk.path,
+          iqn,
+          tid: await this.o.exporter.freeTid(this.o.recorded().flatMap((l) => (l.iscsi && l.id !== lease.id ? [l.iscsi.tid] : []))),
+          initiator: initiatorName(board.id, this.prefix),
+          chapUser: lease.id,
+          chapSecret: newSecret(),
+          portal,
+        };
+    try {
+      if (!reuse) await this.o.exporter.remove(iqn, rec.chapUser); // an older target of this lease had another secret
+      const how = await this.o.exporter.ensure(rec);
+      log.info({ lease: lease.id, board: board.id, iqn, tid: rec.tid, disk: disk.path, target: how }, 'storage: lease disk attached');
+    } catch (err) {
+      if (!hadDisk) await this.o.store.destroy(diskId).catch((e) => log.error({ err: e, disk: diskId }, 'storage: rollback of the clone failed'));
+      throw err;
+    }
+    return rec;
+  }
+
+  detach(lease: Lease): Promise<void> {
+    return this.serial(async () => {
+      // Without a record (an attach that crashed before it was stored) the lease id still finds them.
+      const iqn = lease.iscsi?.iqn ?? (await this.o.exporter.list()).find((t) => this.leaseOf(t.iqn) === lease.id)?.iqn;
+      const removed = iqn ? await this.o.exporter.remove(iqn, lease.iscsi?.chapUser ?? lease.id) : false;
+      const destroyed = await this.o.store.destroy(lease.id);
+      if (removed || destroyed) log.info({ lease: lease.id, iqn, target: removed, disk: destroyed }, 'storage: lease disk detached');
+    });
+  }
+
+  kernelArgs(rec: IscsiRecord, image: Image): string {
+    const [ip, port] = splitPortal(rec.portal);
+    // Debian initramfs-tools' open-iscsi script reads these (and our test image's /init does too).
+    const args = [
+      `iscsi_initiator=${rec.initiator}`,
+      `iscsi_target_name=${rec.iqn}`,
+      `iscsi_target_ip=${ip}`,
+      `iscsi_target_port=${port}`,
+      'iscsi_target_group=1',
+      `iscsi_username=${rec.chapUser}`,
+      `iscsi_password=${rec.chapSecret}`,
+    ];
+    // An image that names its root itself (root=UUID=... in its cmdline) keeps it; else the LUN's disk.
+    if (!/(^|\s)root=/.test(image.manifest.cmdline)) args.push('root=/dev/sda', 'rw');
+    return args.join(' ');
+  }
+
+  reconcile(leases: Lease[]): Promise<string[]> {
+    return this.serial(async () => {
+      const fixed: string[] = [];
+      const holders = new Map(leases.filter((l) => l.kind === 'board' && HOLDS_DISK.includes(l.state)).map((l) => [l.id, l]));
+      for (const t of await this.o.exporter.list()) {
+        const leaseId = this.leaseOf(t.iqn);
+        if (leaseId === null) continue; // not one of ours
+        if (!holders.get(leaseId)?.iscsi) {
+          await this.o.exporter.remove(t.iqn, t.accounts[0]);
+          fixed.push(`removed target ${t.iqn} (tid ${t.tid}): no live lease ${leaseId} holds it`);
+        }
+      }
+      for (const d of await this.o.store.list()) {
+        if (!holders.has(d.id)) {
+          await this.o.store.destroy(d.id);
+          fixed.push(`destroyed disk ${d.id} (image ${d.image ?? '?'}): no live lease holds it`);
+        }
+      }
+      for (const l of holders.values()) {
+        if (!l.iscsi) continue;
+        if (!(await this.o.store.size(l.id))) {
+          fixed.push(`lease ${l.id}: its disk is missing; it cannot be restored (reimage the lease)`);
+          continue;
+        }
+        const how = await this.o.exporter.ensure(l.iscsi).catch((err: Error) => `failed: ${err.message}`);
+        if (how !== 'unchanged') fixed.push(`lease ${l.id}: target ${l.iscsi.iqn} ${how === 'created' ? 're-created' : how}`);
+      }
+      fixed.push(...(await this.o.store.sweep()));
+      for (const f of fixed) log.warn(`storage reconcile: ${f}`);
+      return fixed;
+    });
+  }
+
+  /** Leases (ids) whose disks were cloned from `image`: while there are any it must not be deleted. */
+  async imageInUse(image: string): Promise<string[]> {
+    return (await this.o.store.list()).filter((d) => d.image === image).map((d) => d.id);
+  }
+
+  /** Drop the store's copies of an image; refused with IMAGE_IN_USE (409) while leases use it. */
+  async removeImage(image: string): Promise<void> {
+    const users = await this.imageInUse(image);
+    if (users.length) throw new StorageError('IMAGE_IN_USE', `image ${image} is in use by lease${users.length > 1 ? 's' : ''} ${users.join(', ')}`, { details: { leases: users } });
+    await this.o.store.removeImage(image);
+  }
+
+  /** After a tgtd restart: every recorded target, exactly as recorded (same tid, iqn and secret). */
+  private async restoreTargets(): Promise<void> {
+    const recs = this.o.recorded().filter((l) => l.kind === 'board' && HOLDS_DISK.includes(l.state) && l.iscsi);
+    for (const l of recs) {
+      await this.o.exporter.ensure(l.iscsi!).catch((err) => log.error({ err, lease: l.id }, 'storage: could not re-create a target after the tgtd restart'));
+    }
+    log.info({ targets: recs.length }, 'storage: targets re-created after tgtd restart');
+  }
+
+  /** The lease id in one of our target names, or null for a target that is not ours. */
+  private leaseOf(iqn: string): string | null {
+    if (!iqn.startsWith(`${this.prefix}:`)) return null;
+    const name = iqn.slice(this.prefix.length + 1);
+    const dot = name.lastIndexOf('.');
+    return dot > 0 ? name.slice(dot + 1) : null;
+  }
+}
+
+/** 24 letters and digits (~143 bits): safe on a kernel command line and in a U-Boot script. */
+function newSecret(): string {
+  const alphabet = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789';
+  const bytes = randomBytes(48);
+  let s = '';
+  for (const b of bytes) {
+    if (b < 4 * alphabet.length) s += alphabet[b % alphabet.length];
+    if (s.length === 24) break;
+  }
+  return s.length === 24 ? s : newSecret();
+}
+
+function splitPortal(p: string): [string, string] {
+  const i = p.lastIndexOf(':');
+  return [p.slice(0, i), p.slice(i + 1)];
+}

@@ -1,0 +1,85 @@
+import { log } from '../log.js';
+import { StorageError } from './disk-store.js';
+import type { Tgtadm, TgtTarget } from './tgtadm.js';
+
+/** One lease's target: LUN 1 = its disk, visible to one initiator name, behind one CHAP account. */
+export interface IscsiTarget {
+  tid: number;
+  iqn: string;
+  /** Backing-store file. */
+  disk: string;
+  initiator: string;
+  chapUser: string;
+  chapSecret: string;
+}
+
+export interface ExportedTarget {
+  tid: number;
+  iqn: string;
+  disk?: string;
+  acl: string[];
+  accounts: string[];
+  sessions: Array<{ initiator: string; ip?: string }>;
+}
+
+/** The iSCSI target seam (DESIGN.md): the tgt driver is the one implementation. */
+export interface TargetExporter {
+  /** Where initiators connect. */
+  readonly portal: { ip: string; port: number };
+  /** Make the target exist exactly as described; an existing different one (same iqn or tid) is replaced. */
+  ensure(t: IscsiTarget): Promise<'created' | 'unchanged' | 'replaced'>;
+  /** Remove the target named `iqn` (and its CHAP account); false when there was none. */
+  remove(iqn: string, chapUser?: string): Promise<boolean>;
+  list(): Promise<ExportedTarget[]>;
+  /** The lowest target id neither tgtd nor `taken` uses. */
+  freeTid(taken: Iterable<number>): Promise<number>;
+}
+
+/** TargetExporter over tgtd (through Tgtadm, which alone knows tgtadm's syntax). */
+export class TgtExporter implements TargetExporter {
+  constructor(
+    private readonly adm: Tgtadm,
+    readonly portal: { ip: string; port: number },
+    private readonly opts: { directIo?: boolean } = {},
+  ) {}
+
+  async ensure(t: IscsiTarget): Promise<'created' | 'unchanged' | 'replaced'> {
+    const targets = await this.adm.targets();
+    const same = targets.find((x) => x.iqn === t.iqn);
+    if (same && matches(same, t)) return 'unchanged';
+    const clash = targets.filter((x) => x.iqn === t.iqn || x.tid === t.tid);
+    for (const c of clash) {
+      log.warn({ tid: c.tid, iqn: c.iqn }, 'tgt: replacing a target that differs from the record');
+      await this.adm.deleteTarget(c.tid);
+    }
+    try {
+      await this.adm.createTarget({ ...t, backingStore: t.disk, initiatorName: t.initiator, directIo: this.opts.directIo });
+    } catch (err) {
+      throw new StorageError('EXPORT_FAILED', `tgtd refused target ${t.iqn} (tid ${t.tid}) for ${t.disk}: ${(err as Error).message}`, { cause: err });
+    }
+    return clash.length ? 'replaced' : 'created';
+  }
+
+  async remove(iqn: string, chapUser?: string): Promise<boolean> {
+    const t = (await this.adm.targets()).find((x) => x.iqn === iqn);
+    if (t) await this.adm.deleteTarget(t.tid, chapUser);
+    else if (chapUser) await this.adm.deleteAccount(chapUser);
+    return !!t;
+  }
+
+  async list(): Promise<ExportedTarget[]> {
+    return (await this.adm.targets()).map((t) => ({ tid: t.tid, iqn: t.iqn, disk: t.luns.get(1), acl: t.acl, accounts: t.accounts, sessions: t.sessions }));
+  }
+
+  async freeTid(taken: Iterable<number>): Promise<number> {
+    const used = new Set([...taken, ...(await this.adm.targets()).map((t) => t.tid)]);
+    let tid = 1;
+    while (used.has(tid)) tid++;
+    return tid;
+  }
+}
+
+/** Complete and as recorded: same tid, LUN 1 on the disk, the initiator's ACL, the CHAP account. */
+function matches(x: TgtTarget, t: IscsiTarget): boolean {
+  return x.tid === t.tid && x.luns.get(1) === t.disk && x.acl.length === 1 && x.acl[0] === t.initiator && x.accounts.includes(t.chapUser);
+}
