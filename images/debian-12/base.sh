@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The slow half of the debian-12 image: a Debian bookworm armhf root file system, cached as a
+# tarball that build.sh unpacks and finishes. Run by build.sh; not meant to be run by hand.
+#   1. debootstrap --variant=minbase with images/debian-12/packages except linux-image-*, in one go:
+#      its second stage runs armhf dpkg through binfmt_misc + qemu-arm;
+#   2. the initramfs configuration (BASE_FILES below, from rootfs/) is put in place;
+#   3. the kernel .debs (images/lib/fetch-armhf-debs.sh) are installed with dpkg: their postinst
+#      builds the initramfs, with the open-iscsi hook, exactly once. (Installing the kernel with
+#      debootstrap builds it twice: once for the kernel, again when initramfs-tools' trigger runs.)
+#
+# Usage: images/debian-12/base.sh KEY TARBALL
+#   KEY      cache key computed by build.sh (written into the tarball as /etc/dozen-base-key)
+#   TARBALL  where to put the .tar.zst (written to TARBALL.tmp, renamed when complete)
+#
+# Environment: DOZEN_CACHE (debootstrap's .debs are kept in $DOZEN_CACHE/debian-12/debs and reused),
+# DOZEN_DEBIAN_MIRROR (default http://deb.debian.org/debian).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+KEY=${1:?usage: base.sh KEY TARBALL}
+TARBALL=${2:?usage: base.sh KEY TARBALL}
+CACHE=${DOZEN_CACHE:-$REPO/.cache}/debian-12
+MIRROR=${DOZEN_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SUITE=bookworm
+# Files of rootfs/ that the initramfs is built from; build.sh puts them in the base's cache key.
+BASE_FILES="etc/initramfs-tools/conf.d/dozen etc/initramfs-tools/modules etc/iscsi/iscsi.initramfs"
+
+T0=$(date +%s)
+log() { printf '[debian-12/base] %4ds %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
+die() { printf '[debian-12/base] ERROR: %s\n' "$*" >&2; exit 1; }
+
+ALL=$(sed 's/#.*//' "$HERE/packages" | tr -s ' \t\n' '\n' | sed '/^$/d')
+INCLUDE=$(echo "$ALL" | grep -v '^linux-image-' | paste -sd, -)
+KERNEL_META=$(echo "$ALL" | grep '^linux-image-' | head -1)
+[ -n "$KERNEL_META" ] || die "images/debian-12/packages names no linux-image-* package"
+
+mkdir -p "$CACHE/debs"
+W=$(mktemp -d "$CACHE/base.XXXXXX")
+R=$W/root
+umount_all() {
+  for m in proc sys dev/pts dev; do mountpoint -q "$R/$m" 2>/dev/null && umount -l "$R/$m"; done
+  return 0
+}
+cleanup() { umount_all; rm -rf "$W"; }
+trap cleanup EXIT
+
+# --- 1. debootstrap ----------------------------------------------------------------------------------
+log "debootstrap $SUITE armhf minbase + $(echo "$INCLUDE" | tr ',' ' ') from $MIRROR"
+log "(dpkg runs under qemu-arm emulation: several minutes on a cold cache; progress every 30 s)"
+debootstrap --arch=armhf --variant=minbase --components=main --include="$INCLUDE" \
+  --cache-dir="$CACHE/debs" "$SUITE" "$R" "$MIRROR" >"$W/debootstrap.log" 2>&1 &
+DB=$!
+while kill -0 "$DB" 2>/dev/null; do
+  sleep 30 & wait $! || true
+  kill -0 "$DB" 2>/dev/null && log "... $(grep '^I: ' "$W/debootstrap.log" | tail -1 | cut -c4-)"
+done
+if ! wait "$DB"; then
+  tail -40 "$W/debootstrap.log" >&2
+  [ -f "$R/debootstrap/debootstrap.log" ] && tail -40 "$R/debootstrap/debootstrap.log" >&2
+  die "debootstrap failed (log above)"
+fi
+umount_all
+log "debootstrap done ($(grep -c '^I: Retrieving' "$W/debootstrap.log" || true) packages downloaded, the rest from the cache)"
+
+# --- 2. initramfs configuration, before the kernel -----------------------------------------------
+for f in $BASE_FILES; do
+  install -D -m 644 "$HERE/rootfs/$f" "$R/$f"
+done
+# A placeholder initiator name: the real one comes from iscsi_initiator= per lease (dozen-firstboot).
+printf 'GenerateName=yes\n' >"$R/etc/iscsi/initiatorname.iscsi"
+
+# --- 3. the kernel ------------------------------------------------------------------------------------
+KDEBS=$(bash "$REPO/images/lib/fetch-armhf-debs.sh" "$KERNEL_META" \
+  $(bash "$REPO/images/lib/fetch-armhf-debs.sh" --depends "$KERNEL_META" | grep '^linux-image-'))
+mkdir -p "$R/tmp/kernel"
+cp $KDEBS "$R/tmp/kernel/"
+log "installing $(cd "$R/tmp/kernel" && ls | tr '\n' ' ')(builds the initramfs: a few minutes under emulation)"
+mount -t proc proc "$R/proc"
+if ! chroot "$R" sh -c 'DEBIAN_FRONTEND=noninteractive dpkg -i /tmp/kernel/*.deb' >"$W/kernel.log" 2>&1; then
+  tail -40 "$W/kernel.log" >&2
+  die "installing the kernel failed (log above)"
+fi
+umount_all
+rm -rf "$R/tmp/kernel"
+ls "$R"/boot/initrd.img-* >/dev/null 2>&1 || die "the kernel's postinst made no initramfs (log: $(tail -5 "$W/kernel.log"))"
+
+# debootstrap's and apt's leftovers; the image fetches fresh package lists on first use.
+rm -rf "$R/var/cache/apt/archives/"*.deb "$R/var/lib/apt/lists/"* "$R/debootstrap"
+echo "$KEY" >"$R/etc/dozen-base-key"
+
+log "packing $(du -sh --apparent-size "$R" | cut -f1) into $(basename "$TARBALL")"
+tar -C "$R" --numeric-owner --xattrs --xattrs-include='*' --acls -cf - . | zstd -q -T0 -6 -o "$TARBALL.tmp" -f
+mv -f "$TARBALL.tmp" "$TARBALL"
+log "cached $TARBALL ($(du -h "$TARBALL" | cut -f1))"
