@@ -70,8 +70,9 @@ export class IscsiBoardStorage implements BoardStorage {
     const iqn = `${this.prefix}:${board.id}.${lease.id}`;
     const portal = `${this.o.exporter.portal.ip}:${this.o.exporter.portal.port}`;
     const old = lease.iscsi;
-    // A retried attach keeps the record (and the secret already in the board's boot script).
-    const reuse = old && old.iqn === iqn && old.disk === disk.path && old.portal === portal;
+    // A retried attach keeps the record (and the secret already in the board's boot script); a fresh
+    // clone (first attach, reimage) gets a fresh record, so a reimage also changes the secret.
+    const reuse = hadDisk && old && old.iqn === iqn && old.disk === disk.path && old.portal === portal;
     const rec: IscsiRecord = reuse
       ? old
       : {

@@ -1,0 +1,250 @@
+/**
+ * IscsiBoardStorage (the BoardStorage of src/leases/ports.ts) on a real btrfs loop filesystem and a
+ * real tgtd on a loopback portal: attach/detach idempotency, reimage, bad input with rollback, image
+ * in use, reconcile, and targets coming back after tgtd is killed.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Image } from '../../src/images/catalog.js';
+import { manifestSchema } from '../../src/images/catalog.js';
+import { StorageError, type DiskStore } from '../../src/storage/disk-store.js';
+import { IscsiBoardStorage } from '../../src/storage/iscsi-storage.js';
+import { openDiskStore } from '../../src/storage/open-store.js';
+import type { TgtDaemon } from '../../src/storage/tgt-daemon.js';
+import type { TargetExporter, TgtExporter } from '../../src/storage/tgt-exporter.js';
+import type { Board, Lease } from '../../src/store/schema.js';
+import { requireRoot, requireTools } from '../helpers/tools.js';
+import { makeRootImage, readFromImage, writeToImage } from './image-fixture.js';
+import { makeLoopFs, type LoopFs } from './loop-fs.js';
+import { iscsiInq, startTestTgt } from './tgt-fixture.js';
+
+let loop: LoopFs;
+let store: DiskStore;
+let daemon: TgtDaemon;
+let exporter: TgtExporter;
+let portal: string;
+let storage: IscsiBoardStorage;
+/** What the lease store would hold: the storage reads it after a tgtd restart. */
+let leases: Lease[] = [];
+let image: Image;
+
+function makeImage(name: string, opts: { arch?: 'armv7' | 'arm64'; contentArch?: 'armv7' | 'arm64'; rootDisk?: string | null; badSum?: boolean; cmdline?: string } = {}): Image {
+  const dir = join(loop.dir, 'images', name);
+  mkdirSync(dir, { recursive: true });
+  const root = makeRootImage(join(dir, 'root.img'), { sizeMiB: 32, arch: opts.contentArch ?? opts.arch ?? 'armv7' });
+  const manifest = manifestSchema.parse({
+    name,
+    arch: opts.arch ?? 'armv7',
+    kernel: 'vmlinuz',
+    cmdline: opts.cmdline ?? 'console={{console}} dozen.net=dhcp',
+    rootDisk: opts.rootDisk === undefined ? 'root.img' : opts.rootDisk,
+    sha256: { 'root.img': opts.badSum ? 'f'.repeat(64) : root.sha256 },
+  });
+  return { name, dir, manifest };
+}
+
+function board(id: string, arch: 'armv7' | 'arm64' = 'armv7'): Board {
+  return { id, mac: '02:00:00:00:00:01', model: 'qemu-virt', arch, ip: '10.1.2.3', power: { driver: 'manual' }, image: 'test', state: 'provisioning', createdAt: new Date().toISOString() };
+}
+
+function lease(id: string, boardId: string): Lease {
+  const l: Lease = { id, tenantId: 't1', kind: 'board', boardId, image: image.name, sshKeys: [], hostname: id, state: 'provisioning', createdAt: new Date().toISOString() };
+  leases.push(l);
+  return l;
+}
+
+/** Attach and record the result on the lease, as the lease service does. */
+async function attach(l: Lease, b: Board, img = image) {
+  l.iscsi = await storage.attach(l, b, img);
+  return l.iscsi;
+}
+
+const chapOf = (l: Lease) => ({ user: l.iscsi!.chapUser, secret: l.iscsi!.chapSecret });
+
+beforeAll(async () => {
+  requireRoot();
+  requireTools('tgtd', 'tgtadm', 'iscsi-inq', 'losetup', 'mkfs.btrfs', 'btrfs', 'debugfs', 'e2fsck');
+  loop = makeLoopFs('btrfs', 400);
+  ({ store } = await openDiskStore(join(loop.dir, 'storage')));
+  ({ daemon, exporter, portal } = await startTestTgt());
+  storage = new IscsiBoardStorage({ store, exporter, daemon, recorded: () => leases });
+  image = makeImage('test');
+});
+afterAll(async () => {
+  await daemon?.stop();
+  loop?.cleanup();
+});
+
+describe('attach / detach', () => {
+  it('attach clones the image and exports it to the board alone; kernelArgs tell the initramfs how to log in', async () => {
+    const l = lease('l-one', 'bpi-1');
+    const rec = await attach(l, board('bpi-1'));
+    expect(rec).toMatchObject({
+      disk: store.diskPath('l-one'),
+      iqn: 'iqn.2026-11.cloud.dozen:bpi-1.l-one',
+      initiator: 'iqn.2026-11.cloud.dozen:bpi-1',
+      chapUser: 'l-one',
+      portal,
+    });
+    expect(rec.chapSecret).toMatch(/^[A-Za-z0-9]{24}$/);
+    expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l)).ok).toBe(true);
+    expect(iscsiInq(portal, rec.iqn, 'iqn.2026-11.cloud.dozen:bpi-2', chapOf(l)).ok).toBe(false);
+    const [ip, port] = portal.split(':');
+    expect(storage.kernelArgs(rec, image)).toBe(
+      `iscsi_initiator=iqn.2026-11.cloud.dozen:bpi-1 iscsi_target_name=iqn.2026-11.cloud.dozen:bpi-1.l-one iscsi_target_ip=${ip} ` +
+        `iscsi_target_port=${port} iscsi_target_group=1 iscsi_username=l-one iscsi_password=${rec.chapSecret} root=/dev/sda rw`,
+    );
+    // An image that names its root device itself keeps it.
+    expect(storage.kernelArgs(rec, { ...image, manifest: { ...image.manifest, cmdline: 'console=x root=UUID=abc ro' } })).not.toContain('root=/dev/sda');
+  });
+
+  it('attach again (a retried job) returns the same record and keeps the disk and what was written', async () => {
+    const l = leases.find((x) => x.id === 'l-one')!;
+    const first = l.iscsi!;
+    writeToImage(first.disk, '/etc/mark', 'kept');
+    const again = await attach(l, board('bpi-1'));
+    expect(again).toEqual(first);
+    expect(readFromImage(again.disk, '/etc/mark')).toBe('kept');
+    expect((await exporter.list()).filter((t) => t.iqn === first.iqn)).toHaveLength(1);
+  });
+
+  it('two leases on two boards get separate disks, targets, ids and secrets', async () => {
+    const l2 = lease('l-two', 'bpi-2');
+    const r2 = await attach(l2, board('bpi-2'));
+    const r1 = leases.find((x) => x.id === 'l-one')!.iscsi!;
+    expect(r2.tid).not.toBe(r1.tid);
+    expect(r2.chapSecret).not.toBe(r1.chapSecret);
+    expect(readFromImage(r2.disk, '/etc/mark')).toBeNull();
+    expect(iscsiInq(portal, r2.iqn, r1.initiator, chapOf(leases[0]!)).ok).toBe(false);
+    expect(iscsiInq(portal, r2.iqn, r2.initiator, chapOf(l2)).ok).toBe(true);
+  });
+
+  it('reimage (detach + attach) gives a fresh clone and a new secret; the old secret no longer works', async () => {
+    const l = leases.find((x) => x.id === 'l-one')!;
+    const old = l.iscsi!;
+    await storage.detach(l);
+    const rec = await attach(l, board('bpi-1'));
+    expect(readFromImage(rec.disk, '/etc/mark')).toBeNull();
+    expect(rec.chapSecret).not.toBe(old.chapSecret);
+    expect(iscsiInq(portal, rec.iqn, rec.initiator, { user: old.chapUser, secret: old.chapSecret }).ok).toBe(false);
+    expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l)).ok).toBe(true);
+  });
+
+  it('detach removes target, CHAP account and disk; it is idempotent, also without a record', async () => {
+    const l = leases.find((x) => x.id === 'l-two')!;
+    const rec = l.iscsi!;
+    await storage.detach({ ...l, iscsi: undefined }); // a crash before the record was stored
+    expect((await exporter.list()).map((t) => t.iqn)).not.toContain(rec.iqn);
+    expect(await daemon.adm.accounts()).not.toContain(rec.chapUser);
+    expect(await store.size('l-two')).toBeNull();
+    await storage.detach(l);
+    l.state = 'released';
+    delete l.iscsi;
+  });
+});
+
+describe('bad input', () => {
+  const expectCode = async (p: Promise<unknown>, code: StorageError['code'], msg: RegExp) => {
+    const err = await p.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(StorageError);
+    expect((err as StorageError).code).toBe(code);
+    expect((err as Error).message).toMatch(msg);
+  };
+  const nothingFor = async (id: string) => {
+    expect(await store.size(id)).toBeNull();
+    expect((await exporter.list()).some((t) => t.iqn.endsWith(`.${id}`))).toBe(false);
+  };
+
+  it('wrong arch: an arm64 board, or an image whose binaries are not its manifest’s arch', async () => {
+    await expectCode(storage.attach(lease('l-arch1', 'rk-1'), board('rk-1', 'arm64'), image), 'WRONG_ARCH', /board rk-1 is arm64 but image test is armv7/);
+    await nothingFor('l-arch1');
+    const liar = makeImage('liar', { arch: 'armv7', contentArch: 'arm64' });
+    await expectCode(storage.attach(lease('l-arch2', 'bpi-3'), board('bpi-3'), liar), 'WRONG_ARCH', /image liar: its root disk holds AArch64/);
+    await nothingFor('l-arch2');
+  });
+
+  it('a corrupt image (checksum mismatch) and an image without a root disk', async () => {
+    await expectCode(storage.attach(lease('l-bad', 'bpi-3'), board('bpi-3'), makeImage('rotten', { badSum: true })), 'CORRUPT_IMAGE', /image rotten: root disk .* is corrupt/);
+    await nothingFor('l-bad');
+    await expectCode(storage.attach(lease('l-nodisk', 'bpi-3'), board('bpi-3'), makeImage('ramdisk-only', { rootDisk: null })), 'NO_ROOT_DISK', /image ramdisk-only has no root disk/);
+    expect(new StorageError('CORRUPT_IMAGE', 'x').status).toBe(422);
+  });
+
+  it('a failed export rolls the fresh clone back', async () => {
+    const failing: TargetExporter = {
+      portal: exporter.portal,
+      ensure: async () => {
+        throw new StorageError('EXPORT_FAILED', 'tgtd refused target (simulated)');
+      },
+      remove: (iqn, user) => exporter.remove(iqn, user),
+      list: () => exporter.list(),
+      freeTid: (t) => exporter.freeTid(t),
+    };
+    const s2 = new IscsiBoardStorage({ store, exporter: failing, recorded: () => leases });
+    await expectCode(s2.attach(lease('l-exp', 'bpi-4'), board('bpi-4'), image), 'EXPORT_FAILED', /simulated/);
+    await nothingFor('l-exp');
+  });
+
+  it('an image in use cannot be removed (409); once released it can', async () => {
+    const l = lease('l-use', 'bpi-5');
+    await attach(l, board('bpi-5'));
+    expect(await storage.imageInUse('test')).toEqual(expect.arrayContaining(['l-one', 'l-use']));
+    const err = await storage.removeImage('test').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StorageError);
+    expect((err as StorageError).status).toBe(409);
+    expect((err as Error).message).toMatch(/image test is in use by leases l-one, l-use|image test is in use by leases l-use, l-one/);
+    expect(await storage.imageInUse('liar')).toEqual([]);
+    await storage.removeImage('liar'); // never imported successfully: nothing to drop, not an error
+  });
+});
+
+describe('reconcile and tgtd restarts', () => {
+  it('after kill -9 the recorded targets come back exactly as recorded', async () => {
+    const live = leases.filter((l) => l.iscsi && l.state !== 'released');
+    expect(live.length).toBeGreaterThanOrEqual(2);
+    const pid = daemon.pid!;
+    process.kill(pid, 'SIGKILL');
+    const t0 = Date.now();
+    while ((daemon.pid === pid || !daemon.restarts.length) && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
+    await daemon.settled();
+    const targets = await exporter.list();
+    for (const l of live) {
+      expect(targets.find((t) => t.iqn === l.iscsi!.iqn)).toMatchObject({ tid: l.iscsi!.tid, disk: l.iscsi!.disk, acl: [l.iscsi!.initiator] });
+      expect(iscsiInq(portal, l.iscsi!.iqn, l.iscsi!.initiator, chapOf(l)).ok).toBe(true);
+    }
+    console.log(`tgtd restart with ${live.length} targets: ${daemon.restarts.at(-1)!.downMs} ms from death to targets re-created`);
+  });
+
+  it('reconcile removes orphans, re-creates missing targets, reports lost disks', async () => {
+    const use = leases.find((l) => l.id === 'l-use')!;
+    // An orphan target and disk (a lease the store no longer knows), a live lease whose target is gone,
+    // and a live lease whose disk is gone.
+    await store.clone({ image: 'test', path: join(image.dir, 'root.img') }, 'l-ghost');
+    await exporter.ensure({ tid: 40, iqn: 'iqn.2026-11.cloud.dozen:bpi-9.l-ghost', disk: store.diskPath('l-ghost'), initiator: 'iqn.2026-11.cloud.dozen:bpi-9', chapUser: 'l-ghost', chapSecret: 'Ghost1234567890abcdefgh' });
+    await exporter.ensure({ tid: 41, iqn: 'iqn.other.example:not-ours', disk: store.diskPath('l-ghost'), initiator: 'iqn.x:y', chapUser: 'other', chapSecret: 'Other1234567890abcdefgh' });
+    await exporter.remove(use.iscsi!.iqn);
+    const lost = lease('l-lost', 'bpi-8');
+    lost.iscsi = { ...use.iscsi!, iqn: 'iqn.2026-11.cloud.dozen:bpi-8.l-lost', tid: 42, disk: store.diskPath('l-lost'), chapUser: 'l-lost' };
+    const fixed = await storage.reconcile(leases);
+    expect(fixed).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^removed target iqn.2026-11.cloud.dozen:bpi-9.l-ghost \(tid 40\): no live lease l-ghost holds it$/),
+        expect.stringMatching(/^destroyed disk l-ghost \(image test\): no live lease holds it$/),
+        `lease l-use: target ${use.iscsi!.iqn} re-created`,
+        'lease l-lost: its disk is missing; it cannot be restored (reimage the lease)',
+      ]),
+    );
+    const iqns = (await exporter.list()).map((t) => t.iqn);
+    expect(iqns).toContain(use.iscsi!.iqn);
+    expect(iqns).toContain('iqn.other.example:not-ours'); // not ours: left alone
+    expect(iqns).not.toContain('iqn.2026-11.cloud.dozen:bpi-9.l-ghost');
+    await exporter.remove('iqn.other.example:not-ours', 'other');
+    lost.state = 'released';
+    // A second reconcile finds nothing more to do.
+    expect(await storage.reconcile(leases)).toEqual([]);
+  });
+});
