@@ -222,17 +222,21 @@ describe('Debian 12 image (images/debian-12)', () => {
       expect(phoneHome[0]).toMatchObject({ instance_id: 'i-test', hostname: 'deb-test', pub_key_ed25519: expect.stringMatching(/^ssh-ed25519 AAAA/) });
     }, 90_000);
 
-    it('lets the tenant in over SSH with the key from user-data: hostname set, units active, root grown to its disk', () => {
+    it('lets the tenant in over SSH with the key from user-data: hostname set, units active, root grown to its disk', async () => {
       const ssh = (cmd: string) =>
         spawnSync(
           'ssh',
           ['-i', join(work, 'id'), '-p', String(sshPort), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${join(work, 'known_hosts')}`, '-o', 'ConnectTimeout=20', 'root@127.0.0.1', cmd],
           { encoding: 'utf8', timeout: 60_000 },
         );
+      // sshd starts right after the first-boot unit: give it a moment.
       let r = ssh('true');
-      for (let i = 0; i < 10 && r.status !== 0; i++) r = ssh('true'); // sshd may still be starting
+      for (let i = 0; i < 30 && r.status !== 0; i++) {
+        await new Promise((res) => setTimeout(res, 2000));
+        r = ssh('true');
+      }
       expect(r.status, r.stderr).toBe(0);
-      r = ssh('hostname; systemctl is-active dozen-firstboot ssh systemd-networkd; cat /etc/dozen-release; uname -m; cat /root/.ssh/authorized_keys; echo size=$(df -B1 --output=size / | tail -1)');
+      r = ssh('hostname; systemctl is-active dozen-firstboot ssh systemd-networkd; cat /etc/dozen-release; uname -m; cat /root/.ssh/authorized_keys; echo size=$(df -B1 --output=size / | tail -1); echo failed=$(systemctl --failed --no-legend --plain | tr -s " " | cut -d" " -f1 | paste -sd,); echo nics=$(ls /sys/class/net | paste -sd,)');
       expect(r.status, r.stderr).toBe(0);
       const lines = r.stdout.trim().split('\n');
       expect(lines.slice(0, 4)).toEqual(['deb-test', 'active', 'active', 'active']);
@@ -240,6 +244,8 @@ describe('Debian 12 image (images/debian-12)', () => {
       expect(r.stdout).toMatch(/^armv7l$/m);
       expect(r.stdout).toContain(readFileSync(join(work, 'id.pub'), 'utf8').trim());
       expect(Number(/^size=(\d+)$/m.exec(r.stdout)?.[1])).toBeGreaterThan(1.8e9); // grown from 1.5 GiB to the 2 GiB disk
+      expect(r.stdout).toMatch(/^failed=$/m); // no failed units
+      expect(r.stdout).toMatch(/^nics=eth0,lo$/m);
       // The host key we were shown is the one it phoned home.
       const known = readFileSync(join(work, 'known_hosts'), 'utf8');
       expect(known).toContain(phoneHome[0]!.pub_key_ed25519!.split(' ')[1]!);
