@@ -75,7 +75,12 @@ export interface ImageImporterOptions {
   /** Where imported images live: `<dataDir>/images`, the catalog's first root. */
   dir: string;
   /** Why an image may not be deleted now (a lease or board uses it), or null. */
-  inUse: (name: string) => string | null;
+  inUse: (name: string) => string | null | Promise<string | null>;
+  /**
+   * Runs after the in-use check, before the image goes: drop what others keep of it (the disk
+   * store's import of its root disk). Throwing (an HttpError 409, say) keeps the image.
+   */
+  onDelete?: (name: string) => Promise<void>;
   jobs?: ImportJobs;
   limits?: Partial<ImportLimits>;
   log?: Logger;
@@ -158,8 +163,9 @@ export class ImageImporter {
     if (!resolve(image.dir).startsWith(this.dir + sep)) {
       throw new ConflictError(`image ${name} is built in (${image.dir}), not imported; it cannot be deleted through the API`);
     }
-    const why = this.o.inUse(name);
+    const why = await this.o.inUse(name);
     if (why) throw new ConflictError(`image ${name} is in use: ${why}`);
+    await this.o.onDelete?.(name);
     // Out of the catalog's sight in one step, then removed at leisure.
     const gone = join(this.dir, `.delete-${randomBytes(6).toString('hex')}`);
     await rename(image.dir, gone);

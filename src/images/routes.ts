@@ -68,9 +68,15 @@ async function postImage(d: ImageApiDeps, req: Request, res: Response): Promise<
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   let started;
   if (UPLOAD_TYPES.includes(type)) {
-    const spec = uploadSpec(req);
-    const length = req.headers['content-length'] !== undefined ? Number(req.headers['content-length']) : null;
-    started = await d.importer.start(spec, { stream: req as Readable, length: Number.isFinite(length) ? length : null });
+    try {
+      const spec = uploadSpec(req);
+      const length = req.headers['content-length'] !== undefined ? Number(req.headers['content-length']) : null;
+      started = await d.importer.start(spec, { stream: req as Readable, length: Number.isFinite(length) ? length : null });
+    } catch (err) {
+      // Refused before reading the body (bad spec, name taken): don't read gigabytes to say so.
+      res.setHeader('Connection', 'close');
+      throw err;
+    }
   } else if (type === 'application/json') {
     const parsed = importSpecSchema.safeParse(req.body);
     if (!parsed.success) throw new BadRequestError(`invalid import: ${z.prettifyError(parsed.error)}`, parsed.error.issues);

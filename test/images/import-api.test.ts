@@ -105,6 +105,7 @@ let base: string;
 let catalog: ImageCatalog;
 let importer: ImageImporter;
 const users = new Map<string, string>(); // image → who uses it (the inUse callback)
+const dropped: string[] = []; // what onDelete was told (the disk store drops its copy there)
 
 beforeAll(async () => {
   requireTools('mke2fs', 'debugfs', 'xz', 'qemu-img', 'truncate');
@@ -141,7 +142,12 @@ beforeAll(async () => {
   imagesDir = join(dataDir, 'images');
   mkdirSync(imagesDir);
   catalog = new ImageCatalog([{ dir: imagesDir }, { dir: makeImageRoot('builtin'), sub: 'build' }]);
-  importer = new ImageImporter({ catalog, dir: imagesDir, inUse: (name) => users.get(name) ?? null });
+  importer = new ImageImporter({
+    catalog,
+    dir: imagesDir,
+    inUse: async (name) => users.get(name) ?? null,
+    onDelete: async (name) => void dropped.push(name),
+  });
 
   const app = express();
   app.use(express.json());
@@ -428,8 +434,10 @@ describe('deleting images', () => {
     const busy = await call('DELETE', '/images/given');
     expect(busy).toMatchObject({ status: 409, body: { error: 'image given is in use: lease l-123 on board lab-1' } });
     expect(existsSync(join(imagesDir, 'given', 'root.img'))).toBe(true);
+    expect(dropped).toEqual([]);
     users.delete('given');
     expect((await call('DELETE', '/images/given')).status).toBe(204);
+    expect(dropped).toEqual(['given']);
     expect(existsSync(join(imagesDir, 'given'))).toBe(false);
     expect(onDisk().filter((n) => n.startsWith('.'))).toEqual([]);
     expect((await call('GET', '/images/given')).status).toBe(404);
