@@ -3,6 +3,7 @@ import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { inSubnet, parseCidr } from './util/net.js';
+import { storageConfigSchema } from './storage/config.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -35,6 +36,8 @@ export const configSchema = z
         maxTransfers: z.number().int().positive().default(64),
       })
       .prefault({}),
+    /** iSCSI root disks for leased boards (src/storage/config.ts). */
+    storage: storageConfigSchema.prefault({}),
     /** The metadata service (cloud-init NoCloud) on the boot network, at bootIp:port. */
     metadata: z.object({ port: z.number().int().min(1).max(65535).default(8775) }).prefault({}),
     leases: z

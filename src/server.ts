@@ -19,6 +19,7 @@ import { Lab } from './lab/lab.js';
 import { log } from './log.js';
 import { powerDriver } from './power/registry.js';
 import { Store } from './store/store.js';
+import { startIscsiStorage, type RunningStorage } from './storage/index.js';
 import { Bus } from './leases/bus.js';
 import { LeaseService } from './leases/service.js';
 import { LeaseSignals } from './leases/waits.js';
@@ -69,36 +70,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const events = new BoardEvents();
     const bus = new Bus();
     const signals = new LeaseSignals();
-    const metadataBase = `http://${config.bootIp}:${config.metadata.port}`;
-    const leaseOnBoard = (boardId: string) =>
-      store.state.leases.find((l) => l.boardId === boardId && !['released'].includes(l.state));
-    const decider = new InventoryBootDecider({
-      inventory,
-      images,
-      tftp: config.tftp,
-      imageFor: (board) => leaseOnBoard(board.id)?.image ?? board.image,
-      extraArgs: (board) => {
-        const lease = leaseOnBoard(board.id);
-        if (!lease) return undefined;
-        return metadataKernelArgs(metadataBase, lease.id);
-      },
-    });
     const consoles = new ConsoleSessions({ dataDir });
     cleanups.push(() => consoles.close());
     inventory.onChange((boards) => void consoles.sync(boards).catch((err) => log.warn({ err }, 'console sync failed')));
-    const leases = new LeaseService({
-      store,
-      inventory,
-      images,
-      events,
-      bus,
-      signals,
-      console: {
-        leaseStarted: (boardId, leaseId) => void consoles.startLeaseLog(boardId, leaseId).catch((err) => log.warn({ err }, 'lease log')),
-        leaseEnded: (_boardId, leaseId) => consoles.purgeLeaseLog(leaseId),
-      },
-      timeouts: { actionMs: config.leases.actionTimeoutMs, bootMs: config.leases.bootTimeoutMs, osMs: config.leases.osTimeoutMs },
-    });
 
     let lab: Lab | undefined;
     if (config.lab.enabled) {
@@ -109,6 +83,47 @@ export async function startServer(config: Config): Promise<RunningServer> {
     // Consoles open before anything powers on, so no boot message is missed; live leases keep logging.
     await consoles.sync(inventory.list());
     for (const l of store.state.leases.filter((x) => x.boardId && x.state !== 'released')) await consoles.startLeaseLog(l.boardId!, l.id);
+
+    // iSCSI root disks: our tgtd on the boot IP (which exists now, the lab made it), reconciled with the leases.
+    let storage: RunningStorage | undefined;
+    if (config.storage.enabled) {
+      storage = await startIscsiStorage(config.storage, { portalIp: config.bootIp, leases: () => store.state.leases });
+      const running = storage;
+      cleanups.push(() => running.stop());
+      log.info(`storage: ${storage.driverReason}`);
+      for (const line of storage.reconciled) log.info(`reconcile: ${line}`);
+    }
+
+    const leases = new LeaseService({
+      store,
+      inventory,
+      images,
+      events,
+      bus,
+      signals,
+      storage: storage?.storage,
+      console: {
+        leaseStarted: (boardId, leaseId) => void consoles.startLeaseLog(boardId, leaseId).catch((err) => log.warn({ err }, 'lease log')),
+        leaseEnded: (_boardId, leaseId) => consoles.purgeLeaseLog(leaseId),
+      },
+      timeouts: { actionMs: config.leases.actionTimeoutMs, bootMs: config.leases.bootTimeoutMs, osMs: config.leases.osTimeoutMs },
+    });
+
+    const metadataBase = `http://${config.bootIp}:${config.metadata.port}`;
+    const leaseOnBoard = (boardId: string) => store.state.leases.find((l) => l.boardId === boardId && l.state !== 'released');
+    const decider = new InventoryBootDecider({
+      inventory,
+      images,
+      tftp: config.tftp,
+      imageFor: (board) => leaseOnBoard(board.id)?.image ?? board.image,
+      // A leased board boots with its iSCSI root (when its image has a root disk) and its metadata URLs.
+      extraArgs: (board, image) => {
+        const lease = leaseOnBoard(board.id);
+        if (!lease) return undefined;
+        const iscsi = lease.iscsi && storage ? storage.storage.kernelArgs(lease.iscsi, image) : undefined;
+        return [iscsi, metadataKernelArgs(metadataBase, lease.id)].filter(Boolean).join(' ');
+      },
+    });
 
     const tftp = new TftpServer({
       address: config.bootIp,
