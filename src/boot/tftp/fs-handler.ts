@@ -1,0 +1,61 @@
+/**
+ * Serves files below one directory. Boards are untrusted: '..' segments, absolute paths and
+ * symlinks resolving outside the root are refused with ERROR 2 (Access violation).
+ */
+import { constants, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { TftpError, type TftpHandler } from './server.js';
+
+const ACCESS_VIOLATION = 2;
+
+const inside = (root: string, p: string): boolean => p.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
+
+const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code;
+const NOT_FOUND = new Set(['ENOENT', 'ENOTDIR']);
+
+export function fsHandler(root: string): TftpHandler {
+  let rootReal: Promise<string> | undefined;
+  const realRoot = (): Promise<string> =>
+    (rootReal ??= fsp.realpath(root).catch((e: unknown) => {
+      rootReal = undefined; // root may appear later: don't cache the failure
+      throw e;
+    }));
+
+  return async (name) => {
+    // Backslashes count as separators too: some PXE clients send DOS-style paths.
+    const segs = name.replaceAll('\\', '/').split('/');
+    if (segs[0] === '') throw new TftpError(ACCESS_VIOLATION, 'Access violation: absolute path');
+    if (segs.includes('..')) throw new TftpError(ACCESS_VIOLATION, "Access violation: '..' in path");
+    const base = await realRoot();
+
+    let real: string;
+    try {
+      real = await fsp.realpath(path.join(base, ...segs));
+    } catch (e) {
+      if (NOT_FOUND.has(errno(e) ?? '')) return null;
+      throw new TftpError(ACCESS_VIOLATION, 'Access violation'); // EACCES, ELOOP...
+    }
+    if (!inside(base, real)) throw new TftpError(ACCESS_VIOLATION, 'Access violation: outside root');
+
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(real, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (e) {
+      if (NOT_FOUND.has(errno(e) ?? '')) return null;
+      throw new TftpError(ACCESS_VIOLATION, 'Access violation');
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new TftpError(ACCESS_VIOLATION, 'Access violation: not a regular file');
+      // realpath and open are two steps: check what was actually opened, in case a directory
+      // was swapped for a symlink in between (Linux exposes it in /proc).
+      const opened = await fsp.readlink(`/proc/self/fd/${fh.fd}`).catch(() => real);
+      if (!inside(base, opened)) throw new TftpError(ACCESS_VIOLATION, 'Access violation: outside root');
+      // The stream closes the descriptor at its end or when the server destroys it.
+      return { stream: fh.createReadStream({ highWaterMark: 128 * 1024 }), size: st.size };
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  };
+}

@@ -1,0 +1,408 @@
+/** Protocol behaviour, checked packet by packet with raw sockets and the RFC 7440 test client. */
+import { mkdir, rm, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { fsHandler } from '../../src/boot/tftp/fs-handler.js';
+import { decode, encodeAck, encodeError, encodeRrq, encodeWrq, type Packet } from '../../src/boot/tftp/packet.js';
+import { TftpError, TftpServer, type TftpHandler, type TftpServerOptions, type TransferEvent } from '../../src/boot/tftp/server.js';
+import { makeTree, RawPeer, tftpGet } from '../helpers/tftp-test-client.js';
+
+const SIZES = { small: 3000, s512: 512, f5m: 5 * 1024 * 1024 + 7, big: 65535 * 512 + 300_000, b200: 200 * 512 + 100 };
+let files: Map<string, Buffer>;
+let root: string;
+
+beforeAll(async () => {
+  ({ files, dir: root } = await makeTree(SIZES));
+  await symlink('/etc/passwd', join(root, 'passwd-link'));
+  await mkdir(join(root, 'sub'));
+});
+afterAll(async () => {
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+const servers: TftpServer[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.stop()));
+});
+
+async function start(o: Partial<TftpServerOptions> = {}) {
+  const events: TransferEvent[] = [];
+  const server = new TftpServer({ address: '127.0.0.1', port: 0, handler: fsHandler(root), onTransfer: (e) => events.push(e), ...o });
+  servers.push(server);
+  await server.start();
+  return { server, port: server.address().port, events };
+}
+
+const peers: RawPeer[] = [];
+afterEach(async () => {
+  await Promise.all(peers.splice(0).map((p) => p.close()));
+});
+async function peer(): Promise<RawPeer> {
+  const p = await new RawPeer().open();
+  peers.push(p);
+  return p;
+}
+
+async function recv(p: RawPeer, ms?: number): Promise<Packet & { port: number }> {
+  const { msg, port } = await p.next(ms);
+  const r = decode(msg);
+  if (!r.ok) throw new Error(`undecodable reply: ${r.error.detail}`);
+  return { ...r.packet, port };
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  for (const end = Date.now() + ms; !cond(); await sleep(10)) if (Date.now() > end) throw new Error('condition not met in time');
+}
+
+describe('option negotiation', () => {
+  it('answers known options in an OACK, clamps them, ignores unknown ones', async () => {
+    const { port } = await start();
+    const p = await peer();
+    p.send(encodeRrq('small', 'octet', { blksize: 100000, tsize: 0, timeout: 3, windowsize: 1000, 'x-frobnicate': 1 }), port);
+    const oack = await recv(p);
+    expect(oack).toMatchObject({ type: 'oack' });
+    expect(oack.type === 'oack' && { ...oack.options }).toEqual({ blksize: '65464', tsize: '3000', timeout: '3', windowsize: '64' });
+    p.send(encodeAck(0), oack.port);
+    const d = await recv(p);
+    expect(d.type === 'data' && [d.block, d.data.equals(files.get('small')!)]).toEqual([1, true]);
+    p.send(encodeAck(1), oack.port);
+  });
+
+  it('clamps to the configured maxima and ignores out-of-range values', async () => {
+    const { port } = await start({ maxBlksize: 1468, maxWindowsize: 8 });
+    const p = await peer();
+    p.send(encodeRrq('small', 'octet', { blksize: 9000, windowsize: 9 }), port);
+    const o1 = await recv(p);
+    expect(o1.type === 'oack' && { ...o1.options }).toEqual({ blksize: '1468', windowsize: '8' });
+    p.send(encodeError(8, 'enough'), o1.port);
+    const q = await peer();
+    q.send(encodeRrq('small', 'octet', { blksize: 7, windowsize: 0, timeout: 256, foo: 'bar' }), port);
+    const d = await recv(q); // no acceptable option: plain RFC 1350 answer
+    expect(d).toMatchObject({ type: 'data', block: 1 });
+    expect(d.type === 'data' && d.data.length).toBe(512);
+  });
+
+  it('leaves tsize out when the handler does not know the size', async () => {
+    const handler: TftpHandler = async () => ({ stream: Readable.from([Buffer.from('hello')]) });
+    const { port } = await start({ handler });
+    const p = await peer();
+    p.send(encodeRrq('x', 'octet', { tsize: 0, blksize: 1024 }), port);
+    const o = await recv(p);
+    expect(o.type === 'oack' && { ...o.options }).toEqual({ blksize: '1024' });
+    const q = await peer();
+    q.send(encodeRrq('x', 'octet', { tsize: 0 }), port);
+    expect(await recv(q)).toMatchObject({ type: 'data', block: 1 });
+  });
+
+  it('treats netascii as octet and refuses other modes', async () => {
+    const { port, server } = await start();
+    const r = await tftpGet('127.0.0.1', port, 'small', { mode: 'netascii' });
+    expect(r.data.equals(files.get('small')!)).toBe(true);
+    const p = await peer();
+    p.send(encodeRrq('small', 'mail'), port);
+    expect(await recv(p)).toMatchObject({ type: 'error', code: 4 });
+    expect(server.stats.refused).toBe(1);
+  });
+});
+
+describe('refusals and errors', () => {
+  it('refuses WRQ with ERROR 2', async () => {
+    const { port, server } = await start();
+    const p = await peer();
+    p.send(encodeWrq('upload.bin'), port);
+    expect(await recv(p)).toMatchObject({ type: 'error', code: 2 });
+    expect(server.stats).toMatchObject({ refused: 1, active: 0, rrq: 0 });
+  });
+
+  it.each([
+    ['../etc/passwd', 2],
+    ['/etc/passwd', 2],
+    ['sub/../../etc/passwd', 2],
+    ['..\\etc\\passwd', 2],
+    ['passwd-link', 2],
+    ['sub', 2],
+    ['missing', 1],
+  ])('answers %s with ERROR %i', async (path, code) => {
+    const { port, events } = await start();
+    const p = await peer();
+    p.send(encodeRrq(path), port);
+    expect(await recv(p)).toMatchObject({ type: 'error', code });
+    await until(() => events.length === 1);
+    expect(events[0]).toMatchObject({ ok: false, path, bytes: 0 });
+  });
+
+  it('passes handler errors on: TftpError code/message, anything else as ERROR 0', async () => {
+    const handler: TftpHandler = async (path) => {
+      if (path === 'deny') throw new TftpError(2, 'not your file');
+      throw new Error('database on fire');
+    };
+    const { port } = await start({ handler });
+    const p = await peer();
+    p.send(encodeRrq('deny'), port);
+    expect(await recv(p)).toMatchObject({ type: 'error', code: 2, message: 'not your file' });
+    p.send(encodeRrq('boom'), port);
+    const e = await recv(p);
+    expect(e).toMatchObject({ type: 'error', code: 0 });
+    expect(e.type === 'error' && e.message).not.toMatch(/fire/); // internals stay inside
+  });
+
+  it('a handler that never answers fails the transfer instead of holding its slot', async () => {
+    const { port, server, events } = await start({ handler: () => new Promise(() => {}), timeoutMs: 50, retries: 1 });
+    const p = await peer();
+    p.send(encodeRrq('hang'), port);
+    expect(await recv(p)).toMatchObject({ type: 'error', code: 0, message: 'Handler timed out' });
+    await until(() => events.length === 1);
+    expect(server.stats).toMatchObject({ active: 0, failed: 1 });
+  });
+
+  it('stop() does not wait for a hanging handler', async () => {
+    const { port, server } = await start({ handler: () => new Promise(() => {}), timeoutMs: 60_000 });
+    const p = await peer();
+    p.send(encodeRrq('hang'), port);
+    await until(() => server.stats.active === 1);
+    servers.splice(servers.indexOf(server), 1);
+    const t0 = Date.now();
+    await server.stop();
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(server.stats).toMatchObject({ active: 0, failed: 1 });
+  });
+
+  it('a read error mid-stream ends the transfer with ERROR 0', async () => {
+    const handler: TftpHandler = async () => ({
+      stream: Readable.from(
+        (async function* () {
+          yield Buffer.alloc(2048, 1);
+          await sleep(20);
+          throw new Error('disk gone');
+        })(),
+      ),
+    });
+    const { port, events, server } = await start({ handler });
+    const p = await peer();
+    p.send(encodeRrq('x'), port);
+    for (let b = 1; ; b++) {
+      const d = await recv(p);
+      if (d.type === 'error') break;
+      expect(d).toMatchObject({ type: 'data', block: b });
+      p.send(encodeAck(b), d.port);
+    }
+    await until(() => events.length === 1);
+    expect(events[0]).toMatchObject({ ok: false, error: 'Read error', bytes: 2048 });
+    expect(server.stats.active).toBe(0);
+  });
+
+  it('sends ERROR 5 to a stranger and keeps the transfer going', async () => {
+    const { port, events } = await start();
+    const a = await peer();
+    const b = await peer();
+    a.send(encodeRrq('small'), port);
+    const d1 = await recv(a);
+    expect(d1).toMatchObject({ type: 'data', block: 1 });
+    b.send(encodeAck(1), d1.port);
+    b.send(encodeError(0, 'go away'), d1.port); // would abort the transfer if it came from the client
+    expect(await recv(b)).toMatchObject({ type: 'error', code: 5, port: d1.port });
+    expect(await recv(b)).toMatchObject({ type: 'error', code: 5 });
+    for (let blk = 1; blk <= 6; blk++) {
+      a.send(encodeAck(blk), d1.port);
+      if (blk < 6) expect(await recv(a)).toMatchObject({ type: 'data', block: blk + 1 });
+    }
+    await until(() => events.length === 1);
+    expect(events[0]).toMatchObject({ ok: true, bytes: 3000 });
+  });
+
+  it('bounds concurrency: the transfer beyond maxTransfers gets "server busy"', async () => {
+    const { port, server } = await start({ maxTransfers: 2 });
+    const [a, b, c] = [await peer(), await peer(), await peer()];
+    a.send(encodeRrq('small'), port);
+    b.send(encodeRrq('small'), port);
+    const da = await recv(a);
+    const db = await recv(b);
+    c.send(encodeRrq('small'), port);
+    expect(await recv(c)).toMatchObject({ type: 'error', code: 0, message: 'server busy' });
+    expect(server.stats).toMatchObject({ active: 2, refused: 1 });
+    a.send(encodeError(0, 'bye'), da.port);
+    b.send(encodeError(0, 'bye'), db.port);
+    await until(() => server.stats.active === 0);
+    c.send(encodeRrq('small'), port); // a slot is free again
+    expect(await recv(c)).toMatchObject({ type: 'data', block: 1 });
+  });
+
+  it('a client that stops ACKing: retransmits, then fails and frees the slot', async () => {
+    const { port, server, events } = await start({ timeoutMs: 100, retries: 3 });
+    const p = await peer();
+    p.send(encodeRrq('small'), port);
+    const d1 = await recv(p);
+    p.send(encodeAck(1), d1.port);
+    const seen: Packet[] = [];
+    for (;;) {
+      const x = await recv(p);
+      seen.push(x);
+      if (x.type === 'error') break;
+    }
+    // block 2 once + 3 retransmissions, then the error
+    expect(seen.map((x) => (x.type === 'data' ? x.block : x.type))).toEqual([2, 2, 2, 2, 'error']);
+    await until(() => events.length === 1);
+    expect(events[0]).toMatchObject({ ok: false, error: 'Transfer timed out', bytes: 512 });
+    expect(server.stats).toMatchObject({ active: 0, failed: 1, completed: 0 });
+  });
+
+  it('a client ERROR ends the transfer; stop() aborts the rest', async () => {
+    const { port, server, events } = await start();
+    const [a, b] = [await peer(), await peer()];
+    a.send(encodeRrq('f5m'), port);
+    b.send(encodeRrq('f5m'), port);
+    const da = await recv(a);
+    await recv(b);
+    a.send(encodeError(0, 'user abort'), da.port);
+    await until(() => events.length === 1);
+    expect(events[0]).toMatchObject({ ok: false, error: 'client error 0: user abort' });
+    servers.splice(servers.indexOf(server), 1);
+    await server.stop();
+    expect(await recv(b)).toMatchObject({ type: 'error', code: 0 });
+    expect(server.stats).toMatchObject({ active: 0, failed: 2 });
+  });
+
+  it('ignores a retransmitted RRQ instead of starting a second transfer', async () => {
+    const { port, server, events } = await start();
+    const p = await peer();
+    p.send(encodeRrq('small', 'octet', { blksize: 1024 }), port);
+    p.send(encodeRrq('small', 'octet', { blksize: 1024 }), port);
+    const o = await recv(p);
+    expect(o.type).toBe('oack');
+    await expect(p.next(200)).rejects.toThrow(); // no second OACK from another port
+    expect(server.stats).toMatchObject({ rrq: 2, active: 1 });
+    p.send(encodeAck(0), o.port);
+    for (let b = 1; b <= 3; b++) {
+      expect(await recv(p)).toMatchObject({ type: 'data', block: b });
+      p.send(encodeAck(b), o.port);
+    }
+    await until(() => events.length === 1);
+    expect(events[0]).toMatchObject({ ok: true, bytes: 3000, blksize: 1024 });
+  });
+});
+
+describe('retransmission and windows', () => {
+  it('duplicate ACKs never trigger resends (no Sorcerer\'s Apprentice)', async () => {
+    const { port } = await start();
+    const p = await peer();
+    p.send(encodeRrq('small'), port);
+    const d1 = await recv(p);
+    p.send(encodeAck(1), d1.port);
+    expect(await recv(p)).toMatchObject({ type: 'data', block: 2 });
+    for (let i = 0; i < 5; i++) p.send(encodeAck(1), d1.port); // duplicates of the previous ACK
+    p.send(encodeAck(77), d1.port); // stale / bogus
+    await expect(p.next(300)).rejects.toThrow(); // silence: only the timer (1 s) may resend
+    p.send(encodeAck(2), d1.port);
+    expect(await recv(p)).toMatchObject({ type: 'data', block: 3 });
+
+    for (const windowsize of [1, 8]) {
+      const r = await tftpGet('127.0.0.1', port, 'b200', { duplicateAcks: true, options: { windowsize } });
+      expect(r.data.equals(files.get('b200')!)).toBe(true);
+      expect(r.dataPackets).toBe(201); // every block exactly once
+    }
+  });
+
+  it('windowsize: sends N blocks, and an ACK inside the window resumes right after it', async () => {
+    const { port, events } = await start();
+    const p = await peer();
+    p.send(encodeRrq('small', 'octet', { windowsize: 4 }), port); // 3000 bytes = blocks 1..6
+    const o = await recv(p);
+    const tid = o.port;
+    p.send(encodeAck(0), tid);
+    const blocks = async (n: number) => {
+      const got: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const d = await recv(p);
+        got.push(d.type === 'data' ? d.block : -1);
+      }
+      return got;
+    };
+    expect(await blocks(4)).toEqual([1, 2, 3, 4]);
+    await expect(p.next(100)).rejects.toThrow(); // waits for the ACK of the window
+    p.send(encodeAck(2), tid); // 3 was "lost": resume at 3
+    expect(await blocks(4)).toEqual([3, 4, 5, 6]);
+    p.send(encodeAck(2), tid); // the same ACK again (as tftp-hpa does on timeout): no rewind loop
+    p.send(encodeAck(2), tid);
+    await expect(p.next(300)).rejects.toThrow();
+    p.send(encodeAck(6), tid);
+    await until(() => events.length === 1);
+    expect(events[0]).toMatchObject({ ok: true, bytes: 3000, windowsize: 4 });
+  });
+
+  it('a timeout resends the whole unacknowledged window (go-back-N)', async () => {
+    const { port } = await start({ timeoutMs: 150 });
+    const p = await peer();
+    p.send(encodeRrq('f5m', 'octet', { windowsize: 3 }), port);
+    const o = await recv(p);
+    p.send(encodeAck(0), o.port);
+    const got: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const d = await recv(p);
+      got.push(d.type === 'data' ? d.block : -1);
+    }
+    expect(got).toEqual([1, 2, 3, 1, 2, 3]);
+    p.send(encodeError(0, 'done'), o.port);
+  });
+
+  it.each([
+    [1468, 4],
+    [1468, 16],
+    [512, 64],
+    // Not larger: 16 × 8 KB already overflows the client's default 208 KB receive buffer
+    // (skb overhead counts), the window's tail is lost every time and each window costs a
+    // client timeout. The client picks the window; RFC 7440 has no congestion control.
+    [8192, 8],
+  ])('the test client fetches 5 MB with blksize %i windowsize %i', async (blksize, windowsize) => {
+    const { port, events } = await start();
+    const r = await tftpGet('127.0.0.1', port, 'f5m', { options: { blksize, windowsize, tsize: 0 } });
+    expect(r.oack).toEqual({ blksize: String(blksize), windowsize: String(windowsize), tsize: String(SIZES.f5m) });
+    expect(r.data.equals(files.get('f5m')!)).toBe(true);
+    await until(() => events.length === 1);
+    expect(events[0]).toMatchObject({ ok: true, bytes: SIZES.f5m, blksize, windowsize });
+  });
+
+  it('rewinds correctly when DATA is lost inside and at the end of windows', async () => {
+    const { port } = await start({ timeoutMs: 100 });
+    const lost = new Set([3, 8, 9, 20, 33, 100, 101, 102, 163, 201]); // first copy of each is dropped
+    const r = await tftpGet('127.0.0.1', port, 'b200', {
+      options: { windowsize: 8 },
+      timeoutMs: 1000,
+      dropData: (block, seen) => seen === 1 && lost.has(block),
+    });
+    expect(r.data.equals(files.get('b200')!)).toBe(true);
+    expect(r.gaps).toBeGreaterThanOrEqual(5);
+    // each loss costs at most one window of resends: no rewind loop
+    expect(r.dataPackets).toBeLessThanOrEqual(201 + lost.size * 8);
+  });
+
+  it('rolls block numbers over past 65535, also across a window', async () => {
+    const { port, events } = await start();
+    const r = await tftpGet('127.0.0.1', port, 'big', { options: { windowsize: 16 } });
+    expect(r.data.equals(files.get('big')!)).toBe(true);
+    await until(() => events.length === 1);
+    expect(events[0]).toMatchObject({ ok: true, bytes: SIZES.big });
+  });
+
+  it('streams from a slow handler without reading it whole', async () => {
+    const chunk = Buffer.alloc(1000, 7);
+    let produced = 0;
+    const handler: TftpHandler = async () => ({
+      stream: Readable.from(
+        (async function* () {
+          for (let i = 0; i < 300; i++) {
+            if (i % 50 === 0) await sleep(20);
+            produced++;
+            yield chunk;
+          }
+        })(),
+      ),
+      size: 300_000,
+    });
+    const { port } = await start({ handler });
+    const r = await tftpGet('127.0.0.1', port, 'gen', { options: { blksize: 1400, windowsize: 4, tsize: 0 } });
+    expect(r.data.length).toBe(300_000);
+    expect(r.data.every((x) => x === 7)).toBe(true);
+    expect(produced).toBe(300);
+  });
+});
