@@ -33,6 +33,7 @@ export interface RunningServer {
   leases: LeaseService;
   bus: Bus;
   consoles: ConsoleSessions;
+  storage?: RunningStorage;
   images: ImageCatalog;
   lab?: Lab;
   tftp: TftpServer;
@@ -228,6 +229,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       leases,
       bus,
       consoles,
+      storage,
       images,
       lab,
       tftp,

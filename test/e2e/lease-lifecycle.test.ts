@@ -1,0 +1,111 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, REPO_ROOT } from '../../src/config.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
+import { freePort } from '../storage/tgt-fixture.js';
+import { requireRoot, requireTools } from '../helpers/tools.js';
+
+// The whole product on one emulated board: tenant A leases it with an SSH key → Debian 12 boots
+// with its root on a per-lease iSCSI disk → A logs in over ssh and writes a file → reimage → the
+// file is gone → release → the board is available and its disk and target are gone.
+const BOOT_IP = '10.86.0.1';
+const JOB_TIMEOUT = 900_000;
+let server: RunningServer;
+let fs: LoopFs;
+let tokenA = '';
+const work = mkdtempSync(join(tmpdir(), 'lease-e2e-'));
+const key = join(work, 'id_ed25519');
+
+beforeAll(async () => {
+  requireRoot();
+  requireTools('qemu-system-arm', 'tgtd', 'tgtadm', 'ssh', 'ssh-keygen', 'mkfs.btrfs', 'debootstrap');
+  execFileSync('bash', [join(REPO_ROOT, 'images/debian-12/build.sh')], { stdio: 'ignore', timeout: 1_500_000 });
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+  fs = makeLoopFs('btrfs', 4096);
+  server = await startServer(
+    loadConfig(undefined, {
+      dataDir: join(work, 'data'),
+      api: '127.0.0.1:0',
+      bootIp: BOOT_IP,
+      subnet: '10.86.0.0/24',
+      lab: { enabled: true, boards: 1, netns: `dzs-${randomBytes(3).toString('hex')}`, powerOn: false, image: 'test' },
+      storage: { enabled: true, dir: fs.dir, tgt: { controlPort: await freePort() } },
+      leases: { osTimeoutMs: 600_000 },
+    }),
+  );
+  tokenA = (await api('POST', '/tenants', { id: 'alice', name: 'Alice' })).body.token;
+}, 1_800_000);
+
+afterAll(async () => {
+  await server?.stop({ labDown: true });
+  fs?.cleanup();
+});
+
+async function api(method: string, path: string, body?: unknown, token = server.adminToken) {
+  const r = await fetch(`${server.apiUrl}/v1${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: r.status, body: (await r.json().catch(() => undefined)) as any };
+}
+
+async function jobEnds(jobId: string) {
+  const job = await server.leases.settle(jobId);
+  expect([job.state, job.error ?? '']).toEqual(['succeeded', '']);
+  return job;
+}
+
+function ssh(ip: string, command: string): { code: number | null; out: string } {
+  const r = spawnSync('ssh', ['-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', `root@${ip}`, command], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, out: (r.stdout ?? '') + (r.stderr ?? '') };
+}
+
+/** sshd may come up a moment after the phone-home: retry for a while. */
+async function sshRetry(ip: string, command: string) {
+  let last = { code: null as number | null, out: '' };
+  for (let i = 0; i < 30; i++) {
+    last = ssh(ip, command);
+    if (last.code === 0) return last;
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  throw new Error(`ssh ${ip} '${command}' kept failing: ${last.out}`);
+}
+
+describe('a tenant’s whole lease of a board', () => {
+  it(
+    'lease with an SSH key → iSCSI root → ssh → write → reimage → gone → release → board available, disk and target gone',
+    async () => {
+      const pub = readFileSync(`${key}.pub`, 'utf8').trim();
+      const created = await api('POST', '/leases', { image: 'debian-12', sshKeys: [pub], hostname: 'alice-bpi' }, tokenA);
+      expect(created.status).toBe(202);
+      const { lease, job } = created.body;
+      await jobEnds(job.id);
+      const shown = (await api('GET', `/leases/${lease.id}`, undefined, tokenA)).body;
+      expect(shown.state).toBe('active');
+      expect(shown.iscsi.chapSecret).toBe('(hidden)');
+      const ip = server.inventory.get(lease.boardId).ip;
+
+      const first = await sshRetry(ip, 'hostname; findmnt -n -o SOURCE /; echo A-WAS-HERE > /root/proof && sync && cat /root/proof');
+      expect(first.out).toMatch(/alice-bpi/);
+      expect(first.out).toMatch(/\/dev\/sd/); // root is the iSCSI LUN
+      expect(first.out).toMatch(/A-WAS-HERE/);
+
+      const re = await api('POST', `/leases/${lease.id}/reimage`, {}, tokenA);
+      expect(re.status).toBe(202);
+      await jobEnds(re.body.job.id);
+      const after = await sshRetry(ip, 'test -e /root/proof && echo STILL-THERE || echo GONE');
+      expect(after.out).toMatch(/GONE/);
+
+      const rel = await api('DELETE', `/leases/${lease.id}`, undefined, tokenA);
+      await jobEnds(rel.body.job.id);
+      expect((await api('GET', `/boards/${lease.boardId}`)).body.state).toBe('available');
+      const disks = await server.storage!.store.list();
+      expect(disks.map((d) => d.id).filter((id) => id.includes(lease.id))).toEqual([]);
+      const targets = execFileSync('tgtadm', ['-C', String(server.config.storage.tgt.controlPort), '--lld', 'iscsi', '--mode', 'target', '--op', 'show'], { encoding: 'utf8' });
+      expect(targets).not.toContain(lease.id);
+    },
+    JOB_TIMEOUT * 3,
+  );
+});
