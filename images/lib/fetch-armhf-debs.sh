@@ -155,6 +155,31 @@ armhf_fetch_one() {
   echo "$ARMHF_DEBS/$file"
 }
 
+# armhf_fetch_many PKG...: like armhf_fetch_one for each PKG, but with one `apt-get --print-uris`
+# for all of them (an apt call costs about a second: a warm build must stay fast). Prints the paths
+# in argument order; returns 1 (with a message) when a package is not in the lists or cannot be had.
+armhf_fetch_many() {
+  local uris pkg line uri file size hash missing=()
+  uris=$(apt-get "${ARMHF_APT[@]}" download --print-uris "$@" 2>/dev/null) || true
+  local -a out=()
+  for pkg in "$@"; do
+    line=$(printf '%s\n' "$uris" | awk -v p="$pkg" '{ f = $2; sub(/_.*/, "", f); if (f == p) { print; exit } }')
+    if [ -z "$line" ]; then
+      armhf_log "package '$pkg' is not in the armhf lists for $ARMHF_SUITES"
+      return 1
+    fi
+    read -r uri file size hash <<<"$line"
+    hash=${hash#SHA256:}
+    if [ -f "$ARMHF_DEBS/$file" ] && [ "$(sha256sum "$ARMHF_DEBS/$file" | cut -d' ' -f1)" = "$hash" ]; then
+      out+=("$ARMHF_DEBS/$file")
+    else
+      out+=("$(armhf_fetch_one "$pkg")") || return 1
+      [ -n "${out[-1]}" ] || return 1
+    fi
+  done
+  printf '%s\n' "${out[@]}"
+}
+
 # armhf_fetch PKG...: paths of the cached .debs, one per line, in argument order. When a package
 # cannot be had with the cached lists (the archive moved on: old .deb gone), the lists are
 # refreshed once and the package tried again.
