@@ -159,4 +159,20 @@ describe('a lab board boots debian-12 with its root on iSCSI', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.trim().split('\n')).toEqual(['/dev/sda', lease.iscsi!.iqn, 'deb-iscsi', 'active', '1']);
   }, 150_000);
+
+  it('survives tgtd dying: the supervisor re-creates the target, iscsid logs back in, the root stays writable', async () => {
+    const pid = daemon!.pid!;
+    const restarts = daemon!.restarts.length;
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 100 && daemon!.restarts.length === restarts; i++) await new Promise((r) => setTimeout(r, 200));
+    expect(daemon!.restarts.length, 'tgtd restarted by its supervisor').toBe(restarts + 1);
+    const ssh = spawnSync(
+      'ssh',
+      ['-i', join(work, 'id'), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=15', `root@${board.ip}`,
+        'echo after-restart > /root/mark && sync && cat /root/mark && iscsiadm -m session -P 1 | grep -c "Session State: LOGGED_IN"'],
+      { encoding: 'utf8', timeout: 120_000 },
+    );
+    expect(ssh.status, `${ssh.stderr}\nconsole tail: ${consoleLog.slice(-1500)}`).toBe(0);
+    expect(ssh.stdout.trim().split('\n')).toEqual(['after-restart', '1']);
+  }, 180_000);
 });
