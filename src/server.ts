@@ -13,6 +13,7 @@ import { BOOT_SCRIPT_NAME } from './boot/spec.js';
 import { TftpServer } from './boot/tftp/server.js';
 import type { Config } from './config.js';
 import { ImageCatalog } from './images/catalog.js';
+import { ImageImporter } from './images/import.js';
 import { Inventory } from './inventory/boards.js';
 import { BoardEvents } from './inventory/events.js';
 import { Lab } from './lab/lab.js';
@@ -177,6 +178,16 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const metaServer = await listen(meta, config.bootIp, config.metadata.port);
     cleanups.push(() => new Promise((r) => metaServer.close(() => r(undefined))));
 
+    await mkdir(join(dataDir, 'images'), { recursive: true });
+    const importer = new ImageImporter({
+      catalog: images,
+      dir: join(dataDir, 'images'),
+      log,
+      inUse: (name) => imageUsers(name, store, storage),
+      onDelete: storage ? (name) => storage!.storage.removeImage(name) : undefined,
+    });
+    for (const s of await importer.recover()) log.warn(`reconcile: removed the leftover of an interrupted image import: ${s}`);
+
     const token = await adminToken(config, dataDir);
     const app = createApp({
       adminToken: token,
@@ -189,11 +200,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
       log,
       stats: () => ({ tftp: tftp.stats, dhcp: dhcp.stats, console: consoleWs?.stats() }),
       consoles,
+      importer,
       routers: [consoleWebRouter()],
     });
     let consoleWs: ConsoleWebSocket | undefined;
     const [host, port] = splitHostPort(config.api);
     const http = await listen(app, host, port);
+    http.requestTimeout = 0; // Node cuts requests at 300 s by default: that would kill large image uploads
     const addr = http.address();
     const apiUrl = `http://${host}:${typeof addr === 'object' && addr ? addr.port : port}`;
     cleanups.push(() => new Promise((r) => http.close(() => r(undefined))));
@@ -246,6 +259,16 @@ export async function startServer(config: Config): Promise<RunningServer> {
     for (const c of cleanups.reverse()) await c().catch(() => {});
     throw err;
   }
+}
+
+/** Why an image cannot be deleted now: leases or boards use it, or lease disks were cloned from it. */
+async function imageUsers(name: string, store: Store, storage?: RunningStorage): Promise<string | null> {
+  const leases = store.state.leases.filter((l) => l.image === name && l.state !== 'released');
+  if (leases.length) return `lease(s) ${leases.map((l) => l.id).join(', ')}`;
+  const boards = store.state.boards.filter((b) => b.image === name);
+  if (boards.length) return `default image of board(s) ${boards.map((b) => b.id).join(', ')}`;
+  const disks = storage ? await storage.storage.imageInUse(name) : [];
+  return disks.length ? `lease disks ${disks.join(', ')}` : null;
 }
 
 /** Lab boards are enrolled like real ones; their serial path and QMP socket are refreshed on every start. */

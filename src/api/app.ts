@@ -16,6 +16,8 @@ import { consoleRoutes } from './routes/consoles.js';
 import type { ConsoleSessions } from '../console/index.js';
 import { tenantRoutes } from './routes/tenants.js';
 import { imageRoutes } from './routes/images.js';
+import { imageRoutes as importRoutes } from '../images/routes.js';
+import type { ImageImporter } from '../images/import.js';
 import { parseBody } from './validate.js';
 
 export interface ApiDeps {
@@ -30,6 +32,8 @@ export interface ApiDeps {
   /** Numbers for /v1/health: protocol server counters and the like. */
   stats?: () => Record<string, unknown>;
   consoles?: ConsoleSessions;
+  /** Image import and delete; without it the catalog is read-only. */
+  importer?: ImageImporter;
   /** More routes from other modules (image import), and routers mounted at the root (web UI). */
   extraRoutes?: Route[];
   routers?: Router[];
@@ -55,7 +59,7 @@ export function createApp(d: ApiDeps): Express {
     { method: 'get', path: '/health', summary: 'Liveness and protocol counters', access: 'public', handler: () => ({ ok: true, ...(d.stats?.() ?? {}) }) },
     ...tenantRoutes(d),
     ...boardRoutes(d),
-    ...imageRoutes(d),
+    ...(d.importer ? importRoutes({ catalog: d.images, importer: d.importer }) : imageRoutes(d)),
     ...leaseRoutes(d),
     ...(d.consoles ? consoleRoutes({ store: d.store, consoles: d.consoles }) : []),
     ...(d.extraRoutes ?? []),

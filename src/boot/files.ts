@@ -19,7 +19,7 @@ const ACCESS = 2;
  *   boot.scr.uimg                 the asking board's own boot script
  *   boards/<id>/boot.scr.uimg     a board's boot script by name — only to that board's reserved IP
  *   pxelinux.cfg/01-<mac>         a board's pxelinux config — only to that board's reserved IP
- *   images/<name>/<file>          image files, to any enrolled board
+ *   images/<name>/<file>          an image's boot files (kernel, initrd, device trees), to any enrolled board
  * Generated files will carry per-lease secrets, so they go to the board's own IP and nowhere else.
  */
 export function bootFilesHandler(o: BootFilesOptions): TftpHandler {
@@ -52,6 +52,10 @@ export function bootFilesHandler(o: BootFilesOptions): TftpHandler {
     if (img) {
       const image = await o.images.get(img[1]!);
       if (!image) return null;
+      // Only what U-Boot loads: not the root disk, not the manifest.
+      const m = image.manifest;
+      const bootFiles = new Set([m.kernel, m.initrd, ...Object.values(m.dtbs)].filter(Boolean));
+      if (!bootFiles.has(img[2]!)) return null;
       let h = imageHandlers.get(image.dir);
       if (!h) imageHandlers.set(image.dir, (h = fsHandler(image.dir)));
       return h(img[2]!, client);

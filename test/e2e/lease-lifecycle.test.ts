@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, REPO_ROOT } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
-import { freePort } from '../storage/tgt-fixture.js';
+import { freeControlPort } from '../storage/tgt-fixture.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 
 // The whole product on one emulated board: tenant A leases it with an SSH key → Debian 12 boots
@@ -34,11 +34,12 @@ beforeAll(async () => {
       bootIp: BOOT_IP,
       subnet: '10.86.0.0/24',
       lab: { enabled: true, boards: 1, netns: `dzs-${randomBytes(3).toString('hex')}`, powerOn: false, image: 'test' },
-      storage: { enabled: true, dir: fs.dir, tgt: { controlPort: await freePort() } },
+      storage: { enabled: true, dir: fs.dir, tgt: { controlPort: freeControlPort() } },
       leases: { osTimeoutMs: 600_000 },
     }),
   );
   tokenA = (await api('POST', '/tenants', { id: 'alice', name: 'Alice' })).body.token;
+  server.consoles.get('lab-1')!.on('data', (d: Buffer) => (consoleText = (consoleText + d.toString()).slice(-200_000)));
 }, 1_800_000);
 
 afterAll(async () => {
@@ -51,9 +52,15 @@ async function api(method: string, path: string, body?: unknown, token = server.
   return { status: r.status, body: (await r.json().catch(() => undefined)) as any };
 }
 
+let consoleText = '';
+
 async function jobEnds(jobId: string) {
   const job = await server.leases.settle(jobId);
-  expect([job.state, job.error ?? '']).toEqual(['succeeded', '']);
+  if (job.state !== 'succeeded') {
+    const lease = server.store.state.leases.find((l) => l.id === job.leaseId)!;
+    const events = server.events.list(lease.boardId!).map((e) => `${e.time} ${e.type} ${e.message}`);
+    throw new Error(`job ${job.kind} failed: ${job.error}\nboard events:\n${events.join('\n')}\nconsole tail:\n${consoleText.slice(-3000)}`);
+  }
   return job;
 }
 

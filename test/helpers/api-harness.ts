@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createApp } from '../../src/api/app.js';
 import { ImageCatalog } from '../../src/images/catalog.js';
+import { ImageImporter } from '../../src/images/import.js';
 import { Inventory } from '../../src/inventory/boards.js';
 import { BoardEvents } from '../../src/inventory/events.js';
 import { Bus } from '../../src/leases/bus.js';
@@ -23,14 +24,16 @@ export const ADMIN = 'admin-token-for-tests-0123456789';
  */
 export async function apiHarness(extra: Partial<LeaseServiceDeps> = {}) {
   const store = await Store.open(join(mkdtempSync(join(tmpdir(), 'api-')), 'state.json'));
-  const images = new ImageCatalog([{ dir: makeImageRoot(), sub: 'build' }]);
+  const imported = mkdtempSync(join(tmpdir(), 'imported-'));
+  const images = new ImageCatalog([{ dir: imported }, { dir: makeImageRoot(), sub: 'build' }]);
   const inventory = new Inventory({ store, images, subnet: '10.77.0.0/24', bootIp: '10.77.0.1' });
   const events = new BoardEvents();
   const bus = new Bus();
   const signals = new LeaseSignals();
   const leases = new LeaseService({ store, inventory, images, events, bus, signals, ...extra });
   const consoles = new ConsoleSessions({ dataDir: mkdtempSync(join(tmpdir(), 'consoles-')) });
-  const app = createApp({ adminToken: ADMIN, store, inventory, events, images, leases, bus, log, consoles });
+  const importer = new ImageImporter({ catalog: images, dir: imported, log, inUse: () => null });
+  const app = createApp({ adminToken: ADMIN, store, inventory, events, images, leases, bus, log, consoles, importer });
   const server: Server = app.listen(0, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;

@@ -118,6 +118,10 @@ describe('authorization matrix', () => {
     ['GET', '/leases', undefined, 200, 200, 200],
     ['GET', '/images', undefined, 200, 200, 200],
     ['GET', '/images/test', undefined, 200, 200, 200],
+    ['GET', '/images/jobs', undefined, 403, 403, 200],
+    ['GET', '/images/jobs/nope', undefined, 403, 403, 404],
+    ['POST', '/images', { name: 'x', source: { path: '/nonexistent.img' } }, 403, 403, 400],
+    ['DELETE', '/images/test', undefined, 403, 403, 409],
     ['GET', '/health', undefined, 200, 200, 200],
     ['GET', '/openapi.json', undefined, 200, 200, 200],
   ];
@@ -125,7 +129,7 @@ describe('authorization matrix', () => {
   it('covers every route of the OpenAPI document', async () => {
     const doc = (await h.api('GET', '/openapi.json')).body;
     const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops as object).map((m) => `${m.toUpperCase()} ${path.replace(/^\/v1/, '')}`));
-    const tested = new Set(cases().map(([m, p]) => `${m} ${p.replace(leaseA, '{id}').replace(jobA, '{id}').replace(/\/boards\/bpi-0\d/, '/boards/{id}').replace('/images/test', '/images/{name}').replace('/tenants/carol', '/tenants/{id}').replace('/tokens/000000000000', '/tokens/{id}')}`));
+    const tested = new Set(cases().map(([m, p]) => `${m} ${p.replace(leaseA, '{id}').replace(jobA, '{id}').replace(/\/boards\/bpi-0\d/, '/boards/{id}').replace('/images/jobs/nope', '/images/jobs/{id}').replace('/images/test', '/images/{name}').replace('/tenants/carol', '/tenants/{id}').replace('/tokens/000000000000', '/tokens/{id}')}`));
     tested.add('POST /leases').add('GET /events'); // below
     expect(documented.filter((d) => !tested.has(d))).toEqual([]);
   });

@@ -18,7 +18,7 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
 }
 
 /** A control port no tgtd holds (its lock file is /var/run/tgtd/socket.<port>.lock). */
-function freeControlPort(): number {
+export function freeControlPort(): number {
   for (let i = 0; i < 100; i++) {
     const p = randomInt(20_000, 30_000);
     if (!existsSync(`/var/run/tgtd/socket.${p}`)) return p;

@@ -1,0 +1,87 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { InventoryBootDecider } from '../../src/boot/decider.js';
+import { bootFilesHandler } from '../../src/boot/files.js';
+import { TftpServer } from '../../src/boot/tftp/server.js';
+import { decodeScriptImage } from '../../src/boot/uimage.js';
+import { ImageCatalog } from '../../src/images/catalog.js';
+import { Inventory } from '../../src/inventory/boards.js';
+import { Store } from '../../src/store/store.js';
+import { makeImageRoot } from '../helpers/fixtures.js';
+import { requireTools } from '../helpers/tools.js';
+
+// The boards' TFTP namespace, fetched with curl from each board's own source address (loopback
+// aliases 127.0.0.x stand in for the boards' reserved IPs).
+let tftp: TftpServer;
+let store: Store;
+let root: string;
+const out = mkdtempSync(join(tmpdir(), 'bootfiles-'));
+
+beforeAll(async () => {
+  requireTools('curl');
+  root = makeImageRoot();
+  store = await Store.open(join(mkdtempSync(join(tmpdir(), 'bf-')), 'state.json'));
+  const images = new ImageCatalog([{ dir: root, sub: 'build' }]);
+  const inventory = new Inventory({ store, images, subnet: '127.0.0.0/8', bootIp: '127.0.0.1' });
+  const power = { driver: 'command', on: 'true', off: 'true' };
+  await inventory.create({ id: 'a', mac: '02:00:00:00:0a:01', model: 'bananapi', arch: 'armv7', ip: '127.0.0.2', power, image: 'test' });
+  await inventory.create({ id: 'b', mac: '02:00:00:00:0b:01', model: 'qemu-virt', arch: 'armv7', ip: '127.0.0.3', power, image: 'test' });
+  const decider = new InventoryBootDecider({ inventory, images, tftp: { blksize: 1468, windowsize: 8 } });
+  tftp = new TftpServer({ address: '127.0.0.1', port: 0, handler: bootFilesHandler({ inventory, images, decider }) });
+  await tftp.start();
+});
+afterAll(async () => {
+  await tftp.stop();
+  await store.close();
+});
+
+let n = 0;
+/** curl's exit codes: 68 = TFTP file not found, 69 = TFTP permission problem (an ERROR 2). */
+function fetchAs(ip: string, path: string): Promise<{ ok: boolean; code: number; file: string; err: string }> {
+  const file = join(out, `f${n++}`);
+  return new Promise((resolve) =>
+    execFile('curl', ['-sS', '--interface', ip, '-o', file, `tftp://127.0.0.1:${tftp.address().port}/${path}`], { timeout: 20_000 }, (err, _o, stderr) =>
+      resolve({ ok: !err, code: err ? Number((err as { code?: number }).code) : 0, file, err: stderr }),
+    ),
+  );
+}
+
+describe('what each board may fetch over TFTP', () => {
+  it('a board gets its own boot script, rendered for its model', async () => {
+    const a = await fetchAs('127.0.0.2', 'boot.scr.uimg');
+    expect(a.ok).toBe(true);
+    const script = decodeScriptImage(readFileSync(a.file)).script;
+    expect(script).toContain('dozen: board a (02:00:00:00:0a:01) boots image test');
+    expect(script).toContain('console=ttyS0,115200'); // bananapi
+    expect(script).toContain('tftpboot ${fdt_addr_r} images/test/dtbs/sun7i-a20-bananapi.dtb');
+    const b = decodeScriptImage(readFileSync((await fetchAs('127.0.0.3', 'boot.scr.uimg')).file)).script;
+    expect(b).toContain('console=ttyAMA0,115200'); // qemu-virt: no device tree file
+    expect(b).toContain('setenv dozen_fdt ${fdtcontroladdr}');
+  });
+
+  it('another board’s script or pxelinux file is refused; its own are served', async () => {
+    expect((await fetchAs('127.0.0.2', 'boards/a/boot.scr.uimg')).ok).toBe(true);
+    const other = await fetchAs('127.0.0.2', 'boards/b/boot.scr.uimg');
+    expect(other.ok).toBe(false);
+    expect(other.code).toBe(69);
+    expect(existsSync(other.file) && readFileSync(other.file).length > 0).toBe(false);
+    expect((await fetchAs('127.0.0.2', 'pxelinux.cfg/01-02-00-00-00-0b-01')).code).toBe(69);
+    const own = await fetchAs('127.0.0.2', 'pxelinux.cfg/01-02-00-00-00-0a-01');
+    expect(readFileSync(own.file, 'utf8')).toMatch(/kernel images\/test\/vmlinuz/);
+  });
+
+  it('an address that is no enrolled board gets nothing', async () => {
+    expect((await fetchAs('127.0.0.9', 'boot.scr.uimg')).code).toBe(69);
+    expect((await fetchAs('127.0.0.9', 'images/test/vmlinuz')).code).toBe(69);
+  });
+
+  it('image boot files go to any enrolled board, byte-identical; nothing else of the image', async () => {
+    const k = await fetchAs('127.0.0.3', 'images/test/vmlinuz');
+    expect(readFileSync(k.file)).toEqual(readFileSync(join(root, 'test/build/vmlinuz')));
+    expect((await fetchAs('127.0.0.3', 'images/test/manifest.json')).code).toBe(68);
+    expect((await fetchAs('127.0.0.3', 'images/test/../test/build/vmlinuz')).ok).toBe(false);
+  });
+});
