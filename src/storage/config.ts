@@ -18,8 +18,8 @@ export const storageConfigSchema = z.object({
   iqnPrefix: z.string().regex(/^iqn\.\d{4}-\d{2}\.[a-z0-9.-]+$/, 'iqn.YYYY-MM.reversed.domain').default(DEFAULT_IQN_PREFIX),
   tgt: z
     .object({
-      /** tgtd management port of our own tgtd (the system tgtd uses 0). */
-      controlPort: z.number().int().min(1).max(65535).default(7),
+      /** tgtd management port of our own tgtd (the system tgtd uses 0; tgtd accepts at most 32767). */
+      controlPort: z.number().int().min(1).max(32767).default(7),
       portalPort: z.number().int().min(1).max(65535).default(3260),
       /** O_DIRECT backing stores (measured in bench/iscsi-perf.ts; off: the page cache helps reads). */
       directIo: z.boolean().default(false),

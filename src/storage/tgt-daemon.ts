@@ -48,6 +48,10 @@ export class TgtDaemon {
   restarts: RestartInfo[] = [];
 
   constructor(private readonly o: TgtDaemonOptions) {
+    // tgtd parses -C as a signed 16-bit value.
+    if (!Number.isInteger(o.controlPort) || o.controlPort < 0 || o.controlPort > 32767) {
+      throw new Error(`tgtd control port ${o.controlPort} is out of range: tgtd accepts 0-32767`);
+    }
     this.adm = new Tgtadm(o.controlPort);
     this.delay = o.restartDelayMs ?? 100;
     this.logFile = o.logFile ?? join(tmpdir(), `dozen-tgtd.${o.controlPort}.log`);
@@ -104,8 +108,10 @@ export class TgtDaemon {
       child.once('exit', (code, signal) => res(`tgtd exited (code ${code}, signal ${signal})`));
       child.once('error', (err) => res(`tgtd could not start: ${err.message}`));
     });
+    let ready = false;
     child.once('exit', (code, signal) => {
-      if (this.child === child) {
+      // Before it was ready the failure is start()'s (or the restart loop's) to report, not a death.
+      if (this.child === child && ready) {
         this.child = null;
         this.died(`tgtd ${child.pid} exited (code ${code}, signal ${signal})`);
       }
@@ -122,6 +128,7 @@ export class TgtDaemon {
       }
       await sleep(50);
     }
+    ready = true;
     log.info({ pid: child.pid, controlPort: this.o.controlPort, portal: `${this.portal.ip}:${this.portal.port}` }, 'tgtd: started');
   }
 
