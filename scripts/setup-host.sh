@@ -9,7 +9,7 @@ PKGS=(
   cpio xz-utils zstd                                        # image builder
   tgt libiscsi-bin btrfs-progs xfsprogs                     # iSCSI root disks: tgtd, libiscsi test tools, CoW stores
   debootstrap qemu-user-static binfmt-support               # debian-12 image, armhf userlands on x86
-  docker.io                                                 # container fallback (tests start their own dockerd)
+  docker.io openssl                                         # container fallback (tests start their own dockerd; openssl: its TLS certs)
   chromium tmux                                             # browser console test (playwright-core drives Debian's chromium)
   socat                                                     # console tests: real pty pairs standing in for serial lines
   openssh-client                                            # tenants' ssh into leased boards (e2e)

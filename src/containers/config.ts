@@ -1,0 +1,59 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { Logger } from '../log.js';
+import { ContainerLeaseDriver } from './driver.js';
+import { containerHostConfigSchema, ContainerHost } from './host.js';
+import { BUILT_ARMHF_IMAGE_DIR, loadBuiltImage } from './images.js';
+import { ContainerPool } from './pool.js';
+
+/** The `containers` section of the server's configuration. */
+export const containersConfigSchema = z.object({
+  /** The `shared` pool: boards running a Docker engine. Empty = no container leases. */
+  hosts: z.array(containerHostConfigSchema).default([]),
+  /** Image builder outputs (directories with image.json) the driver may import into boards. */
+  imageDirs: z.array(z.string()).default([BUILT_ARMHF_IMAGE_DIR]),
+  pidsLimit: z.number().int().min(16).default(256),
+  outbound: z.enum(['allow', 'deny']).default('allow'),
+  /** Default root filesystem quota (MiB) where the storage driver supports one; null = none. */
+  diskMb: z.number().int().min(16).nullable().default(2048),
+  stopTimeoutS: z.number().int().min(0).max(300).default(5),
+  failover: z.boolean().default(false),
+  healthIntervalMs: z.number().int().min(500).default(10_000),
+  failThreshold: z.number().int().min(1).default(2),
+  pingTimeoutMs: z.number().int().min(100).default(3_000),
+});
+export type ContainersConfig = z.output<typeof containersConfigSchema>;
+
+export interface ContainerBackend {
+  pool: ContainerPool;
+  driver: ContainerLeaseDriver;
+  stop(): void;
+}
+
+/** Builds the pool and the driver from configuration; missing image builds are skipped (logged). */
+export function createContainerBackend(config: ContainersConfig, logger: Logger): ContainerBackend {
+  const pool = new ContainerPool(
+    config.hosts.map((h) => new ContainerHost(h)),
+    { failThreshold: config.failThreshold, pingTimeoutMs: config.pingTimeoutMs },
+  );
+  const images = config.imageDirs.flatMap((dir) => {
+    if (!existsSync(join(dir, 'image.json'))) {
+      logger.warn({ dir }, 'container image not built; leases cannot use it until it is');
+      return [];
+    }
+    return [loadBuiltImage(dir)];
+  });
+  const driver = new ContainerLeaseDriver({
+    pool,
+    images,
+    pidsLimit: config.pidsLimit,
+    outbound: config.outbound,
+    diskMb: config.diskMb,
+    stopTimeoutS: config.stopTimeoutS,
+    failover: config.failover,
+    logger,
+  });
+  if (config.hosts.length) pool.startHealthChecks(config.healthIntervalMs);
+  return { pool, driver, stop: () => pool.stopHealthChecks() };
+}

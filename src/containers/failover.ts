@@ -1,0 +1,66 @@
+import { log } from '../log.js';
+import type { ContainerLeaseDriver } from './driver.js';
+import type { HostState } from './pool.js';
+import type { ContainerLease, RecordedContainerLease } from './types.js';
+
+export interface FailoverResult {
+  moved: Array<{ from: string; lease: ContainerLease }>;
+  failed: Array<{ leaseId: string; from: string; error: string }>;
+  /** Set when nothing was tried, and why ("failover is off"). */
+  skipped?: string;
+}
+
+/**
+ * Recreates, on other boards, the recorded leases whose board is down (marked by an operator or
+ * failing health checks) — or, with `from`, those on the given boards. Returns the new placements;
+ * the lease layer must store each `lease` in place of the old record. Sequential on purpose:
+ * placement sees each moved lease's memory before placing the next.
+ */
+export async function failoverLeases(
+  driver: ContainerLeaseDriver,
+  recorded: RecordedContainerLease[],
+  opts: { from?: string[] } = {},
+): Promise<FailoverResult> {
+  const result: FailoverResult = { moved: [], failed: [] };
+  if (!driver.failover) return { ...result, skipped: 'failover is off (containers.failover: false)' };
+  const pool = driver.pool;
+  const from = new Set(opts.from ?? pool.hosts().map((h) => h.id).filter((id) => !pool.isUsable(id)));
+  for (const rec of recorded) {
+    if (!from.has(rec.hostId)) continue;
+    try {
+      const lease = await driver.recreate(rec, { exclude: [...from] });
+      result.moved.push({ from: rec.hostId, lease });
+    } catch (err) {
+      result.failed.push({ leaseId: rec.leaseId, from: rec.hostId, error: (err as Error).message });
+    }
+  }
+  return result;
+}
+
+/**
+ * Runs failover whenever a board goes down. `records` gives the lease layer's current records;
+ * `onResult` must persist the moved leases. Returns a function that stops watching.
+ */
+export function watchFailover(
+  driver: ContainerLeaseDriver,
+  hooks: {
+    records: () => RecordedContainerLease[] | Promise<RecordedContainerLease[]>;
+    onResult: (result: FailoverResult, down: HostState) => void | Promise<void>;
+  },
+): () => void {
+  const onDown = (state: HostState) => {
+    if (!driver.failover) return;
+    void (async () => {
+      try {
+        const recorded = (await hooks.records()).filter((r) => r.hostId === state.id);
+        if (!recorded.length) return;
+        const result = await failoverLeases(driver, recorded, { from: [state.id] });
+        await hooks.onResult(result, state);
+      } catch (err) {
+        log.error({ err, host: state.id }, 'container failover failed');
+      }
+    })();
+  };
+  driver.pool.on('down', onDown);
+  return () => driver.pool.off('down', onDown);
+}

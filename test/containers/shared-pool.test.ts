@@ -1,0 +1,288 @@
+/**
+ * The shared pool with two "remote" boards: real Docker engines, each in its own network namespace,
+ * reached over TCP + TLS on 2376 through a veth pair (test/containers/dockerd.sh). Board 1 keeps its
+ * data on btrfs, so disk quotas are enforced there. Covers placement, outbound policy, an engine
+ * stopped mid-lease, reconcile and failover.
+ */
+import { createServer, type Server } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ContainerLeaseDriver } from '../../src/containers/driver.js';
+import { failoverLeases, watchFailover, type FailoverResult } from '../../src/containers/failover.js';
+import { ContainerHost } from '../../src/containers/host.js';
+import type { ContainerImageSource } from '../../src/containers/images.js';
+import { ContainerPool } from '../../src/containers/pool.js';
+import type { ContainerLease, ContainerLeaseSpec, RecordedContainerLease } from '../../src/containers/types.js';
+import {
+  armhfImage,
+  destroyEngine,
+  remoteHostConfig,
+  requireContainerTools,
+  ssh,
+  sshKeyPair,
+  startRemoteEngine,
+  stopEngine,
+  uniq,
+  waitForSsh,
+  type KeyPair,
+  type RemoteEngine,
+} from './engines.js';
+
+// Fixed names: a crashed earlier run is cleaned up by destroy() before we start.
+const B1 = 'dzt-sp1';
+const B2 = 'dzt-sp2';
+const run = uniq();
+let e1: RemoteEngine;
+let e2: RemoteEngine;
+let image: ContainerImageSource;
+let key: KeyPair;
+
+function spec(n: string, extra: Partial<ContainerLeaseSpec> = {}): ContainerLeaseSpec {
+  return {
+    leaseId: `s-${run}-${n}`,
+    tenantId: `t-${run}`,
+    image: image.ref,
+    memoryMb: 64,
+    cpus: 0.25,
+    sshKeys: [key.publicKey],
+    hostname: `s-${n}`,
+    ...extra,
+  };
+}
+
+/** A pool of the two boards; capacities are fixed so that placement is predictable. */
+function makePool(mem1 = 1024, mem2 = 768): ContainerPool {
+  return new ContainerPool(
+    [
+      new ContainerHost(remoteHostConfig(e1, { memoryMb: mem1, reserveMb: 0 })),
+      new ContainerHost(remoteHostConfig(e2, { memoryMb: mem2, reserveMb: 0 })),
+    ],
+    { failThreshold: 2, pingTimeoutMs: 2_000 },
+  );
+}
+
+const record = (l: ContainerLease): RecordedContainerLease => ({ leaseId: l.leaseId, hostId: l.hostId, containerId: l.containerId, spec: l.spec });
+
+/** Removes every container and network of ours from both engines (records: none). */
+async function clean(driver: ContainerLeaseDriver): Promise<void> {
+  await driver.pool.check();
+  const r = await driver.reconcile([]);
+  expect(r.unreachable).toEqual([]);
+}
+
+beforeAll(() => {
+  requireContainerTools();
+  image = armhfImage();
+  key = sshKeyPair('shared-pool');
+  for (const n of [B1, B2]) destroyEngine(n);
+  e1 = startRemoteEngine(B1, { btrfs: true });
+  e2 = startRemoteEngine(B2);
+}, 600_000);
+
+afterAll(() => {
+  for (const n of [B1, B2]) {
+    try {
+      destroyEngine(n);
+    } catch (err) {
+      console.error((err as Error).message);
+    }
+  }
+}, 120_000);
+
+describe('shared pool of remote boards (TCP + TLS engines)', () => {
+  it('reads each board over TLS: capacity, platform, storage driver and quota support', async () => {
+    const pool = makePool();
+    const [h1, h2] = pool.hosts();
+    expect((await pool.check()).map((s) => s.health)).toEqual(['up', 'up']);
+    const f1 = await h1!.facts();
+    expect(f1).toMatchObject({ memoryMb: 1024, platforms: ['linux/arm/v7'], storageDriver: 'btrfs', quota: { mode: 'yes' } });
+    expect(f1.cpus).toBeGreaterThan(0);
+    expect((await h2!.facts()).quota.mode).toBe('no'); // overlay2 on ext4
+    // Without a client certificate the engine refuses us: no plain or anonymous access to a board.
+    const anon = new ContainerHost({ ...remoteHostConfig(e1), cert: e1.ca, key: e1.key, id: 'anon' });
+    await expect(anon.ping(2_000)).rejects.toMatchObject({ status: 503, message: /anon .*unreachable/ });
+  });
+
+  it('places each lease on the board with the most free memory; when none fits: 409 with the reason', async () => {
+    const driver = new ContainerLeaseDriver({ pool: makePool(1024, 768), images: [image] });
+    await clean(driver);
+    try {
+      const placed: string[] = [];
+      for (const n of ['p1', 'p2', 'p3']) placed.push((await driver.create(spec(n, { memoryMb: 256 }))).hostId);
+      // 1024 vs 768 → B1 (768 left); 768 vs 768 → B1 (lower id; 512 left); 512 vs 768 → B2.
+      expect(placed).toEqual([B1, B1, B2]);
+      expect(await driver.pool.get(B1).freeMemoryMb()).toBe(512);
+      expect(await driver.pool.get(B2).freeMemoryMb()).toBe(512);
+      await expect(driver.create(spec('p4', { memoryMb: 600 }))).rejects.toMatchObject({
+        status: 409,
+        message: `no shared board has 600 MiB free: ${B1} has 512 MiB, ${B2} has 512 MiB`,
+      });
+      driver.pool.markDown(B2, 'maintenance');
+      await expect(driver.create(spec('p4', { memoryMb: 600 }))).rejects.toMatchObject({
+        status: 409,
+        message: `no shared board has 600 MiB free: ${B1} has 512 MiB, ${B2} is down (marked by operator: maintenance)`,
+      });
+      // A board marked down takes nothing, even when it has the most room.
+      expect((await driver.create(spec('p5', { memoryMb: 128 }))).hostId).toBe(B1);
+    } finally {
+      driver.pool.markUp(B2);
+      await clean(driver);
+    }
+  });
+
+  it('enforces the disk quota on the btrfs board, and says where it cannot', async () => {
+    const driver = new ContainerLeaseDriver({ pool: makePool(1024, 768), images: [image] });
+    try {
+      // 128 MiB: the page cache of the 64 MiB written below is charged to the container too.
+      const lease = await driver.create(spec('q1', { diskMb: 64, memoryMb: 128 }));
+      expect(lease.hostId).toBe(B1);
+      const st = await driver.inspect(lease.leaseId);
+      expect(st.disk).toMatchObject({ quotaMb: 64, enforced: true });
+      expect(st.disk.detail).toMatch(/btrfs/);
+      const r = await driver.exec(lease.leaseId, ['sh', '-c', 'dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?; rm -f /fill; sync']);
+      expect(r.stdout).toMatch(/Disk quota exceeded|No space left/);
+      expect(r.stdout).toMatch(/rc=1/);
+      // Over SSH through the board's address, with the tenant's key.
+      expect((await waitForSsh(key.privateKey, lease.sshHost, lease.sshPort!, 'uname -m')).stdout.trim()).toBe('armv7l');
+
+      driver.pool.markDown(B1);
+      const other = await driver.create(spec('q2', { diskMb: 64 }));
+      expect(other.hostId).toBe(B2);
+      expect((await driver.inspect(other.leaseId)).disk).toMatchObject({ quotaMb: 64, enforced: false, detail: expect.stringMatching(/overlay2 on extfs/) });
+    } finally {
+      driver.pool.markUp(B1);
+      await clean(driver);
+    }
+  });
+
+  it('outbound allow reaches past the board; deny (internal network) does not, and publishes no SSH port', async () => {
+    // "Outside" = the host end of the board's veth, where the test listens.
+    const outside = e2.host.replace(/\.2$/, '.1');
+    const server: Server = createServer((s) => s.end('outside-ok\n'));
+    await new Promise<void>((r) => server.listen(0, outside, r));
+    const port = (server.address() as { port: number }).port;
+    const pool = makePool(256, 768); // both leases land on B2
+    const allow = new ContainerLeaseDriver({ pool, images: [image], outbound: 'allow' });
+    const deny = new ContainerLeaseDriver({ pool, images: [image], outbound: 'deny' });
+    try {
+      const a = await allow.create(spec('o1'));
+      const d = await deny.create({ ...spec('o2'), tenantId: `t-${run}-deny` });
+      expect([a.hostId, d.hostId]).toEqual([B2, B2]);
+      const probe = (drv: ContainerLeaseDriver, id: string) =>
+        drv.exec(id, ['sh', '-c', `nc -w 3 ${outside} ${port} </dev/null; echo rc=$?`]);
+      expect((await probe(allow, a.leaseId)).stdout).toContain('outside-ok');
+      expect((await probe(deny, d.leaseId)).stdout).not.toContain('outside-ok');
+      expect(d.sshPort).toBeNull();
+      // No published port: readiness comes from the console's marker instead.
+      expect(await deny.waitReady(d.leaseId, { timeoutMs: 30_000 })).toBe('console ready');
+      expect((await deny.inspect(d.leaseId)).outbound).toBe('deny');
+      const net = await pool.get(B2).docker.getNetwork(d.network).inspect();
+      expect(net.Internal).toBe(true);
+      // The same tenant can't have both policies on one board.
+      await expect(deny.create({ ...spec('o3') })).rejects.toMatchObject({ status: 409, message: /outbound allow/ });
+    } finally {
+      server.close();
+      await clean(allow);
+    }
+  });
+
+  it('engine stopped mid-lease: errors name the board; after it returns, reconcile leaves nothing orphaned', async () => {
+    const pool = makePool(1024, 768);
+    const driver = new ContainerLeaseDriver({ pool, images: [image] });
+    const lease = await driver.create(spec('f1'));
+    // A create whose record never landed (the control plane died right after): an orphan to be.
+    const ghost = await driver.create({ ...spec('f2'), tenantId: `t-${run}-ghost` });
+    expect([lease.hostId, ghost.hostId]).toEqual([B1, B1]);
+    try {
+      try {
+        stopEngine(B1);
+        const down = new RegExp(`shared board ${B1} \\(tcp://${e1.host.replace(/\./g, '\\.')}:2376\\): Docker engine unreachable`);
+        await expect(driver.inspect(lease.leaseId)).rejects.toMatchObject({ status: 503, message: down });
+        await expect(driver.power(lease.leaseId, 'cycle')).rejects.toMatchObject({ status: 503, message: down });
+        // Those two failed calls count as failed health checks (failThreshold 2).
+        expect(pool.state(B1)).toMatchObject({ health: 'down', reason: expect.stringMatching(/^unreachable: ECONNREFUSED$/) });
+        await pool.check();
+        expect(pool.state(B1).health).toBe('down');
+        // Placement skips it and says why.
+        await expect(driver.create(spec('f3', { memoryMb: 1000 }))).rejects.toMatchObject({
+          status: 409,
+          message: `no shared board has 1000 MiB free: ${B1} is down (unreachable: ECONNREFUSED), ${B2} has 768 MiB`,
+        });
+        // The error carries what each board had.
+        await expect(driver.create(spec('f3', { memoryMb: 1000 }))).rejects.toMatchObject({
+          candidates: [
+            { id: B1, unavailable: 'is down (unreachable: ECONNREFUSED)' },
+            { id: B2, unavailable: null, freeMb: 768 },
+          ],
+        });
+        // Known down now: operations on its leases fail fast, naming it.
+        await expect(driver.attach(lease.leaseId)).rejects.toMatchObject({ status: 503, message: new RegExp(`${B1}.* is down`) });
+      } finally {
+        startRemoteEngine(B1, { btrfs: true });
+      }
+      await pool.check();
+      expect(pool.state(B1).health).toBe('up');
+      const r = await driver.reconcile([record(lease)]);
+      expect(r.orphansRemoved).toEqual([{ hostId: B1, containerId: ghost.containerId, leaseId: ghost.leaseId }]);
+      expect(r.missing).toEqual([]);
+      expect(r.unreachable).toEqual([]);
+      expect(r.networksRemoved).toEqual([{ hostId: B1, network: `dozen-t-t-${run}-ghost` }]);
+      const left = (await pool.get(B1).ours()).map((c) => c.Labels['dozen.lease']);
+      expect(left).toEqual([lease.leaseId]);
+      // unless-stopped: the lease that was on is on again, and the tenant gets back in.
+      expect((await driver.inspect(lease.leaseId)).power).toBe('on');
+      expect((await waitForSsh(key.privateKey, lease.sshHost, lease.sshPort!, 'uname -m')).stdout.trim()).toBe('armv7l');
+      // A record whose container vanished is reported, not silently dropped.
+      const phantom = { ...record(lease), leaseId: `s-${run}-gone`, containerId: 'f'.repeat(64) };
+      const r2 = await driver.reconcile([record(lease), phantom]);
+      expect(r2.missing).toEqual([phantom]);
+      expect(r2.orphansRemoved).toEqual([]);
+    } finally {
+      await clean(driver);
+    }
+  });
+
+  it('fails over: a board marked down has its leases recreated on another board', async () => {
+    const pool = makePool(1024, 768);
+    const off = new ContainerLeaseDriver({ pool, images: [image] });
+    const driver = new ContainerLeaseDriver({ pool, images: [image], failover: true });
+    try {
+      const l1 = await driver.create(spec('m1'));
+      const l2 = await driver.create(spec('m2'));
+      expect([l1.hostId, l2.hostId]).toEqual([B1, B1]);
+      const records = [record(l1), record(l2)];
+      expect((await failoverLeases(off, records, { from: [B1] })).skipped).toMatch(/failover is off/);
+
+      const results: FailoverResult[] = [];
+      const done = new Promise<void>((resolve) => {
+        const stop = watchFailover(driver, {
+          records: () => records,
+          onResult: (r) => {
+            results.push(r);
+            stop();
+            resolve();
+          },
+        });
+      });
+      pool.markDown(B1, 'board failing');
+      await done;
+      const [r] = results;
+      expect(r!.failed).toEqual([]);
+      expect(r!.moved.map((m) => [m.lease.leaseId, m.from, m.lease.hostId])).toEqual([
+        [l1.leaseId, B1, B2],
+        [l2.leaseId, B1, B2],
+      ]);
+      for (const m of r!.moved) {
+        expect(m.lease.sshHost).toBe(e2.sshHost);
+        expect((await waitForSsh(key.privateKey, m.lease.sshHost, m.lease.sshPort!, 'uname -m')).stdout.trim()).toBe('armv7l');
+        expect((await driver.inspect(m.lease.leaseId)).hostId).toBe(B2);
+      }
+      // B1 still answered, so the old copies are gone from it.
+      expect(await pool.get(B1).ours()).toEqual([]);
+      // The old port on B1 no longer lets anyone in.
+      expect((await ssh(key.privateKey, l1.sshHost, l1.sshPort!, 'true', 5_000)).code).not.toBe(0);
+    } finally {
+      pool.markUp(B1);
+      await clean(driver);
+    }
+  });
+});
