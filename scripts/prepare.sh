@@ -19,3 +19,6 @@ fi
 
 step "images"
 bash images/test/build.sh
+
+step "storage"
+bash scripts/setup-storage.sh

@@ -8,6 +8,7 @@ PKGS=(
   tftp-hpa tftpd-hpa busybox udhcpc isc-dhcp-client kea-admin curl  # real TFTP/DHCP clients + reference tftpd
   cpio xz-utils zstd                                        # image builder
   tgt libiscsi-bin btrfs-progs xfsprogs                     # iSCSI root disks: tgtd, libiscsi test tools, CoW stores
+  e2fsprogs binutils                                        # root disks: mkfs.ext4 -d, debugfs, resize2fs; readelf (armhf libs)
   debootstrap qemu-user-static binfmt-support               # debian-12 image, armhf userlands on x86
   docker.io openssl                                         # container fallback (tests start their own dockerd; openssl: its TLS certs)
   chromium tmux                                             # browser console test (playwright-core drives Debian's chromium)
