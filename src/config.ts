@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { inSubnet, parseCidr } from './util/net.js';
 import { storageConfigSchema } from './storage/config.js';
+import { containersConfigSchema } from './containers/config.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -38,6 +39,8 @@ export const configSchema = z
       .prefault({}),
     /** iSCSI root disks for leased boards (src/storage/config.ts). */
     storage: storageConfigSchema.prefault({}),
+    /** Docker engines on shared boards, for container leases (src/containers/config.ts). */
+    containers: containersConfigSchema.prefault({}),
     /** The metadata service (cloud-init NoCloud) on the boot network, at bootIp:port. */
     metadata: z.object({ port: z.number().int().min(1).max(65535).default(8775) }).prefault({}),
     leases: z

@@ -3,7 +3,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { Server as HttpServer } from 'node:http';
 import { join, resolve } from 'node:path';
 import { createApp, principalOf } from './api/app.js';
-import { authz } from './auth/authz.js';
+import { authz, consoleIdOf } from './auth/authz.js';
+import { createContainerBackend, watchFailover } from './containers/index.js';
+import { ContainerLeasePort, containerRecords, recordFailover } from './containers/lease-port.js';
 import { attachConsoleWebSocket, ConsoleSessions, type ConsoleWebSocket } from './console/index.js';
 import { consoleWebRouter } from './web/router.js';
 import { InventoryBootDecider } from './boot/decider.js';
@@ -23,6 +25,7 @@ import { Store } from './store/store.js';
 import { startIscsiStorage, type RunningStorage } from './storage/index.js';
 import { Bus } from './leases/bus.js';
 import { LeaseService } from './leases/service.js';
+import { leaseConsoleHooks } from './leases/console-hooks.js';
 import { LeaseSignals } from './leases/waits.js';
 import { metadataApp, metadataKernelArgs } from './leases/metadata.js';
 
@@ -62,6 +65,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   await mkdir(dataDir, { recursive: true });
   const store = await Store.open(join(dataDir, 'state.json'));
   const cleanups: Array<() => Promise<unknown>> = [() => store.close()];
+  let lab: Lab | undefined;
   try {
     const images = new ImageCatalog([
       { dir: join(dataDir, 'images') },
@@ -76,7 +80,6 @@ export async function startServer(config: Config): Promise<RunningServer> {
     cleanups.push(() => consoles.close());
     inventory.onChange((boards) => void consoles.sync(boards).catch((err) => log.warn({ err }, 'console sync failed')));
 
-    let lab: Lab | undefined;
     if (config.lab.enabled) {
       lab = new Lab({ ...config.lab, bootIp: config.bootIp, subnet: config.subnet, stateDir: join(dataDir, 'lab') });
       const boards = await lab.up();
@@ -96,6 +99,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
       for (const line of storage.reconciled) log.info(`reconcile: ${line}`);
     }
 
+    // Container leases: Docker engines on shared boards.
+    const ct = createContainerBackend(config.containers, log);
+    cleanups.push(async () => ct.stop());
+    const containers = config.containers.hosts.length ? new ContainerLeasePort(ct.driver, ct.images) : undefined;
+    if (containers) for (const line of await containers.reconcile(store.state.leases)) log.info(`reconcile: ${line}`);
+
     const leases = new LeaseService({
       store,
       inventory,
@@ -104,10 +113,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       bus,
       signals,
       storage: storage?.storage,
-      console: {
-        leaseStarted: (boardId, leaseId) => void consoles.startLeaseLog(boardId, leaseId).catch((err) => log.warn({ err }, 'lease log')),
-        leaseEnded: (_boardId, leaseId) => consoles.purgeLeaseLog(leaseId),
-      },
+      containers,
+      console: leaseConsoleHooks(consoles, containers && ((id) => containers.connector(id))),
       timeouts: { actionMs: config.leases.actionTimeoutMs, bootMs: config.leases.bootTimeoutMs, osMs: config.leases.osTimeoutMs },
     });
 
@@ -229,6 +236,17 @@ export async function startServer(config: Config): Promise<RunningServer> {
       }
     }
     for (const line of leases.resumeJobs()) log.info(`reconcile: ${line}`);
+    if (containers) {
+      for (const l of store.state.leases.filter((x) => x.kind === 'container' && x.state === 'active')) {
+        await consoles.attach(consoleIdOf(l), containers.connector(l.id));
+        await consoles.startLeaseLog(consoleIdOf(l), l.id);
+      }
+      // A shared board going down: its leases move to another when failover is on, else are marked.
+      watchFailover(ct.driver, {
+        records: () => containerRecords(store.state.leases),
+        onResult: (r) => void recordFailover(store, r).catch((err) => log.warn({ err }, 'failover bookkeeping')),
+      });
+    }
     const reaper = setInterval(() => void leases.reap(), config.leases.reapIntervalMs);
     cleanups.push(async () => clearInterval(reaper));
 
@@ -257,6 +275,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     };
   } catch (err) {
     for (const c of cleanups.reverse()) await c().catch(() => {});
+    if (lab?.created) await lab.down().catch(() => {}); // a lab made by this failed start goes with it
     throw err;
   }
 }

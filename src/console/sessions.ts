@@ -2,11 +2,11 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { log } from '../log.js';
 import { LeaseLogWriter, purgeLeaseLogFiles, readLeaseLog, type LeaseLogOptions } from './lease-log.js';
-import type { BackoffOptions } from './reconnect.js';
+import { ReconnectingSource, type BackoffOptions } from './reconnect.js';
 import { BoardSession } from './session.js';
 import { openConsoleSource } from './sources.js';
 import type { SerialBinding } from './serial-port.js';
-import type { ConsoleState } from './source.js';
+import type { Connector, ConsoleState } from './source.js';
 
 export interface ConsoleSessionsOptions {
   /** Lease logs go to `<dataDir>/console-logs/<leaseId>/`. */
@@ -36,6 +36,8 @@ export interface ConsoleBoard {
  */
 export class ConsoleSessions {
   private readonly sessions = new Map<string, BoardSession>();
+  /** Sessions on something other than a board's serial line (a container's TTY): sync() leaves them alone. */
+  private readonly attached = new Set<string>();
   private readonly logOptions: LeaseLogOptions;
 
   constructor(private readonly o: ConsoleSessionsOptions) {
@@ -61,10 +63,23 @@ export class ConsoleSessions {
     return session;
   }
 
+  /**
+   * A session on any line a Connector reaches (a container's TTY), with the same scrollback, fan-out,
+   * reconnects and lease logs as a board's serial line.
+   */
+  async attach(id: string, connector: Connector): Promise<BoardSession> {
+    const cur = this.sessions.get(id);
+    if (cur) return cur;
+    const session = new BoardSession(id, connector.target, new ReconnectingSource(connector, this.o.backoff), this.o.scrollbackBytes ?? 256 * 1024);
+    this.sessions.set(id, session);
+    this.attached.add(id);
+    return session;
+  }
+
   /** Matches sessions to the inventory: opens new ones, reopens changed ones, closes those of removed boards. */
   async sync(boards: ConsoleBoard[]): Promise<void> {
     const ids = new Set(boards.map((b) => b.id));
-    for (const id of [...this.sessions.keys()]) if (!ids.has(id)) await this.remove(id, 'board removed');
+    for (const id of [...this.sessions.keys()]) if (!ids.has(id) && !this.attached.has(id)) await this.remove(id, 'board removed');
     for (const b of boards) await this.ensure(b);
   }
 
@@ -75,6 +90,7 @@ export class ConsoleSessions {
   async remove(boardId: string, reason = 'board removed'): Promise<void> {
     const s = this.sessions.get(boardId);
     this.sessions.delete(boardId);
+    this.attached.delete(boardId);
     await s?.close(reason);
   }
 

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { ContainerLeaseDriver } from './driver.js';
 import { containerHostConfigSchema, ContainerHost } from './host.js';
-import { BUILT_ARMHF_IMAGE_DIR, loadBuiltImage } from './images.js';
+import { BUILT_ARMHF_IMAGE_DIR, loadBuiltImage, type ContainerImageSource } from './images.js';
 import { ContainerPool } from './pool.js';
 
 /** The `containers` section of the server's configuration. */
@@ -28,6 +28,8 @@ export type ContainersConfig = z.output<typeof containersConfigSchema>;
 export interface ContainerBackend {
   pool: ContainerPool;
   driver: ContainerLeaseDriver;
+  /** The built images the driver may import into boards. */
+  images: ContainerImageSource[];
   stop(): void;
 }
 
@@ -55,5 +57,5 @@ export function createContainerBackend(config: ContainersConfig, logger: Logger)
     logger,
   });
   if (config.hosts.length) pool.startHealthChecks(config.healthIntervalMs);
-  return { pool, driver, stop: () => pool.stopHealthChecks() };
+  return { pool, driver, images, stop: () => pool.stopHealthChecks() };
 }

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { log } from '../log.js';
 import { qmp } from '../power/qmp.js';
-import { intToIp, ipToInt, parseCidr } from '../util/net.js';
-import { addBridge, addTap, addVethPair, createNetns, deleteLink, deleteNetns, linkExists, linkUp, setAddr, setMaster } from './netns.js';
+import { inSubnet, intToIp, ipToInt, parseCidr } from '../util/net.js';
+import { addBridge, addTap, addVethPair, createNetns, deleteLink, deleteNetns, ip, linkExists, netnsExists, linkUp, setAddr, setMaster } from './netns.js';
 import { UBOOT_BIN, assertLabReady } from './preflight.js';
 
 const execFileP = promisify(execFile);
@@ -39,6 +39,8 @@ export interface LabBoard {
  */
 export class Lab {
   readonly hostIf: string;
+  /** True when up() made the namespace (rather than adopting a running lab). */
+  created = false;
   constructor(readonly o: LabOptions) {
     this.hostIf = `${o.netns.slice(0, 12)}-h`;
   }
@@ -62,6 +64,8 @@ export class Lab {
   async up(): Promise<LabBoard[]> {
     assertLabReady();
     const { netns } = this.o;
+    this.created = !netnsExists(netns);
+    if (this.created) await this.assertSubnetFree();
     await mkdir(this.o.stateDir, { recursive: true });
     await createNetns(netns);
     await addBridge('br0', netns);
@@ -74,6 +78,23 @@ export class Lab {
     const boards = this.boards();
     for (const [i, b] of boards.entries()) await this.startBoard(b, `tap${i + 1}`);
     return boards;
+  }
+
+  /**
+   * Another interface already on the lab's subnet (a second lab, a leftover of a crashed run) would
+   * take the replies meant for our boards: refuse, naming it.
+   */
+  private async assertSubnetFree(): Promise<void> {
+    const subnet = parseCidr(this.o.subnet);
+    const links = JSON.parse(await ip(['-j', 'addr', 'show'])) as Array<{ ifname: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>;
+    for (const l of links) {
+      if (l.ifname === this.hostIf) continue;
+      for (const a of l.addr_info ?? []) {
+        if (a.family === 'inet' && (inSubnet(a.local, subnet) || a.local === subnet.network)) {
+          throw new Error(`lab subnet ${this.o.subnet} is already on interface ${l.ifname} (${a.local}/${a.prefixlen}); choose another subnet or remove it (bin/dozen lab down)`);
+        }
+      }
+    }
   }
 
   /** Stop every board and remove the namespace, the veth and the lab's state files. */

@@ -25,6 +25,10 @@ export interface ConsoleHooks {
 
 /** Container leases on shared boards (implemented over src/containers). */
 export interface ContainerLeases {
+  /** The engine's reference for an image name (alias or reference), or null when unknown. */
+  resolveImage(name: string): string | null;
+  /** Image names tenants may ask for. */
+  imageNames(): string[];
   /** Place and start the lease's container; throws a ConflictError when nothing fits. */
   create(lease: Lease, size: { memoryMb: number; cpus: number }): Promise<import('../store/schema.js').ContainerRecord>;
   reimage(lease: Lease): Promise<import('../store/schema.js').ContainerRecord>;

@@ -19,6 +19,8 @@ export const createLeaseSchema = z
     sshKeys: z.array(sshKeySchema).max(32).default([]),
     hostname: hostnameSchema.optional(),
     expiresAt: z.iso.datetime({ offset: true }).refine((t) => Date.parse(t) > Date.now(), 'must be in the future').optional(),
+    /** kind any: the container image to fall back to (default: the first built one). */
+    containerImage: z.string().min(1).optional(),
     /** Container leases: memory limit in MiB and CPUs. */
     memory: z.number().int().min(16).max(65536).optional(),
     cpus: z.number().min(0.1).max(64).optional(),

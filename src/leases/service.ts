@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Principal } from '../auth/tokens.js';
-import { authz } from '../auth/authz.js';
+import { authz, consoleIdOf } from '../auth/authz.js';
 import type { ImageCatalog } from '../images/catalog.js';
 import { applyTransition, type Inventory } from '../inventory/boards.js';
 import type { BoardEvents } from '../inventory/events.js';
@@ -79,15 +79,25 @@ export class LeaseService {
     if (!tenantId) throw new BadRequestError('tenant: admins lease on behalf of a tenant; give "tenant"');
     if (p.role !== 'admin' && input.tenant && input.tenant !== p.tenantId) throw new BadRequestError('tenant: only admins may name a tenant');
     if (!this.d.store.state.tenants.some((t) => t.id === tenantId)) throw new BadRequestError(`tenant: unknown tenant ${tenantId}`);
-    const image = await this.d.images.get(input.image);
-    if (!image) throw new BadRequestError(`image: unknown image "${input.image}" (known: ${(await this.d.images.list()).map((i) => i.name).join(', ')})`);
-    if (input.arch && input.arch !== image.manifest.arch) throw new BadRequestError(`arch: image ${image.name} is ${image.manifest.arch}, not ${input.arch}`);
+    // kind container names a container image; board and any name a board image (any may also name a container image).
+    const image = input.kind === 'container' ? null : await this.d.images.get(input.image);
+    if (input.kind !== 'container' && !image) {
+      throw new BadRequestError(`image: unknown image "${input.image}" (known: ${(await this.d.images.list()).map((i) => i.name).join(', ')})`);
+    }
+    if (image && input.arch && input.arch !== image.manifest.arch) throw new BadRequestError(`arch: image ${image.name} is ${image.manifest.arch}, not ${input.arch}`);
+    const containerImage = input.kind === 'container' ? input.image : input.kind === 'any' ? (input.containerImage ?? this.d.containers?.imageNames()[0]) : undefined;
+    if (input.kind === 'container' || (input.kind === 'any' && input.containerImage)) {
+      if (!this.d.containers) throw new ConflictError('no container hosts are configured');
+      if (!containerImage || !this.d.containers.resolveImage(containerImage)) {
+        throw new BadRequestError(`${input.kind === 'container' ? 'image' : 'containerImage'}: unknown container image "${containerImage}" (known: ${this.d.containers.imageNames().join(', ') || 'none built'})`);
+      }
+    }
 
     const id = `l-${randomBytes(5).toString('hex')}`;
     const base = {
       id,
       tenantId,
-      image: image.name,
+      image: image?.name ?? containerImage!,
       sshKeys: input.sshKeys,
       hostname: input.hostname ?? id,
       state: 'provisioning' as const,
@@ -95,8 +105,8 @@ export class LeaseService {
       ...(input.expiresAt ? { expiresAt: new Date(input.expiresAt).toISOString() } : {}),
     };
     const wantContainer = input.kind === 'container';
-    const { lease, job, container } = await this.d.store.update((s) => {
-      if (!wantContainer) {
+    const { lease, job } = await this.d.store.update((s) => {
+      if (!wantContainer && image) {
         const board = pickBoard(s, input, image.manifest.arch);
         if (board) {
           applyTransition(s, board.id, 'provisioning', `lease ${id}`);
@@ -105,21 +115,17 @@ export class LeaseService {
           lease.jobId = job.id;
           s.leases.push(lease);
           s.jobs.push(job);
-          return { lease: structuredClone(lease), job: structuredClone(job), container: false };
+          return { lease: structuredClone(lease), job: structuredClone(job) };
         }
-        if (input.kind === 'board') throw new ConflictError(noBoardReason(s, input, image.manifest.arch));
+        if (input.kind === 'board' || !this.d.containers || !containerImage) throw new ConflictError(noBoardReason(s, input, image.manifest.arch));
       }
-      const lease: Lease = { ...base, kind: 'container' };
+      const lease: Lease = { ...base, kind: 'container', image: containerImage! };
       const job = newJob('provision', id, tenantId, CONTAINER_PROVISION, { memoryMb: String(input.memory ?? 256), cpus: String(input.cpus ?? 1) });
       lease.jobId = job.id;
       s.leases.push(lease);
       s.jobs.push(job);
-      return { lease: structuredClone(lease), job: structuredClone(job), container: true };
+      return { lease: structuredClone(lease), job: structuredClone(job) };
     });
-    if (container && !this.d.containers) {
-      await this.failLease(lease.id, 'no container hosts are configured');
-      throw new ConflictError('no whole board is free and no container hosts are configured');
-    }
     this.publishLease(lease);
     this.start(job.id);
     return { lease: publicLease(lease), job };
@@ -384,6 +390,7 @@ export class LeaseService {
           await this.d.store.update((s) => {
             s.leases.find((l) => l.id === lease().id)!.container = rec;
           });
+          this.d.console?.leaseStarted(consoleIdOf(lease()), lease().id);
         },
       },
       {
@@ -391,7 +398,7 @@ export class LeaseService {
         timeoutMs: this.t.actionMs,
         run: async () => {
           if (!this.d.console) return 'skipped';
-          await this.d.console.leaseEnded(`container:${lease().id}`, lease().id);
+          await this.d.console.leaseEnded(consoleIdOf(lease()), lease().id);
         },
       },
     ];

@@ -14,6 +14,8 @@ import { LeaseSignals } from '../../src/leases/waits.js';
 import { log } from '../../src/log.js';
 import { Store } from '../../src/store/store.js';
 import { ConsoleSessions } from '../../src/console/index.js';
+import type { ContainerLeasePort } from '../../src/containers/lease-port.js';
+import { leaseConsoleHooks } from '../../src/leases/console-hooks.js';
 import { makeImageRoot } from './fixtures.js';
 
 export const ADMIN = 'admin-token-for-tests-0123456789';
@@ -30,8 +32,9 @@ export async function apiHarness(extra: Partial<LeaseServiceDeps> = {}) {
   const events = new BoardEvents();
   const bus = new Bus();
   const signals = new LeaseSignals();
-  const leases = new LeaseService({ store, inventory, images, events, bus, signals, ...extra });
   const consoles = new ConsoleSessions({ dataDir: mkdtempSync(join(tmpdir(), 'consoles-')) });
+  const tty = extra.containers && 'connector' in extra.containers ? (id: string) => (extra.containers as ContainerLeasePort).connector(id) : undefined;
+  const leases = new LeaseService({ store, inventory, images, events, bus, signals, console: leaseConsoleHooks(consoles, tty), ...extra });
   const importer = new ImageImporter({ catalog: images, dir: imported, log, inUse: () => null });
   const app = createApp({ adminToken: ADMIN, store, inventory, events, images, leases, bus, log, consoles, importer });
   const server: Server = app.listen(0, '127.0.0.1');
@@ -54,7 +57,7 @@ export async function apiHarness(extra: Partial<LeaseServiceDeps> = {}) {
     return { status: res.status, body: json };
   }
 
-  return { store, images, inventory, events, bus, signals, leases, server, base, api, close: async () => {
+  return { store, images, inventory, events, bus, signals, leases, consoles, server, base, api, close: async () => {
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
     await consoles.close();

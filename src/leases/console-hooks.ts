@@ -1,0 +1,24 @@
+import type { ConsoleSessions } from '../console/index.js';
+import type { Connector } from '../console/source.js';
+import { log } from '../log.js';
+import type { ConsoleHooks } from './ports.js';
+
+/**
+ * How leases drive consoles: a lease's output also goes to its log while it runs, and the log is
+ * purged on release. A container lease's console is a session on its TTY, opened when the container
+ * exists and closed on release (a board's session lives as long as the board).
+ */
+export function leaseConsoleHooks(consoles: ConsoleSessions, containerTty?: (leaseId: string) => Connector): ConsoleHooks {
+  const isContainer = (consoleId: string) => consoleId.startsWith('container:');
+  return {
+    leaseStarted: (consoleId, leaseId) =>
+      void (async () => {
+        if (isContainer(consoleId) && containerTty) await consoles.attach(consoleId, containerTty(leaseId));
+        await consoles.startLeaseLog(consoleId, leaseId);
+      })().catch((err) => log.warn({ err, leaseId }, 'lease console')),
+    leaseEnded: async (consoleId, leaseId) => {
+      await consoles.purgeLeaseLog(leaseId);
+      if (isContainer(consoleId)) await consoles.remove(consoleId, 'lease released');
+    },
+  };
+}
