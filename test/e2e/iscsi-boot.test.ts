@@ -1,0 +1,213 @@
+/**
+ * A lab board (QEMU virt + Debian's U-Boot) leases the test image and runs with its root on a
+ * per-lease iSCSI disk, all real: our DHCP/TFTP, the armmp kernel, iscsistart with CHAP in the initrd,
+ * iscsid on the root, our supervised tgtd and a btrfs disk store on a loop device. Through the lease
+ * API: a file written on the board survives a power cycle, is gone after a reimage, survives tgtd being
+ * killed (the board keeps working), and a new lease after release starts from a clean disk.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, REPO_ROOT } from '../../src/config.js';
+import { Lab } from '../../src/lab/lab.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import type { Lease } from '../../src/store/schema.js';
+import { sessionConsole, type TestConsole } from '../helpers/serial.js';
+import { requireRoot, requireTools } from '../helpers/tools.js';
+import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
+import { freeControlPort, freePort } from '../storage/tgt-fixture.js';
+
+const BOOT_IP = '10.87.0.1';
+/** From power-on to `login:` under TCG: U-Boot, TFTP, kernel, iSCSI login, the root's init. */
+const BOOT_MS = 300_000;
+const JOB_MS = 600_000;
+
+let server: RunningServer;
+let fs: LoopFs;
+let con: TestConsole;
+let tenantToken = '';
+const work = mkdtempSync(join(tmpdir(), 'iscsi-e2e-'));
+const netns = `dzi-${randomBytes(3).toString('hex')}`;
+
+async function api(method: string, path: string, body?: unknown, token = tenantToken) {
+  const r = await fetch(`${server.apiUrl}/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: r.status, body: (await r.json().catch(() => undefined)) as any };
+}
+
+async function jobSucceeds(jobId: string) {
+  const job = await server.leases.settle(jobId);
+  expect([job.state, job.error ?? '']).toEqual(['succeeded', '']);
+}
+
+/** The lease as the server recorded it (the API hides the CHAP secret). */
+const recorded = (id: string): Lease => server.store.state.leases.find((l) => l.id === id)!;
+
+/** Waits for the root disk's marker and the login prompt, and logs in. */
+async function bootedFromIscsi(lease: Lease, what: string) {
+  const m = await con.out.waitFor(/DOZEN-TEST-IMAGE ROOT=iscsi target=(\S+) dev=(\S+)/, BOOT_MS, `lab-1 (${what}: iSCSI root marker)`);
+  expect(m[1]).toBe(recorded(lease.id).iscsi!.iqn);
+  expect(m[2]).toBe('/dev/sda');
+  await con.out.waitFor('login:', 60_000, `lab-1 (${what}: login prompt)`);
+  await con.type('root\n');
+  await con.out.waitFor('root@dozen:~# ', 30_000, `lab-1 (${what}: shell)`);
+}
+
+/** Runs a command on the board; `$((6*7))` in the marker keeps the typed echo from matching. */
+async function sh(cmd: string, marker: string, timeoutMs = 60_000): Promise<string> {
+  await con.type(`${cmd}; echo ${marker}-$((6*7))\n`);
+  const m = await con.out.waitFor(new RegExp(`([\\s\\S]*)${marker}-42`), timeoutMs, `lab-1 (${marker})`);
+  return m[1]!;
+}
+
+beforeAll(async () => {
+  requireRoot();
+  requireTools('qemu-system-arm', 'ip', 'mkimage', 'tgtd', 'tgtadm', 'iscsi-ls', 'mkfs.btrfs', 'btrfs', 'losetup');
+  execFileSync('bash', [join(REPO_ROOT, 'images/test/build.sh')], { stdio: 'ignore', timeout: 600_000 });
+  fs = makeLoopFs('btrfs', 1024);
+  server = await startServer(
+    loadConfig(undefined, {
+      dataDir: join(work, 'data'),
+      api: '127.0.0.1:0',
+      bootIp: BOOT_IP,
+      subnet: '10.87.0.0/24',
+      lab: { enabled: true, boards: 1, netns, powerOn: false, image: 'test' },
+      storage: { enabled: true, dir: fs.dir, tgt: { controlPort: freeControlPort() } },
+      metadata: { port: await freePort() },
+      leases: { osTimeoutMs: BOOT_MS },
+    }),
+  );
+  expect(server.storage!.store.kind).toBe('btrfs');
+  con = sessionConsole(server.consoles, 'lab-1');
+  tenantToken = (await api('POST', '/tenants', { id: 'carol', name: 'Carol' }, server.adminToken)).body.token;
+}, 900_000);
+
+afterAll(async () => {
+  await con?.close();
+  if (server) await server.stop({ labDown: true });
+  else await new Lab({ netns, bootIp: BOOT_IP, subnet: '10.87.0.0/24', boards: 1, memoryMb: 512, stateDir: join(work, 'data', 'lab') }).down(); // a failed start leaves the lab up
+  fs?.cleanup();
+});
+
+describe('a lab board with its root on its lease’s iSCSI disk', () => {
+  let lease: Lease;
+
+  it(
+    'lease → the board boots the test image from its iSCSI disk, fetches its metadata and phones home',
+    async () => {
+      const created = await api('POST', '/leases', { image: 'test' });
+      expect(created.status, JSON.stringify(created.body)).toBe(202);
+      lease = created.body.lease;
+      await bootedFromIscsi(lease, 'first boot');
+      await jobSucceeds(created.body.job.id);
+      expect((await api('GET', `/leases/${lease.id}`)).body.state).toBe('active');
+      const mounts = await sh("awk '$2 == \"/\"' /proc/mounts; ls /sys/class/iscsi_session", 'MOUNTS');
+      expect(mounts).toMatch(/\/dev\/sda \/ ext4 rw/);
+      expect(mounts).toMatch(/session\d+/);
+    },
+    JOB_MS,
+  );
+
+  it('the lease’s metadata reached the board, and it phoned home', async () => {
+    // Printed in the background during boot; the console log of the lease has it all.
+    const log = await server.consoles.leaseLog(lease.id);
+    let text = '';
+    for await (const chunk of log!) text += chunk.toString();
+    expect(text).toContain(`dozen: metadata instance-id ${lease.id}`);
+    expect(text).toMatch(/dozen: phoned home to http:\/\/10\.87\.0\.1:\d+\/m\/l-[0-9a-f]+\/phone-home/);
+    expect(text).toContain('iscsi_password=(hidden)'); // the secret stays off the console log
+    expect(text).not.toContain(recorded(lease.id).iscsi!.chapSecret);
+  });
+
+  it(
+    'a file written on the board survives a power cycle',
+    async () => {
+      await sh('echo carol-was-here > /root/proof && sync && cat /root/proof', 'WROTE');
+      const cycled = await api('POST', `/leases/${lease.id}/power`, { action: 'cycle' });
+      expect(cycled.status, JSON.stringify(cycled.body)).toBe(200);
+      await bootedFromIscsi(lease, 'after power cycle');
+      expect(await sh('cat /root/proof', 'PROOF')).toContain('carol-was-here');
+    },
+    JOB_MS,
+  );
+
+  it('from the host, the portal admits only the board’s initiator name with the lease’s secret', () => {
+    const rec = recorded(lease.id).iscsi!;
+    const ls = (iname: string, secret: string) =>
+      spawnSync('iscsi-ls', ['-s', '-i', iname, `iscsi://${rec.chapUser}%${secret}@${rec.portal}`], { encoding: 'utf8', timeout: 30_000 });
+    expect(ls(rec.initiator, rec.chapSecret).stdout).toContain(`Target:${rec.iqn}`);
+    expect(ls('iqn.2026-11.cloud.dozen:lab-2', rec.chapSecret).stdout).not.toContain(rec.iqn);
+    const wrong = ls(rec.initiator, 'NotTheSecret123456789012');
+    expect(`${wrong.stdout}${wrong.stderr}`).toMatch(/Authentication failure/);
+  });
+
+  it(
+    'tgtd killed with -9: it is back with the target within seconds and the board keeps writing',
+    async () => {
+      const daemon = server.storage!.daemon;
+      const pid = daemon.pid!;
+      const before = daemon.restarts.length;
+      const t0 = Date.now();
+      process.kill(pid, 'SIGKILL');
+      while (daemon.restarts.length === before && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 50));
+      const back = Date.now() - t0;
+      expect(daemon.restarts.length, 'tgtd restarted').toBe(before + 1);
+      expect(back).toBeLessThan(5000);
+      const rec = recorded(lease.id).iscsi!;
+      expect((await server.storage!.exporter.list()).find((t) => t.iqn === rec.iqn)).toMatchObject({ tid: rec.tid, disk: rec.disk });
+      // The board's iscsid logs in again; the write waits for it and then lands on the disk.
+      const w0 = Date.now();
+      const out = await sh('echo after-restart > /root/after && sync && cat /root/after /root/proof', 'AFTER', 120_000);
+      expect(out).toContain('after-restart');
+      expect(out).toContain('carol-was-here');
+      const sessions = (await server.storage!.exporter.list()).find((t) => t.iqn === rec.iqn)!.sessions;
+      expect(sessions.map((s) => s.initiator)).toEqual([rec.initiator]);
+      console.log(`tgtd kill -9: targets back after ${back} ms (daemon: ${daemon.restarts.at(-1)!.downMs} ms); the board's write+sync then took ${Date.now() - w0} ms`);
+    },
+    JOB_MS,
+  );
+
+  it(
+    'reimage: a fresh clone — the files are gone',
+    async () => {
+      const re = await api('POST', `/leases/${lease.id}/reimage`, {});
+      expect(re.status, JSON.stringify(re.body)).toBe(202);
+      await bootedFromIscsi(lease, 'after reimage');
+      await jobSucceeds(re.body.job.id);
+      const out = await sh('ls /root; test -e /root/proof && echo PROOF-STILL-THERE || echo PROOF-GONE', 'REIMAGED');
+      expect(out).toContain('PROOF-GONE');
+      await sh('echo second-life > /root/proof && sync', 'WROTE2');
+    },
+    JOB_MS,
+  );
+
+  it(
+    'release, then a new lease on the same board: its disk starts clean, the old disk and target are gone',
+    async () => {
+      const old = recorded(lease.id).iscsi!;
+      const rel = await api('DELETE', `/leases/${lease.id}`);
+      expect(rel.status).toBe(202);
+      await jobSucceeds(rel.body.job.id);
+      expect((await server.storage!.store.list()).map((d) => d.id)).not.toContain(lease.id);
+      expect((await server.storage!.exporter.list()).map((t) => t.iqn)).not.toContain(old.iqn);
+
+      const next = await api('POST', '/leases', { image: 'test' });
+      expect(next.status, JSON.stringify(next.body)).toBe(202);
+      const lease2: Lease = next.body.lease;
+      expect(lease2.boardId).toBe('lab-1');
+      await bootedFromIscsi(lease2, 'new lease');
+      await jobSucceeds(next.body.job.id);
+      const out = await sh('test -e /root/proof && echo PROOF-STILL-THERE || echo PROOF-ABSENT', 'NEWLEASE');
+      expect(out).toContain('PROOF-ABSENT');
+      expect(recorded(lease2.id).iscsi!.chapSecret).not.toBe(old.chapSecret);
+      await jobSucceeds((await api('DELETE', `/leases/${lease2.id}`)).body.job.id);
+    },
+    JOB_MS * 2,
+  );
+});
