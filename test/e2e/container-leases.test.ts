@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { authz } from '../../src/auth/authz.js';
@@ -63,7 +64,9 @@ describe('container leases through the lease API', () => {
 
   it('its console works over the same WebSocket API as a board’s', async () => {
     const sock = new WebSocket(`${h.base.replace(/^http/, 'ws')}/leases/${leaseId}/console`, [SUBPROTOCOL], { headers: { authorization: `Bearer ${tokenA}` } });
-    const out = new OutputWatcher(sock);
+    const bytes = new EventEmitter(); // binary frames are the console's bytes; text frames are control messages
+    sock.on('message', (data, isBinary) => isBinary && bytes.emit('data', data));
+    const out = new OutputWatcher(bytes);
     await new Promise((res, rej) => sock.once('open', res).once('error', rej));
     sock.send(Buffer.from('echo CONTAINER-$((6*7))\n'));
     await out.waitFor('CONTAINER-42', 30_000, `container console of ${leaseId}`);
