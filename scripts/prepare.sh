@@ -18,7 +18,9 @@ else
 fi
 
 step "images"
-bash images/test/build.sh
+bash images/test/build.sh                 # busybox test image (seconds)
+bash images/container-armhf/build.sh      # armhf userland for container leases (seconds)
+bash images/debian-12/build.sh            # Debian 12 armhf with an iSCSI root (about 8 minutes the first time, cached after)
 
 step "storage"
 bash scripts/setup-storage.sh

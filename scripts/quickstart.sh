@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/prepare.sh
 printf '\n\033[1m==> starting DozenCloud\033[0m\n'
-exec bin/dozen serve "$@"
+exec bin/dozen serve --config config/lab.json "$@"

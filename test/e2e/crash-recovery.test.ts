@@ -1,12 +1,14 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config.js';
 import { Lab } from '../../src/lab/lab.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { makeLoopFs } from '../storage/loop-fs.js';
+import { freeControlPort } from '../storage/tgt-fixture.js';
 
 // kill -9 of the server in the middle of provisioning: on restart the job resumes from the step it
 // was in, the lease ends active, and what reconciliation did is logged.
@@ -14,6 +16,8 @@ const dir = mkdtempSync(join(tmpdir(), 'crash-'));
 const ADMIN = randomBytes(16).toString('hex');
 const netns = `dzk-${randomBytes(3).toString('hex')}`;
 const port = 18000 + Math.floor(Math.random() * 2000);
+const fs = makeLoopFs('btrfs', 1024);
+const controlPort = freeControlPort();
 const config = {
   dataDir: join(dir, 'data'),
   api: `127.0.0.1:${port}`,
@@ -22,6 +26,7 @@ const config = {
   metadata: { port: 8776 },
   lab: { enabled: true, boards: 1, netns, powerOn: false },
   leases: { bootTimeoutMs: 60_000, osTimeoutMs: 180_000 },
+  storage: { enabled: true, dir: fs.dir, tgt: { controlPort } },
 };
 let server: ChildProcess | undefined;
 let logs = '';
@@ -65,6 +70,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   server?.kill('SIGKILL');
+  spawnSync('pkill', ['-9', '-f', `tgtd.*-C ${controlPort}`]);
+  fs.cleanup();
   await new Lab({ netns, boards: 1, memoryMb: 512, bootIp: config.bootIp, subnet: config.subnet, stateDir: join(config.dataDir, 'lab') }).down();
 });
 
@@ -82,6 +89,8 @@ describe('server killed with -9 mid-provision', () => {
     logs = '';
     await start();
     expect(logs).toMatch(new RegExp(`reconcile: job ${job.id} \\(provision of lease ${lease.id}\\) resumed at step (dhcp|kernel|root)`));
+    // the lease's disk and target survived the crash and are the ones the board boots from
+    expect(spawnSync('tgtadm', ['-C', String(controlPort), '--lld', 'iscsi', '--mode', 'target', '--op', 'show'], { encoding: 'utf8' }).stdout).toContain(lease.id);
     const done = await until('job ends', async () => {
       const j = (await api('GET', `/jobs/${job.id}`, undefined, tenant)).body;
       return j.state === 'running' ? undefined : j;
@@ -94,5 +103,9 @@ describe('server killed with -9 mid-provision', () => {
     const rel = (await api('DELETE', `/leases/${lease.id}`, undefined, tenant)).body;
     await until('release ends', async () => ((await api('GET', `/jobs/${rel.job.id}`, undefined, tenant)).body.state === 'succeeded' ? true : undefined), 60_000);
     expect((await api('GET', '/boards/lab-1')).body.state).toBe('available');
+    // no orphan disk or target
+    expect(readdirSync(fs.dir).filter((f) => f.includes(lease.id))).toEqual([]);
+    const targets = spawnSync('tgtadm', ['-C', String(controlPort), '--lld', 'iscsi', '--mode', 'target', '--op', 'show'], { encoding: 'utf8' }).stdout;
+    expect(targets).not.toContain(lease.id);
   }, 600_000);
 });
