@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsoleSessions } from '../../src/console/sessions.js';
-import { attachConsoleWebSocket, consoleToken, type ConsoleWebSocket } from '../../src/console/ws-bridge.js';
 import { loadConfig, REPO_ROOT } from '../../src/config.js';
 import { powerDriver } from '../../src/power/registry.js';
 import { startServer, type RunningServer } from '../../src/server.js';
@@ -18,7 +17,6 @@ import { openViewer, type TestViewer } from './harness.js';
 const BOOT_TIMEOUT = 240_000;
 let server: RunningServer;
 let sessions: ConsoleSessions;
-let bridge: ConsoleWebSocket;
 let early: TestViewer;
 const TYPE_DELAY = 15; // the emulated UART has a tiny FIFO
 
@@ -36,25 +34,15 @@ beforeAll(async () => {
       lab: { enabled: true, boards: 1, netns: `dzc-${randomBytes(3).toString('hex')}`, powerOn: false },
     }),
   );
-  sessions = new ConsoleSessions({ dataDir, scrollbackBytes: 1 << 20, backoff: { initialMs: 100, maxMs: 1000, factor: 2, jitter: 0.1 } });
-  await sessions.sync(server.inventory.list());
+  // The server's own sessions and WebSocket bridge, as a board's admin sees them.
+  sessions = server.consoles;
   await sessions.startLeaseLog('lab-1', 'lease-1');
-  bridge = attachConsoleWebSocket(server.http, {
-    sessions,
-    authorize: async (req, kind, id) => {
-      if (consoleToken(req) !== server.adminToken) return null;
-      if (kind === 'lease' && id === 'lease-1') return { boardId: 'lab-1', canType: true, who: 'tenant' };
-      return kind === 'board' && sessions.get(id) ? { boardId: id, canType: true, who: 'admin' } : null;
-    },
-  });
-  early = await openViewer(server.apiUrl, '/v1/leases/lease-1/console', server.adminToken);
+  early = await openViewer(server.apiUrl, '/v1/boards/lab-1/console', server.adminToken);
   await Promise.all(server.inventory.list().map((b) => powerDriver(b.power).on()));
 }, 900_000);
 
 afterAll(async () => {
   early?.ws.terminate();
-  await bridge?.close();
-  await sessions?.close();
   await server?.stop({ labDown: true });
 });
 
@@ -88,10 +76,10 @@ describe('lab board console over WebSocket', () => {
       const board = server.lab!.boards()[0]!;
       const pid = Number(readFileSync(`${board.qmp}.pid`, 'utf8').trim());
       process.kill(pid, 'SIGKILL');
-      const down = await early.waitMessage((m) => m.type === 'state' && m.state === 'disconnected', 10_000, 'disconnected state');
+      const down = await early.waitMessage((m) => m.type === 'state' && m.state === 'disconnected', 30_000, 'disconnected state');
       await server.lab!.up(); // restarts the dead board (paused) and relinks its serial path to the new pty
       const after = early.messages.indexOf(down);
-      await early.waitMessage((m) => m.type === 'state' && m.state === 'connected' && early.messages.indexOf(m) > after, 10_000, 'reconnected state');
+      await early.waitMessage((m) => m.type === 'state' && m.state === 'connected' && early.messages.indexOf(m) > after, 40_000, 'reconnected state');
       await powerDriver(server.inventory.get('lab-1').power).on();
       await early.out.waitFor(/U-Boot 20\d\d/, 60_000, 'lab-1 over WS after restart (U-Boot banner)');
       expect(early.ws.readyState).toBe(early.ws.OPEN);
