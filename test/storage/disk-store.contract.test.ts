@@ -205,7 +205,8 @@ describe.each(DRIVERS)('DiskStore contract: $kind', ({ kind, fs }) => {
     for (const id of ids) await store.destroy(id);
   });
 
-  it.runIf(kind === 'btrfs')('btrfs: every disk is its own subvolume with a qgroup limit', async () => {
+  // btrfs only: registered for the btrfs run alone (a skipped test would read as a pass elsewhere)
+  if (kind === 'btrfs') it('btrfs: every disk is its own subvolume with a qgroup limit', async () => {
     const d = await store.clone(src, 'l-quota', { sizeBytes: 64 * 1024 * 1024 });
     expect(statSync(join(store.dir, 'disks', 'l-quota')).ino).toBe(256);
     const q = execFileSync('btrfs', ['qgroup', 'show', '-re', '--raw', '-f', join(store.dir, 'disks', 'l-quota')], { encoding: 'utf8' });
