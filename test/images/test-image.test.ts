@@ -156,12 +156,12 @@ describe('ARMv7 test image (images/test)', () => {
     expect(manifest.arch).toBe('armv7');
     expect(manifest.kernel).toBe('vmlinuz');
     expect(manifest.initrd).toBe('initrd.img');
-    expect(manifest.rootDisk).toBeNull();
+    expect(manifest.rootDisk).toBe('root.img'); // the iSCSI root disk every lease clones
     expect(manifest.cmdline).toContain('console={{console}}');
     expect(Object.keys(manifest.dtbs).sort()).toEqual(['bananapi', 'bananapro']);
     expect(manifest.kernelVersion).toMatch(/^6\.1\.0-\d+-armmp$/);
     const sums = manifest.sha256 ?? {};
-    const named = [manifest.kernel, manifest.initrd!, ...Object.values(manifest.dtbs)];
+    const named = [manifest.kernel, manifest.initrd!, manifest.rootDisk!, ...Object.values(manifest.dtbs)];
     for (const f of named) expect(Object.keys(sums), `sha256 of ${f}`).toContain(f);
     for (const [file, hash] of Object.entries(sums)) expect(sha256(join(OUT, file)), file).toBe(hash);
   });
