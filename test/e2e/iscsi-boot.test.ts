@@ -7,7 +7,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -93,6 +93,7 @@ afterAll(async () => {
   if (server) await server.stop({ labDown: true });
   else await new Lab({ netns, bootIp: BOOT_IP, subnet: '10.87.0.0/24', boards: 1, memoryMb: 512, stateDir: join(work, 'data', 'lab') }).down(); // a failed start leaves the lab up
   fs?.cleanup();
+  rmSync(work, { recursive: true, force: true });
 });
 
 describe('a lab board with its root on its lease’s iSCSI disk', () => {
