@@ -48,13 +48,12 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-START_MS=$(date +%s%3N)
-log() { printf '[container-armhf] %5.1fs %s\n' "$(( $(date +%s%3N) - START_MS ))e-3" "$*" >&2; }
-die() { printf '[container-armhf] ERROR: %s\n' "$*" >&2; exit 1; }
+BUILD_NAME=container-armhf
+# shellcheck source=../lib/build-log.sh
+. "$REPO/images/lib/build-log.sh"
 
 # shellcheck source=../lib/fetch-armhf-debs.sh
 . "$REPO/images/lib/fetch-armhf-debs.sh"
-need() { command -v "$1" >/dev/null 2>&1 || die "missing tool '$1' — install it with: apt-get install $2"; }
 need dpkg-deb dpkg
 need tar tar
 need sha256sum coreutils

@@ -52,10 +52,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-START_MS=$(date +%s%3N)
-log() { printf '[debian-12] %6.1fs %s\n' "$(( $(date +%s%3N) - START_MS ))e-3" "$*" >&2; }
-die() { printf '[debian-12] ERROR: %s\n' "$*" >&2; exit 1; }
-need() { command -v "$1" >/dev/null 2>&1 || die "missing tool '$1' — install it with: apt-get install $2"; }
+BUILD_NAME=debian-12
+# shellcheck source=../lib/build-log.sh
+. "$REPO/images/lib/build-log.sh"
 
 need debootstrap debootstrap
 need chroot coreutils
