@@ -15,8 +15,7 @@ import { leaseRoutes } from './routes/leases.js';
 import { consoleRoutes } from './routes/consoles.js';
 import type { ConsoleSessions } from '../console/index.js';
 import { tenantRoutes } from './routes/tenants.js';
-import { imageRoutes } from './routes/images.js';
-import { imageRoutes as importRoutes } from '../images/routes.js';
+import { imageRoutes } from '../images/routes.js';
 import type { ImageImporter } from '../images/import.js';
 import { parseBody } from './validate.js';
 
@@ -32,8 +31,8 @@ export interface ApiDeps {
   /** Numbers for /v1/health: protocol server counters and the like. */
   stats?: () => Record<string, unknown>;
   consoles?: ConsoleSessions;
-  /** Image import and delete; without it the catalog is read-only. */
-  importer?: ImageImporter;
+  /** Image import and delete. */
+  importer: ImageImporter;
   /** More routes from other modules (image import), and routers mounted at the root (web UI). */
   extraRoutes?: Route[];
   routers?: Router[];
@@ -59,7 +58,7 @@ export function createApp(d: ApiDeps): Express {
     { method: 'get', path: '/health', summary: 'Liveness and protocol counters', access: 'public', handler: () => ({ ok: true, ...(d.stats?.() ?? {}) }) },
     ...tenantRoutes(d),
     ...boardRoutes(d),
-    ...(d.importer ? importRoutes({ catalog: d.images, importer: d.importer }) : imageRoutes(d)),
+    ...imageRoutes({ catalog: d.images, importer: d.importer }),
     ...leaseRoutes(d),
     ...(d.consoles ? consoleRoutes({ store: d.store, consoles: d.consoles }) : []),
     ...(d.extraRoutes ?? []),

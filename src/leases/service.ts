@@ -135,21 +135,13 @@ export class LeaseService {
     const lease = authz.lease(this.d.store, p, id);
     if (image && !(await this.d.images.get(image))) throw new BadRequestError(`image: unknown image "${image}"`);
     if (lease.state !== 'active' && lease.state !== 'error') throw new ConflictError(`lease ${id} is ${lease.state}; reimage needs an active lease`);
-    const r = await this.d.store.update((s) => {
-      const l = s.leases.find((x) => x.id === id)!;
+    return this.beginJob(id, 'reimage', (l, s) => {
       if (l.state !== 'active' && l.state !== 'error') throw new ConflictError(`lease ${id} is ${l.state}; reimage needs an active lease`);
       if (image) l.image = image;
       l.state = 'reimaging';
       delete l.stateReason;
       if (l.kind === 'board') applyTransition(s, l.boardId!, 'provisioning', `reimage of lease ${id}`);
-      const job = newJob('reimage', id, l.tenantId, l.kind === 'board' ? REIMAGE_STEPS : CONTAINER_REIMAGE);
-      l.jobId = job.id;
-      s.jobs.push(job);
-      return { lease: structuredClone(l), job: structuredClone(job) };
     });
-    this.publishLease(r.lease);
-    this.start(r.job.id);
-    return { lease: publicLease(r.lease), job: r.job };
   }
 
   async release(p: Principal | 'system', id: string, reason = 'released by tenant'): Promise<{ lease: Lease; job: Job }> {
@@ -162,12 +154,20 @@ export class LeaseService {
       this.aborts.get(lease.jobId!)?.abort(reason);
       await current;
     }
-    const r = await this.d.store.update((s) => {
-      const l = s.leases.find((x) => x.id === id)!;
+    return this.beginJob(id, 'release', (l, s) => {
       l.state = 'releasing';
       l.stateReason = reason;
       if (l.kind === 'board') applyTransition(s, l.boardId!, 'releasing', `release of lease ${id}: ${reason}`);
-      const job = newJob('release', id, l.tenantId, l.kind === 'board' ? RELEASE_STEPS : CONTAINER_RELEASE);
+    });
+  }
+
+  /** Change a lease and record its new job in one store update, then run the job. */
+  private async beginJob(id: string, kind: 'reimage' | 'release', change: (l: Lease, s: State) => void): Promise<{ lease: Lease; job: Job }> {
+    const steps = { reimage: [REIMAGE_STEPS, CONTAINER_REIMAGE], release: [RELEASE_STEPS, CONTAINER_RELEASE] }[kind];
+    const r = await this.d.store.update((s) => {
+      const l = s.leases.find((x) => x.id === id)!;
+      change(l, s);
+      const job = newJob(kind, id, l.tenantId, l.kind === 'board' ? steps[0]! : steps[1]!);
       l.jobId = job.id;
       s.jobs.push(job);
       return { lease: structuredClone(l), job: structuredClone(job) };
