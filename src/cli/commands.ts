@@ -39,6 +39,34 @@ async function follow(api: ApiClient, jobId: string, json?: boolean): Promise<an
   return final ?? now;
 }
 
+/** One line of progress on stderr: phase, bar, bytes. */
+function progressBar(job: { phase: string; bytesDone: number; bytesTotal: number | null }): void {
+  const mb = (n: number) => `${(n / 1e6).toFixed(0)} MB`;
+  const frac = job.bytesTotal ? Math.min(1, job.bytesDone / job.bytesTotal) : 0;
+  const bar = job.bytesTotal ? `[${'#'.repeat(Math.round(frac * 30)).padEnd(30)}] ${(frac * 100).toFixed(0)}%` : '';
+  process.stderr.write(`\r  ${job.phase.padEnd(10)} ${bar} ${mb(job.bytesDone)}${job.bytesTotal ? ` / ${mb(job.bytesTotal)}` : ''}   `);
+}
+
+/** Stream a local file as the request body; the spec travels in a header. */
+async function upload(api: ApiClient, file: string, spec: object): Promise<any> {
+  const { createReadStream, statSync } = await import('node:fs');
+  const { Readable } = await import('node:stream');
+  const res = await fetch(`${api.login.url}/v1/images`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${api.login.token}`,
+      'content-type': 'application/octet-stream',
+      'content-length': String(statSync(file).size),
+      'x-dozen-import': JSON.stringify(spec),
+    },
+    body: Readable.toWeb(createReadStream(file)) as unknown as BodyInit,
+    duplex: 'half',
+  } as RequestInit);
+  const json = (await res.json()) as any;
+  if (!res.ok) throw new Error(`${res.status}: ${json?.error ?? res.statusText}`);
+  return json;
+}
+
 export function registerClientCommands(program: Command): void {
   program
     .command('login')
@@ -82,6 +110,37 @@ export function registerClientCommands(program: Command): void {
   common(images.command('ls').description('list images')).action(async (o: Common) =>
     print(await (await client(o)).call('GET', '/images'), { ...o, columns: ['name', 'arch', 'kernel', 'initrd', 'rootDisk'] }),
   );
+
+  common(images.command('import <disk>').description('import a disk image (raw, .xz, .gz, .zst, qcow2): a path on the server, or --upload'))
+    .requiredOption('--name <name>', 'image name')
+    .option('--arch <arch>', 'armv7 or arm64 (default: from the kernel)')
+    .option('--sha256 <hex>', 'expected SHA-256 of the file')
+    .option('--kernel <path>', 'kernel file on the server (default: from the disk’s boot partition)')
+    .option('--initrd <path>', 'initrd file on the server')
+    .option('--cmdline <template>', 'kernel command-line template')
+    .option('--upload', 'send the file from this machine instead of naming a path on the server')
+    .action(async (disk: string, o: Common & Record<string, any>) => {
+      const api = await client(o);
+      const spec = {
+        name: o.name,
+        ...(o.arch ? { arch: o.arch } : {}),
+        ...(o.sha256 ? { sha256: o.sha256 } : {}),
+        ...(o.cmdline ? { cmdline: o.cmdline } : {}),
+        ...(o.kernel ? { files: { kernel: o.kernel, ...(o.initrd ? { initrd: o.initrd } : {}) } } : {}),
+      };
+      let job = o.upload ? await upload(api, disk, spec) : await api.call('POST', '/images', { ...spec, source: { path: disk } });
+      while (job.state === 'running') {
+        if (!o.json) progressBar(job);
+        await new Promise((r) => setTimeout(r, 500));
+        job = await api.call('GET', `/images/jobs/${job.id}`);
+      }
+      if (!o.json) process.stderr.write('\n');
+      if (job.state === 'failed') {
+        process.exitCode = 1;
+        if (!o.json) console.error(`import failed: ${job.error?.message}`);
+      }
+      print(o.json ? job : job.state === 'succeeded' ? `imported ${job.image.name} (${job.image.arch})` : job.state, o);
+    });
 
   const lease = program.command('lease').description('lease boards (or containers), reimage, power, release');
   common(lease.command('create').description('lease a board'))

@@ -1,5 +1,5 @@
-import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync, statSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -53,6 +53,29 @@ describe('dozen CLI', () => {
     expect(human.stdout).toMatch(new RegExp(`lease ${out.lease.id}: released`));
     const ls = await dozen('lease', 'ls', '--token', t, '--url', url(), '--json');
     expect(JSON.parse(ls.stdout).map((l: { state: string }) => l.state)).toEqual(['released']);
+  });
+
+  it('imports an image from a path on the server and by upload, showing progress; a bad checksum fails', async () => {
+    // test data: an ext4 root holding /boot/vmlinuz (just the ARM zImage magic), made without mounting
+    const src = mkdtempSync(join(dir, 'root-'));
+    mkdirSync(join(src, 'boot'));
+    const k = Buffer.alloc(256 * 1024, 0x5a);
+    k.writeUInt32LE(0x016f2818, 0x24);
+    writeFileSync(join(src, 'boot', 'vmlinuz'), k);
+    const disk = join(dir, 'root.img');
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', src, disk, '16M']);
+    execFileSync('xz', ['-k', '-T1', '-0', disk]);
+
+    const byPath = await dozen('images', 'import', disk, '--name', 'cli-path', '--kernel', join(src, 'boot', 'vmlinuz'));
+    expect([byPath.code, byPath.stdout.trim()]).toEqual([0, 'imported cli-path (armv7)']);
+    const up = await dozen('images', 'import', `${disk}.xz`, '--name', 'cli-upload', '--upload', '--kernel', join(src, 'boot', 'vmlinuz'));
+    expect(up.stdout.trim()).toBe('imported cli-upload (armv7)');
+    expect(up.stderr).toMatch(/receive|expand|install/);
+    const ls = await dozen('images', 'ls', '--json');
+    expect(JSON.parse(ls.stdout).map((i: { name: string }) => i.name)).toEqual(expect.arrayContaining(['cli-path', 'cli-upload', 'test']));
+    const bad = await dozen('images', 'import', disk, '--name', 'cli-bad', '--sha256', '0'.repeat(64), '--kernel', join(src, 'boot', 'vmlinuz'));
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/sha256|checksum/i);
   });
 
   it('errors are clear and exit non-zero', async () => {
