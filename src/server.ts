@@ -119,15 +119,14 @@ export async function startServer(config: Config): Promise<RunningServer> {
     });
 
     const metadataBase = `http://${config.bootIp}:${config.metadata.port}`;
-    const leaseOnBoard = (boardId: string) => store.state.leases.find((l) => l.boardId === boardId && l.state !== 'released');
     const decider = new InventoryBootDecider({
       inventory,
       images,
       tftp: config.tftp,
-      imageFor: (board) => leaseOnBoard(board.id)?.image ?? board.image,
+      imageFor: (board) => leases.leaseOnBoard(board.id)?.image ?? board.image,
       // A leased board boots with its iSCSI root (when its image has a root disk) and its metadata URLs.
       extraArgs: (board, image) => {
-        const lease = leaseOnBoard(board.id);
+        const lease = leases.leaseOnBoard(board.id);
         if (!lease) return undefined;
         const iscsi = lease.iscsi && storage ? storage.storage.kernelArgs(lease.iscsi, image) : undefined;
         return [iscsi, metadataKernelArgs(metadataBase, lease.id)].filter(Boolean).join(' ');
