@@ -9,6 +9,7 @@ import { powerDriver } from '../../src/power/registry.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { ip, runInNetns } from '../../src/lab/netns.js';
 
 // Two emulated ARMv7 boards (QEMU virt + Debian's U-Boot) network-boot the test image from our own
 // DHCP and TFTP servers, all real: U-Boot's DHCP/TFTP clients, the kernel, busybox's tftp on the board.
@@ -18,7 +19,7 @@ let consoles: TestConsole[] = [];
 
 beforeAll(async () => {
   requireRoot();
-  requireTools('qemu-system-arm', 'ip', 'mkimage');
+  requireTools('qemu-system-arm', 'ip', 'mkimage', 'udhcpc');
   execFileSync('bash', [join(REPO_ROOT, 'images/test/build.sh')], { stdio: 'ignore', timeout: 600_000 });
   const netns = `dze-${randomBytes(3).toString('hex')}`;
   const config = loadConfig(undefined, {
@@ -66,6 +67,18 @@ describe('lab boards network-boot from our DHCP and TFTP servers', () => {
       expect(kernel?.details?.mbps).toBeGreaterThan(0);
       expect(events.some((e) => e.type === 'tftp' && e.details?.path === 'boot.scr.uimg')).toBe(true);
     }
+  });
+
+  it('an unknown MAC on the lab network is not served and appears in /v1/discovered', async () => {
+    const ns = server.config.lab.netns;
+    const mac = '02:00:00:d1:5c:01';
+    await ip(['link', 'add', 'dzu0', 'type', 'veth', 'peer', 'name', 'dzu1'], ns);
+    await ip(['link', 'set', 'dzu1', 'master', 'br0', 'up'], ns);
+    await ip(['link', 'set', 'dzu0', 'address', mac, 'up'], ns);
+    const r = await runInNetns(ns, 'udhcpc', ['-i', 'dzu0', '-n', '-q', '-f', '-t', '2', '-T', '1', '-s', '/bin/true'], { timeoutMs: 20_000 });
+    expect(r.code).not.toBe(0); // no lease for a stranger
+    const res = await fetch(`${server.apiUrl}/v1/discovered`, { headers: { authorization: `Bearer ${server.adminToken}` } });
+    expect(((await res.json()) as Array<{ mac: string }>).map((d) => d.mac)).toContain(mac);
   });
 
   it('board A may fetch its own boot script but is refused board B’s', async () => {
