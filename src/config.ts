@@ -50,6 +50,8 @@ export const configSchema = z
         bootTimeoutMs: z.number().int().positive().default(120_000),
         osTimeoutMs: z.number().int().positive().default(900_000),
         reapIntervalMs: z.number().int().positive().default(30_000),
+        /** Released leases and their jobs stay visible this long, then are forgotten. */
+        keepReleasedDays: z.number().positive().default(30),
       })
       .prefault({}),
     /** Where images are found: built-in ones under images/<name>/build, imported ones under <dataDir>/images. */

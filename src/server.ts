@@ -246,7 +246,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
         onResult: (r) => void recordFailover(store, r).catch((err) => log.warn({ err }, 'failover bookkeeping')),
       });
     }
-    const reaper = setInterval(() => void leases.reap(), config.leases.reapIntervalMs);
+    const reaper = setInterval(() => {
+      void leases.reap();
+      void leases.prune(config.leases.keepReleasedDays * 86_400_000);
+    }, config.leases.reapIntervalMs);
     cleanups.push(async () => clearInterval(reaper));
 
     log.info({ api: apiUrl, bootIp: config.bootIp, lab: lab ? lab.boards().map((b) => b.id) : [] }, 'DozenCloud is serving');

@@ -213,6 +213,18 @@ export class LeaseService {
     return resumed;
   }
 
+  /** Forget released leases (and their jobs) after `keepMs`, so the state file does not grow forever. */
+  async prune(keepMs: number, now = Date.now()): Promise<number> {
+    const old = (l: Lease) => l.state === 'released' && l.releasedAt !== undefined && Date.parse(l.releasedAt) < now - keepMs;
+    if (!this.d.store.state.leases.some(old)) return 0;
+    return this.d.store.update((s) => {
+      const gone = new Set(s.leases.filter(old).map((l) => l.id));
+      s.leases = s.leases.filter((l) => !gone.has(l.id));
+      s.jobs = s.jobs.filter((j) => !gone.has(j.leaseId));
+      return gone.size;
+    });
+  }
+
   /** Release leases whose time is up. */
   async reap(now = Date.now()): Promise<string[]> {
     const due = this.d.store.state.leases.filter((l) => l.expiresAt && Date.parse(l.expiresAt) <= now && ['active', 'error', 'provisioning'].includes(l.state));

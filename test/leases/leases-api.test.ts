@@ -236,6 +236,20 @@ describe('metadata service', () => {
   });
 });
 
+describe('housekeeping', () => {
+  it('released leases and their jobs are forgotten after the keep period, live ones never', async () => {
+    const before = h.store.state.leases.length;
+    const released = h.store.state.leases.filter((l) => l.state === 'released').length;
+    expect(released).toBeGreaterThan(0);
+    expect(await h.leases.prune(60_000)).toBe(0); // all released just now
+    expect(await h.leases.prune(60_000, Date.now() + 120_000)).toBe(released);
+    expect(h.store.state.leases).toHaveLength(before - released);
+    expect(h.store.state.leases.every((l) => l.state !== 'released')).toBe(true);
+    const ids = new Set(h.store.state.leases.map((l) => l.id));
+    expect(h.store.state.jobs.every((j) => ids.has(j.leaseId))).toBe(true);
+  });
+});
+
 describe('OpenAPI', () => {
   it('is generated from the same schemas that validate requests', async () => {
     const doc = (await h.api('GET', '/openapi.json')).body;
