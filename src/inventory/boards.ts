@@ -28,6 +28,8 @@ export interface InventoryOptions {
 export class Inventory {
   private readonly subnet: Subnet;
   private readonly listeners = new Set<(boards: Board[]) => void>();
+  /** DHCP requests of unknown MACs not yet added to their stored count. */
+  private readonly unwritten = new Map<string, number>();
 
   /** Called after boards are added, changed or removed (console sessions follow serial lines). */
   onChange(fn: (boards: Board[]) => void): void {
@@ -106,22 +108,28 @@ export class Inventory {
     return this.o.store.state.discovered.map((d) => ({ ...d }));
   }
 
-  /** Record a DHCP request from a MAC we do not know. Writes at most once a minute per MAC. */
+  /**
+   * Record a DHCP request from a MAC we do not know. Writes at most once a minute per MAC; requests
+   * in between are counted here and added at the next write (the store is only changed in updates).
+   */
   async noteUnknown(mac: string, extra: { vendorClass?: string; clientArch?: number } = {}): Promise<void> {
     const now = new Date();
     const cur = this.o.store.state.discovered.find((d) => d.mac === mac);
     if (cur && now.getTime() - Date.parse(cur.lastSeen) < 60_000) {
-      cur.count++; // in-memory only until the next write
+      if (this.unwritten.size >= MAX_DISCOVERED && !this.unwritten.has(mac)) return; // a flood of MACs: counts are best effort
+      this.unwritten.set(mac, (this.unwritten.get(mac) ?? 0) + 1);
       return;
     }
+    const seen = 1 + (this.unwritten.get(mac) ?? 0);
+    this.unwritten.delete(mac);
     await this.o.store.update((s) => {
       const d = s.discovered.find((x) => x.mac === mac);
       if (d) {
         d.lastSeen = now.toISOString();
-        d.count++;
+        d.count += seen;
         Object.assign(d, clean(extra));
       } else {
-        s.discovered.push(discoveredSchema.parse({ mac, firstSeen: now.toISOString(), lastSeen: now.toISOString(), count: 1, ...clean(extra) }));
+        s.discovered.push(discoveredSchema.parse({ mac, firstSeen: now.toISOString(), lastSeen: now.toISOString(), count: seen, ...clean(extra) }));
         if (s.discovered.length > MAX_DISCOVERED) {
           s.discovered.sort((a, b) => a.lastSeen.localeCompare(b.lastSeen));
           s.discovered.splice(0, s.discovered.length - MAX_DISCOVERED);

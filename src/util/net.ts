@@ -1,6 +1,7 @@
 import { isIPv4 } from 'node:net';
 
 export function ipToInt(ip: string): number {
+  if (!isIPv4(ip)) throw new Error(`invalid IPv4 address: ${ip}`);
   const p = ip.split('.').map(Number);
   return (((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0);
 }

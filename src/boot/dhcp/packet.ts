@@ -4,6 +4,9 @@
  * packet or throws DhcpParseError — callers never index into the raw buffer themselves.
  */
 
+import { isIPv4 } from 'node:net';
+import { intToIp, ipToInt } from '../../util/net.js';
+
 export const BOOTREQUEST = 1;
 export const BOOTREPLY = 2;
 export const MAGIC_COOKIE = 0x63825363;
@@ -78,19 +81,11 @@ export interface DhcpPacket {
 
 // ---------------------------------------------------------------- addresses
 
-const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+// Address arithmetic lives in src/util/net.ts; re-exported for the server and the tests.
+export { ipToInt, intToIp };
 
 export function isIpv4(s: string): boolean {
-  return IPV4_RE.test(s);
-}
-
-export function ipToInt(ip: string): number {
-  if (!isIpv4(ip)) throw new Error(`invalid IPv4 address: ${ip}`);
-  return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
-}
-
-export function intToIp(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  return isIPv4(s);
 }
 
 export function ipToBuf(ip: string): Buffer {
