@@ -4,14 +4,12 @@
  * reference in the same run: an endpoint that does nothing but one durable state write per request
  * (the floor any allocation that survives kill -9 has to pay).
  */
+import { startLabServer } from '../test/helpers/lab-server.js';
 import { mkdtempSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
 import type { AddressInfo } from 'node:net';
-import { loadConfig } from '../src/config.js';
-import { startServer } from '../src/server.js';
 import { Store } from '../src/store/store.js';
 import { sessionConsole } from '../test/helpers/serial.js';
 import { apiHarness } from '../test/helpers/api-harness.js';
@@ -22,14 +20,7 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 const ms = (a?: string, b?: string) => (a && b ? Date.parse(b) - Date.parse(a) : 0);
 
 async function leaseToLogin() {
-  const config = loadConfig(undefined, {
-    dataDir: mkdtempSync(join(tmpdir(), 'bench-lease-')),
-    api: '127.0.0.1:0',
-    bootIp: '10.83.0.1',
-    subnet: '10.83.0.0/24',
-    lab: { enabled: true, boards: 1, netns: `dzl-${randomBytes(3).toString('hex')}`, powerOn: false },
-  });
-  const server = await startServer(config);
+  const server = await startLabServer({ net: 83, prefix: 'dzl' });
   const admin = { role: 'admin' as const, tenantId: null, tokenId: null };
   await server.store.update((s) => void s.tenants.push({ id: 'bench', name: 'bench', createdAt: new Date().toISOString() }));
   const con = sessionConsole(server.consoles, server.inventory.list()[0]!.id);

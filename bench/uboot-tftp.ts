@@ -3,15 +3,10 @@
  * in.tftpd, in the same run, at U-Boot's defaults and with tftpwindowsize (RFC 7440). Time is taken on
  * the host from sending the command to U-Boot's "Bytes transferred" line, identically for both servers.
  */
+import { startLabServer } from '../test/helpers/lab-server.js';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { loadConfig } from '../src/config.js';
 import { setAddr } from '../src/lab/netns.js';
 import { powerDriver } from '../src/power/registry.js';
-import { startServer } from '../src/server.js';
 import { sessionConsole } from '../test/helpers/serial.js';
 
 // Debian's U-Boot has no tftpdstp (CONFIG_TFTP_PORT), so the reference server gets its own address, port 69.
@@ -19,15 +14,8 @@ const REF_IP = '10.81.0.2';
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 
 export async function run() {
-  const netns = `dzb-${randomBytes(3).toString('hex')}`;
-  const config = loadConfig(undefined, {
-    dataDir: mkdtempSync(join(tmpdir(), 'bench-')),
-    api: '127.0.0.1:0',
-    bootIp: '10.81.0.1',
-    subnet: '10.81.0.0/24',
-    lab: { enabled: true, boards: 1, netns, powerOn: false },
-  });
-  const server = await startServer(config);
+  const server = await startLabServer({ net: 81, prefix: 'dzb' });
+  const config = server.config;
   const board = server.inventory.list()[0]!;
   const image = (await server.images.get('test'))!;
   await setAddr(server.lab!.hostIf, `${REF_IP}/24`);

@@ -1,12 +1,10 @@
+import { startLabServer } from '../helpers/lab-server.js';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, REPO_ROOT } from '../../src/config.js';
+import { REPO_ROOT } from '../../src/config.js';
 import { powerDriver } from '../../src/power/registry.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import { type RunningServer } from '../../src/server.js';
 import { sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { ip, runInNetns } from '../../src/lab/netns.js';
@@ -21,15 +19,7 @@ beforeAll(async () => {
   requireRoot();
   requireTools('qemu-system-arm', 'ip', 'mkimage', 'udhcpc');
   execFileSync('bash', [join(REPO_ROOT, 'images/test/build.sh')], { stdio: 'ignore', timeout: 600_000 });
-  const netns = `dze-${randomBytes(3).toString('hex')}`;
-  const config = loadConfig(undefined, {
-    dataDir: mkdtempSync(join(tmpdir(), 'e2e-')),
-    api: '127.0.0.1:0',
-    bootIp: '10.79.0.1',
-    subnet: '10.79.0.0/24',
-    lab: { enabled: true, boards: 2, netns, powerOn: false },
-  });
-  server = await startServer(config);
+  server = await startLabServer({ net: 79, prefix: 'dze', boards: 2 });
   // Attach to the serial lines before power-on so nothing of the boot is missed.
   consoles = server.lab!.boards().map((b) => sessionConsole(server.consoles, b.id));
   await Promise.all(server.inventory.list().map((b) => powerDriver(b.power, b.id).on()));

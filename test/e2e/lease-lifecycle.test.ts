@@ -1,11 +1,11 @@
+import { startLabServer } from '../helpers/lab-server.js';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, REPO_ROOT } from '../../src/config.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import { REPO_ROOT } from '../../src/config.js';
+import { type RunningServer } from '../../src/server.js';
 import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
 import { freeControlPort } from '../storage/tgt-fixture.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
@@ -27,17 +27,15 @@ beforeAll(async () => {
   execFileSync('bash', [join(REPO_ROOT, 'images/debian-12/build.sh')], { stdio: 'ignore', timeout: 1_500_000 });
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
   fs = makeLoopFs('btrfs', 4096);
-  server = await startServer(
-    loadConfig(undefined, {
+  server = await startLabServer({
+    net: 86,
+    prefix: 'dzs',
+    extra: {
       dataDir: join(work, 'data'),
-      api: '127.0.0.1:0',
-      bootIp: BOOT_IP,
-      subnet: '10.86.0.0/24',
-      lab: { enabled: true, boards: 1, netns: `dzs-${randomBytes(3).toString('hex')}`, powerOn: false, image: 'test' },
       storage: { enabled: true, dir: fs.dir, tgt: { controlPort: freeControlPort() } },
       leases: { osTimeoutMs: 600_000 },
-    }),
-  );
+    },
+  });
   tokenA = (await api('POST', '/tenants', { id: 'alice', name: 'Alice' })).body.token;
   server.consoles.get('lab-1')!.on('data', (d: Buffer) => (consoleText = (consoleText + d.toString()).slice(-200_000)));
 }, 1_800_000);
