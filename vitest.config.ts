@@ -1,13 +1,44 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Files that start QEMU boards, tgtd, dockerd, Chromium, debootstrap, or bind the DHCP port run one at a
+ * time, after the light files: on 2 cores they would starve each other, and two of them would share
+ * port 67, lab subnets and netns names. The light files (pure code, loopback servers on checked free
+ * ports) run two at a time first.
+ */
+const SERIAL = [
+  'test/e2e/**/*.test.ts',
+  'test/security/**/*.test.ts',
+  'test/containers/**/*.test.ts',
+  'test/images/**/*.test.ts',
+  'test/lab/**/*.test.ts',
+  'test/storage/**/*.test.ts',
+  'test/power/**/*.test.ts',
+  'test/console/lab-console.test.ts',
+  'test/console/browser.test.ts',
+  'test/boot/dhcp-*.test.ts',
+  'test/boot/boot-files.test.ts',
+  'test/api/boards.test.ts',
+  'test/store/store.test.ts',
+];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    // Integration tests start real daemons, namespaces and emulated boards: keep them from starving each other.
-    maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    // CI also keeps a JSON report; .ci/run turns it into the plain "N passed, N failed" closing line.
+    // Removes what a killed earlier run left (test netns, their links, loop filesystems).
+    globalSetup: ['test/helpers/global-setup.ts'],
+    // CI also keeps a JSON report; .ci/run turns it into the closing line (scripts/ci-summary.mjs).
     reporters: process.env.CI ? ['default', ['json', { outputFile: 'test-artifacts/vitest.json' }]] : ['default'],
+    projects: [
+      {
+        extends: true,
+        test: { name: 'light', include: ['test/**/*.test.ts'], exclude: SERIAL, maxWorkers: 2, sequence: { groupOrder: 0 } },
+      },
+      {
+        extends: true,
+        test: { name: 'serial', include: SERIAL, maxWorkers: 1, fileParallelism: false, sequence: { groupOrder: 1 } },
+      },
+    ],
   },
 });

@@ -26,6 +26,12 @@ export async function issueToken(store: Store, tenantId: string | null, expiresA
   return { token: `dz_${id}_${secret}`, record };
 }
 
+/** Split `dz_<id>_<secret>`; the secret is base64url, so it may itself hold `_`. */
+export function parseToken(token: string): { id: string; secret: string } | null {
+  const m = /^dz_([0-9a-f]{12})_([A-Za-z0-9_-]+)$/.exec(token);
+  return m ? { id: m[1]!, secret: m[2]! } : null;
+}
+
 export async function revokeToken(store: Store, id: string): Promise<void> {
   await store.update((s) => {
     const t = s.tokens.find((x) => x.id === id);
@@ -38,9 +44,9 @@ export async function revokeToken(store: Store, id: string): Promise<void> {
 export function authenticate(store: Store, bootstrapAdmin: string, bearer: string | undefined): Principal {
   if (!bearer) throw new HttpError(401, 'missing bearer token (Authorization: Bearer <token>)');
   if (safeEqual(bearer, bootstrapAdmin)) return { role: 'admin', tenantId: null, tokenId: null };
-  const m = /^dz_([0-9a-f]{12})_([A-Za-z0-9_-]+)$/.exec(bearer);
-  const rec = m ? store.state.tokens.find((t) => t.id === m[1]) : undefined;
-  if (!m || !rec || !safeEqual(sha256(m[2]!), rec.hash)) throw new HttpError(401, 'invalid token');
+  const m = parseToken(bearer);
+  const rec = m ? store.state.tokens.find((t) => t.id === m.id) : undefined;
+  if (!m || !rec || !safeEqual(sha256(m.secret), rec.hash)) throw new HttpError(401, 'invalid token');
   if (rec.revokedAt) throw new HttpError(401, 'token revoked');
   if (rec.expiresAt && Date.parse(rec.expiresAt) <= Date.now()) throw new HttpError(401, 'token expired');
   if (rec.tenantId === null) return { role: 'admin', tenantId: null, tokenId: rec.id };

@@ -35,6 +35,14 @@ done
 
 STATE=/var/lib/dozen-test-engines
 
+# Every command takes its lock under $STATE: make the folder first, so a machine that never ran the
+# suite (or one whose clean-up removed it) works the same as a warm one.
+lock() { # lock NAME
+  mkdir -p "$STATE"
+  exec 7>"$STATE/$1.lock"
+  flock -w 180 7 || die "timed out waiting for $STATE/$1.lock"
+}
+
 ensure_binfmt() {
   if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || die "cannot mount binfmt_misc"
@@ -83,9 +91,8 @@ stop_engine() {
 cmd_start() {
   local name=${1:-dozen-test-docker}
   local sock=/run/$name.sock exec=/run/dz-$name
-  mkdir -p "$STATE" "$exec"
-  exec 7>"$STATE/$name.lock"
-  flock -w 180 7 || die "timed out waiting for $STATE/$name.lock"
+  mkdir -p "$exec"
+  lock "$name"
   ensure_binfmt
   if ! ping_sock "$sock"; then
     log "starting dockerd $name on $sock"
@@ -134,8 +141,7 @@ cmd_start_remote() {
   [ "${2:-}" = --btrfs ] && btrfs=1
   local dir=$STATE/$name sock=/run/$name.sock exec=/run/dz-$name
   mkdir -p "$dir" "$exec"
-  exec 7>"$STATE/$name.lock"
-  flock -w 180 7 || die "timed out waiting for $STATE/$name.lock"
+  lock "$name"
   ensure_binfmt
   local prefix
   if [ -f "$dir/prefix" ]; then prefix=$(cat "$dir/prefix"); else prefix=$(free_prefix); echo "$prefix" >"$dir/prefix"; fi
@@ -177,8 +183,7 @@ cmd_start_remote() {
 
 cmd_stop() {
   local name=${1:?stop needs a NAME}
-  exec 7>"$STATE/$name.lock"
-  flock -w 180 7 || die "timed out waiting for $STATE/$name.lock"
+  lock "$name"
   stop_engine "$name"
 }
 

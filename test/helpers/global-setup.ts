@@ -1,0 +1,80 @@
+/**
+ * Runs once before the suite: removes what a killed earlier run left behind, so no test depends on the
+ * last run's clean-up. Only names the tests themselves make are touched:
+ *   - network namespaces `dz?-<hex>` (labs, client namespaces) with their processes (QEMU, clients);
+ *   - their host-side links (`dz?-<hex>-h`, `dzh<hex>`), which would otherwise hold a lab's subnet;
+ *   - loop filesystems under `$TMPDIR/dozen-<kind>-*` and their loop devices.
+ * A lock held for the whole run keeps a second run on this machine from cleaning up the first one's
+ * live devices: when the lock is taken, the clean-up is skipped with a warning.
+ */
+import { spawn, execFileSync } from 'node:child_process';
+import { readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deleteLink, deleteNetns } from '../../src/lab/netns.js';
+
+const LOCK = '/run/dozen-test-run.lock';
+export const TEST_NETNS = /^dz[a-z]-[0-9a-f]{6,8}$/;
+export const TEST_LINK = /^(dz[a-z]-[0-9a-f]{6,8}-h|dz[a-z]-[0-9a-f]{4,6}-h|dzh[0-9a-f]{4,})$/;
+
+/** Hold LOCK while this process lives; resolves false when another live run holds it. */
+function holdRunLock(): Promise<boolean> {
+  return new Promise((resolve) => {
+    const child = spawn('flock', ['-n', '-E', '75', LOCK, 'sh', '-c', 'echo locked; while kill -0 "$0" 2>/dev/null; do sleep 2; done', String(process.pid)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      detached: true,
+    });
+    child.unref();
+    child.stdout.once('data', () => resolve(true));
+    child.once('exit', () => resolve(false));
+    child.once('error', () => resolve(false));
+  });
+}
+
+function sh(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return '';
+  }
+}
+
+export async function cleanLeftovers(): Promise<string[]> {
+  const removed: string[] = [];
+  const netns = readdirSafe('/run/netns').filter((n) => TEST_NETNS.test(n));
+  for (const ns of netns) {
+    await deleteNetns(ns);
+    removed.push(`netns ${ns}`);
+  }
+  const links = (JSON.parse(sh('ip', ['-j', 'link', 'show']) || '[]') as Array<{ ifname: string }>).map((l) => l.ifname.split('@')[0]!);
+  for (const l of links.filter((x) => TEST_LINK.test(x))) {
+    await deleteLink(l).catch(() => {});
+    removed.push(`link ${l}`);
+  }
+  for (const d of readdirSafe(tmpdir()).filter((n) => /^dozen-(btrfs|xfs|ext4)-/.test(n))) {
+    const base = join(tmpdir(), d);
+    sh('umount', ['-l', join(base, 'mnt')]);
+    for (const line of sh('losetup', ['-j', join(base, 'fs.img')]).split('\n').filter(Boolean)) sh('losetup', ['-d', line.split(':')[0]!]);
+    rmSync(base, { recursive: true, force: true });
+    removed.push(`loop fs ${base}`);
+  }
+  return removed;
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+export default async function setup(): Promise<void> {
+  if (process.getuid?.() !== 0) return; // without root there is nothing of ours to remove, and tests needing root fail on their own
+  if (!(await holdRunLock())) {
+    console.warn(`[global-setup] another test run holds ${LOCK}: not cleaning leftovers`);
+    return;
+  }
+  const removed = await cleanLeftovers();
+  if (removed.length) console.log(`[global-setup] removed what an earlier run left: ${removed.join(', ')}`);
+}
