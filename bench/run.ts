@@ -13,6 +13,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = 
   'iscsi-perf': () => import('./iscsi-perf.js'),
   'console-fanout': () => import('./console-fanout.js'),
   containers: () => import('./containers.js'),
+  'e2e-bounds': () => import('./e2e-bounds.js'),
 };
 
 const only = process.argv.slice(2);

@@ -7,12 +7,13 @@
 #       The shared local engine (default NAME=dozen-test-docker): host network namespace,
 #       unix:///run/NAME.sock, data root /var/lib/NAME, iptables on, no default bridge. Started if
 #       it doesn't answer, then LEFT RUNNING for the next test file / run. Prints the socket path.
-#   dockerd.sh start-remote NAME [--btrfs]
+#   dockerd.sh start-remote NAME [--btrfs|--ext4]
 #       A "remote shared board": an engine in its own network namespace NAME, reached like a real
 #       board over TCP + TLS on <ip>:2376 through a veth pair (host side .1, engine side .2 of a free
 #       10.199.X.0/24), with a client certificate; tenants' SSH ports are published on <ip>.
 #       --btrfs puts its data root on a 2 GiB loop-mounted btrfs (storage driver btrfs: per-container
-#       disk quotas). Prints the path of a JSON file {name, socket, host, port, ca, cert, key, sshHost}.
+#       disk quotas); --ext4 on a 2 GiB loop-mounted ext4 (overlay2 on extfs: no quotas), so that what
+#       the engine can do never depends on the host's own file system. Prints the path of a JSON file {name, socket, host, port, ca, cert, key, sshHost}.
 #       Run again after `stop` to restart the same engine with its containers.
 #   dockerd.sh stop NAME      SIGTERM the engine (its containers stop with it), keep its data.
 #   dockerd.sh destroy NAME   stop, then remove its data, namespace, veth and loop file.
@@ -136,9 +137,10 @@ make_tls() { # make_tls DIR IP
 }
 
 cmd_start_remote() {
-  local name=${1:?start-remote needs a NAME} btrfs=0
+  local name=${1:?start-remote needs a NAME}
   [[ $name =~ ^[a-z0-9-]{1,10}$ ]] || die "remote engine names are [a-z0-9-]{1,10} (they name a veth)"
-  [ "${2:-}" = --btrfs ] && btrfs=1
+  local fs=host
+  case "${2:-}" in --btrfs) fs=btrfs ;; --ext4) fs=ext4 ;; "") ;; *) die "start-remote: unknown option $2" ;; esac
   local dir=$STATE/$name sock=/run/$name.sock exec=/run/dz-$name
   mkdir -p "$dir" "$exec"
   lock "$name"
@@ -160,11 +162,11 @@ cmd_start_remote() {
   # Storage.
   local root=/var/lib/$name driver=overlay2
   mkdir -p "$root"
-  if [ "$btrfs" = 1 ]; then
-    command -v mkfs.btrfs >/dev/null || die "missing mkfs.btrfs — run: sudo bash scripts/setup-host.sh"
-    driver=btrfs
+  if [ "$fs" != host ]; then
+    command -v "mkfs.$fs" >/dev/null || die "missing mkfs.$fs — run: sudo bash scripts/setup-host.sh"
+    [ "$fs" = btrfs ] && driver=btrfs
     if ! mountpoint -q "$root"; then
-      [ -f "$dir/disk.img" ] || { truncate -s 2G "$dir/disk.img"; mkfs.btrfs -q "$dir/disk.img" >/dev/null; }
+      [ -f "$dir/disk.img" ] || { truncate -s 2G "$dir/disk.img"; "mkfs.$fs" -q "$dir/disk.img" >/dev/null; }
       mount -o loop "$dir/disk.img" "$root"
     fi
   fi

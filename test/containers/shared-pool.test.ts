@@ -1,7 +1,7 @@
 /**
  * The shared pool with two "remote" boards: real Docker engines, each in its own network namespace,
  * reached over TCP + TLS on 2376 through a veth pair (test/containers/dockerd.sh). Board 1 keeps its
- * data on btrfs, so disk quotas are enforced there. Covers placement, outbound policy, an engine
+ * data on btrfs, so disk quotas are enforced there; board 2 on ext4 (overlay2: none). Covers placement, outbound policy, an engine
  * stopped mid-lease, reconcile and failover.
  */
 import { createServer, type Server } from 'node:net';
@@ -75,7 +75,7 @@ beforeAll(() => {
   key = sshKeyPair('shared-pool');
   for (const n of [B1, B2]) destroyEngine(n);
   e1 = startRemoteEngine(B1, { btrfs: true });
-  e2 = startRemoteEngine(B2);
+  e2 = startRemoteEngine(B2, { ext4: true }); // overlay2 on its own ext4, whatever the host's /var/lib is
 }, 600_000);
 
 afterAll(() => {
@@ -96,7 +96,7 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
     const f1 = await h1!.facts();
     expect(f1).toMatchObject({ memoryMb: 1024, platforms: ['linux/arm/v7'], storageDriver: 'btrfs', quota: { mode: 'yes' } });
     expect(f1.cpus).toBeGreaterThan(0);
-    expect((await h2!.facts()).quota.mode).toBe('no'); // overlay2 on ext4
+    expect(await h2!.facts()).toMatchObject({ storageDriver: 'overlay2', backingFs: 'extfs', quota: { mode: 'no' } }); // its own ext4
     // Without a client certificate the engine refuses us: no plain or anonymous access to a board.
     const anon = new ContainerHost({ ...remoteHostConfig(e1), cert: e1.ca, key: e1.key, id: 'anon' });
     await expect(anon.ping(2_000)).rejects.toMatchObject({ status: 503, message: /anon .*unreachable/ });

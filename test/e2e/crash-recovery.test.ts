@@ -8,14 +8,15 @@ import { REPO_ROOT } from '../../src/config.js';
 import { Lab } from '../../src/lab/lab.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { makeLoopFs } from '../storage/loop-fs.js';
-import { freeControlPort } from '../storage/tgt-fixture.js';
+import { freeControlPort, freePort } from '../storage/tgt-fixture.js';
 
 // kill -9 of the server in the middle of provisioning: on restart the job resumes from the step it
 // was in, the lease ends active, and what reconciliation did is logged.
 const dir = mkdtempSync(join(tmpdir(), 'crash-'));
 const ADMIN = randomBytes(16).toString('hex');
 const netns = `dzk-${randomBytes(3).toString('hex')}`;
-const port = 18000 + Math.floor(Math.random() * 2000);
+// Checked free (bound, then released) rather than drawn at random: the server binds it again on restart.
+const port = await freePort();
 const fs = makeLoopFs('btrfs', 1024);
 const controlPort = freeControlPort();
 const config = {
@@ -23,7 +24,7 @@ const config = {
   api: `127.0.0.1:${port}`,
   bootIp: '10.85.0.1',
   subnet: '10.85.0.0/24',
-  metadata: { port: 8776 },
+  metadata: { port: await freePort('0.0.0.0') }, // free on every address: it binds the lab's boot IP
   lab: { enabled: true, boards: 1, netns, powerOn: false },
   leases: { bootTimeoutMs: 60_000, osTimeoutMs: 180_000 },
   storage: { enabled: true, dir: fs.dir, tgt: { controlPort } },
@@ -36,15 +37,11 @@ function start(): Promise<void> {
   server = spawn(join(REPO_ROOT, 'bin/dozen'), ['serve', '--config', join(dir, 'config.json')], { env: { ...process.env, DOZEN_ADMIN_TOKEN: ADMIN, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
   server.stdout!.on('data', (d) => (logs += d));
   server.stderr!.on('data', (d) => (logs += d));
-  return new Promise((resolve, reject) => {
-    const t = setInterval(async () => {
-      if (server!.exitCode !== null) return reject(new Error(`server exited: ${logs.slice(-2000)}`));
-      if (await fetch(`http://127.0.0.1:${port}/v1/health`).then((r) => r.ok, () => false)) {
-        clearInterval(t);
-        resolve();
-      }
-    }, 200);
-  });
+  // Polls its health endpoint (the interval is a poll, not a wait for something); 240 s at most.
+  return until('server answers /v1/health', async () => {
+    if (server!.exitCode !== null) throw new Error(`server exited: ${logs.slice(-2000)}`);
+    return (await fetch(`http://127.0.0.1:${port}/v1/health`).then((r) => r.ok, () => false)) ? true : undefined;
+  }, 240_000).then(() => undefined);
 }
 
 async function api(method: string, path: string, body?: unknown, token = ADMIN) {

@@ -20,7 +20,7 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import type { Lease } from '../../src/store/schema.js';
 import { sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
-import { freeControlPort } from '../storage/tgt-fixture.js';
+import { freeControlPort, freePort, restarted } from '../storage/tgt-fixture.js';
 
 const BOOT_IP = '10.83.0.1';
 /** From the lease request: clone, U-Boot, TFTP of ~12 MB, kernel, iSCSI login, systemd, all emulated (TCG). */
@@ -59,7 +59,7 @@ beforeAll(async () => {
       api: '127.0.0.1:0',
       bootIp: BOOT_IP,
       subnet: '10.83.0.0/24',
-      metadata: { port: 8777 },
+      metadata: { port: await freePort('0.0.0.0') }, // free on every address: it binds the lab's boot IP
       lab: { enabled: true, boards: 1, netns: `dzd-${randomBytes(3).toString('hex')}`, powerOn: false },
       // The disk store probes its directory (btrfs → reflink → copy); a plain tmp dir copies root.img.
       storage: { enabled: true, dir: join(work, 'storage'), tgt: { controlPort: freeControlPort() } },
@@ -110,24 +110,22 @@ describe('a lab board boots debian-12 with its root on iSCSI', () => {
   );
 
   it('over SSH with the tenant’s key: / is the LUN of the lease’s target, iscsid holds the session', async () => {
+    // sshd may come up a moment after the phone-home: wait for it to let us in (poll, 180 s at most).
     let r = ssh('true');
-    for (let i = 0; i < 30 && r.status !== 0; i++) {
-      await new Promise((res) => setTimeout(res, 2000));
-      r = ssh('true');
-    }
+    for (const deadline = Date.now() + 180_000; r.status !== 0 && Date.now() < deadline; r = ssh('true')) await new Promise((res) => setTimeout(res, 500));
     expect(r.status, r.stderr).toBe(0);
     // iscsid must have taken over the initramfs's session: only it reconnects after a network blip or a tgtd restart.
     r = ssh('findmnt -no SOURCE /; cat /sys/class/iscsi_session/session*/targetname; hostname; systemctl is-active iscsid; iscsiadm -m session -P 1 | grep -c "Session State: LOGGED_IN"');
     expect(r.status, r.stderr).toBe(0);
     const iqn = server.store.state.leases.find((l) => l.id === lease.id)!.iscsi!.iqn;
     expect(r.stdout.trim().split('\n')).toEqual(['/dev/sda', iqn, 'deb-iscsi', 'active', '1']);
-  }, 150_000);
+  }, 300_000);
 
   it('survives tgtd dying: its supervisor re-creates the target, iscsid logs back in, the root stays writable', async () => {
     const daemon = server.storage!.daemon;
     const restarts = daemon.restarts.length;
     process.kill(daemon.pid!, 'SIGKILL');
-    for (let i = 0; i < 100 && daemon.restarts.length === restarts; i++) await new Promise((r) => setTimeout(r, 200));
+    await restarted(daemon, restarts);
     expect(daemon.restarts.length, 'tgtd restarted by its supervisor').toBe(restarts + 1);
     const r = ssh('echo after-restart > /root/mark && sync && cat /root/mark && iscsiadm -m session -P 1 | grep -c "Session State: LOGGED_IN"');
     expect(r.status, `${r.stderr}\nconsole tail: ${consoleLog.slice(-1500)}`).toBe(0);

@@ -5,7 +5,7 @@
  * API: a file written on the board survives a power cycle, is gone after a reimage, survives tgtd being
  * killed (the board keeps working), and a new lease after release starts from a clean disk.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +18,7 @@ import type { Lease } from '../../src/store/schema.js';
 import { sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
-import { freeControlPort, freePort } from '../storage/tgt-fixture.js';
+import { AUTH_FAILURE, freeControlPort, freePort, iscsiInq, iscsiLs, restarted, TARGET_NOT_FOUND } from '../storage/tgt-fixture.js';
 
 const BOOT_IP = '10.87.0.1';
 /** From power-on to `login:` under TCG: U-Boot, TFTP, kernel, iSCSI login, the root's init. */
@@ -79,7 +79,7 @@ beforeAll(async () => {
       subnet: '10.87.0.0/24',
       lab: { enabled: true, boards: 1, netns, powerOn: false, image: 'test' },
       storage: { enabled: true, dir: fs.dir, tgt: { controlPort: freeControlPort() } },
-      metadata: { port: await freePort() },
+      metadata: { port: await freePort('0.0.0.0') }, // free on every address: it binds the lab's boot IP
       leases: { osTimeoutMs: BOOT_MS },
     }),
   );
@@ -147,12 +147,17 @@ describe('a lab board with its root on its lease’s iSCSI disk', () => {
 
   it('from the host, the portal admits only the board’s initiator name with the lease’s secret', () => {
     const rec = recorded(lease.id).iscsi!;
-    const ls = (iname: string, secret: string) =>
-      spawnSync('iscsi-ls', ['-s', '-i', iname, `iscsi://${rec.chapUser}%${secret}@${rec.portal}`], { encoding: 'utf8', timeout: 30_000 });
-    expect(ls(rec.initiator, rec.chapSecret).stdout).toContain(`Target:${rec.iqn}`);
-    expect(ls('iqn.2026-11.cloud.dozen:lab-2', rec.chapSecret).stdout).not.toContain(rec.iqn);
-    const wrong = ls(rec.initiator, 'NotTheSecret123456789012');
-    expect(`${wrong.stdout}${wrong.stderr}`).toMatch(/Authentication failure/);
+    const chap = { user: rec.chapUser, secret: rec.chapSecret };
+    const other = 'iqn.2026-11.cloud.dozen:lab-2';
+    // Control: the board's initiator name with the lease's secret discovers the target and logs in.
+    expect(iscsiLs(rec.portal, rec.initiator, chap)).toMatchObject({ code: 0, out: expect.stringContaining(`Target:${rec.iqn} Portal:${rec.portal},1\n`) });
+    expect(iscsiInq(rec.portal, rec.iqn, rec.initiator, chap)).toMatchObject({ code: 0, out: expect.stringContaining('Peripheral Device Type:DIRECT_ACCESS') });
+    // Another board's name with the right secret: discovery answers (exit 0) with nothing, and a login
+    // to the target by name is refused by its ACL.
+    expect(iscsiLs(rec.portal, other, chap)).toEqual({ ok: true, code: 0, out: '' });
+    expect(iscsiInq(rec.portal, rec.iqn, other, chap)).toEqual({ ok: false, code: 10, out: `${TARGET_NOT_FOUND}\n` });
+    // The right name with a wrong secret: refused by CHAP.
+    expect(iscsiInq(rec.portal, rec.iqn, rec.initiator, { ...chap, secret: 'NotTheSecret123456789012' })).toEqual({ ok: false, code: 10, out: `${AUTH_FAILURE}\n` });
   });
 
   it(
@@ -161,12 +166,11 @@ describe('a lab board with its root on its lease’s iSCSI disk', () => {
       const daemon = server.storage!.daemon;
       const pid = daemon.pid!;
       const before = daemon.restarts.length;
-      const t0 = Date.now();
       process.kill(pid, 'SIGKILL');
-      while (daemon.restarts.length === before && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 50));
-      const back = Date.now() - t0;
+      // How fast is for `npm run bench` (bench/e2e-bounds.ts); here: that it comes back, and the board with it.
+      const back = await restarted(daemon, before);
       expect(daemon.restarts.length, 'tgtd restarted').toBe(before + 1);
-      expect(back).toBeLessThan(5000);
+      expect(daemon.pid).not.toBe(pid);
       const rec = recorded(lease.id).iscsi!;
       expect((await server.storage!.exporter.list()).find((t) => t.iqn === rec.iqn)).toMatchObject({ tid: rec.tid, disk: rec.disk });
       // The board's iscsid logs in again; the write waits for it and then lands on the disk.

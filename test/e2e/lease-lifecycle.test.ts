@@ -67,15 +67,16 @@ function ssh(ip: string, command: string): { code: number | null; out: string } 
   return { code: r.status, out: (r.stdout ?? '') + (r.stderr ?? '') };
 }
 
-/** sshd may come up a moment after the phone-home: retry for a while. */
-async function sshRetry(ip: string, command: string) {
-  let last = { code: null as number | null, out: '' };
-  for (let i = 0; i < 30; i++) {
+/** sshd may come up a moment after the phone-home: waits for it to let us in, up to `timeoutMs`. */
+async function sshRetry(ip: string, command: string, timeoutMs = 180_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last = ssh(ip, command);
+  while (last.code !== 0) {
+    if (Date.now() > deadline) throw new Error(`ssh ${ip} '${command}' did not succeed within ${timeoutMs / 1000} s: ${last.out}\nconsole tail:\n${consoleText.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 500)); // poll interval, not a wait for something
     last = ssh(ip, command);
-    if (last.code === 0) return last;
-    await new Promise((r) => setTimeout(r, 2000));
   }
-  throw new Error(`ssh ${ip} '${command}' kept failing: ${last.out}`);
+  return last;
 }
 
 describe('a tenant’s whole lease of a board', () => {

@@ -73,7 +73,7 @@ describe('Debian 12 image (images/debian-12)', () => {
     const before = ['vmlinuz', 'initrd.img', 'root.img', 'manifest.json'].map((f) => statSync(join(OUT, f)).mtimeMs);
     const again = runBuild();
     expect(again.stderr, firstBuild.stderr).toMatch(/up to date/);
-    expect(again.ms).toBeLessThan(60_000);
+    // How fast is for `npm run bench` (bench/e2e-bounds.ts, target 60 s); here: that nothing was rebuilt.
     console.log(`debian-12: warm build.sh took ${(again.ms / 1000).toFixed(1)} s`);
     expect(['vmlinuz', 'initrd.img', 'root.img', 'manifest.json'].map((f) => statSync(join(OUT, f)).mtimeMs)).toEqual(before);
   }, 120_000);
@@ -217,7 +217,8 @@ describe('Debian 12 image (images/debian-12)', () => {
     );
 
     it('phoned home with its instance, hostname and this disk’s own SSH host key', async () => {
-      for (let i = 0; i < 120 && !phoneHome.length; i++) await new Promise((r) => setTimeout(r, 500));
+      // The console said it phoned home; the POST may still be in flight: poll for it (60 s at most).
+      for (const deadline = Date.now() + 60_000; !phoneHome.length && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 100));
       expect(phoneHome).toHaveLength(1);
       expect(phoneHome[0]).toMatchObject({ instance_id: 'i-test', hostname: 'deb-test', pub_key_ed25519: expect.stringMatching(/^ssh-ed25519 AAAA/) });
     }, 90_000);
@@ -229,12 +230,9 @@ describe('Debian 12 image (images/debian-12)', () => {
           ['-i', join(work, 'id'), '-p', String(sshPort), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${join(work, 'known_hosts')}`, '-o', 'ConnectTimeout=20', 'root@127.0.0.1', cmd],
           { encoding: 'utf8', timeout: 60_000 },
         );
-      // sshd starts right after the first-boot unit: give it a moment.
+      // sshd starts right after the first-boot unit: wait for it to let us in (poll, 120 s at most).
       let r = ssh('true');
-      for (let i = 0; i < 30 && r.status !== 0; i++) {
-        await new Promise((res) => setTimeout(res, 2000));
-        r = ssh('true');
-      }
+      for (const deadline = Date.now() + 120_000; r.status !== 0 && Date.now() < deadline; r = ssh('true')) await new Promise((res) => setTimeout(res, 500));
       expect(r.status, r.stderr).toBe(0);
       r = ssh('hostname; systemctl is-active dozen-firstboot ssh systemd-networkd; cat /etc/dozen-release; uname -m; cat /root/.ssh/authorized_keys; echo size=$(df -B1 --output=size / | tail -1); echo failed=$(systemctl --failed --no-legend --plain | tr -s " " | cut -d" " -f1 | paste -sd,); echo nics=$(ls /sys/class/net | paste -sd,)');
       expect(r.status, r.stderr).toBe(0);

@@ -5,7 +5,6 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,17 +55,6 @@ function parseNewc(buf: Buffer): Map<string, CpioEntry> {
     entries.set(name, { mode, uid, gid, data: buf.subarray(dataStart, dataStart + fileSize) });
     off = align4(dataStart + fileSize);
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (addr && typeof addr === 'object' ? res(addr.port) : rej(new Error('no port'))));
-    });
-  });
 }
 
 /** Collects a child's console output and waits for patterns in it, from a moving cursor. */
@@ -146,7 +134,8 @@ describe('ARMv7 test image (images/test)', () => {
     const t0 = Date.now();
     const again = runBuild();
     expect(again.stderr, firstBuild.stderr).toMatch(/up to date/);
-    expect(Date.now() - t0).toBeLessThan(15_000);
+    // How fast is for `npm run bench` (bench/e2e-bounds.ts, target 15 s); here: that nothing was rebuilt.
+    console.log(`test image: warm build.sh took ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const after = ['vmlinuz', 'initrd.img', 'manifest.json'].map((f) => statSync(join(OUT, f)).mtimeMs);
     expect(after).toEqual(before);
   });
@@ -220,15 +209,15 @@ describe('ARMv7 test image (images/test)', () => {
   }, 300_000);
 
   it('boots on QEMU virt to "DOZEN-TEST-IMAGE READY", a login: prompt and a root shell', async () => {
-    const port = await freePort();
     const cmdline = 'console=ttyAMA0,115200 dozen.net=dhcp';
     const qemu = spawn(
       'qemu-system-arm',
       [
         ...['-M', 'virt', '-m', '512', '-nodefaults', '-display', 'none', '-serial', 'stdio', '-monitor', 'none'],
         ...['-kernel', join(OUT, 'vmlinuz'), '-initrd', join(OUT, 'initrd.img'), '-append', cmdline],
-        // A virtio-net NIC on a listen-only socket: eth0 exists, no traffic leaves the host, DHCP gets no answer.
-        ...['-device', 'virtio-net-device,netdev=n0', '-netdev', `socket,id=n0,listen=127.0.0.1:${port}`],
+        // A virtio-net NIC on a hub with nothing else on it: eth0 exists, no traffic leaves QEMU, DHCP gets
+        // no answer, and no host port is needed (a port picked free can be taken before QEMU binds it).
+        ...['-device', 'virtio-net-device,netdev=n0', '-netdev', 'hubport,id=n0,hubid=0'],
       ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );

@@ -14,10 +14,12 @@ const dir = mkdtempSync(join(tmpdir(), 'power-'));
 const cleanups: Array<() => void> = [];
 afterAll(() => cleanups.forEach((c) => c()));
 
+type Action = 'on' | 'off' | 'cycle';
+
 interface Harness {
   driver: PowerDriver;
-  /** For drivers that wait for a person: play the operator. */
-  operator?: () => void;
+  /** For drivers that wait for a person: play the operator, who does what the desk asks. */
+  operator?: (expected: Action) => Promise<void>;
 }
 
 const harnesses: Record<string, () => Promise<Harness>> = {
@@ -42,8 +44,17 @@ const harnesses: Record<string, () => Promise<Harness>> = {
   },
   async manual() {
     const driver = powerDriver({ driver: 'manual' }, 'm1');
-    // The operator confirms whatever the desk asks, shortly after it asks.
-    return { driver, operator: () => setTimeout(() => manualDesk.confirm('m1'), 20) };
+    // The operator waits for the desk to ask (never a fixed delay), checks what is asked, confirms it.
+    const operator = async (expected: Action) => {
+      const deadline = Date.now() + 10_000;
+      while (!manualDesk.waiting('m1').length) {
+        if (Date.now() > deadline) throw new Error(`the manual desk was never asked to switch m1 ${expected}`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(manualDesk.waiting('m1').map((w) => w.action)).toEqual([expected]);
+      expect(manualDesk.confirm('m1')).toBe(true);
+    };
+    return { driver, operator };
   },
 };
 
@@ -51,16 +62,16 @@ for (const [name, make] of Object.entries(harnesses)) {
   describe(`power driver contract: ${name}`, () => {
     it('on, off and cycle change the reported state', async () => {
       const { driver, operator } = await make();
-      const act = async (fn: () => Promise<void>) => {
-        const p = fn();
-        operator?.();
+      const act = async (action: Action) => {
+        const p = driver[action]();
+        await operator?.(action);
         await p;
       };
-      await act(() => driver.on());
+      await act('on');
       expect(await driver.state()).toBe('on');
-      await act(() => driver.off());
+      await act('off');
       expect(await driver.state()).toBe('off');
-      await act(() => driver.cycle());
+      await act('cycle');
       expect(await driver.state()).toBe('on');
     });
   });
