@@ -20,7 +20,7 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 const ms = (a?: string, b?: string) => (a && b ? Date.parse(b) - Date.parse(a) : 0);
 
 async function leaseToLogin() {
-  const server = await startLabServer({ net: 83, prefix: 'dzl' });
+  const server = await startLabServer({ net: 90, prefix: 'dzl' });
   const admin = { role: 'admin' as const, tenantId: null, tokenId: null };
   await server.store.update((s) => void s.tenants.push({ id: 'bench', name: 'bench', createdAt: new Date().toISOString() }));
   const con = sessionConsole(server.consoles, server.inventory.list()[0]!.id);

@@ -22,7 +22,7 @@ export const configSchema = z
     domain: z.string().optional(),
     dhcp: z
       .object({
-        port: z.number().int().min(1).max(65535).default(67),
+        port: z.number().int().min(1).max(65534).default(67),
         leaseSeconds: z.number().int().positive().default(3600),
         /** Dynamic addresses for unknown MACs (discovery); off unless set. */
         pool: z.object({ start: z.ipv4(), end: z.ipv4() }).optional(),
@@ -30,7 +30,8 @@ export const configSchema = z
       .prefault({}),
     tftp: z
       .object({
-        port: z.number().int().min(1).max(65535).default(69),
+        // 0: any free port (a server kept off the boot network, as in tests)
+        port: z.number().int().min(0).max(65535).default(69),
         /** What the boot script tells U-Boot to ask for (tftpblocksize, tftpwindowsize). */
         blksize: z.number().int().min(512).max(65464).default(1468),
         windowsize: z.number().int().min(1).max(64).default(16),
@@ -42,7 +43,7 @@ export const configSchema = z
     /** Docker engines on shared boards, for container leases (src/containers/config.ts). */
     containers: containersConfigSchema.prefault({}),
     /** The metadata service (cloud-init NoCloud) on the boot network, at bootIp:port. */
-    metadata: z.object({ port: z.number().int().min(1).max(65535).default(8775) }).prefault({}),
+    metadata: z.object({ port: z.number().int().min(0).max(65535).default(8775) }).prefault({}),
     leases: z
       .object({
         /** Server-side steps (power, disk), boot (power-on to kernel fetch), OS (kernel to phone-home). */
@@ -68,6 +69,22 @@ export const configSchema = z
       })
       .prefault({}),
     adminToken: z.string().min(16).optional(),
+    /** Bounds on what one client or tenant can hold (README "Limits"). */
+    limits: z
+      .object({
+        /** Live leases (boards and containers) one tenant may hold at once. */
+        leasesPerTenant: z.number().int().positive().default(16),
+        /** Open event streams (SSE) per token. */
+        eventStreamsPerToken: z.number().int().positive().default(8),
+        /** Open console sockets per token. */
+        consolesPerToken: z.number().int().positive().default(16),
+        /** A request's headers must arrive within this; a whole request (image uploads too) within requestTimeoutMs. */
+        headersTimeoutMs: z.number().int().positive().default(20_000),
+        requestTimeoutMs: z.number().int().positive().default(30 * 60_000),
+        /** Connections the metadata service holds at once (boards fetch a few small files each). */
+        metadataConnections: z.number().int().positive().default(256),
+      })
+      .prefault({}),
   })
   .superRefine((c, ctx) => {
     let subnet;

@@ -1,13 +1,14 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { Server as HttpServer } from 'node:http';
 import { join, resolve } from 'node:path';
 import { createApp, principalOf } from './api/app.js';
-import { authz, consoleIdOf } from './auth/authz.js';
+import { authz, consoleIdOf, type GrantBinding } from './auth/authz.js';
 import { createContainerBackend, watchFailover } from './containers/index.js';
 import { ContainerLeasePort, containerRecords, recordFailover } from './containers/lease-port.js';
 import { attachConsoleWebSocket, ConsoleSessions, type ConsoleWebSocket } from './console/index.js';
 import { consoleWebRouter } from './web/router.js';
+import { storageRoutes } from './api/routes/storage.js';
 import { InventoryBootDecider } from './boot/decider.js';
 import { DhcpServer, type DhcpEvent } from './boot/dhcp/server.js';
 import { bootFilesHandler } from './boot/files.js';
@@ -23,6 +24,7 @@ import { log } from './log.js';
 import { powerDriver } from './power/registry.js';
 import { Store } from './store/store.js';
 import { startIscsiStorage, type RunningStorage } from './storage/index.js';
+import { claimStorage, readStorageOwner } from './storage/identity.js';
 import { Bus } from './leases/bus.js';
 import { LeaseService } from './leases/service.js';
 import { leaseConsoleHooks } from './leases/console-hooks.js';
@@ -67,6 +69,15 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const cleanups: Array<() => Promise<unknown>> = [() => store.close()];
   let lab: Lab | undefined;
   try {
+    // The state and the storage directory must belong to one controller: checked before anything runs.
+    if (config.storage.enabled) {
+      const owner = await claimStorage(config.storage.dir, store.state.controllerId, { adopt: config.storage.adopt, stateFile: join(dataDir, 'state.json') });
+      if (owner.outcome !== 'matched') log.warn(`storage ${config.storage.dir}: controller ${owner.id} (${owner.outcome})`);
+    }
+    if (!store.state.controllerId) {
+      const id = config.storage.enabled ? (await readStorageOwner(config.storage.dir))! : randomUUID();
+      await store.update((s) => void (s.controllerId = id));
+    }
     const images = new ImageCatalog([
       { dir: join(dataDir, 'images') },
       { dir: config.imagesDir, sub: 'build' },
@@ -92,11 +103,20 @@ export async function startServer(config: Config): Promise<RunningServer> {
     // iSCSI root disks: our tgtd on the boot IP (which exists now, the lab made it), reconciled with the leases.
     let storage: RunningStorage | undefined;
     if (config.storage.enabled) {
-      storage = await startIscsiStorage(config.storage, { portalIp: config.bootIp, leases: () => store.state.leases });
+      storage = await startIscsiStorage(config.storage, { portalIp: config.bootIp, leases: () => store.state.leases, controllerId: store.state.controllerId, stateFile: join(dataDir, 'state.json') });
       const running = storage;
       cleanups.push(() => running.stop());
       log.info(`storage: ${storage.driverReason}`);
       for (const line of storage.reconciled) log.info(`reconcile: ${line}`);
+      // A lease whose disk is gone says so, instead of reading `active` to its tenant.
+      if (storage.missingDisks.length) {
+        await store.update((s) => {
+          for (const l of s.leases.filter((x) => storage!.missingDisks.includes(x.id))) {
+            l.state = 'error';
+            l.stateReason = 'its root disk is missing from storage (see GET /v1/storage/quarantine); reimage or release the lease';
+          }
+        });
+      }
     }
 
     // Container leases: Docker engines on shared boards.
@@ -116,6 +136,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       containers,
       console: leaseConsoleHooks(consoles, containers && ((id) => containers.connector(id))),
       timeouts: { actionMs: config.leases.actionTimeoutMs, bootMs: config.leases.bootTimeoutMs, osMs: config.leases.osTimeoutMs },
+      leasesPerTenant: config.limits.leasesPerTenant,
     });
 
     const metadataBase = `http://${config.bootIp}:${config.metadata.port}`;
@@ -182,6 +203,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
 
     const meta = metadataApp({ store, signals, boardIp: (id) => inventory.list().find((b) => b.id === id)?.ip });
     const metaServer = await listen(meta, config.bootIp, config.metadata.port);
+    metaServer.maxConnections = config.limits.metadataConnections;
+    metaServer.headersTimeout = config.limits.headersTimeoutMs;
+    metaServer.requestTimeout = 60_000;
     cleanups.push(() => new Promise((r) => metaServer.close(() => r(undefined))));
 
     await mkdir(join(dataDir, 'images'), { recursive: true });
@@ -208,19 +232,29 @@ export async function startServer(config: Config): Promise<RunningServer> {
       consoles,
       importer,
       routers: [consoleWebRouter()],
+      extraRoutes: storage ? storageRoutes({ disks: storage.store }) : [],
+      limits: config.limits,
     });
     let consoleWs: ConsoleWebSocket | undefined;
     const [host, port] = splitHostPort(config.api);
     const http = await listen(app, host, port);
-    http.requestTimeout = 0; // Node cuts requests at 300 s by default: that would kill large image uploads
+    // Headers must come quickly; a whole request may take long (image uploads), but not for ever.
+    http.headersTimeout = config.limits.headersTimeoutMs;
+    http.requestTimeout = config.limits.requestTimeoutMs;
     const addr = http.address();
     const apiUrl = `http://${host}:${typeof addr === 'object' && addr ? addr.port : port}`;
     cleanups.push(() => new Promise((r) => http.close(() => r(undefined))));
     consoleWs = attachConsoleWebSocket(http, {
       sessions: consoles,
       authorize: async (req, kind, id) => authz.consoleGrant(store, principalOf(store, token, req), kind, id),
+      // A socket lives as long as its grant: release, reimage, failover, token revocation or expiry close it.
+      stillValid: (grant) => authz.grantEnded(store, grant.binding as GrantBinding),
+      maxPerKey: config.limits.consolesPerToken,
+      keyOf: (grant) => (grant.binding as GrantBinding).tokenId ?? 'bootstrap-admin',
     });
     const ws = consoleWs;
+    const offRecheck = bus.subscribe((ev) => ev.type === 'lease' && ws.recheck());
+    cleanups.push(async () => offRecheck());
     cleanups.push(() => ws.close()); // runs before http.close (cleanups run in reverse)
 
     if (lab && config.lab.powerOn) {
@@ -296,9 +330,10 @@ async function imageUsers(name: string, store: Store, storage?: RunningStorage):
 async function enrollLabBoards(inventory: Inventory, boards: Awaited<ReturnType<Lab['up']>>, image: string): Promise<void> {
   for (const b of boards) {
     const power = { driver: 'qemu', qmp: b.qmp };
-    const existing = inventory.byMac(b.mac);
+    // By MAC, or by id for a lab board enrolled under an earlier MAC scheme.
+    const existing = inventory.byMac(b.mac) ?? inventory.list().find((x) => x.id === b.id && x.model === 'qemu-virt');
     if (existing) {
-      await inventory.patch(existing.id, { serial: b.serial, power, ip: b.ip });
+      await inventory.patch(existing.id, { serial: b.serial, power, ip: b.ip, ...(existing.mac !== b.mac ? { mac: b.mac } : {}) });
     } else {
       await inventory.create({ id: b.id, mac: b.mac, model: 'qemu-virt', arch: 'armv7', ip: b.ip, serial: b.serial, power, image });
     }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Router } from 'express';
 import { authenticate, bearerOf, type Principal } from '../auth/tokens.js';
 import type { ImageCatalog } from '../images/catalog.js';
@@ -33,6 +34,7 @@ export interface ApiDeps {
   consoles?: ConsoleSessions;
   /** Image import and delete. */
   importer: ImageImporter;
+  limits?: { eventStreamsPerToken: number };
   /** More routes from other modules (image import), and routers mounted at the root (web UI). */
   extraRoutes?: Route[];
   routers?: Router[];
@@ -52,7 +54,6 @@ export function principalOf(store: Store, adminToken: string, req: Pick<Request,
 export function createApp(d: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
-  app.use(express.json({ limit: '1mb' }));
 
   const routes: Route[] = [
     { method: 'get', path: '/health', summary: 'Liveness and protocol counters', access: 'public', handler: () => ({ ok: true, ...(d.stats?.() ?? {}) }) },
@@ -67,7 +68,8 @@ export function createApp(d: ApiDeps): Express {
   routes.push({ method: 'get', path: '/openapi.json', summary: 'This document', access: 'public', handler: () => doc });
 
   const v1 = express.Router();
-  for (const r of routes) v1[r.method](r.path, handle(r, d));
+  // The caller is authenticated before its body is read: an anonymous client cannot make us parse 1 MB.
+  for (const r of routes) v1[r.method](r.path, authenticateFirst(r, d), express.json({ limit: '1mb' }), handle(r, d));
   app.use('/v1', v1);
   for (const router of d.routers ?? []) app.use(router);
   app.use((_req, _res, next) => next(new NotFoundError('route')));
@@ -75,12 +77,20 @@ export function createApp(d: ApiDeps): Express {
   return app;
 }
 
-/** Authenticate, authorize by access level, validate the body, run, answer. */
-function handle(r: Route, d: ApiDeps): RequestHandler {
-  return async (req, res) => {
+/** Authenticate and authorize by access level, before anything reads the body. */
+function authenticateFirst(r: Route, d: ApiDeps): RequestHandler {
+  return (req, _res, next) => {
     const p: Principal = r.access === 'public' ? { role: 'tenant', tenantId: null, tokenId: null } : principalOf(d.store, d.adminToken, req);
     if (r.access === 'admin' && p.role !== 'admin') throw new HttpError(403, 'admin only');
     req.principal = p;
+    next();
+  };
+}
+
+/** Validate the body, run, answer. */
+function handle(r: Route, d: ApiDeps): RequestHandler {
+  return async (req, res) => {
+    const p = req.principal!;
     const body = r.body ? parseBody(r.body, req.body) : undefined;
     const params = Object.fromEntries(Object.entries(req.params).map(([k, v]) => [k, String(v)]));
     const out = await r.handler({ req, res, p, body, params });
@@ -105,7 +115,9 @@ function errorHandler(log: Logger): ErrorRequestHandler {
       res.status(err.status).json({ error: err.message });
       return;
     }
-    log.error({ err, method: req.method, url: req.originalUrl }, 'request failed');
-    res.status(500).json({ error: 'internal error' });
+    // The caller gets an id to quote; the detail (command lines, paths) stays in the admin's log.
+    const errorId = randomBytes(4).toString('hex');
+    log.error({ err, errorId, method: req.method, url: req.originalUrl }, 'request failed');
+    res.status(500).json({ error: `internal error (id ${errorId})`, errorId });
   };
 }

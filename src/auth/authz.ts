@@ -37,15 +37,42 @@ export const authz = {
    * Who may open which console: a board's console is the admin's; a lease's, its owner's and the
    * admin's (both may type). null = not found or not yours — the caller answers 404.
    */
-  consoleGrant(store: Store, p: Principal, kind: 'lease' | 'board', id: string): { boardId: string; canType: boolean; who: string } | null {
+  consoleGrant(store: Store, p: Principal, kind: 'lease' | 'board', id: string): { boardId: string; canType: boolean; who: string; binding: GrantBinding } | null {
     const who = p.role === 'admin' ? 'admin' : `tenant ${p.tenantId}`;
     if (kind === 'board') {
       if (p.role !== 'admin' || !store.state.boards.some((b) => b.id === id)) return null;
-      return { boardId: id, canType: true, who };
+      return { boardId: id, canType: true, who, binding: { tokenId: p.tokenId, admin: true } };
     }
     const lease = store.state.leases.find((l) => l.id === id);
-    if (!lease || lease.state === 'released' || !authz.canSeeLease(p, lease)) return null;
-    return { boardId: consoleIdOf(lease), canType: authz.canTypeOnConsole(p, lease), who };
+    if (!lease || !leaseConsoleOpen(lease) || !authz.canSeeLease(p, lease)) return null;
+    const binding: GrantBinding = { tokenId: p.tokenId, admin: p.role === 'admin', lease: { id: lease.id, jobId: lease.jobId, consoleId: consoleIdOf(lease), hostId: lease.container?.hostId } };
+    return { boardId: consoleIdOf(lease), canType: authz.canTypeOnConsole(p, lease), who, binding };
+  },
+
+  /**
+   * Why a grant made earlier no longer holds, or null while it does. A tenant's lease console ends with
+   * the lease's release, a reimage (a new job: a new boot with new secrets) or a failover, and with its
+   * token's revocation or expiry. Admin sockets end only with their token.
+   */
+  grantEnded(store: Store, b: GrantBinding, now = Date.now()): string | null {
+    const tokenEnd = authz.tokenEnded(store, b.tokenId, now);
+    if (tokenEnd) return tokenEnd;
+    if (!b.lease || b.admin) return null;
+    const lease = store.state.leases.find((l) => l.id === b.lease!.id);
+    if (!lease || !leaseConsoleOpen(lease)) return 'lease released';
+    if (lease.jobId !== b.lease.jobId) return `lease ${lease.state === 'releasing' ? 'released' : 'reimaged'}`;
+    if (consoleIdOf(lease) !== b.lease.consoleId || lease.container?.hostId !== b.lease.hostId) return 'lease moved';
+    return null;
+  },
+
+  /** Why a token no longer authenticates (revoked, expired, gone), or null; the bootstrap admin token (null id) never ends. */
+  tokenEnded(store: Store, tokenId: string | null, now = Date.now()): string | null {
+    if (tokenId === null) return null;
+    const t = store.state.tokens.find((x) => x.id === tokenId);
+    if (!t) return 'token removed';
+    if (t.revokedAt) return 'token revoked';
+    if (t.expiresAt && Date.parse(t.expiresAt) <= now) return 'token expired';
+    return null;
   },
 
   /** Events on the SSE stream: admins see all, tenants their own. */
@@ -53,6 +80,18 @@ export const authz = {
     return p.role === 'admin' || (tenantId != null && tenantId === p.tenantId);
   },
 };
+
+/** What a console grant was given for: checked again while the socket is open (authz.grantEnded). */
+export interface GrantBinding {
+  tokenId: string | null;
+  admin: boolean;
+  lease?: { id: string; jobId?: string; consoleId: string; hostId?: string };
+}
+
+/** A lease's console may be opened from its request until its release begins. */
+function leaseConsoleOpen(lease: Pick<Lease, 'state'>): boolean {
+  return lease.state !== 'released' && lease.state !== 'releasing';
+}
 
 /** The console session a lease's console is: its board's serial line, or its container's TTY. */
 export function consoleIdOf(lease: Pick<Lease, 'id' | 'kind' | 'boardId'>): string {

@@ -17,6 +17,8 @@ export const CLOSE = {
   tooSlow: 4008,
   /** The board's console went away for good (board removed, server stopping). */
   gone: 4010,
+  /** What the socket was granted for ended: lease released or reimaged, token revoked or expired. */
+  revoked: 4003,
 } as const;
 
 export type ClientMessage = { type: 'break' } | { type: 'resize'; cols: number; rows: number };

@@ -28,6 +28,13 @@ export class RingBuffer {
     this.length = Math.min(this.capacity, this.length + chunk.length);
   }
 
+  /** Forget every retained byte (a new tenant must not read the last one's output). */
+  clear(): void {
+    this.start = 0;
+    this.length = 0;
+    this.buf.fill(0);
+  }
+
   /** A copy of the retained bytes, oldest first. */
   snapshot(): Buffer {
     const tail = Math.min(this.length, this.capacity - this.start);

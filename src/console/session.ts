@@ -120,6 +120,11 @@ export class BoardSession extends EventEmitter<ConsoleSourceEvents> {
     await this.leaseLog?.writer.idle();
   }
 
+  /** A lease ended or began on this line: what the last tenant's boards printed is not the next one's to read. */
+  clearScrollback(): void {
+    this.ring.clear();
+  }
+
   get leaseId(): string | undefined {
     return this.leaseLog?.leaseId;
   }

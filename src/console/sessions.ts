@@ -83,6 +83,10 @@ export class ConsoleSessions {
     for (const b of boards) await this.ensure(b);
   }
 
+  clearScrollback(id: string): void {
+    this.sessions.get(id)?.clearScrollback();
+  }
+
   get(boardId: string): BoardSession | undefined {
     return this.sessions.get(boardId);
   }

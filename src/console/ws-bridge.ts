@@ -13,6 +13,11 @@ export interface ConsoleGrant {
   canType: boolean;
   /** Shown to the other viewers ("alice is typing"). */
   who: string;
+  /**
+   * What the grant was given for (lease, its boot, the token), opaque to the bridge: `stillValid` is asked
+   * about it while the socket is open, and the socket is closed as soon as the answer is no.
+   */
+  binding?: unknown;
 }
 
 /**
@@ -30,11 +35,23 @@ export interface ConsoleWebSocketOptions {
   maxBufferedBytes?: number;
   /** Ping interval; a viewer that misses a pong is dropped (default 30 s). */
   pingMs?: number;
+  /**
+   * Whether an open socket's grant still holds (lease not released or reimaged, token not revoked or
+   * expired). Asked every `recheckMs` (default 250 ms) and on `recheck()`; a null answer keeps the socket,
+   * a string closes it with that reason.
+   */
+  stillValid?: (grant: ConsoleGrant) => string | null;
+  recheckMs?: number;
+  /** At most this many open sockets per `keyOf(grant)` (a token); more are refused with 429. */
+  maxPerKey?: number;
+  keyOf?: (grant: ConsoleGrant) => string;
 }
 
 export interface ConsoleWebSocket {
   /** Open console sockets and the bytes queued for them: the memory the per-viewer bound keeps in check. */
-  stats(): { sockets: number; bufferedBytes: number; maxBufferedBytes: number; dropped: number };
+  stats(): { sockets: number; bufferedBytes: number; maxBufferedBytes: number; dropped: number; revoked: number };
+  /** Ask `stillValid` about every open socket now (the server calls it on lease and token changes). */
+  recheck(): void;
   close(): Promise<void>;
 }
 
@@ -62,6 +79,7 @@ export function attachConsoleWebSocket(http: HttpServer, o: ConsoleWebSocketOpti
   let droppedCount = 0;
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => {}); // a client that resets mid-upgrade is its own problem, not the process's
     const url = new URL(req.url ?? '/', 'http://x');
     const m = PATH.exec(url.pathname);
     if (!m) {
@@ -69,9 +87,11 @@ export function attachConsoleWebSocket(http: HttpServer, o: ConsoleWebSocketOpti
       if (http.listenerCount('upgrade') === 1) refuse(socket, 404, 'no such WebSocket endpoint');
       return;
     }
+    // Every upgrade is hostile until parsed: an exception here is a refused socket, never a crashed server.
     void (async () => {
       const kind: 'lease' | 'board' = m[1] === 'leases' ? 'lease' : 'board';
-      const id = decodeURIComponent(m[2]!);
+      const id = safeDecode(m[2]!);
+      if (id === null) return refuse(socket, 400, 'malformed percent-encoding in the path');
       const token = consoleToken(req);
       if (!token) return refuse(socket, 401, 'missing bearer token (Authorization header or bearer.<token> subprotocol)');
       req.headers.authorization = `Bearer ${token}`;
@@ -86,11 +106,42 @@ export function attachConsoleWebSocket(http: HttpServer, o: ConsoleWebSocketOpti
       if (!grant) return refuse(socket, 404, `${kind} ${id} not found`);
       const session = o.sessions.get(grant.boardId);
       if (!session) return refuse(socket, 404, `board ${grant.boardId} has no console line`);
-      wss.handleUpgrade(req, socket, head, (ws) => bridge(ws, grant));
-    })();
+      const invalid = o.stillValid?.(grant);
+      if (invalid) return refuse(socket, 404, `${kind} ${id} not found`);
+      const key = o.keyOf?.(grant);
+      if (key !== undefined && o.maxPerKey !== undefined && [...open.values()].filter((x) => x.key === key).length >= o.maxPerKey) {
+        return refuse(socket, 429, `too many open consoles for this token (at most ${o.maxPerKey})`);
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => bridge(ws, grant, key));
+    })().catch((err) => {
+      log.error({ err }, 'console upgrade failed');
+      if (!socket.destroyed) refuse(socket, 500, 'internal error');
+    });
   };
 
-  const bridge = (ws: WebSocket, grant: ConsoleGrant) => {
+  // Sockets by the grant they were opened with, so a grant that ends closes its sockets.
+  const open = new Map<WebSocket, { grant: ConsoleGrant; key?: string; end: (reason: string) => void }>();
+  let revokedCount = 0;
+  const recheck = () => {
+    if (!o.stillValid) return;
+    for (const [ws, { grant, end }] of open) {
+      let reason: string | null;
+      try {
+        reason = o.stillValid(grant);
+      } catch (err) {
+        log.error({ err }, 'console grant check failed');
+        reason = 'access could not be checked';
+      }
+      if (reason === null) continue;
+      open.delete(ws);
+      revokedCount++;
+      end(reason);
+    }
+  };
+  const rechecker = o.stillValid ? setInterval(recheck, o.recheckMs ?? 250) : undefined;
+  rechecker?.unref();
+
+  const bridge = (ws: WebSocket, grant: ConsoleGrant, key?: string) => {
     const session = o.sessions.get(grant.boardId);
     if (!session) return ws.close(CLOSE.gone, 'console gone');
     let dropped = false;
@@ -133,6 +184,16 @@ export function attachConsoleWebSocket(http: HttpServer, o: ConsoleWebSocketOpti
     sendJson({ type: 'state', ...session.state() });
     const scrollback = session.attach(viewer);
     if (scrollback.length) ws.send(scrollback);
+    open.set(ws, {
+      grant,
+      key,
+      end: (reason) => {
+        session.detach(viewer);
+        sendJson({ type: 'info', event: 'error', message: `console closed: ${reason}` });
+        ws.close(CLOSE.revoked, reason.slice(0, 100));
+        setTimeout(() => ws.terminate(), 2000).unref();
+      },
+    });
 
     ws.on('message', (data, isBinary) => {
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
@@ -150,6 +211,7 @@ export function attachConsoleWebSocket(http: HttpServer, o: ConsoleWebSocketOpti
     }, o.pingMs ?? 30_000);
     ws.on('close', () => {
       clearInterval(ping);
+      open.delete(ws);
       session.detach(viewer);
     });
     ws.on('error', () => {});
@@ -160,9 +222,11 @@ export function attachConsoleWebSocket(http: HttpServer, o: ConsoleWebSocketOpti
     stats() {
       let bufferedBytes = 0;
       for (const ws of wss.clients) bufferedBytes += ws.bufferedAmount;
-      return { sockets: wss.clients.size, bufferedBytes, maxBufferedBytes: maxBuffered, dropped: droppedCount };
+      return { sockets: wss.clients.size, bufferedBytes, maxBufferedBytes: maxBuffered, dropped: droppedCount, revoked: revokedCount };
     },
+    recheck,
     async close() {
+      clearInterval(rechecker);
       http.off('upgrade', onUpgrade);
       for (const ws of wss.clients) ws.close(CLOSE.gone, 'server stopping');
       await new Promise<void>((r) => wss.close(() => r()));
@@ -171,8 +235,16 @@ export function attachConsoleWebSocket(http: HttpServer, o: ConsoleWebSocketOpti
   };
 }
 
+function safeDecode(s: string): string | null {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
+  }
+}
+
 function refuse(socket: Duplex, status: number, message: string): void {
   const body = JSON.stringify({ error: message });
-  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 500: 'Internal Server Error' }[status] ?? 'Error';
+  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 500: 'Internal Server Error' }[status] ?? 'Error';
   socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 }

@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm, symlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -47,10 +46,13 @@ export class Lab {
 
   boards(): LabBoard[] {
     const subnet = parseCidr(this.o.subnet);
-    const tag = createHash('sha256').update(this.o.netns).digest()[0]!;
+    // MACs from the subnet's 2nd and 3rd octets: two labs never share a subnet (up() refuses a taken
+    // one), so they never share MACs either, and a lab keeps its MACs across restarts.
+    const net = ipToInt(subnet.network);
+    const hex = (n: number) => (n & 0xff).toString(16).padStart(2, '0');
     return Array.from({ length: this.o.boards }, (_, i) => {
       const id = `lab-${i + 1}`;
-      const mac = ['52', '54', '00', 'd0', tag.toString(16).padStart(2, '0'), (i + 1).toString(16).padStart(2, '0')].join(':');
+      const mac = ['52', '54', '00', hex(net >>> 16), hex(net >>> 8), hex(i + 1)].join(':');
       return {
         id,
         mac,

@@ -5,7 +5,8 @@ import type { ConsoleHooks } from './ports.js';
 
 /**
  * How leases drive consoles: a lease's output also goes to its log while it runs, and the log is
- * purged on release. A container lease's console is a session on its TTY, opened when the container
+ * purged on release. The scrollback is emptied when a lease starts and when it ends, so a new tenant
+ * never reads the last one's boot (its kernel command line carries that lease's secrets). A container lease's console is a session on its TTY, opened when the container
  * exists and closed on release (a board's session lives as long as the board).
  */
 export function leaseConsoleHooks(consoles: ConsoleSessions, containerTty?: (leaseId: string) => Connector): ConsoleHooks {
@@ -13,10 +14,12 @@ export function leaseConsoleHooks(consoles: ConsoleSessions, containerTty?: (lea
   return {
     leaseStarted: (consoleId, leaseId) =>
       void (async () => {
+        consoles.clearScrollback(consoleId);
         if (isContainer(consoleId) && containerTty) await consoles.attach(consoleId, containerTty(leaseId));
         await consoles.startLeaseLog(consoleId, leaseId);
       })().catch((err) => log.warn({ err, leaseId }, 'lease console')),
     leaseEnded: async (consoleId, leaseId) => {
+      consoles.clearScrollback(consoleId);
       await consoles.purgeLeaseLog(leaseId);
       if (isContainer(consoleId)) await consoles.remove(consoleId, 'lease released');
     },

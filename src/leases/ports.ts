@@ -13,8 +13,8 @@ export interface BoardStorage {
   detach(lease: Lease): Promise<void>;
   /** Kernel command-line arguments that make the image's initramfs log in to the target. */
   kernelArgs(rec: IscsiRecord, image: Image): string;
-  /** Make tgtd and the disk store match the leases that hold disks; returns what it fixed. */
-  reconcile(leases: Lease[]): Promise<string[]>;
+  /** Make tgtd and the disk store match the leases that hold disks (quarantining, never destroying); returns what it fixed and the leases whose disk is gone. */
+  reconcile(leases: Lease[]): Promise<{ fixed: string[]; missing: string[] }>;
 }
 
 /** Hooks into the console sessions: start a lease's log when it starts, purge it on release. */

@@ -35,6 +35,8 @@ export interface LeaseServiceDeps {
   containers?: ContainerLeases;
   console?: ConsoleHooks;
   timeouts?: Partial<LeaseTimeouts>;
+  /** Live leases one tenant may hold (default: unbounded). */
+  leasesPerTenant?: number;
 }
 
 const PROVISION_STEPS = ['disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
@@ -106,6 +108,11 @@ export class LeaseService {
     };
     const wantContainer = input.kind === 'container';
     const { lease, job } = await this.d.store.update((s) => {
+      // The quota is checked inside the allocating update, so concurrent requests cannot overshoot it.
+      const held = s.leases.filter((l) => l.tenantId === tenantId && LIVE.includes(l.state)).length;
+      if (this.d.leasesPerTenant !== undefined && held >= this.d.leasesPerTenant) {
+        throw new HttpError(403, `lease quota reached: tenant ${tenantId} holds ${held} live leases (limits.leasesPerTenant is ${this.d.leasesPerTenant})`);
+      }
       if (!wantContainer && image) {
         const board = pickBoard(s, input, image.manifest.arch);
         if (board) {

@@ -16,6 +16,10 @@ export const storageConfigSchema = z.object({
   diskSizeMb: z.number().int().positive().optional(),
   /** Naming authority for target (`<prefix>:<board>.<lease>`) and initiator (`<prefix>:<board>`) names. */
   iqnPrefix: z.string().regex(/^iqn\.\d{4}-\d{2}\.[a-z0-9.-]+$/, 'iqn.YYYY-MM.reversed.domain').default(DEFAULT_IQN_PREFIX),
+  /** Take over a storage dir that names another controller (see src/storage/identity.ts). */
+  adopt: z.boolean().default(false),
+  /** Quarantined disks (no lease held them at a reconcile) are removed after this many days. */
+  quarantineDays: z.number().positive().default(14),
   tgt: z
     .object({
       /** tgtd management port of our own tgtd (the system tgtd uses 0; tgtd accepts at most 32767). */

@@ -89,6 +89,23 @@ export interface DiskStore {
   removeImage(image: string): Promise<void>;
   /** Remove leftovers of interrupted clones and destroys, and imports no disk uses; returns what went. */
   sweep(): Promise<string[]>;
+  /** Move a disk aside (reconcile's answer to a disk no lease owns); its quarantine name, or null if none. */
+  quarantine(diskId: string): Promise<string | null>;
+  listQuarantine(): Promise<QuarantinedDisk[]>;
+  /** The admin's explicit removal of a quarantined disk; false when there was none. */
+  removeQuarantined(name: string): Promise<boolean>;
+  /** Remove quarantined disks older than maxAgeMs; returns what went. */
+  sweepQuarantine(maxAgeMs: number, now?: number): Promise<string[]>;
+}
+
+export interface QuarantinedDisk {
+  /** `<diskId>@<time>`: the handle the admin removes it by. */
+  name: string;
+  diskId: string;
+  image?: string;
+  createdAt?: string;
+  quarantinedAt: string;
+  sizeBytes: number;
 }
 
 /** Disk ids become file names and tgtd backing-store paths: keep them tame. */

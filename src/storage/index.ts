@@ -3,6 +3,7 @@ import type { StorageConfig } from './config.js';
 import type { DiskStore } from './disk-store.js';
 import { IscsiBoardStorage } from './iscsi-storage.js';
 import { openDiskStore } from './open-store.js';
+import { claimStorage } from './identity.js';
 import { TgtDaemon } from './tgt-daemon.js';
 import { TgtExporter } from './tgt-exporter.js';
 
@@ -12,6 +13,7 @@ export { IscsiBoardStorage, initiatorName } from './iscsi-storage.js';
 export { openDiskStore } from './open-store.js';
 export { TgtDaemon } from './tgt-daemon.js';
 export { TgtExporter } from './tgt-exporter.js';
+export { StorageOwnershipError } from './identity.js';
 
 export interface RunningStorage {
   storage: IscsiBoardStorage;
@@ -22,6 +24,10 @@ export interface RunningStorage {
   driverReason: string;
   /** What the start-up reconcile fixed. */
   reconciled: string[];
+  /** Leases whose disk the start-up reconcile did not find. */
+  missingDisks: string[];
+  /** The controller id the storage directory and the state now share. */
+  controllerId: string;
   stop(opts?: { leaveRunning?: boolean }): Promise<void>;
 }
 
@@ -30,7 +36,9 @@ export interface RunningStorage {
  * (supervised; restarts re-create targets from `leases()`), the BoardStorage, and a first reconcile
  * so tgtd and the store match the recorded leases. `leases` should return the store's current leases.
  */
-export async function startIscsiStorage(cfg: StorageConfig, o: { portalIp: string; leases: () => Lease[] }): Promise<RunningStorage> {
+export async function startIscsiStorage(cfg: StorageConfig, o: { portalIp: string; leases: () => Lease[]; controllerId: string | undefined; stateFile: string }): Promise<RunningStorage> {
+  // Ownership first: a directory of another controller is refused before anything in it is touched.
+  const owner = await claimStorage(cfg.dir, o.controllerId, { adopt: cfg.adopt, stateFile: o.stateFile });
   const { store, reason } = await openDiskStore(cfg.dir, cfg.driver);
   const daemon = new TgtDaemon({ controlPort: cfg.tgt.controlPort, portalIp: o.portalIp, portalPort: cfg.tgt.portalPort });
   await daemon.start();
@@ -44,8 +52,9 @@ export async function startIscsiStorage(cfg: StorageConfig, o: { portalIp: strin
       iqnPrefix: cfg.iqnPrefix,
       diskSizeBytes: cfg.diskSizeMb ? cfg.diskSizeMb * 1024 * 1024 : undefined,
     });
-    const reconciled = await storage.reconcile(o.leases());
-    return { storage, store, daemon, exporter, driverReason: reason, reconciled, stop: (opts) => daemon.stop(opts) };
+    const { fixed, missing } = await storage.reconcile(o.leases());
+    fixed.push(...(await store.sweepQuarantine(cfg.quarantineDays * 86_400_000)));
+    return { storage, store, daemon, exporter, driverReason: reason, reconciled: fixed, missingDisks: missing, controllerId: owner.id, stop: (opts) => daemon.stop(opts) };
   } catch (err) {
     await daemon.stop();
     throw err;

@@ -122,9 +122,15 @@ export class IscsiBoardStorage implements BoardStorage {
     return args.join(' ');
   }
 
-  reconcile(leases: Lease[]): Promise<string[]> {
+  /**
+   * Make tgtd and the store match the recorded leases. Never destroys a disk: one no live lease holds is
+   * quarantined (the state may be older than the disks, or belong to another server). Leases whose disk
+   * is gone are named in `missing`, for the caller to mark failed.
+   */
+  reconcile(leases: Lease[]): Promise<{ fixed: string[]; missing: string[] }> {
     return this.serial(async () => {
       const fixed: string[] = [];
+      const missing: string[] = [];
       const holders = new Map(leases.filter((l) => l.kind === 'board' && HOLDS_DISK.includes(l.state)).map((l) => [l.id, l]));
       for (const t of await this.o.exporter.list()) {
         const leaseId = this.leaseOf(t.iqn);
@@ -136,14 +142,15 @@ export class IscsiBoardStorage implements BoardStorage {
       }
       for (const d of await this.o.store.list()) {
         if (!holders.has(d.id)) {
-          await this.o.store.destroy(d.id);
-          fixed.push(`destroyed disk ${d.id} (image ${d.image ?? '?'}): no live lease holds it`);
+          const name = await this.o.store.quarantine(d.id);
+          if (name) fixed.push(`quarantined disk ${d.id} (image ${d.image ?? '?'}) as ${name}: no live lease holds it`);
         }
       }
       for (const l of holders.values()) {
         if (!l.iscsi) continue;
         if (!(await this.o.store.size(l.id))) {
           fixed.push(`lease ${l.id}: its disk is missing; it cannot be restored (reimage the lease)`);
+          missing.push(l.id);
           continue;
         }
         const how = await this.o.exporter.ensure(l.iscsi).catch((err: Error) => `failed: ${err.message}`);
@@ -151,7 +158,7 @@ export class IscsiBoardStorage implements BoardStorage {
       }
       fixed.push(...(await this.o.store.sweep()));
       for (const f of fixed) log.warn(`storage reconcile: ${f}`);
-      return fixed;
+      return { fixed, missing };
     });
   }
 

@@ -2,13 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { log } from '../log.js';
-import { assertDiskId, StorageError, type CloneOptions, type DiskInfo, type DiskStore, type DiskStoreKind, type ImageDisk } from './disk-store.js';
+import { assertDiskId, StorageError, type CloneOptions, type DiskInfo, type DiskStore, type DiskStoreKind, type ImageDisk, type QuarantinedDisk } from './disk-store.js';
 import { checkImageDisk, growDisk, type DiskFormat } from './image-check.js';
 import { isNoSpace } from './run.js';
+import { HttpError } from '../util/errors.js';
 
 const DISK_FILE = 'disk.img';
 const DISK_META = 'disk.json';
 const IMAGE_META = 'image.json';
+const QUARANTINE = 'quarantine';
+const QUARANTINE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}@[0-9TZ-]{10,40}$/;
 
 interface ImageMeta {
   image: string;
@@ -161,6 +164,56 @@ export abstract class StoreBase implements DiskStore {
     return true;
   }
 
+  /**
+   * Move a disk no lease owns out of the way instead of destroying it: `quarantine/<id>@<time>`, listed
+   * for the admin and removed only by removeQuarantined() or sweepQuarantine() after a set age. A restored
+   * state file or a second server's reconcile then costs nobody a disk.
+   */
+  async quarantine(diskId: string): Promise<string | null> {
+    assertDiskId(diskId);
+    await this.clones.get(diskId)?.catch(() => {});
+    const dir = join(this.dir, 'disks', diskId);
+    if (!(await exists(dir))) return null;
+    await mkdir(join(this.dir, QUARANTINE), { recursive: true });
+    const name = `${diskId}@${new Date().toISOString().replace(/[:.]/g, '-')}`;
+    await rename(dir, join(this.dir, QUARANTINE, name));
+    log.warn({ disk: diskId, store: this.kind, quarantined: name }, 'storage: disk quarantined');
+    return name;
+  }
+
+  async listQuarantine(): Promise<QuarantinedDisk[]> {
+    const names = (await readdir(join(this.dir, QUARANTINE)).catch(() => [] as string[])).filter((n) => QUARANTINE_NAME.test(n)).sort();
+    const out: QuarantinedDisk[] = [];
+    for (const name of names) {
+      const dir = join(this.dir, QUARANTINE, name);
+      const st = await stat(join(dir, DISK_FILE)).catch(() => null);
+      const meta = (await readJson<DiskMeta>(join(dir, DISK_META))) ?? undefined;
+      const since = (await stat(dir).catch(() => null))?.ctime.toISOString() ?? '';
+      out.push({ name, diskId: name.slice(0, name.indexOf('@')), image: meta?.image, createdAt: meta?.createdAt, quarantinedAt: since, sizeBytes: st?.size ?? 0 });
+    }
+    return out;
+  }
+
+  async removeQuarantined(name: string): Promise<boolean> {
+    if (!QUARANTINE_NAME.test(name)) throw new HttpError(400, `invalid quarantined disk name ${JSON.stringify(name)}`);
+    const dir = join(this.dir, QUARANTINE, name);
+    if (!(await exists(dir))) return false;
+    const trash = join(this.dir, 'disks', `.trash-q-${randomBytes(3).toString('hex')}`);
+    await mkdir(join(this.dir, 'disks'), { recursive: true });
+    await rename(dir, trash);
+    await this.removeDir(trash);
+    log.info({ quarantined: name, store: this.kind }, 'storage: quarantined disk removed');
+    return true;
+  }
+
+  async sweepQuarantine(maxAgeMs: number, now = Date.now()): Promise<string[]> {
+    const gone: string[] = [];
+    for (const q of await this.listQuarantine()) {
+      if (q.quarantinedAt && now - Date.parse(q.quarantinedAt) > maxAgeMs && (await this.removeQuarantined(q.name))) gone.push(`removed quarantined disk ${q.name} (older than ${Math.round(maxAgeMs / 86_400_000)} days)`);
+    }
+    return gone;
+  }
+
   async list(): Promise<DiskInfo[]> {
     const ids = (await readdir(join(this.dir, 'disks')).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort();
     const out: DiskInfo[] = [];
@@ -204,6 +257,10 @@ export abstract class StoreBase implements DiskStore {
         const m = await readJson<DiskMeta>(join(disks, n, DISK_META));
         if (m) used.add(m.imageKey);
       }
+    }
+    for (const n of await readdir(join(this.dir, QUARANTINE)).catch(() => [] as string[])) {
+      const m = await readJson<DiskMeta>(join(this.dir, QUARANTINE, n, DISK_META));
+      if (m) used.add(m.imageKey);
     }
     const images = join(this.dir, 'images');
     const keys = await readdir(images).catch(() => [] as string[]);

@@ -163,6 +163,8 @@ export type Transition = z.infer<typeof transitionSchema>;
 
 export const stateSchema = z.object({
   version: z.literal(SCHEMA_VERSION),
+  /** The controller this state belongs to; its storage directory carries the same id (storage/identity.ts). */
+  controllerId: z.string().optional(),
   boards: z.array(boardSchema),
   discovered: z.array(discoveredSchema),
   tenants: z.array(tenantSchema),

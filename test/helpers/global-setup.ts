@@ -20,12 +20,16 @@ export const TEST_LINK = /^(dz[a-z]-[0-9a-f]{6,8}-h|dz[a-z]-[0-9a-f]{4,6}-h|dzh[
 /** Hold LOCK while this process lives; resolves false when another live run holds it. */
 function holdRunLock(): Promise<boolean> {
   return new Promise((resolve) => {
-    const child = spawn('flock', ['-n', '-E', '75', LOCK, 'sh', '-c', 'echo locked; while kill -0 "$0" 2>/dev/null; do sleep 2; done', String(process.pid)], {
+    const child = spawn('flock', ['-w', '10', '-E', '75', LOCK, 'sh', '-c', 'echo locked; while kill -0 "$0" 2>/dev/null; do sleep 2; done', String(process.pid)], {
       stdio: ['ignore', 'pipe', 'inherit'],
       detached: true,
     });
-    child.unref();
-    child.stdout.once('data', () => resolve(true));
+    child.stdout.once('data', () => {
+      // Locked: from now on the holder must not keep vitest's main process alive after the run.
+      child.unref();
+      child.stdout.destroy();
+      resolve(true);
+    });
     child.once('exit', () => resolve(false));
     child.once('error', () => resolve(false));
   });
@@ -71,6 +75,13 @@ function readdirSafe(dir: string): string[] {
 
 export default async function setup(): Promise<void> {
   if (process.getuid?.() !== 0) return; // without root there is nothing of ours to remove, and tests needing root fail on their own
+  // vitest runs the global setup once per project, in one process: lock and clean once.
+  const g = globalThis as { __dozenRunSetup?: Promise<void> };
+  g.__dozenRunSetup ??= lockAndClean();
+  await g.__dozenRunSetup;
+}
+
+async function lockAndClean(): Promise<void> {
   if (!(await holdRunLock())) {
     console.warn(`[global-setup] another test run holds ${LOCK}: not cleaning leftovers`);
     return;

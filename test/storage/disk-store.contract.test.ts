@@ -196,6 +196,32 @@ describe.each(DRIVERS)('DiskStore contract: $kind', ({ kind, fs }) => {
     expect(sha(store.diskPath('l-keep'))).toBe(img.sha256);
   });
 
+  it('quarantine moves a disk aside with its bytes; only an explicit removal or the age limit deletes it', async () => {
+    const d = await store.clone(src, 'l-orphan');
+    writeToImage(d.path, '/etc/tenant', 'still mine');
+    const name = await store.quarantine('l-orphan');
+    expect(name).toMatch(/^l-orphan@[0-9TZ-]+$/);
+    expect(await store.quarantine('l-orphan')).toBeNull();
+    expect(await store.size('l-orphan')).toBeNull();
+    expect((await store.list()).map((x) => x.id)).not.toContain('l-orphan');
+    const aside = await store.listQuarantine();
+    expect(aside).toEqual([expect.objectContaining({ name, diskId: 'l-orphan', image: 'tiny', sizeBytes: img.sizeBytes })]);
+    expect(readFromImage(join(store.dir, 'quarantine', name!, 'disk.img'), '/etc/tenant')).toBe('still mine');
+    // a sweep of leftovers and unused imports leaves it, and what it was cloned from, alone
+    await store.sweep();
+    expect((await store.listQuarantine()).map((q) => q.name)).toEqual([name]);
+    // younger than the limit: kept; older: removed
+    expect(await store.sweepQuarantine(86_400_000)).toEqual([]);
+    expect(await store.sweepQuarantine(86_400_000, Date.now() + 2 * 86_400_000)).toEqual([expect.stringMatching(new RegExp(`^removed quarantined disk ${name}`))]);
+    expect(await store.listQuarantine()).toEqual([]);
+    await store.clone(src, 'l-orphan2');
+    const n2 = (await store.quarantine('l-orphan2'))!;
+    await expect(store.removeQuarantined('../../etc')).rejects.toThrow(/invalid quarantined disk name/);
+    expect(await store.removeQuarantined(n2)).toBe(true);
+    expect(await store.removeQuarantined(n2)).toBe(false);
+    expect(leftovers(store)).toEqual([]);
+  });
+
   it('parallel clones of a new image import it once and all succeed', async () => {
     const other = makeRootImage(join(work, 'other.img'), { sizeMiB: 24, hello: 'other\n' });
     const ids = ['l-p1', 'l-p2', 'l-p3'];

@@ -17,7 +17,7 @@ import type { Board, Lease } from '../../src/store/schema.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { makeRootImage, readFromImage, writeToImage } from './image-fixture.js';
 import { makeLoopFs, type LoopFs } from './loop-fs.js';
-import { iscsiInq, startTestTgt } from './tgt-fixture.js';
+import { AUTH_FAILURE, iscsiInq, restarted, startTestTgt, TARGET_NOT_FOUND } from './tgt-fixture.js';
 
 let loop: LoopFs;
 let store: DiskStore;
@@ -89,7 +89,8 @@ describe('attach / detach', () => {
     });
     expect(rec.chapSecret).toMatch(/^[A-Za-z0-9]{24}$/);
     expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l)).ok).toBe(true);
-    expect(iscsiInq(portal, rec.iqn, 'iqn.2026-11.cloud.dozen:bpi-2', chapOf(l)).ok).toBe(false);
+    // Another board's initiator name with the right secret: refused at login ("target not found").
+    expect(iscsiInq(portal, rec.iqn, 'iqn.2026-11.cloud.dozen:bpi-2', chapOf(l))).toEqual({ ok: false, code: 10, out: `${TARGET_NOT_FOUND}\n` });
     const [ip, port] = portal.split(':');
     expect(storage.kernelArgs(rec, image)).toBe(
       `iscsi_initiator=iqn.2026-11.cloud.dozen:bpi-1 iscsi_target_name=iqn.2026-11.cloud.dozen:bpi-1.l-one iscsi_target_ip=${ip} ` +
@@ -116,7 +117,7 @@ describe('attach / detach', () => {
     expect(r2.tid).not.toBe(r1.tid);
     expect(r2.chapSecret).not.toBe(r1.chapSecret);
     expect(readFromImage(r2.disk, '/etc/mark')).toBeNull();
-    expect(iscsiInq(portal, r2.iqn, r1.initiator, chapOf(leases[0]!)).ok).toBe(false);
+    expect(iscsiInq(portal, r2.iqn, r1.initiator, chapOf(leases[0]!))).toEqual({ ok: false, code: 10, out: `${TARGET_NOT_FOUND}\n` });
     expect(iscsiInq(portal, r2.iqn, r2.initiator, chapOf(l2)).ok).toBe(true);
   });
 
@@ -127,7 +128,7 @@ describe('attach / detach', () => {
     const rec = await attach(l, board('bpi-1'));
     expect(readFromImage(rec.disk, '/etc/mark')).toBeNull();
     expect(rec.chapSecret).not.toBe(old.chapSecret);
-    expect(iscsiInq(portal, rec.iqn, rec.initiator, { user: old.chapUser, secret: old.chapSecret }).ok).toBe(false);
+    expect(iscsiInq(portal, rec.iqn, rec.initiator, { user: old.chapUser, secret: old.chapSecret })).toEqual({ ok: false, code: 10, out: `${AUTH_FAILURE}\n` });
     expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l)).ok).toBe(true);
   });
 
@@ -207,10 +208,10 @@ describe('reconcile and tgtd restarts', () => {
     const live = leases.filter((l) => l.iscsi && l.state !== 'released');
     expect(live.length).toBeGreaterThanOrEqual(2);
     const pid = daemon.pid!;
+    const before = daemon.restarts.length;
     process.kill(pid, 'SIGKILL');
-    const t0 = Date.now();
-    while ((daemon.pid === pid || !daemon.restarts.length) && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
-    await daemon.settled();
+    await restarted(daemon, before);
+    expect(daemon.pid).not.toBe(pid);
     const targets = await exporter.list();
     for (const l of live) {
       expect(targets.find((t) => t.iqn === l.iscsi!.iqn)).toMatchObject({ tid: l.iscsi!.tid, disk: l.iscsi!.disk, acl: [l.iscsi!.initiator] });
@@ -219,7 +220,7 @@ describe('reconcile and tgtd restarts', () => {
     console.log(`tgtd restart with ${live.length} targets: ${daemon.restarts.at(-1)!.downMs} ms from death to targets re-created`);
   });
 
-  it('reconcile removes orphans, re-creates missing targets, reports lost disks', async () => {
+  it('reconcile removes orphan targets, quarantines orphan disks, re-creates missing targets, reports lost disks', async () => {
     const use = leases.find((l) => l.id === 'l-use')!;
     // An orphan target and disk (a lease the store no longer knows), a live lease whose target is gone,
     // and a live lease whose disk is gone.
@@ -229,15 +230,22 @@ describe('reconcile and tgtd restarts', () => {
     await exporter.remove(use.iscsi!.iqn);
     const lost = lease('l-lost', 'bpi-8');
     lost.iscsi = { ...use.iscsi!, iqn: 'iqn.2026-11.cloud.dozen:bpi-8.l-lost', tid: 42, disk: store.diskPath('l-lost'), chapUser: 'l-lost' };
-    const fixed = await storage.reconcile(leases);
+    const { fixed, missing } = await storage.reconcile(leases);
     expect(fixed).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^removed target iqn.2026-11.cloud.dozen:bpi-9.l-ghost \(tid 40\): no live lease l-ghost holds it$/),
-        expect.stringMatching(/^destroyed disk l-ghost \(image test\): no live lease holds it$/),
+        expect.stringMatching(/^quarantined disk l-ghost \(image test\) as l-ghost@[0-9TZ-]+: no live lease holds it$/),
         `lease l-use: target ${use.iscsi!.iqn} re-created`,
         'lease l-lost: its disk is missing; it cannot be restored (reimage the lease)',
       ]),
     );
+    expect(missing).toEqual(['l-lost']);
+    // The orphan's bytes are kept aside, not destroyed, until the admin removes them.
+    const aside = await store.listQuarantine();
+    expect(aside).toEqual([expect.objectContaining({ diskId: 'l-ghost', image: 'test' })]);
+    expect(await store.size('l-ghost')).toBeNull();
+    expect(await store.removeQuarantined(aside[0]!.name)).toBe(true);
+    expect(await store.listQuarantine()).toEqual([]);
     const iqns = (await exporter.list()).map((t) => t.iqn);
     expect(iqns).toContain(use.iscsi!.iqn);
     expect(iqns).toContain('iqn.other.example:not-ours'); // not ours: left alone
@@ -245,6 +253,6 @@ describe('reconcile and tgtd restarts', () => {
     await exporter.remove('iqn.other.example:not-ours', 'other');
     lost.state = 'released';
     // A second reconcile finds nothing more to do.
-    expect(await storage.reconcile(leases)).toEqual([]);
+    expect(await storage.reconcile(leases)).toEqual({ fixed: [], missing: [] });
   });
 });

@@ -1,10 +1,13 @@
 import { authz } from '../../auth/authz.js';
 import type { Bus } from '../../leases/bus.js';
+import type { Store } from '../../store/store.js';
 import { createLeaseSchema, powerActionSchema, reimageSchema } from '../../leases/schemas.js';
 import type { LeaseService } from '../../leases/service.js';
+import { HttpError } from '../../util/errors.js';
 import { route, type Route } from '../route.js';
 
-export function leaseRoutes(d: { leases: LeaseService; bus: Bus }): Route[] {
+export function leaseRoutes(d: { leases: LeaseService; bus: Bus; store: Store; limits?: { eventStreamsPerToken: number } }): Route[] {
+  const streams = new Map<string, number>(); // open event streams per token
   return [
     route({
       method: 'post',
@@ -49,6 +52,11 @@ export function leaseRoutes(d: { leases: LeaseService; bus: Bus }): Route[] {
       summary: 'Server-Sent Events: jobs, leases and boards the caller may see',
       access: 'any',
       handler: ({ p, req, res }) => {
+        const key = p.tokenId ?? `${p.role}:bootstrap`;
+        const open = streams.get(key) ?? 0;
+        const max = d.limits?.eventStreamsPerToken;
+        if (max !== undefined && open >= max) throw new HttpError(429, `too many open event streams for this token (at most ${max})`);
+        streams.set(key, open + 1);
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
         res.write(': dozen events\n\n');
         const off = d.bus.subscribe((ev) => {
@@ -56,9 +64,20 @@ export function leaseRoutes(d: { leases: LeaseService; bus: Bus }): Route[] {
           res.write(`event: ${ev.type}\ndata: ${JSON.stringify(ev.data)}\n\n`);
         });
         const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+        // The stream lives as long as its token: revocation or expiry ends it (checked 4 times a second).
+        const grant = setInterval(() => {
+          const ended = authz.tokenEnded(d.store, p.tokenId);
+          if (!ended) return;
+          res.write(`event: end\ndata: ${JSON.stringify({ reason: ended })}\n\n`);
+          res.end();
+        }, 250);
         req.on('close', () => {
           off();
           clearInterval(ping);
+          clearInterval(grant);
+          const n = (streams.get(key) ?? 1) - 1;
+          if (n > 0) streams.set(key, n);
+          else streams.delete(key);
         });
       },
     }),

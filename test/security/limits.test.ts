@@ -1,0 +1,125 @@
+/**
+ * #18.8 limits, against a real server (no lab: boards with a manual power driver and pty consoles):
+ * the body is read only after the caller is authenticated; event streams and console sockets per
+ * token are capped; a tenant's live leases are capped; an internal error shows an id, not a detail.
+ */
+import { createSocket } from 'node:dgram';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { loadConfig } from '../../src/config.js';
+import { SUBPROTOCOL } from '../../src/console/protocol.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import { PtyPair } from '../console/pty-pair.js';
+import { requireTools } from '../helpers/tools.js';
+
+const work = mkdtempSync(join(tmpdir(), 'dozen-limits-'));
+let server: RunningServer;
+let tenant = '';
+const ptys: PtyPair[] = [];
+
+/** A UDP port pair (DHCP answers on port+1) that nothing holds now. */
+async function freeUdpPort(): Promise<number> {
+  for (;;) {
+    const a = createSocket('udp4');
+    const port = await new Promise<number>((r) => a.bind(0, '127.0.0.1', () => r(a.address().port)));
+    const b = createSocket('udp4');
+    const ok = port < 65534 && (await new Promise<boolean>((r) => (b.once('error', () => r(false)), b.bind(port + 1, '127.0.0.1', () => r(true)))));
+    a.close();
+    b.close();
+    if (ok) return port;
+  }
+}
+
+beforeAll(async () => {
+  requireTools('socat');
+  server = await startServer(
+    loadConfig(undefined, {
+      dataDir: join(work, 'data'), api: '127.0.0.1:0', bootIp: '127.0.0.1', subnet: '127.0.0.0/8',
+      dhcp: { port: await freeUdpPort() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false },
+      limits: { leasesPerTenant: 2, eventStreamsPerToken: 2, consolesPerToken: 2 },
+    }),
+  );
+  for (let i = 1; i <= 3; i++) {
+    const pty = new PtyPair(join(work, `b${i}.tty`), join(work, `b${i}.board`));
+    await pty.start();
+    ptys.push(pty);
+    const r = await api('POST', '/boards', { id: `b${i}`, mac: `02:00:00:00:10:0${i}`, model: 'bananapi', arch: 'armv7', ip: `127.0.10.${i}`, serial: pty.line, power: { driver: 'manual' }, image: 'test' });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+  }
+  tenant = (await api('POST', '/tenants', { id: 'tina', name: 'Tina' })).body.token;
+}, 120_000);
+
+afterAll(async () => {
+  await server?.stop();
+  for (const p of ptys) await p.stop();
+  rmSync(work, { recursive: true, force: true });
+});
+
+async function api(method: string, path: string, body?: unknown, token: string | null = server.adminToken) {
+  const r = await fetch(`${server.apiUrl}/v1${path}`, {
+    method,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: r.status, body: (await r.json().catch(() => undefined)) as any };
+}
+
+describe('limits', () => {
+  it('an anonymous body is not read: 401 before any JSON error', async () => {
+    expect(await api('POST', '/leases', '{"image":', null)).toMatchObject({ status: 401 });
+    expect(await api('POST', '/leases', '{"image":', tenant)).toMatchObject({ status: 400, body: { error: expect.stringMatching(/invalid JSON/) } });
+  });
+
+  it('a tenant holds at most limits.leasesPerTenant live leases', async () => {
+    const a = await api('POST', '/leases', { image: 'test' }, tenant);
+    const b = await api('POST', '/leases', { image: 'test' }, tenant);
+    expect([a.status, b.status]).toEqual([202, 202]);
+    const c = await api('POST', '/leases', { image: 'test' }, tenant);
+    expect(c).toMatchObject({ status: 403, body: { error: 'lease quota reached: tenant tina holds 2 live leases (limits.leasesPerTenant is 2)' } });
+    // a free board remains: the refusal is the quota, not a lack of boards
+    expect((await api('GET', '/boards')).body.filter((x: { state: string }) => x.state === 'available')).toHaveLength(1);
+  });
+
+  it('event streams per token are capped; closing one frees its slot', async () => {
+    const open = async () => {
+      const ac = new AbortController();
+      const r = await fetch(`${server.apiUrl}/v1/events`, { headers: { authorization: `Bearer ${tenant}` }, signal: ac.signal });
+      return { status: r.status, close: () => ac.abort() };
+    };
+    const s1 = await open();
+    const s2 = await open();
+    expect([s1.status, s2.status]).toEqual([200, 200]);
+    const s3 = await open();
+    expect(s3.status).toBe(429);
+    s1.close();
+    let again = 0;
+    for (let i = 0; i < 100 && again !== 200; i++) {
+      const s = await open();
+      again = s.status;
+      s.close();
+      if (again !== 200) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(again).toBe(200);
+    s2.close();
+  });
+
+  it('console sockets per token are capped', async () => {
+    const lease = server.store.state.leases.find((l) => l.tenantId === 'tina')!;
+    const sockets: WebSocket[] = [];
+    const open = () =>
+      new Promise<number>((resolve) => {
+        const ws = new WebSocket(`${server.apiUrl.replace('http', 'ws')}/v1/leases/${lease.id}/console`, [SUBPROTOCOL, `bearer.${tenant}`]);
+        sockets.push(ws);
+        ws.once('open', () => resolve(101));
+        ws.once('unexpected-response', (_q, res) => resolve(res.statusCode!));
+        ws.once('error', () => {});
+      });
+    expect(await open()).toBe(101);
+    expect(await open()).toBe(101);
+    expect(await open()).toBe(429);
+    for (const s of sockets) s.terminate();
+  });
+});
