@@ -4,11 +4,13 @@
  * B is also the "wrong interface" that must never see A's replies.
  *
  * Ports: Debian's busybox is built without FEATURE_UDHCP_PORT (`udhcpc -P` → "invalid option"),
- * so udhcpc needs 67/68; dhclient `-p N` listens on N and sends to N-1, so it gets a random pair.
- * Other tests may also bind 0.0.0.0:67 (reuseAddr) — assertions key on our random MACs only.
+ * so udhcpc needs 67/68; dhclient `-p N` listens on N and sends to N-1, so its server gets a port
+ * checked to hold only its sockets (./udp-port.ts). Other tests may also bind 0.0.0.0:67
+ * (reuseAddr) — assertions key on our random MACs only.
+ * "Nothing arrived" is proved by a marker sent after, on the same path, that must arrive.
  */
 import { randomInt } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dgram from 'node:dgram';
@@ -18,6 +20,7 @@ import { DhcpServer, type DhcpEvent, type DhcpRequestInfo } from '../../src/boot
 import { execInNetns, randomMac, runInNetns } from '../../src/lab/netns.js';
 import { createVethLab, type VethLab } from '../helpers/netns-fixture.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { onPrivatePort } from './udp-port.js';
 
 const macA = randomMac();
 const macB = randomMac();
@@ -26,7 +29,7 @@ let labB: VethLab;
 let tmp: string;
 const events: DhcpEvent[] = [];
 const servers: DhcpServer[] = [];
-const dhclientPort = randomInt(20000, 60000); // server port; dhclient uses +1
+let dhclientPort: number; // server port; dhclient uses +1
 
 function reservedIp(): string {
   return `${labA.prefix}.77`;
@@ -67,7 +70,7 @@ function parseEnvDump(text: string, marker: string): Record<string, string> {
  * A UDP listener inside a namespace (a plain node process), printing one line per datagram.
  * Resolves once it is bound.
  */
-async function listenIn(ns: string, port: number): Promise<{ proc: ChildProcess; lines: string[] }> {
+async function listenIn(ns: string, port: number): Promise<{ proc: ChildProcess; lines: string[]; payloads: () => string[]; heard: (payload: string) => Promise<void> }> {
   const js = `const s=require('dgram').createSocket({type:'udp4',reuseAddr:true});
 s.on('message',(b,r)=>console.log(JSON.stringify({from:r.address,len:b.length,xid:b.length>8?b.readUInt32BE(4):-1,chaddr:b.subarray(28,34).toString('hex'),payload:b.subarray(0,16).toString()})));
 s.bind(${port},'0.0.0.0',()=>console.log('ready'));setTimeout(()=>process.exit(0),60000);`;
@@ -83,7 +86,30 @@ s.bind(${port},'0.0.0.0',()=>console.log('ready'));setTimeout(()=>process.exit(0
     });
     proc.on('exit', () => reject(new Error(`listener in ${ns} exited`)));
   });
-  return { proc, lines };
+  const payloads = (): string[] => lines.map((l) => (JSON.parse(l) as { payload: string }).payload);
+  /** Resolves once a datagram starting with `payload` arrived; fails after a generous 10 s. */
+  const heard = (payload: string): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (!payloads().some((x) => x.startsWith(payload))) return;
+        clearTimeout(t);
+        proc.stdout!.off('data', check);
+        resolve();
+      };
+      const t = setTimeout(() => reject(new Error(`listener in ${ns} never heard ${payload}: ${lines.join(' | ')}`)), 10_000);
+      proc.stdout!.on('data', check); // runs after the listener above has recorded the lines
+      check();
+    });
+  return { proc, lines, payloads, heard };
+}
+
+/** One limited broadcast (16 bytes, padded with dots) from a socket bound to `src`. */
+async function broadcastFrom(src: string, port: number, tag: string): Promise<void> {
+  const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  await new Promise<void>((r) => s.bind({ address: src, port: 0 }, r));
+  s.setBroadcast(true);
+  await new Promise<void>((r, j) => s.send(Buffer.from(tag.padEnd(16, '.')), port, '255.255.255.255', (e) => (e ? j(e) : r())));
+  s.close();
 }
 
 function stop(proc: ChildProcess): Promise<void> {
@@ -101,7 +127,11 @@ beforeAll(async () => {
   labA = await createVethLab({ mac: macA });
   labB = await createVethLab({ mac: macB });
   await startServer(67);
-  await startServer(dhclientPort);
+  // its two sockets (lab A's address + 0.0.0.0), alone on their port
+  ({ port: dhclientPort } = await onPrivatePort(2, startServer, async (s) => {
+    servers.splice(servers.indexOf(s), 1);
+    await s.stop();
+  }));
 });
 
 afterAll(async () => {
@@ -117,19 +147,15 @@ describe('dhcp server with real clients in network namespaces', () => {
     const a = await listenIn(labA.ns, port);
     const b = await listenIn(labB.ns, port);
     try {
-      for (const [src, tag] of [
-        [labA.serverAddress, 'via-A'],
-        [labB.serverAddress, 'via-B'],
-      ] as const) {
-        const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
-        await new Promise<void>((r) => s.bind({ address: src, port: 0 }, r));
-        s.setBroadcast(true);
-        await new Promise<void>((r, j) => s.send(Buffer.from(tag.padEnd(16, '.')), port, '255.255.255.255', (e) => (e ? j(e) : r())));
-        s.close();
-      }
-      await new Promise((r) => setTimeout(r, 300));
-      expect(a.lines.map((l) => (JSON.parse(l) as { payload: string }).payload)).toEqual(['via-A...........']);
-      expect(b.lines.map((l) => (JSON.parse(l) as { payload: string }).payload)).toEqual(['via-B...........']);
+      await broadcastFrom(labA.serverAddress, port, 'via-A');
+      await broadcastFrom(labB.serverAddress, port, 'via-B');
+      // Markers sent after, each on its own link: once they arrive, a stray copy of the other
+      // link's broadcast would have arrived too.
+      await broadcastFrom(labA.serverAddress, port, 'end-A');
+      await broadcastFrom(labB.serverAddress, port, 'end-B');
+      await Promise.all([a.heard('end-A'), b.heard('end-B')]);
+      expect(a.payloads()).toEqual(['via-A...........', 'end-A...........']);
+      expect(b.payloads()).toEqual(['via-B...........', 'end-B...........']);
     } finally {
       await stop(a.proc);
       await stop(b.proc);
@@ -164,14 +190,17 @@ describe('dhcp server with real clients in network namespaces', () => {
       });
       const mine = events.filter((e) => e.mac === macA).map((e) => e.type);
       expect(mine).toEqual(['offer', 'ack']);
-      await new Promise((r) => setTimeout(r, 200));
+      // A marker broadcast on link B after the server's replies: once the spy hears it, a
+      // reply that leaked onto B would have been heard first.
+      await broadcastFrom(labB.serverAddress, 68, 'end-B');
+      await spy.heard('end-B');
       expect(spy.lines.filter((l) => l.includes(macA.replaceAll(':', '')))).toEqual([]);
     } finally {
       await stop(spy.proc);
     }
   });
 
-  it(`dhclient (-p ${dhclientPort + 1} → server port ${dhclientPort}) gets the reserved address and boot options`, async () => {
+  it('dhclient (-p N+1 → a server on a private port N) gets the reserved address and boot options', async () => {
     const out = join(tmp, 'dhclient.out');
     const script = hookScript('dhclient.sh', out, 'reason=$reason', '^new_');
     const conf = join(tmp, 'dhclient.conf');
@@ -180,12 +209,17 @@ describe('dhcp server with real clients in network namespaces', () => {
     const args = ['-d', '-1', '-v', '-p', String(dhclientPort + 1), '-cf', conf, '-sf', script, '-lf', join(tmp, 'dhclient.leases'), '-pf', join(tmp, 'dhclient.pid'), labA.nsIf];
     const proc = execInNetns(labA.ns, 'dhclient', args); // -d: stays in the foreground after binding, we stop it
     let stderr = '';
-    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     try {
-      const deadline = Date.now() + 25_000;
-      while (!(existsSync(out) && readFileSync(out, 'utf8').includes('reason=BOUND')) && Date.now() < deadline && proc.exitCode === null) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      // dhclient -v logs "bound to <ip>" once the BOUND hook has run; wait for that (or its exit).
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 25_000);
+        const done = (): void => (clearTimeout(t), resolve());
+        proc.stderr!.on('data', (d: Buffer) => {
+          stderr += d.toString();
+          if (/bound to /.test(stderr)) done();
+        });
+        proc.once('exit', done);
+      });
       const env = parseEnvDump(readFileSync(out, 'utf8'), 'reason=BOUND');
       expect(env, stderr).toMatchObject({
         new_ip_address: reservedIp(),
@@ -212,11 +246,9 @@ describe('dhcp server with real clients in network namespaces', () => {
 
   it('does not answer an unknown MAC: udhcpc gives up and an "unknown" event names it', async () => {
     const script = hookScript('udhcpc-b.sh', join(tmp, 'udhcpc-b.out'), 'EVENT=$1', '^ip=');
-    const t0 = Date.now();
     const r = await runInNetns(labB.ns, 'udhcpc', ['-i', labB.nsIf, '-f', '-q', '-n', '-t', '2', '-T', '1', '-A', '1', '-s', script], { timeoutMs: 15_000 });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('no lease, failing');
-    expect(Date.now() - t0).toBeLessThan(10_000);
     const mine = events.filter((e) => e.mac === macB);
     expect(mine.length).toBeGreaterThanOrEqual(2); // one per DISCOVER it sent
     expect(mine.every((e) => e.type === 'unknown')).toBe(true);

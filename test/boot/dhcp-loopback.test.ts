@@ -1,7 +1,9 @@
 /**
  * Protocol behaviour over loopback. The test plays a relay agent at 127.0.0.2 (giaddr), so the
  * server answers it by unicast to 127.0.0.2:<server port> — no broadcast, no namespaces, and a
- * random high port keeps it clear of anything else on 67.
+ * port checked to hold only our sockets (./udp-port.ts) keeps it clear of any other DHCP server.
+ * "No reply" is proved by a marker: a request the server must answer, sent after the one it must
+ * ignore; the server handles a socket's packets in order, so a reply to the first would come first.
  */
 import dgram from 'node:dgram';
 import { randomInt } from 'node:crypto';
@@ -9,7 +11,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { DhcpServer, type DhcpEvent, type DhcpRequestInfo, type DhcpReservation } from '../../src/boot/dhcp/server.js';
+import { DhcpServer, type DhcpEvent, type DhcpRequestInfo, type DhcpReservation, type DhcpServerOptions } from '../../src/boot/dhcp/server.js';
+import { onPrivatePort } from './udp-port.js';
 import { FLAG_BROADCAST, MsgType, Opt, decodePacket, encodePacket, newRequest, optIps, optStr, optU16, type DhcpPacket } from '../../src/boot/dhcp/packet.js';
 
 const SERVER = '127.0.0.1';
@@ -52,6 +55,18 @@ class Relay {
       });
     }
   }
+  /**
+   * Sends `marker`, which the server must answer, after `ignored` (already sent from this
+   * socket) and waits for that answer; by then any reply to `ignored` would have arrived.
+   */
+  async markerAfter(ignored: DhcpPacket[], marker: DhcpPacket): Promise<DhcpPacket> {
+    this.send(marker);
+    const m = await this.reply(marker.xid, 10_000);
+    if (!m) throw new Error(`no reply to the marker request (xid ${marker.xid}) in 10 s`);
+    const xids = new Set(ignored.map((p) => p.xid));
+    expect(this.got.filter((p) => xids.has(p.xid)).map((p) => [p.xid, msgType(p)])).toEqual([]);
+    return m;
+  }
   close(): Promise<void> {
     return new Promise((r) => this.sock.close(() => r()));
   }
@@ -64,11 +79,10 @@ const ip = (p: DhcpPacket, code: number): string | undefined => {
   return v ? [...v].join('.') : undefined;
 };
 
-const port = randomInt(20000, 60000);
+let port: number;
 const reservations = new Map<string, DhcpReservation>();
 const events: DhcpEvent[] = [];
 const lookups: DhcpRequestInfo[] = [];
-let lookupThrows = false;
 let server: DhcpServer;
 let relay: Relay;
 let xidSeq = randomInt(1, 2 ** 30);
@@ -79,27 +93,41 @@ function request(mac: string, type: number, opts: Record<number, Buffer> = {}): 
   return p;
 }
 
+/** The server (its 127.0.0.1 and 0.0.0.0 sockets) and the relay: 3 sockets, alone on their port. */
+async function startWithRelay(o: Omit<DhcpServerOptions, 'serverAddress' | 'port' | 'subnet'>) {
+  return onPrivatePort(
+    3,
+    async (p) => {
+      const srv = new DhcpServer({ serverAddress: SERVER, port: p, subnet: '127.0.0.0/8', ...o });
+      await srv.start();
+      return { srv, relay: await Relay.open(p) };
+    },
+    async ({ srv, relay }) => {
+      await relay.close();
+      await srv.stop();
+    },
+  );
+}
+
 beforeAll(async () => {
-  server = new DhcpServer({
-    serverAddress: SERVER,
+  ({
     port,
-    subnet: '127.0.0.0/8',
+    value: { srv: server, relay },
+  } = await startWithRelay({
     router: '127.0.0.1',
     dns: ['127.0.0.53', '127.0.0.54'],
     domain: 'lab.dozen',
     leaseSeconds: 600,
     lookup: async (info) => {
       lookups.push(info);
-      if (lookupThrows) throw new Error('inventory down');
+      if (info.hostname === 'boom') throw new Error('inventory down');
       return reservations.get(info.mac) ?? null;
     },
     onEvent: (ev) => {
       events.push(ev);
       if (ev.info?.hostname === 'boom') throw new Error('listener bug');
     },
-  });
-  await server.start();
-  relay = await Relay.open(port);
+  }));
 });
 
 afterAll(async () => {
@@ -110,7 +138,6 @@ afterAll(async () => {
 beforeEach(() => {
   events.length = 0;
   lookups.length = 0;
-  lookupThrows = false;
 });
 
 describe('dhcp server over loopback (relay path)', () => {
@@ -173,8 +200,9 @@ describe('dhcp server over loopback (relay path)', () => {
     const before = server.stats.ignored;
     const r = request(mac, MsgType.REQUEST, { [Opt.SERVER_ID]: optIps(['127.0.0.77']), [Opt.REQUESTED_IP]: optIps(['127.10.0.7']) });
     relay.send(r);
-    expect(await relay.reply(r.xid, 500)).toBeNull();
-    expect(events).toEqual([expect.objectContaining({ type: 'ignored', mac, reason: expect.stringContaining('127.0.0.77') })]);
+    await relay.markerAfter([r], request(mac, MsgType.DISCOVER));
+    expect(events[0]).toEqual(expect.objectContaining({ type: 'ignored', mac, reason: expect.stringContaining('127.0.0.77') }));
+    expect(events.map((e) => e.type)).toEqual(['ignored', 'offer']);
     expect(server.stats.ignored).toBe(before + 1);
   });
 
@@ -197,8 +225,10 @@ describe('dhcp server over loopback (relay path)', () => {
     const mac = '02:00:00:00:10:05';
     const d = request(mac, MsgType.DISCOVER);
     relay.send(d);
-    expect(await relay.reply(d.xid, 500)).toBeNull();
-    expect(events).toEqual([expect.objectContaining({ type: 'unknown', mac })]);
+    reservations.set('02:00:00:00:10:55', { ip: '127.10.0.55' });
+    await relay.markerAfter([d], request('02:00:00:00:10:55', MsgType.DISCOVER));
+    expect(events[0]).toEqual(expect.objectContaining({ type: 'unknown', mac }));
+    expect(events.map((e) => e.type)).toEqual(['unknown', 'offer']);
   });
 
   it('offers to a PXE DISCOVER with options 60/93/97 and 60 in its parameter request list', async () => {
@@ -279,11 +309,11 @@ describe('dhcp server over loopback (relay path)', () => {
     const dec = request(mac, MsgType.DECLINE, { [Opt.SERVER_ID]: optIps([SERVER]), [Opt.REQUESTED_IP]: optIps(['127.10.0.13']) });
     relay.send(rel);
     relay.send(dec);
-    expect(await relay.reply(rel.xid, 300)).toBeNull();
-    expect(await relay.reply(dec.xid, 100)).toBeNull();
+    await relay.markerAfter([rel, dec], request(mac, MsgType.DISCOVER));
     expect(events.map((e) => [e.type, e.ip])).toEqual([
       ['release', '127.10.0.13'],
       ['decline', '127.10.0.13'],
+      ['offer', '127.10.0.13'],
     ]);
   });
 
@@ -310,17 +340,13 @@ describe('dhcp server over loopback (relay path)', () => {
     const foreign = request(mac, MsgType.DISCOVER);
     foreign.giaddr = '192.0.2.1'; // must never be answered: it's not on our boot network
     relay.sock.send(encodePacket(foreign), port, SERVER);
-    lookupThrows = true;
-    const d = request(mac, MsgType.DISCOVER, { [Opt.HOSTNAME]: optStr('boom') });
+    const d = request(mac, MsgType.DISCOVER, { [Opt.HOSTNAME]: optStr('boom') }); // lookup throws, and so does the event listener
     relay.send(d);
-    expect(await relay.reply(d.xid, 400)).toBeNull();
-    lookupThrows = false;
-    expect(events.map((e) => e.type)).toEqual(['ignored', 'ignored']);
+    const again = await relay.markerAfter([foreign, d], request(mac, MsgType.DISCOVER));
+    expect(msgType(again)).toBe(MsgType.OFFER);
+    expect(events.map((e) => e.type)).toEqual(['ignored', 'ignored', 'offer']);
     expect(events[0]!.reason).toMatch(/relay 192.0.2.1 outside/);
     expect(events[1]!.reason).toMatch(/lookup failed/);
-    const again = request(mac, MsgType.DISCOVER);
-    relay.send(again);
-    expect(msgType(await relay.reply(again.xid))).toBe(MsgType.OFFER);
   });
 
   it('matches the golden OFFER byte for byte', async () => {
@@ -333,7 +359,7 @@ describe('dhcp server over loopback (relay path)', () => {
     d.options.set(Opt.CLIENT_ARCH, optU16(0x15));
     relay.send(d);
     const raw = await new Promise<Buffer>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('no OFFER')), 2000);
+      const t = setTimeout(() => reject(new Error('no OFFER in 10 s')), 10_000);
       const on = (b: Buffer): void => {
         if (b.length >= 8 && b.readUInt32BE(4) === 0x0badcafe) {
           clearTimeout(t);
@@ -353,23 +379,22 @@ describe('dhcp server over loopback (relay path)', () => {
   });
 
   it('uses a discovery pool for unknown MACs: offers, binds, releases, declines, runs dry', async () => {
-    const pport = randomInt(20000, 60000);
     const pevents: DhcpEvent[] = [];
-    const pool = new DhcpServer({
-      serverAddress: SERVER,
-      port: pport,
-      subnet: '127.0.0.0/8',
+    const {
+      value: { srv: pool, relay: prelay },
+    } = await startWithRelay({
       pool: { start: '127.20.0.1', end: '127.20.0.2' },
       lookup: async () => null,
       onEvent: (e) => pevents.push(e),
     });
-    await pool.start();
-    const prelay = await Relay.open(pport);
     try {
+      // INFORM is answered whatever the pool holds, and changes nothing: the marker for "no OFFER".
+      const inform = () => request('02:00:00:00:20:ff', MsgType.INFORM);
       const dora = async (mac: string): Promise<string | null> => {
         const d = request(mac, MsgType.DISCOVER);
         prelay.send(d);
-        const o = await prelay.reply(d.xid, 500);
+        await prelay.markerAfter([], inform());
+        const o = await prelay.reply(d.xid, 0); // already here if it was sent: it came before the marker's answer
         if (!o) return null;
         const r = request(mac, MsgType.REQUEST, { [Opt.SERVER_ID]: optIps([SERVER]), [Opt.REQUESTED_IP]: optIps([o.yiaddr]) });
         prelay.send(r);
@@ -382,7 +407,7 @@ describe('dhcp server over loopback (relay path)', () => {
       expect(new Set([a, b])).toEqual(new Set(['127.20.0.1', '127.20.0.2']));
       expect(await dora('02:00:00:00:20:01')).toBe(a); // same MAC, same lease
       expect(await dora('02:00:00:00:20:03')).toBeNull();
-      expect(pevents.at(-1)).toMatchObject({ type: 'ignored', reason: 'pool exhausted' });
+      expect(pevents.at(-2)).toMatchObject({ type: 'ignored', reason: 'pool exhausted' }); // the last one is the marker's
 
       // another MAC can't take a bound address
       const steal = request('02:00:00:00:20:03', MsgType.REQUEST, { [Opt.SERVER_ID]: optIps([SERVER]), [Opt.REQUESTED_IP]: optIps([a!]) });
@@ -391,14 +416,12 @@ describe('dhcp server over loopback (relay path)', () => {
 
       const rel = request('02:00:00:00:20:01', MsgType.RELEASE, { [Opt.SERVER_ID]: optIps([SERVER]) });
       rel.ciaddr = a!;
-      prelay.send(rel);
-      await new Promise((r) => setTimeout(r, 100));
+      prelay.send(rel); // handled before the next DISCOVER: same socket, in order
       expect(await dora('02:00:00:00:20:03')).toBe(a);
 
       // DECLINE takes the address out of the pool
       const dec = request('02:00:00:00:20:03', MsgType.DECLINE, { [Opt.SERVER_ID]: optIps([SERVER]), [Opt.REQUESTED_IP]: optIps([a!]) });
       prelay.send(dec);
-      await new Promise((r) => setTimeout(r, 100));
       expect(await dora('02:00:00:00:20:04')).toBeNull();
       expect(pevents.filter((e) => e.type === 'decline')).toHaveLength(1);
     } finally {

@@ -48,6 +48,7 @@ let outDir: string;
 let server: TftpServer;
 let port: number;
 const events: TransferEvent[] = [];
+let transferEnded = (): void => {};
 
 beforeAll(async () => {
   requireTools('tftp', 'curl', 'busybox');
@@ -60,7 +61,15 @@ beforeAll(async () => {
   await symlink('/etc', join(root, 'etc-link'));
   await symlink(join(outDir, 'secret'), join(root, 'secret-link'));
   await symlink('s511', join(root, 'inside-link')); // stays inside: allowed
-  server = new TftpServer({ address: '127.0.0.1', port: 0, handler: fsHandler(root), onTransfer: (e) => events.push(e) });
+  server = new TftpServer({
+    address: '127.0.0.1',
+    port: 0,
+    handler: fsHandler(root),
+    onTransfer: (e) => {
+      events.push(e);
+      transferEnded();
+    },
+  });
   await server.start();
   port = server.address().port;
 });
@@ -70,6 +79,19 @@ afterAll(async () => {
   if (root) await rm(root, { recursive: true, force: true });
   if (outDir) await rm(outDir, { recursive: true, force: true });
 });
+
+/** Resolves once no transfer is active (checked as each one ends), or fails after a generous timeout. */
+function idle(ms = 30_000): Promise<void> {
+  if (server.stats.active === 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${server.stats.active} transfer(s) still active after ${ms / 1000} s`)), ms);
+    transferEnded = () => {
+      if (server.stats.active > 0) return;
+      clearTimeout(t);
+      resolve();
+    };
+  });
+}
 
 let n = 0;
 const outFile = () => join(outDir, `out-${n++}`);
@@ -110,16 +132,19 @@ describe('curl', () => {
     const o = outFile();
     expect((await curl(name, o, '--tftp-blksize', '1468')).code).toBe(0);
     await expectSame(o, name);
+    await idle(); // the client exits right after its final ACK: let the server hear it
     expect(events.at(-1)).toMatchObject({ path: name, ok: true, blksize: 1468 });
   });
   it('fetches with the largest blksize (65464) and with --tftp-no-options', async () => {
     let o = outFile();
     expect((await curl('f5m', o, '--tftp-blksize', '65464')).code).toBe(0);
     await expectSame(o, 'f5m');
+    await idle(); // the client exits right after its final ACK: let the server hear it
     expect(events.at(-1)).toMatchObject({ path: 'f5m', ok: true, blksize: 65464 });
     o = outFile();
     expect((await curl('m1468', o, '--tftp-no-options')).code).toBe(0);
     await expectSame(o, 'm1468');
+    await idle(); // the client exits right after its final ACK: let the server hear it
     expect(events.at(-1)).toMatchObject({ path: 'm1468', ok: true, blksize: 512 });
   });
 });
@@ -135,6 +160,7 @@ describe('busybox tftp', () => {
     const o = outFile();
     expect((await busybox(name, o, '-b', '1468')).code).toBe(0);
     await expectSame(o, name);
+    await idle(); // the client exits right after its final ACK: let the server hear it
     expect(events.at(-1)).toMatchObject({ path: name, ok: true, blksize: 1468 });
   });
 });
@@ -179,7 +205,7 @@ describe('path safety with real clients', () => {
   });
 
   it('counted every transfer and left nothing active', async () => {
-    for (let i = 0; i < 50 && server.stats.active > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    await idle();
     expect(server.stats.active).toBe(0);
     expect(server.stats.completed).toBeGreaterThan(20);
     expect(events.filter((e) => !e.ok).every((e) => /Access violation|File not found/.test(e.error ?? ''))).toBe(true);

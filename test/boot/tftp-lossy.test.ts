@@ -20,19 +20,43 @@ let root: string;
 let outDir: string;
 let server: TftpServer;
 const events: TransferEvent[] = [];
+let transferEnded = (): void => {};
 
 beforeAll(async () => {
   requireTools('tftp');
   ({ files, dir: root } = await makeTree(SIZES));
   outDir = await mkdtemp(join(tmpdir(), 'tftp-lossy-out-'));
   // Short server timeout so losses cost little; many retries so a loaded CI box can't fail it.
-  server = new TftpServer({ address: '127.0.0.1', port: 0, handler: fsHandler(root), timeoutMs: 100, retries: 30, onTransfer: (e) => events.push(e) });
+  server = new TftpServer({
+    address: '127.0.0.1',
+    port: 0,
+    handler: fsHandler(root),
+    timeoutMs: 100,
+    retries: 30,
+    onTransfer: (e) => {
+      events.push(e);
+      transferEnded();
+    },
+  });
   await server.start();
 });
 afterAll(async () => {
   await server?.stop();
   await Promise.all([root, outDir].filter(Boolean).map((d) => rm(d, { recursive: true, force: true })));
 });
+
+/** Resolves once no transfer is active (checked as each one ends), or fails after a generous timeout. */
+function idle(ms = 30_000): Promise<void> {
+  if (server.stats.active === 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${server.stats.active} transfer(s) still active after ${ms / 1000} s`)), ms);
+    transferEnded = () => {
+      if (server.stats.active > 0) return;
+      clearTimeout(t);
+      resolve();
+    };
+  });
+}
 
 async function withProxy<T>(seed: number, fn: (port: number, proxy: LossyProxy) => Promise<T>): Promise<T> {
   const proxy = new LossyProxy({ target: server.address(), seed, drop: 0.05, duplicate: 0.05 });
@@ -84,7 +108,7 @@ describe('through a lossy, duplicating link', () => {
   });
 
   it('left no transfer behind', async () => {
-    for (let i = 0; i < 100 && server.stats.active > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    await idle();
     expect(server.stats.active).toBe(0);
     // The dallying test client makes sure the server hears its final ACK. tftp-hpa does not
     // dally: if the proxy eats its last ACK the server retries, then reports a failure
