@@ -12,7 +12,7 @@ PKGS=(
   debootstrap qemu-user-static binfmt-support               # debian-12 image, armhf userlands on x86
   docker.io openssl                                         # container fallback (tests start their own dockerd; openssl: its TLS certs)
   chromium tmux                                             # browser console test (playwright-core drives Debian's chromium)
-  socat                                                     # console tests: real pty pairs standing in for serial lines
+  socat ser2net                                             # console tests: real pty pairs standing in for serial lines; a real network serial server
   openssh-client                                            # tenants' ssh into leased boards (e2e)
 )
 missing=()

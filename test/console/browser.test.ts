@@ -1,19 +1,25 @@
-import express from 'express';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../../src/api/app.js';
 import { REPO_ROOT } from '../../src/config.js';
+import { ImageImporter } from '../../src/images/import.js';
+import { log } from '../../src/log.js';
 import { consoleWebRouter } from '../../src/web/router.js';
+import { ADMIN, apiHarness } from '../helpers/api-harness.js';
 import { requireTools } from '../helpers/tools.js';
 import { startConsoleServer, until } from './harness.js';
 
 // Headless Chromium opens the lease page served by our router; the console behind it is the real one: a
 // session on a pty whose other end is a real bash (socat exec:…,pty), reached over the console WebSocket.
-// Only GET /v1/leases/:id is a stand-in, until the leases API exists.
-const TOKEN = 'tenant-token-0123456789';
+// The lease the page shows comes from the real API (GET /v1/leases/:id over a real store and lease service); only
+// the console's authorize() is the test's table, granting the tenant's real token that lease's console.
+let TOKEN: string;
+let LEASE: string;
+let api: Awaited<ReturnType<typeof apiHarness>>;
 let srv: Awaited<ReturnType<typeof startConsoleServer>>;
 let shell: ChildProcess;
 let browser: Browser;
@@ -28,14 +34,19 @@ beforeAll(async () => {
     env: { PATH: process.env.PATH, PS1: 'board$ ', TERM: 'xterm-256color', HOME: dir },
   });
   await until(() => existsSync(line), 5000, 'the shell pty');
-  const app = express();
-  app.get('/v1/leases/:id', (req, res) => {
-    if (req.get('authorization') !== `Bearer ${TOKEN}`) return void res.status(401).json({ error: 'invalid token' });
-    if (req.params.id !== 'L-web') return void res.status(404).json({ error: `lease ${req.params.id} not found` });
-    res.json({ id: 'L-web', state: 'active', boardId: 'shell-1', image: 'test' });
-  });
-  app.use(consoleWebRouter());
-  srv = await startConsoleServer({ [TOKEN]: { leases: { 'L-web': { boardId: 'shell-1', canType: true, who: 'tenant' } } } }, { dataDir: dir, app });
+  // A tenant leases board shell-1 through the API (its `command` power driver is `true`: the job runs, the board
+  // never network-boots, so the lease ends in `error` — whatever its state, the page must show the API's).
+  api = await apiHarness({ timeouts: { actionMs: 2000, bootMs: 150, osMs: 150 } });
+  const power = { driver: 'command', on: 'true', off: 'true', cycle: 'true' };
+  expect((await api.api('POST', '/boards', { id: 'shell-1', mac: '02:00:00:00:07:01', model: 'bananapi', arch: 'armv7', ip: '10.77.0.71', power, image: 'test' })).status).toBe(201);
+  TOKEN = (await api.api('POST', '/tenants', { id: 'web', name: 'Web' })).body.token;
+  const created = await api.api('POST', '/leases', { image: 'test', board: 'shell-1' }, TOKEN);
+  expect(created.status).toBe(202);
+  LEASE = created.body.lease.id;
+  await api.leases.settle(created.body.job.id);
+  const importer = new ImageImporter({ catalog: api.images, dir: mkdtempSync(join(tmpdir(), 'imported-')), log, inUse: () => null });
+  const app = createApp({ adminToken: ADMIN, store: api.store, inventory: api.inventory, events: api.events, images: api.images, leases: api.leases, bus: api.bus, log, consoles: api.consoles, importer, routers: [consoleWebRouter()] });
+  srv = await startConsoleServer({ [TOKEN]: { leases: { [LEASE]: { boardId: 'shell-1', canType: true, who: 'tenant' } } } }, { dataDir: dir, app });
   await srv.sessions.ensure({ id: 'shell-1', serial: line });
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
@@ -46,6 +57,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await srv?.stop();
+  await api?.close();
   shell?.kill('SIGKILL');
 });
 
@@ -72,11 +84,13 @@ describe('lease page in a browser', () => {
     const page = await browser.newPage({ viewport: { width: 1100, height: 640 } });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${srv.url}/leases/L-web`);
+    await page.goto(`${srv.url}/leases/${LEASE}`);
     await page.fill('#token-input', TOKEN);
     await page.click('#token-form button[type=submit]');
     await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('console connected'), null, { timeout: 10_000 });
-    expect(await page.textContent('#lease-state')).toContain('state: active');
+    const lease = (await api.api('GET', `/leases/${LEASE}`, undefined, TOKEN)).body;
+    expect(lease).toMatchObject({ id: LEASE, boardId: 'shell-1' });
+    expect(await page.textContent('#lease-state')).toBe(`state: ${lease.state} · board: shell-1 · image: test`);
     expect(await page.evaluate(() => sessionStorage.getItem('dozen.token'))).toBe(TOKEN);
 
     await page.click('#terminal');

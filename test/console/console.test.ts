@@ -67,19 +67,22 @@ describe('scrollback ring', () => {
 
 describe('console over WebSocket (pty line)', () => {
   it('a late joiner first receives the scrollback, then live output', async () => {
-    await board.port.asyncWrite(Buffer.from('boot message before anyone watched\r\n'));
-    await until(() => srv.sessions.get('b1')!.state().bytesIn > 0, 2000, 'bytes read');
+    const early = 'boot message before anyone watched\r\n';
+    await board.port.asyncWrite(Buffer.from(early));
+    await until(() => srv.sessions.get('b1')!.state().bytesIn >= early.length, 5000, 'the whole boot message read by the session');
     const v = await view('tok-alice');
-    await v.out.waitFor('boot message before anyone watched', 2000, 'scrollback');
     const hello = v.messages.find((m) => m.type === 'info' && m.event === 'hello');
     expect(hello).toMatchObject({ board: 'b1', who: 'alice', canType: true });
     await board.port.asyncWrite(Buffer.from('live line\r\n'));
-    await v.out.waitFor('live line', 2000, 'live output');
+    await v.out.waitFor('live line', 5000, 'live output');
+    // everything the line said, once each, scrollback first: nothing lost or doubled at the join
+    expect(v.bytes().toString()).toBe(early + 'live line\r\n');
   });
 
   it('binary garbage is passed through intact, both ways (bytes in = bytes out)', async () => {
     const v = await view('tok-alice');
-    await new Promise((r) => setTimeout(r, 100));
+    await board.port.asyncWrite(Buffer.from('<before the garbage>'));
+    await v.out.waitFor('<before the garbage>', 5000, 'scrollback and marker at the viewer');
     const before = v.bytes().length;
     const garbage = Buffer.concat([Buffer.from(Array.from({ length: 256 }, (_, i) => i)), randomBytes(64 * 1024)]);
     await board.port.asyncWrite(garbage);
@@ -101,30 +104,44 @@ describe('console over WebSocket (pty line)', () => {
     const b = await view('tok-bob', '/v1/leases/L1/console', 'subprotocol');
     expect(b.ws.protocol).toBe(SUBPROTOCOL); // the bearer.<token> subprotocol is never echoed
     const got: Buffer[] = [];
-    board.port.on('data', (c: Buffer) => got.push(c));
+    const onData = (c: Buffer) => got.push(c);
+    board.port.on('data', onData);
     await b.type('from-bob ');
     await a.waitMessage((m) => m.type === 'info' && m.event === 'typing' && m.who === 'bob', 2000, 'alice told bob types');
     await a.type('from-alice');
     await b.waitMessage((m) => m.type === 'info' && m.event === 'typing' && m.who === 'alice', 2000, 'bob told alice types');
     await until(() => Buffer.concat(got).toString().includes('from-alice'), 2000, 'both inputs at the board');
     expect(Buffer.concat(got).toString()).toBe('from-bob from-alice');
-    board.port.removeAllListeners('data');
+    board.port.off('data', onData);
     const join = a.messages.find((m) => m.type === 'info' && m.event === 'join' && m.who === 'bob');
     expect(join && 'viewers' in join && join.viewers?.map((x) => x.who).sort()).toEqual(['alice', 'bob']);
   });
 
   it('a viewer allowed to watch but not type cannot write or send BREAK', async () => {
     const w = await view('tok-watch');
+    const a = await view('tok-alice');
     const got: Buffer[] = [];
     const onData = (c: Buffer) => got.push(c);
     board.port.on('data', onData);
+    const outBefore = srv.sessions.state('b1')!.bytesOut;
     await w.type('rm -rf /\r');
     w.ws.send(JSON.stringify({ type: 'break' }));
-    await w.waitMessage((m) => m.type === 'info' && m.event === 'denied', 2000, 'denied notice');
-    await new Promise((r) => setTimeout(r, 300));
+    w.ws.send('{"type":"no-such-message"}'); // answered at once: the server has handled the two before it
+    await w.waitMessage((m) => m.type === 'info' && m.event === 'error' && /unknown control message/.test(m.message), 5000, 'answer to the marker message');
+    expect(w.messages.filter((m) => m.type === 'info' && m.event === 'denied')).toHaveLength(1); // told once
+    // Markers from a typist, sent after: her bytes and her BREAK arrive, and nothing of the watcher's came before them.
+    await a.type('typist-marker');
+    await until(() => Buffer.concat(got).toString().includes('typist-marker'), 5000, 'the typist’s marker at the board');
     board.port.off('data', onData);
-    expect(Buffer.concat(got).length).toBe(0);
-    expect(srv.sessions.state('b1')!.bytesOut).toBeGreaterThan(0); // others' input did count; this one did not
+    expect(Buffer.concat(got).toString()).toBe('typist-marker');
+    expect(srv.sessions.state('b1')!.bytesOut - outBefore).toBe('typist-marker'.length);
+    // The typist's BREAK, sent after the watcher's and the same way, comes back to her (announced, or refused by
+    // the pty): by then the watcher's would have too — an announcement, or the watcher's own 'BREAK not sent'.
+    a.ws.send(JSON.stringify({ type: 'break' }));
+    await a.waitMessage((m) => m.type === 'info' && ((m.event === 'break' && m.who === 'alice') || (m.event === 'error' && /BREAK not sent/.test(m.message))), 5000, 'the typist’s BREAK answered');
+    const breaks = (v: TestViewer) => v.messages.filter((m) => m.type === 'info' && (m.event === 'break' || /BREAK/.test(m.message)));
+    expect(breaks(w).filter((m) => m.type === 'info' && m.who !== 'alice')).toEqual([]);
+    expect(breaks(a).filter((m) => m.type === 'info' && m.who === 'carol (watching)')).toEqual([]);
     await board.port.asyncWrite(Buffer.from('watchers still see output\r\n'));
     await w.out.waitFor('watchers still see output', 2000, 'output for the watcher');
   });
@@ -145,8 +162,9 @@ describe('lease logs', () => {
   it('records output during the lease, rotated by size, served only to authorized tokens, purged on release', async () => {
     await srv.sessions.startLeaseLog('b1', 'L1');
     const first = Buffer.from('A'.repeat(5000) + 'B'.repeat(5000));
+    const inBefore = srv.sessions.state('b1')!.bytesIn;
     await board.port.asyncWrite(first);
-    await until(() => srv.sessions.state('b1')!.bytesIn >= 0, 10, '');
+    await until(() => srv.sessions.state('b1')!.bytesIn >= inBefore + first.length, 5000, 'the first batch read by the session');
     const v = await view('tok-alice');
     await v.out.waitFor('B'.repeat(5000), 3000, 'first batch');
     const get = (token?: string) => fetch(`${srv.url}/v1/leases/L1/console/log`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
@@ -187,7 +205,8 @@ describe('device loss', () => {
     expect(down).toMatchObject({ type: 'state', state: 'disconnected' });
     expect(srv.sessions.states().b1).toMatchObject({ state: 'disconnected', viewers: 1 });
     await expect(srv.sessions.get('b1')!.source.write(Buffer.from('x'))).rejects.toThrow(/disconnected/);
-    await new Promise((r) => setTimeout(r, 1500)); // a few failed attempts while the device is absent
+    await until(() => srv.sessions.state('b1')!.attempts >= 3, 15_000, 'three failed attempts while the device is absent');
+    expect(srv.sessions.state('b1')).toMatchObject({ state: 'disconnected', lastError: expect.any(String) });
     await pair.start();
     board = await pair.openBoard();
     const after = v.messages.indexOf(down);
@@ -204,35 +223,42 @@ describe('slow viewers', () => {
   it('a viewer that stops reading is dropped with a notice; memory stays bounded and the others get every byte', async () => {
     const fast = await view('tok-alice');
     const slow = await view('tok-bob');
+    await board.port.asyncWrite(Buffer.from('<before the flood>'));
+    await fast.out.waitFor('<before the flood>', 5000, 'marker at the fast viewer');
     fast.discard();
     slow.ws.pause(); // stops reading its socket: the server's send queue for it fills up
-    await new Promise((r) => setTimeout(r, 100));
     const base = fast.count();
     const hash = createHash('sha256');
     const total = 32 << 20;
     let peak = 0;
     const sampler = setInterval(() => (peak = Math.max(peak, srv.bridge.stats().bufferedBytes)), 5);
     const chunk = randomBytes(64 * 1024);
-    const t0 = Date.now();
-    for (let sent = 0; sent < total; sent += chunk.length) {
-      hash.update(chunk);
-      await board.port.asyncWrite(chunk);
+    const flood = (async () => {
+      for (let sent = 0; sent < total; sent += chunk.length) {
+        hash.update(chunk);
+        await board.port.asyncWrite(chunk);
+      }
+    })();
+    try {
+      // As soon as the server drops bob (the others are told), bob reads again: what the server queued for him
+      // before the drop, then the notice, then the close — well within the server's grace before it cuts him off.
+      await fast.waitMessage((m) => m.type === 'info' && m.event === 'leave' && m.who === 'bob', 60_000, 'bob dropped');
+      slow.ws.resume();
+      const { code } = await slow.closed;
+      expect(code).toBe(CLOSE.tooSlow);
+      const infos = slow.messages.filter((m) => m.type === 'info');
+      expect(infos.at(-1)).toMatchObject({ type: 'info', event: 'slow', message: expect.stringMatching(/unread/) });
+    } finally {
+      await flood;
     }
     await until(() => fast.count() - base >= total, 60_000, 'every byte at the fast viewer');
-    const ms = Date.now() - t0;
     clearInterval(sampler);
     expect(fast.count() - base).toBe(total);
     expect(fast.hash()).toBe(hash.digest('hex'));
     expect(srv.sessions.get('b1')!.viewerList().map((x) => x.who)).toEqual(['alice']);
-    await fast.waitMessage((m) => m.type === 'info' && m.event === 'leave' && m.who === 'bob', 1000, 'bob left');
     expect(srv.bridge.stats().dropped).toBeGreaterThanOrEqual(1);
     // What the server ever held for its viewers: the bound (256 KiB) plus at most a read chunk per viewer,
-    // not the 32 MiB the stalled viewer did not read.
+    // not the 32 MiB the stalled viewer did not read. (Time and throughput: bench/api-bounds.ts.)
     expect(peak).toBeLessThan(256 * 1024 + 2 * 65536 + 65536);
-    console.log(`slow-viewer flood: ${total >> 20} MiB in ${ms} ms, peak queued ${peak} bytes`);
-    slow.ws.resume();
-    const { code } = await slow.closed;
-    expect([CLOSE.tooSlow, 1006]).toContain(code); // 1006 if the server had to cut it after the grace time
-    expect(slow.messages.some((m) => m.type === 'info' && m.event === 'slow')).toBe(code === CLOSE.tooSlow);
-  }, 90_000);
+  }, 120_000);
 });

@@ -1,116 +1,145 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EscapeFilter, runConsole } from '../../src/cli/console.js';
-import { BRK, DO, DONT, IAC, OPT_BINARY, OPT_ECHO, OPT_SGA, WILL, WONT } from '../../src/console/telnet.js';
+import { requireTools } from '../helpers/tools.js';
 import { openViewer, startConsoleServer, until } from './harness.js';
+import { PtyPair } from './pty-pair.js';
 
-// Network serial servers on loopback. The far end here is a small telnet server that negotiates the way
-// ser2net's telnet mode does (WILL ECHO, WILL SGA, DO TTYPE, WILL COM-PORT) and agrees to BINARY.
-const TTYPE = 24;
-const COM_PORT = 44;
-
-class SerialServer {
-  server!: Server;
-  conns: Socket[] = [];
-  received = Buffer.alloc(0);
-  constructor(private readonly telnet: boolean) {}
-  async start(port = 0): Promise<number> {
-    this.server = createServer((sock) => {
-      this.conns.push(sock);
-      if (this.telnet) sock.write(Buffer.from([IAC, WILL, OPT_ECHO, IAC, WILL, OPT_SGA, IAC, DO, TTYPE, IAC, WILL, COM_PORT]));
-      sock.on('data', (c) => {
-        this.received = Buffer.concat([this.received, c]);
-        if (!this.telnet) return;
-        // Agree to BINARY both ways, as ser2net does, by scanning for the client's requests.
-        for (let i = 0; i + 2 < c.length; i++) {
-          if (c[i] === IAC && c[i + 1] === DO && c[i + 2] === OPT_BINARY) sock.write(Buffer.from([IAC, WILL, OPT_BINARY]));
-          if (c[i] === IAC && c[i + 1] === WILL && c[i + 2] === OPT_BINARY) sock.write(Buffer.from([IAC, DO, OPT_BINARY]));
-        }
-      });
-      sock.on('error', () => {});
-    });
-    await new Promise<void>((r) => this.server.listen(port, '127.0.0.1', r));
-    return (this.server.address() as AddressInfo).port;
+// Network serial servers on loopback: the real ser2net (Debian's package), in telnet mode and in raw TCP mode,
+// each in front of a pty pair (socat) whose other end the test drives as the board.
+class Ser2net {
+  proc?: ChildProcess;
+  constructor(
+    private readonly dir: string,
+    readonly ports: { telnet: number; raw: number },
+    readonly lines: { telnet: string; raw: string },
+  ) {}
+  async start(): Promise<void> {
+    const conf = join(this.dir, 'ser2net.yaml');
+    const conn = (name: string, accepter: string, line: string) =>
+      `connection: &${name}\n  accepter: ${accepter}\n  enable: on\n  options:\n    kickolduser: true\n  connector: serialdev,${line},115200n81,local\n`;
+    writeFileSync(conf, `%YAML 1.1\n---\n${conn('tel', `telnet,tcp,127.0.0.1,${this.ports.telnet}`, this.lines.telnet)}\n${conn('raw', `tcp,127.0.0.1,${this.ports.raw}`, this.lines.raw)}`);
+    let err = '';
+    const proc = spawn('ser2net', ['-n', '-u', '-c', conf, '-P', join(this.dir, 'ser2net.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    proc.stderr!.on('data', (c) => (err += c));
+    this.proc = proc;
+    // listening on both ports = ready
+    await until(() => {
+      if (proc.exitCode !== null) throw new Error(`ser2net exited with ${proc.exitCode}: ${err}`);
+      return listening(this.ports.telnet) && listening(this.ports.raw);
+    }, 10_000, `ser2net listening on ${this.ports.telnet} and ${this.ports.raw}`);
   }
-  send(b: Buffer | string) {
-    for (const c of this.conns) if (!c.destroyed) c.write(b);
-  }
-  async stop() {
-    for (const c of this.conns) c.destroy();
-    this.conns = [];
-    await new Promise((r) => this.server.close(r));
+  async stop(): Promise<void> {
+    const p = this.proc;
+    this.proc = undefined;
+    if (p && p.exitCode === null) await new Promise<void>((r) => (p.once('exit', () => r()), p.kill('SIGTERM')));
   }
 }
 
-const has = (hay: Buffer, needle: number[]) => hay.includes(Buffer.from(needle));
+/** Whether something listens on a loopback TCP port (read from /proc, so no connection is made to it). */
+function listening(port: number): boolean {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  return readFileSync('/proc/net/tcp', 'utf8').split('\n').some((l) => {
+    const f = l.trim().split(/\s+/);
+    return f[1] === `0100007F:${hex}` && f[3] === '0A';
+  });
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
 const GRANTS = {
   tok: { leases: { LT: { boardId: 'tel', canType: true, who: 'alice' }, LR: { boardId: 'raw', canType: true, who: 'alice' } } },
 };
 let srv: Awaited<ReturnType<typeof startConsoleServer>>;
-const telnet = new SerialServer(true);
-const raw = new SerialServer(false);
-let rawPort = 0;
+let ser2net: Ser2net;
+let telPair: PtyPair;
+let rawPair: PtyPair;
+let telBoard: Awaited<ReturnType<PtyPair['openBoard']>>;
+let rawBoard: Awaited<ReturnType<PtyPair['openBoard']>>;
 
 beforeAll(async () => {
+  requireTools('ser2net', 'socat');
+  const dir = mkdtempSync(join(tmpdir(), 'ser2net-test-'));
+  telPair = new PtyPair(join(dir, 'tel-line.tty'), join(dir, 'tel-board.tty'));
+  rawPair = new PtyPair(join(dir, 'raw-line.tty'), join(dir, 'raw-board.tty'));
+  await telPair.start();
+  await rawPair.start();
+  telBoard = await telPair.openBoard();
+  rawBoard = await rawPair.openBoard();
+  ser2net = new Ser2net(dir, { telnet: await freePort(), raw: await freePort() }, { telnet: telPair.line, raw: rawPair.line });
+  await ser2net.start();
   srv = await startConsoleServer(GRANTS);
-  const tport = await telnet.start();
-  rawPort = await raw.start();
-  await srv.sessions.ensure({ id: 'tel', serial: `telnet://127.0.0.1:${tport}` });
-  await srv.sessions.ensure({ id: 'raw', serial: `tcp://127.0.0.1:${rawPort}` });
-  await until(() => srv.sessions.state('tel')?.state === 'connected' && srv.sessions.state('raw')?.state === 'connected', 5000, 'both lines up');
+  await srv.sessions.ensure({ id: 'tel', serial: `telnet://127.0.0.1:${ser2net.ports.telnet}` });
+  await srv.sessions.ensure({ id: 'raw', serial: `tcp://127.0.0.1:${ser2net.ports.raw}` });
+  await until(() => srv.sessions.state('tel')?.state === 'connected' && srv.sessions.state('raw')?.state === 'connected', 10_000, 'both lines up');
 });
 
 afterAll(async () => {
   await srv?.stop();
-  await telnet.stop();
-  await raw.stop().catch(() => {});
+  await ser2net?.stop();
+  await telBoard?.close();
+  await rawBoard?.close();
+  await telPair?.stop();
+  await rawPair?.stop();
 });
 
 describe('telnet serial server (ser2net telnet mode)', () => {
-  it('answers negotiation, unescapes IAC IAC, keeps every byte value, and sends BREAK as IAC BRK', async () => {
-    await until(() => has(telnet.received, [IAC, DONT, COM_PORT]), 2000, 'negotiation answers');
-    expect(has(telnet.received, [IAC, DO, OPT_ECHO])).toBe(true); // the server echoes, as a board's shell does
-    expect(has(telnet.received, [IAC, WONT, TTYPE])).toBe(true);
-    expect(has(telnet.received, [IAC, DONT, COM_PORT])).toBe(true); // no RFC 2217: the line speed is the server's business
+  it('negotiates binary both ways: every byte value crosses intact (IAC doubled on the wire, CR NUL kept); BREAK is a telnet command, not data', async () => {
     const v = await openViewer(srv.url, '/v1/leases/LT/console', 'tok');
-    await v.waitMessage((m) => m.type === 'state', 2000, 'state');
-    telnet.send(Buffer.from([0x41, IAC, IAC, 0x00, 0x0d, 0x00, IAC, 241 /* NOP */, 0x42]));
-    await until(() => v.count() >= 5, 2000, 'bytes at the viewer');
-    expect([...v.bytes()]).toEqual([0x41, 0xff, 0x00, 0x0d, 0x00, 0x42]); // binary mode: CR NUL stays as sent
+    await v.waitMessage((m) => m.type === 'state', 5000, 'state');
+    const down = Buffer.from([0x41, 0xff, 0x00, 0x0d, 0x00, 0x0d, 0x0a, 0xff, 0xff, 0x42]);
+    await telBoard.port.asyncWrite(down);
+    await until(() => v.count() >= down.length, 5000, 'bytes at the viewer');
+    expect([...v.bytes()]).toEqual([...down]); // ser2net escapes IAC; we unescape; binary mode: CR NUL stays as sent
 
-    const mark = telnet.received.length;
-    v.ws.send(Buffer.from([0xff, 0x0d, 0x41]));
+    const mark = telBoard.received().length;
+    const up = Buffer.concat([Buffer.from([0xff, 0x0d, 0x00, 0x0d, 0x0a, 0x41]), Buffer.from(Array.from({ length: 256 }, (_, i) => i))]);
+    v.ws.send(up);
     v.ws.send(JSON.stringify({ type: 'break' }));
-    await until(() => has(telnet.received.subarray(mark), [IAC, BRK]), 2000, 'IAC BRK');
-    expect([...telnet.received.subarray(mark)]).toEqual([IAC, IAC, 0x0d, 0x41, IAC, BRK]);
-    await v.waitMessage((m) => m.type === 'info' && m.event === 'break', 2000, 'break announced');
+    await v.waitMessage((m) => m.type === 'info' && m.event === 'break', 5000, 'break announced');
+    v.ws.send(Buffer.from('<after-break>'));
+    await telBoard.out.waitFor('<after-break>', 5000, 'marker after the BREAK at the board');
+    // exactly what was typed, then the marker: the BREAK (IAC BRK) was taken by ser2net as a command, not passed on
+    expect(telBoard.received().subarray(mark).equals(Buffer.concat([up, Buffer.from('<after-break>')]))).toBe(true);
     v.ws.close();
   });
 });
 
-describe('raw TCP serial server', () => {
+describe('raw TCP serial server (ser2net raw mode)', () => {
   it('passes bytes through untouched, refuses BREAK with a reason, and reconnects when the server comes back', async () => {
     const v = await openViewer(srv.url, '/v1/leases/LR/console', 'tok');
-    await v.waitMessage((m) => m.type === 'state', 2000, 'state');
+    await v.waitMessage((m) => m.type === 'state', 5000, 'state');
     const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
-    raw.send(all);
-    await until(() => v.count() >= 256, 2000, 'bytes');
+    await rawBoard.port.asyncWrite(all);
+    await until(() => v.count() >= 256, 5000, 'bytes');
     expect(v.bytes().equals(all)).toBe(true);
     v.ws.send(JSON.stringify({ type: 'break' }));
-    const err = await v.waitMessage((m) => m.type === 'info' && m.event === 'error', 2000, 'break refused');
+    const err = await v.waitMessage((m) => m.type === 'info' && m.event === 'error', 5000, 'break refused');
     expect(err.type === 'info' && err.message).toMatch(/telnet/);
 
-    await raw.stop();
-    await v.waitMessage((m) => m.type === 'state' && m.state === 'disconnected', 3000, 'disconnected');
-    await new Promise((r) => setTimeout(r, 500));
-    await raw.start(rawPort);
+    await ser2net.stop();
+    await v.waitMessage((m) => m.type === 'state' && m.state === 'disconnected', 5000, 'disconnected');
+    await until(() => srv.sessions.state('raw')!.attempts >= 1, 10_000, 'a failed attempt while ser2net is down');
+    await ser2net.start();
     const n = v.messages.length;
-    await v.waitMessage((m) => m.type === 'state' && m.state === 'connected' && v.messages.indexOf(m) >= n, 5000, 'reconnected');
-    await until(() => raw.conns.length > 0, 2000, 'server sees the reconnect');
-    raw.send('after restart');
-    await v.out.waitFor('after restart', 2000, 'data after reconnect');
+    await v.waitMessage((m) => m.type === 'state' && m.state === 'connected' && v.messages.indexOf(m) >= n, 10_000, 'reconnected');
+    await until(() => srv.sessions.state('tel')?.state === 'connected', 10_000, 'the telnet line back too');
+    await rawBoard.port.asyncWrite(Buffer.from('after restart'));
+    await v.out.waitFor('after restart', 5000, 'data after reconnect');
+    v.ws.send(Buffer.from('typed after restart'));
+    await rawBoard.out.waitFor('typed after restart', 5000, 'input after reconnect');
     v.ws.close();
   });
 });
@@ -130,17 +159,19 @@ describe('dozen console (CLI)', () => {
     let err = '';
     stdout.on('data', (c) => (out += c));
     stderr.on('data', (c) => (err += c));
-    const mark = telnet.received.length;
+    const mark = telBoard.received().length;
     const done = runConsole({ url: srv.url, token: 'tok', kind: 'lease', id: 'LT', stdin, stdout, stderr });
-    await until(() => err.includes('~. quit'), 3000, 'the CLI banner');
-    telnet.send('board says hi\r\n');
-    await until(() => out.includes('board says hi'), 2000, 'board output on stdout');
+    await until(() => err.includes('~. quit'), 5000, 'the CLI banner');
+    await telBoard.port.asyncWrite(Buffer.from('board says hi\r\n'));
+    await until(() => out.includes('board says hi'), 5000, 'board output on stdout');
     stdin.write('uname -a\r');
     stdin.write('~B');
-    await until(() => has(telnet.received.subarray(mark), [IAC, BRK]), 2000, 'BREAK at the serial server');
-    stdin.write('~.');
+    await until(() => err.includes('alice sent BREAK'), 5000, 'BREAK sent to the serial server');
+    stdin.write('after\r~.');
     expect(await done).toBe(0);
-    expect(telnet.received.subarray(mark).toString('latin1')).toContain('uname -a\r');
+    await telBoard.out.waitFor('after\r', 5000, 'input after ~B at the board');
+    // the escapes never reach the line: what the board got is the typed text, nothing else
+    expect(telBoard.received().subarray(mark).toString('latin1')).toBe('uname -a\rafter\r');
   });
 
   it('reports a refused token and exits non-zero', async () => {

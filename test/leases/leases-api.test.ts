@@ -1,6 +1,7 @@
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseToken } from '../../src/auth/tokens.js';
 import { metadataApp } from '../../src/leases/metadata.js';
 import { createLeaseSchema } from '../../src/leases/schemas.js';
 import { ADMIN, apiHarness } from '../helpers/api-harness.js';
@@ -10,6 +11,14 @@ import { ADMIN, apiHarness } from '../helpers/api-harness.js';
 let h: Awaited<ReturnType<typeof apiHarness>>;
 let tokenA: string;
 let tokenB: string;
+/** Poll until cond() holds; the timeout is generous and says what was awaited. */
+async function until(cond: () => boolean, timeoutMs: number, what: string, step: () => Promise<unknown> = () => new Promise((r) => setTimeout(r, 20))): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await step();
+  }
+}
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@laptop';
 
 const board = (i: number) => ({
@@ -152,28 +161,49 @@ describe('authorization matrix', () => {
   });
 
   it('the event stream shows a tenant only its own jobs and leases', async () => {
-    const seen: Record<string, string> = { A: '', B: '' };
+    // Each tenant's stream must be up (200, subscribed) before A acts; B's own lease, created after A's lease is
+    // settled and released, is the marker that B's stream was live all along and has had time to carry A's events.
     const ctl = new AbortController();
-    const read = async (who: 'A' | 'B', token: string) => {
+    const open = async (token: string) => {
       const res = await fetch(`${h.base}/events`, { headers: { authorization: `Bearer ${token}` }, signal: ctl.signal });
-      const reader = res.body!.getReader();
-      for (;;) {
-        const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
-        if (done) return;
-        seen[who] += Buffer.from(value!).toString();
-      }
+      const s = { status: res.status, type: res.headers.get('content-type'), text: '', error: null as Error | null };
+      void (async () => {
+        const reader = res.body!.getReader();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return;
+          s.text += Buffer.from(value).toString();
+        }
+      })().catch((err: Error) => {
+        if (!ctl.signal.aborted) s.error = err;
+      });
+      return s;
     };
-    void read('A', tokenA);
-    void read('B', tokenB);
-    await new Promise((r) => setTimeout(r, 100));
-    const r = await h.api('POST', '/leases', { image: 'test' }, tokenA);
-    await h.leases.settle(r.body.job.id);
-    await new Promise((r) => setTimeout(r, 100));
-    ctl.abort();
-    expect(seen.A).toContain(r.body.lease.id);
-    expect(seen.A).toMatch(/event: job/);
-    expect(seen.B).not.toContain(r.body.lease.id);
-    await h.leases.settle((await h.leases.release('system', r.body.lease.id)).job.id);
+    try {
+      const [a, b] = await Promise.all([open(tokenA), open(tokenB)]);
+      expect([a.status, a.type, b.status, b.type]).toEqual([200, 'text/event-stream', 200, 'text/event-stream']);
+      // the preamble is written once the handler runs; it subscribes in the same tick
+      await until(() => a.text.includes(': dozen events') && b.text.includes(': dozen events'), 5000, 'both streams open');
+
+      const r = await h.api('POST', '/leases', { image: 'test' }, tokenA);
+      await h.leases.settle(r.body.job.id);
+      await h.leases.settle((await h.leases.release('system', r.body.lease.id)).job.id);
+      await until(() => a.text.includes(`"state":"released"`) && a.text.includes(r.body.lease.id), 5000, 'A sees its lease released');
+      expect(a.text).toMatch(/event: job/);
+
+      const mine = await h.api('POST', '/leases', { image: 'test' }, tokenB);
+      expect(mine.status).toBe(202);
+      await until(() => b.text.includes(mine.body.lease.id), 5000, 'B sees its own lease (the marker)');
+      expect(b.text).toMatch(/event: lease/);
+      expect(b.text).not.toContain(r.body.lease.id);
+      expect(b.text).not.toContain(r.body.job.id);
+      expect(b.text).not.toContain('"tenantId":"alice"');
+      expect([a.error, b.error]).toEqual([null, null]);
+      await h.leases.settle(mine.body.job.id);
+      await h.leases.settle((await h.leases.release('system', mine.body.lease.id)).job.id);
+    } finally {
+      ctl.abort();
+    }
   });
 });
 
@@ -190,16 +220,35 @@ describe('bad input', () => {
     const past = await h.api('POST', '/leases', { image: 'test', expiresAt: '2001-01-01T00:00:00Z' }, tokenA);
     expect(past.body.error).toMatch(/expiresAt: must be in the future/);
 
-    const soon = (await h.api('POST', '/tenants/alice/tokens', { expiresAt: new Date(Date.now() + 300).toISOString() })).body;
+    // expiry, without racing the clock: a token valid for an hour works; its expiry moved into the past (in the
+    // store, as time passing would) makes it fail with the reason.
+    const soon = (await h.api('POST', '/tenants/alice/tokens', { expiresAt: new Date(Date.now() + 3600_000).toISOString() })).body;
     expect((await h.api('GET', '/whoami', undefined, soon.token)).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 400));
-    expect((await h.api('GET', '/whoami', undefined, soon.token)).body.error).toBe('token expired');
+    await h.store.update((st) => {
+      st.tokens.find((t) => t.id === soon.tokenId)!.expiresAt = new Date(Date.now() - 1000).toISOString();
+    });
+    const expired = await h.api('GET', '/whoami', undefined, soon.token);
+    expect([expired.status, expired.body.error]).toEqual([401, 'token expired']);
+    // and it happens by itself: a token living 1 s works until then and fails after (polled, with a generous bound);
+    // an answer that arrived before expiresAt was decided before it, so it must have let the token in.
+    const expiresAt = Date.now() + 1000;
+    const brief = (await h.api('POST', '/tenants/alice/tokens', { expiresAt: new Date(expiresAt).toISOString() })).body;
+    const answers: Array<{ at: number; status: number; error?: string }> = [];
+    await until(() => answers.at(-1)?.status === 401, 15_000, 'the 1 s token to expire', async () => {
+      const res = await h.api('GET', '/whoami', undefined, brief.token);
+      answers.push({ at: Date.now(), status: res.status, error: res.body?.error });
+    });
+    expect(answers.filter((x) => x.at < expiresAt && x.status !== 200)).toEqual([]);
+    expect(answers.at(-1)).toMatchObject({ status: 401, error: 'token expired' });
+    expect(answers.at(-1)!.at).toBeGreaterThanOrEqual(expiresAt);
     const other = (await h.api('POST', '/tenants/alice/tokens', {})).body;
     expect((await h.api('DELETE', `/tokens/${other.tokenId}`)).status).toBe(204);
     expect((await h.api('GET', '/whoami', undefined, other.token)).body.error).toBe('token revoked');
     expect((await h.api('GET', '/whoami', undefined, 'dz_123456789abc_forged')).body.error).toBe('invalid token');
     // tokens are stored hashed: the secret appears nowhere in the state file
-    expect(JSON.stringify(h.store.state)).not.toContain(other.token.split('_')[2]);
+    const secret = parseToken(other.token)?.secret;
+    expect(secret).toMatch(/^[A-Za-z0-9_-]{32}$/); // 24 random bytes, base64url: may itself hold '_'
+    expect(JSON.stringify(h.store.state)).not.toContain(secret);
   });
 });
 

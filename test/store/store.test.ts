@@ -36,8 +36,23 @@ describe('state store', () => {
   it('runs concurrent updates one at a time, each seeing the last', async () => {
     const d = dir();
     const s = await Store.open(join(d, 'state.json'));
-    await Promise.all(Array.from({ length: 50 }, (_, i) => s.update((st) => st.discovered.push({ mac: `02:00:00:00:01:${(i + 16).toString(16)}`, firstSeen: 'x', lastSeen: 'x', count: i }))));
-    expect(s.state.discovered).toHaveLength(50);
+    const file = join(d, 'state.json');
+    const counts = (st: { discovered: Array<{ count: number }> }) => st.discovered.map((x) => x.count);
+    const onDisk = () => counts(JSON.parse(readFileSync(file, 'utf8')));
+    // What each mutation saw when it ran, in memory and in the file: all the earlier ones, in order, already on disk.
+    const seen: Array<{ i: number; memory: number[]; disk: number[] }> = [];
+    await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        s.update((st) => {
+          seen.push({ i, memory: counts(st), disk: onDisk() });
+          st.discovered.push({ mac: `02:00:00:00:01:${(i + 16).toString(16)}`, firstSeen: 'x', lastSeen: 'x', count: i });
+        }),
+      ),
+    );
+    const upTo = (n: number) => Array.from({ length: n }, (_, k) => k);
+    expect(seen).toEqual(upTo(50).map((i) => ({ i, memory: upTo(i), disk: upTo(i) })));
+    expect(counts(s.state)).toEqual(upTo(50));
+    expect(onDisk()).toEqual(upTo(50)); // the last write on disk is the last update, not an earlier one
     await s.close();
   });
 
@@ -51,7 +66,10 @@ describe('state store', () => {
         throw new Error('nope');
       }),
     ).rejects.toThrow('nope');
-    expect(s.state.boards).toHaveLength(1);
+    expect(s.state.boards.map((b) => b.id)).toEqual(['a']);
+    expect(JSON.parse(readFileSync(join(d, 'state.json'), 'utf8')).boards.map((b: { id: string }) => b.id)).toEqual(['a']);
+    await s.update((st) => st.boards.push(board('c'))); // the store still works, from the state before the failure
+    expect(JSON.parse(readFileSync(join(d, 'state.json'), 'utf8')).boards.map((b: { id: string }) => b.id)).toEqual(['a', 'c']);
     await s.close();
   });
 
