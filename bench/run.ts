@@ -14,6 +14,8 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = 
   'console-fanout': () => import('./console-fanout.js'),
   containers: () => import('./containers.js'),
   'e2e-bounds': () => import('./e2e-bounds.js'),
+  'api-bounds': () => import('./api-bounds.js'),
+  'boot-bounds': () => import('./boot-bounds.js'),
 };
 
 const only = process.argv.slice(2);

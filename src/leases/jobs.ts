@@ -1,3 +1,4 @@
+import { errorId } from '../auth/redact.js';
 import { randomBytes } from 'node:crypto';
 import { log } from '../log.js';
 import type { Job, JobStep } from '../store/schema.js';
@@ -64,11 +65,14 @@ export class JobRunner {
         } catch (err) {
           lastError = (err as Error).message;
           if (cancel?.aborted) break;
-          log.warn({ jobId, step: step.name, attempt: attempt + 1, err: lastError }, 'job step failed');
+          log.warn({ jobId, step: step.name, attempt: attempt + 1, err: lastError, errorId: errorId(lastError) }, 'job step failed');
         }
       }
       await this.setStep(jobId, step.name, { state: outcome, endedAt: new Date().toISOString(), error: outcome === 'failed' ? lastError : undefined });
-      if (outcome === 'failed') return this.finish(jobId, 'failed', `${step.name}: ${lastError}`);
+      if (outcome === 'failed') {
+        log.warn({ jobId, errorId: errorId(`${step.name}: ${lastError}`), err: lastError }, 'job failed');
+        return this.finish(jobId, 'failed', `${step.name}: ${lastError}`);
+      }
     }
   }
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Principal } from '../auth/tokens.js';
 import { authz, consoleIdOf } from '../auth/authz.js';
+import { forPrincipal } from '../auth/redact.js';
 import type { ImageCatalog } from '../images/catalog.js';
 import { applyTransition, type Inventory } from '../inventory/boards.js';
 import type { BoardEvents } from '../inventory/events.js';
@@ -64,11 +65,11 @@ export class LeaseService {
   }
 
   list(p: Principal): Lease[] {
-    return this.d.store.state.leases.filter((l) => authz.canSeeLease(p, l)).map(publicLease);
+    return this.d.store.state.leases.filter((l) => authz.canSeeLease(p, l)).map((l) => forPrincipal(p, 'lease', publicLease(l)));
   }
 
   get(p: Principal, id: string): Lease {
-    return publicLease(authz.lease(this.d.store, p, id));
+    return forPrincipal(p, 'lease', publicLease(authz.lease(this.d.store, p, id)));
   }
 
   /** The lease that holds a board now, if any. */
@@ -154,7 +155,10 @@ export class LeaseService {
   async release(p: Principal | 'system', id: string, reason = 'released by tenant'): Promise<{ lease: Lease; job: Job }> {
     const lease = p === 'system' ? this.d.store.state.leases.find((l) => l.id === id)! : authz.lease(this.d.store, p, id);
     if (lease.state === 'released') throw new ConflictError(`lease ${id} is already released`);
-    if (lease.state === 'releasing') return { lease: publicLease(lease), job: this.jobs.get(lease.jobId!)! };
+    if (lease.state === 'releasing') {
+      const job = this.jobs.get(lease.jobId!)!;
+      return p === 'system' ? { lease: publicLease(lease), job } : { lease: forPrincipal(p, 'lease', publicLease(lease)), job: forPrincipal(p, 'job', job) };
+    }
     // A release wins over a provision or reimage still running: cancel it and let it stop first.
     const current = lease.jobId ? this.running.get(lease.jobId) : undefined;
     if (current) {
@@ -201,7 +205,7 @@ export class LeaseService {
   job(p: Principal, id: string): Job {
     const job = this.d.store.state.jobs.find((j) => j.id === id);
     if (!job || !authz.canSeeEvent(p, job.tenantId)) throw new HttpError(404, `job ${id} not found`);
-    return job;
+    return forPrincipal(p, 'job', job);
   }
 
   /** Wait for a job to end (tests and the CLI use the SSE stream or this). */

@@ -17,13 +17,18 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number; okC
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       if (!err || (typeof err.code === 'number' && opts.okCodes?.includes(err.code))) return resolve({ stdout, stderr, code });
       const detail = (stderr || stdout || err.message).trim().split('\n').slice(-6).join(' | ');
-      const e = new Error(`${cmd} ${args.join(' ')}: ${err.killed ? 'timed out' : detail}`, { cause: err }) as RunError;
+      const e = new Error(`${cmd} ${maskSecrets(args).join(' ')}: ${err.killed ? 'timed out' : detail}`, { cause: err }) as RunError;
       e.code = err.code ?? undefined;
       e.stderr = stderr;
       e.stdout = stdout;
       reject(e);
     });
   });
+}
+
+/** Arguments as they may appear in an error or a log: the value after a secret-bearing flag is masked. */
+export function maskSecrets(args: string[]): string[] {
+  return args.map((a, i) => (i > 0 && /^--?(password|secret|community)$/i.test(args[i - 1]!) ? '(hidden)' : a));
 }
 
 /** True when the failure (an errno error or a tool's stderr) says the filesystem or a quota is full. */

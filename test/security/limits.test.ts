@@ -67,6 +67,37 @@ async function api(method: string, path: string, body?: unknown, token: string |
   return { status: r.status, body: (await r.json().catch(() => undefined)) as any };
 }
 
+describe('#18.7 tenants see a short error with an id, never the server\'s detail', () => {
+  it("a failed job's operator command (with its SNMP community) reaches the admin, not the tenant", async () => {
+    const fail = "echo 'snmpset -v2c -c s3cretCommunity 10.9.9.9 pethPsePortAdminEnable.1.4 i 1: timeout' >&2; exit 3";
+    const b = await api('POST', '/boards', { id: 'b9', mac: '02:00:00:00:10:09', model: 'bananapi', arch: 'armv7', ip: '127.0.10.9', power: { driver: 'command', on: fail, off: fail, cycle: fail }, image: 'test' });
+    expect(b.status, JSON.stringify(b.body)).toBe(201);
+    const rita = (await api('POST', '/tenants', { id: 'rita', name: 'Rita' })).body.token;
+    const made = await api('POST', '/leases', { image: 'test', board: 'b9' }, rita);
+    expect(made.status).toBe(202);
+    const job = await server.leases.settle(made.body.job.id);
+    expect(job.state).toBe('failed');
+    // the admin has the detail
+    const asAdmin = await api('GET', `/jobs/${job.id}`);
+    expect(JSON.stringify(asAdmin.body)).toContain('s3cretCommunity');
+    // the tenant: job, lease and event stream carry an id, nothing of the command
+    const asTenant = await api('GET', `/jobs/${job.id}`, undefined, rita);
+    expect(asTenant.status).toBe(200);
+    expect(JSON.stringify(asTenant.body)).not.toMatch(/s3cretCommunity|snmpset|10\.9\.9\.9/);
+    expect(asTenant.body.error).toMatch(/^power failed \(error [0-9a-f]{8}; the operator has the detail\)$/);
+    const lease = await api('GET', `/leases/${made.body.lease.id}`, undefined, rita);
+    expect(lease.body.state).toBe('error');
+    expect(JSON.stringify(lease.body)).not.toMatch(/s3cretCommunity|snmpset/);
+    expect(lease.body.stateReason).toMatch(/\(error [0-9a-f]{8}; the operator has the detail\)$/);
+    const all = await api('GET', '/leases', undefined, rita);
+    expect(JSON.stringify(all.body)).not.toMatch(/s3cretCommunity/);
+    // the same id is the admin's key to the detail
+    const id = /error ([0-9a-f]{8})/.exec(asTenant.body.error)![1]!;
+    const { errorId } = await import('../../src/auth/redact.js');
+    expect(errorId(asAdmin.body.error)).toBe(id);
+  });
+});
+
 describe('limits', () => {
   it('an anonymous body is not read: 401 before any JSON error', async () => {
     expect(await api('POST', '/leases', '{"image":', null)).toMatchObject({ status: 401 });

@@ -1,4 +1,5 @@
 import { authz } from '../../auth/authz.js';
+import { eventFor } from '../../auth/redact.js';
 import type { Bus } from '../../leases/bus.js';
 import type { Store } from '../../store/store.js';
 import { createLeaseSchema, powerActionSchema, reimageSchema } from '../../leases/schemas.js';
@@ -61,7 +62,7 @@ export function leaseRoutes(d: { leases: LeaseService; bus: Bus; store: Store; l
         res.write(': dozen events\n\n');
         const off = d.bus.subscribe((ev) => {
           if (!authz.canSeeEvent(p, ev.tenantId)) return;
-          res.write(`event: ${ev.type}\ndata: ${JSON.stringify(ev.data)}\n\n`);
+          res.write(`event: ${ev.type}\ndata: ${JSON.stringify(eventFor(p, ev))}\n\n`);
         });
         const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
         // The stream lives as long as its token: revocation or expiry ends it (checked 4 times a second).

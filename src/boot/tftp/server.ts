@@ -252,6 +252,7 @@ class Transfer {
     // A handler that never answers must not hold a transfer slot forever.
     const { timeoutMs, retries } = this.srv.opts;
     const guard = setTimeout(() => this.fail(ErrorCode.NOT_DEFINED, 'Handler timed out'), timeoutMs * (retries + 1));
+    guard.unref(); // a handler still hanging when the server stops must not keep the process alive
     const [fileR, bindR] = await Promise.allSettled([
       Promise.resolve().then(() => this.srv.opts.handler(this.path, this.client)),
       bind(sock, this.srv.opts.address, 0).then(() => void (this.bound = true)),
