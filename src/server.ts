@@ -185,7 +185,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       lookup: async (info) => {
         const board = inventory.byMac(info.mac);
         if (!board) {
-          await inventory.noteUnknown(info.mac, { vendorClass: info.vendorClass, clientArch: info.clientArch });
+          // Recorded in batches, never awaited: a flood of unknown MACs must not queue real boards behind the disk.
+          inventory.noteUnknown(info.mac, { vendorClass: info.vendorClass, clientArch: info.clientArch }).catch((err) => log.warn({ err }, 'recording an unknown MAC failed'));
           return null;
         }
         if (!(await decider.decide(board.mac))) return null;

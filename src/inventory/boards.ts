@@ -16,6 +16,8 @@ export type BoardPatch = z.infer<typeof boardPatchSchema>;
 const BUSY = new Set<Board['state']>(['provisioning', 'active', 'releasing']);
 /** Cap on remembered unknown MACs, so a DHCP flood cannot grow the state file without bound. */
 const MAX_DISCOVERED = 1000;
+/** Unknown-MAC sightings reach the state file at most this often. */
+const DISCOVERY_WRITE_MS = 1000;
 
 export interface InventoryOptions {
   store: Store;
@@ -29,7 +31,10 @@ export class Inventory {
   private readonly subnet: Subnet;
   private readonly listeners = new Set<(boards: Board[]) => void>();
   /** DHCP requests of unknown MACs not yet added to their stored count. */
-  private readonly unwritten = new Map<string, number>();
+  private readonly pending = new Map<string, { count: number; firstSeen: string; lastSeen: string; extra: Record<string, unknown> }>();
+  private nextWrite?: Promise<void>;
+  private flushing?: Promise<void>;
+  private lastDiscoveryWrite = 0;
 
   /** Called after boards are added, changed or removed (console sessions follow serial lines). */
   onChange(fn: (boards: Board[]) => void): void {
@@ -109,31 +114,60 @@ export class Inventory {
   }
 
   /**
-   * Record a DHCP request from a MAC we do not know. Writes at most once a minute per MAC; requests
-   * in between are counted here and added at the next write (the store is only changed in updates).
+   * Record a DHCP request from a MAC we do not know. Sightings collect in memory (at most
+   * MAX_DISCOVERED MACs) and reach the state file in one batched write at most once a second, so a
+   * board flooding random MACs costs one write a second, not one per packet, and the DHCP path never
+   * waits for the disk (it need not await this). A MAC seen within the last minute only adds to its
+   * count. Resolves when the sighting is written.
    */
-  async noteUnknown(mac: string, extra: { vendorClass?: string; clientArch?: number } = {}): Promise<void> {
-    const now = new Date();
-    const cur = this.o.store.state.discovered.find((d) => d.mac === mac);
-    if (cur && now.getTime() - Date.parse(cur.lastSeen) < 60_000) {
-      if (this.unwritten.size >= MAX_DISCOVERED && !this.unwritten.has(mac)) return; // a flood of MACs: counts are best effort
-      this.unwritten.set(mac, (this.unwritten.get(mac) ?? 0) + 1);
-      return;
+  noteUnknown(mac: string, extra: { vendorClass?: string; clientArch?: number } = {}): Promise<void> {
+    const now = new Date().toISOString();
+    const cur = this.pending.get(mac);
+    if (cur) {
+      cur.count++;
+      cur.lastSeen = now;
+      Object.assign(cur.extra, clean(extra));
+    } else {
+      if (this.pending.size >= MAX_DISCOVERED) return this.flushing ?? Promise.resolve(); // a flood: counts are best effort
+      this.pending.set(mac, { count: 1, firstSeen: now, lastSeen: now, extra: clean(extra) });
     }
-    const seen = 1 + (this.unwritten.get(mac) ?? 0);
-    this.unwritten.delete(mac);
+    return this.scheduleDiscoveryWrite();
+  }
+
+  private scheduleDiscoveryWrite(): Promise<void> {
+    this.nextWrite ??= new Promise<void>((resolve, reject) => {
+      const wait = Math.max(0, this.lastDiscoveryWrite + DISCOVERY_WRITE_MS - Date.now());
+      setTimeout(() => {
+        this.nextWrite = undefined;
+        this.flushing = this.writeDiscovered().finally(() => (this.flushing = undefined));
+        this.flushing.then(resolve, reject);
+      }, wait).unref();
+    });
+    return this.nextWrite;
+  }
+
+  private async writeDiscovered(): Promise<void> {
+    const batch = [...this.pending];
+    this.pending.clear();
+    this.lastDiscoveryWrite = Date.now();
+    if (!batch.length) return;
     await this.o.store.update((s) => {
-      const d = s.discovered.find((x) => x.mac === mac);
-      if (d) {
-        d.lastSeen = now.toISOString();
-        d.count += seen;
-        Object.assign(d, clean(extra));
-      } else {
-        s.discovered.push(discoveredSchema.parse({ mac, firstSeen: now.toISOString(), lastSeen: now.toISOString(), count: seen, ...clean(extra) }));
-        if (s.discovered.length > MAX_DISCOVERED) {
-          s.discovered.sort((a, b) => a.lastSeen.localeCompare(b.lastSeen));
-          s.discovered.splice(0, s.discovered.length - MAX_DISCOVERED);
+      const enrolled = new Set(s.boards.map((b) => b.mac));
+      for (const [mac, p] of batch) {
+        if (enrolled.has(mac)) continue; // enrolled since it was seen
+        const d = s.discovered.find((x) => x.mac === mac);
+        if (d) {
+          // within a minute of the last write, only the count changes (no churn for a chatty board)
+          if (Date.parse(p.lastSeen) - Date.parse(d.lastSeen) >= 60_000) d.lastSeen = p.lastSeen;
+          d.count += p.count;
+          Object.assign(d, p.extra);
+        } else {
+          s.discovered.push(discoveredSchema.parse({ mac, firstSeen: p.firstSeen, lastSeen: p.lastSeen, count: p.count, ...p.extra }));
         }
+      }
+      if (s.discovered.length > MAX_DISCOVERED) {
+        s.discovered.sort((a, b) => a.lastSeen.localeCompare(b.lastSeen));
+        s.discovered.splice(0, s.discovered.length - MAX_DISCOVERED);
       }
     });
   }
