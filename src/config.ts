@@ -36,6 +36,10 @@ export const configSchema = z
         blksize: z.number().int().min(512).max(65464).default(1468),
         windowsize: z.number().int().min(1).max(64).default(16),
         maxTransfers: z.number().int().positive().default(64),
+        /** Per client address; past either bound a request waits for a slot (a slower boot, never a refused one). */
+        maxPerClient: z.number().int().positive().default(4),
+        /** The largest RFC 2349 timeout (s) a client may choose; larger ones are ignored. */
+        maxClientTimeoutS: z.number().int().min(1).max(255).default(5),
       })
       .prefault({}),
     /** iSCSI root disks for leased boards (src/storage/config.ts). */

@@ -158,6 +158,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       address: config.bootIp,
       port: config.tftp.port,
       maxTransfers: config.tftp.maxTransfers,
+      maxPerClient: config.tftp.maxPerClient,
+      maxClientTimeoutS: config.tftp.maxClientTimeoutS,
       handler: bootFilesHandler({ inventory, images, decider }),
       onTransfer: (ev) => {
         const board = inventory.byIp(ev.client.address);

@@ -63,8 +63,8 @@ const peers: RawPeer[] = [];
 afterEach(async () => {
   await Promise.all(peers.splice(0).map((p) => p.close()));
 });
-async function peer(): Promise<RawPeer> {
-  const p = await new RawPeer().open();
+async function peer(address?: string): Promise<RawPeer> {
+  const p = await new RawPeer().open(address);
   peers.push(p);
   return p;
 }
@@ -76,6 +76,17 @@ async function recv(p: RawPeer, ms?: number): Promise<Packet & { port: number }>
   return { ...r.packet, port };
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** ACK a lockstep transfer (default blksize) from its first DATA to its last. */
+async function drain(p: RawPeer, first: Packet & { port: number }): Promise<void> {
+  let d = first;
+  for (;;) {
+    if (d.type !== 'data') throw new Error(`expected DATA, got ${d.type}`);
+    p.send(encodeAck(d.block), d.port);
+    if (d.data.length < 512) return;
+    d = await recv(p);
+  }
+}
 
 describe('option negotiation', () => {
   it('answers known options in an OACK, clamps them, ignores unknown ones', async () => {
@@ -242,7 +253,7 @@ describe('refusals and errors', () => {
     expect(events[0]).toMatchObject({ ok: true, bytes: 3000 });
   });
 
-  it('bounds concurrency: the transfer beyond maxTransfers gets "server busy"', async () => {
+  it('bounds concurrency: the transfer beyond maxTransfers waits for a slot (delayed, never refused)', async () => {
     const { port, server, ended } = await start({ maxTransfers: 2 });
     const [a, b, c] = [await peer(), await peer(), await peer()];
     a.send(encodeRrq('small'), port);
@@ -250,14 +261,50 @@ describe('refusals and errors', () => {
     const da = await recv(a);
     const db = await recv(b);
     c.send(encodeRrq('small'), port);
-    expect(await recv(c)).toMatchObject({ type: 'error', code: 0, message: 'server busy' });
-    expect(server.stats).toMatchObject({ active: 2, refused: 1 });
+    c.send(encodeRrq('small'), port); // its retransmission: still one waiting request
+    // b's transfer runs to its end: by then the server has handled c's RRQs (one socket, in order)
+    await drain(b, db);
+    await ended(1);
+    // b's slot went to c, without c asking again and without an error
+    const dc = await recv(c);
+    expect(dc).toMatchObject({ type: 'data', block: 1 });
+    expect(server.stats).toMatchObject({ refused: 0, delayed: 1, waiting: 0 });
     a.send(encodeError(0, 'bye'), da.port);
-    b.send(encodeError(0, 'bye'), db.port);
-    await ended(2);
+    await drain(c, dc);
+    await ended(3);
     expect(server.stats.active).toBe(0);
-    c.send(encodeRrq('small'), port); // a slot is free again
-    expect(await recv(c)).toMatchObject({ type: 'data', block: 1 });
+  });
+
+  it('one client address holds at most maxPerClient transfers; another client is served at once', async () => {
+    const { port, server, ended } = await start({ maxTransfers: 8, maxPerClient: 2 });
+    const hog = [await peer('127.0.0.21'), await peer('127.0.0.21'), await peer('127.0.0.21')];
+    const [h1, h2, h3] = hog;
+    h1!.send(encodeRrq('small'), port);
+    h2!.send(encodeRrq('small'), port);
+    const d1 = await recv(h1!);
+    await recv(h2!);
+    h3!.send(encodeRrq('small'), port); // third from the same address: waits
+    const other = await peer('127.0.0.22');
+    other.send(encodeRrq('small'), port);
+    const d = await recv(other); // served while the hog's third still waits
+    expect(d).toMatchObject({ type: 'data', block: 1 });
+    expect(server.stats).toMatchObject({ active: 3, waiting: 1, delayed: 1, refused: 0 });
+    expect(h3!.inbox).toEqual([]); // no error, no data yet (the other client's DATA came after its RRQ)
+    await drain(h1!, d1); // the hog's own slot frees: its third starts
+    expect(await recv(h3!)).toMatchObject({ type: 'data', block: 1 });
+    await ended(1);
+  });
+
+  it('ignores a client-chosen timeout above maxClientTimeoutS (no slot held for minutes)', async () => {
+    const { port } = await start({ maxClientTimeoutS: 5 });
+    const p = await peer();
+    p.send(encodeRrq('small', 'octet', { timeout: 255, blksize: 1024 }), port);
+    const o = await recv(p);
+    expect(o.type === 'oack' && o.options).toEqual({ blksize: '1024' });
+    const q = await peer();
+    q.send(encodeRrq('small', 'octet', { timeout: 3, blksize: 1024 }), port);
+    const o2 = await recv(q);
+    expect(o2.type === 'oack' && o2.options).toEqual({ blksize: '1024', timeout: '3' });
   });
 
   it('a client that stops ACKing: retransmits, then fails and frees the slot', async () => {

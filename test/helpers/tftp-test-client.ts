@@ -180,12 +180,13 @@ export class RawPeer {
   readonly sock = dgram.createSocket('udp4');
   readonly inbox: { msg: Buffer; port: number }[] = [];
   private waiters: (() => void)[] = [];
-  async open(): Promise<this> {
+  /** `address`: the loopback address to send from (127.0.0.0/8: each one a different client to the server). */
+  async open(address = '127.0.0.1'): Promise<this> {
     this.sock.on('message', (msg, r) => {
       this.inbox.push({ msg, port: r.port });
       this.waiters.splice(0).forEach((w) => w());
     });
-    await new Promise<void>((r) => this.sock.bind(0, '127.0.0.1', r));
+    await new Promise<void>((r) => this.sock.bind(0, address, r));
     return this;
   }
   get port(): number {

@@ -49,6 +49,12 @@ export interface TftpServerOptions {
   port: number;
   handler: TftpHandler;
   maxTransfers?: number;
+  /** Transfers one client address may hold at once; more wait their turn (default 4). */
+  maxPerClient?: number;
+  /** Requests waiting for a slot (default 1024); beyond, new ones are dropped and the client retransmits. */
+  maxWaiting?: number;
+  /** The largest RFC 2349 `timeout` (s) a client may choose; a larger one is ignored (default 5). */
+  maxClientTimeoutS?: number;
   timeoutMs?: number;
   retries?: number;
   maxBlksize?: number;
@@ -65,12 +71,17 @@ export interface TftpStats {
   /** Transfers that started (handler called) but did not complete: not found, timeouts, client errors... */
   failed: number;
   active: number;
-  /** Requests answered with an error without starting a transfer: busy, WRQ, unsupported mode. */
+  /** Requests answered with an error without starting a transfer: WRQ, unsupported mode. */
   refused: number;
+  /** Requests that waited for a slot (overload delays a boot, it never refuses one). */
+  delayed: number;
+  waiting: number;
 }
 
 const MAX_BLKSIZE = 65464; // RFC 2348 upper bound
-const DEFAULTS = { maxTransfers: 128, timeoutMs: 1000, retries: 5, maxBlksize: MAX_BLKSIZE, maxWindowsize: 64 };
+const DEFAULTS = { maxTransfers: 128, maxPerClient: 4, maxWaiting: 1024, maxClientTimeoutS: 5, timeoutMs: 1000, retries: 5, maxBlksize: MAX_BLKSIZE, maxWindowsize: 64 };
+/** A waiting request older than this is forgotten: its client has retransmitted (and is waiting again) or given up. */
+const WAIT_MS = 30_000;
 const log_ = log.child({ mod: 'tftp' });
 
 /**
@@ -301,7 +312,9 @@ class Transfer {
     const w = positiveInt(req.windowsize);
     if (w >= 1 && w <= 65535) oack.windowsize = String((windowsize = Math.min(w, o.maxWindowsize)));
     const t = positiveInt(req.timeout);
-    if (t >= 1 && t <= 255) {
+    // A client-chosen timeout above our bound is ignored (RFC 2349 lets the server decline it): one client
+    // must not hold a slot for minutes by stalling with a 255 s timeout.
+    if (t >= 1 && t <= Math.min(255, o.maxClientTimeoutS)) {
       timeoutMs = t * 1000;
       oack.timeout = String(t);
     }
@@ -453,11 +466,15 @@ class Transfer {
 const UNKNOWN_TID = encodeError(ErrorCode.UNKNOWN_TID, 'Unknown transfer ID');
 
 export class TftpServer {
-  readonly stats: TftpStats = { rrq: 0, malformed: 0, completed: 0, failed: 0, active: 0, refused: 0 };
+  readonly stats: TftpStats = { rrq: 0, malformed: 0, completed: 0, failed: 0, active: 0, refused: 0, delayed: 0, waiting: 0 };
   /** @internal */
   readonly opts: Required<Omit<TftpServerOptions, 'onTransfer'>> & Pick<TftpServerOptions, 'onTransfer'>;
   private sock: dgram.Socket | undefined;
   private readonly transfers = new Map<string, Transfer>();
+  /** Active transfers per client address (the per-client bound). */
+  private readonly perClient = new Map<string, number>();
+  /** Requests waiting for a slot, oldest first, one per client address and port. */
+  private readonly waiting = new Map<string, { client: { address: string; port: number }; filename: string; options: Record<string, string>; at: number }>();
   private readonly all = new Set<Transfer>();
   private stopping = false;
 
@@ -489,6 +506,7 @@ export class TftpServer {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.waiting.clear();
     const sock = this.sock;
     this.sock = undefined;
     if (sock) await new Promise<void>((r) => sock.close(() => r()));
@@ -538,18 +556,53 @@ export class TftpServer {
       this.stats.refused++;
       return this.replyFromListener(client, ErrorCode.ILLEGAL_OPERATION, `Unsupported mode ${p.mode}`);
     }
-    if (this.stats.active >= this.opts.maxTransfers) {
-      this.stats.refused++;
-      return this.replyFromListener(client, ErrorCode.NOT_DEFINED, 'server busy');
+    // Overload delays, it never refuses: past the global or the per-client bound the request waits for a
+    // slot (its client's retransmissions find it still waiting), and starts when one frees, oldest first.
+    if (!this.hasSlot(client.address)) {
+      if (!this.waiting.has(key)) {
+        if (this.waiting.size >= this.opts.maxWaiting) return; // the client retransmits; nothing grows without bound
+        this.stats.delayed++;
+      }
+      this.waiting.delete(key);
+      this.waiting.set(key, { client, filename: p.filename, options: p.options, at: Date.now() });
+      this.stats.waiting = this.waiting.size;
+      return;
     }
-    const t = new Transfer(this, client, p.filename, p.options);
+    this.waiting.delete(key);
+    this.stats.waiting = this.waiting.size;
+    this.begin(key, client, p.filename, p.options);
+  }
+
+  private hasSlot(address: string): boolean {
+    return this.stats.active < this.opts.maxTransfers && (this.perClient.get(address) ?? 0) < this.opts.maxPerClient;
+  }
+
+  private begin(key: string, client: { address: string; port: number }, filename: string, options: Record<string, string>): void {
+    const t = new Transfer(this, client, filename, options);
     this.transfers.set(key, t);
     this.all.add(t);
     this.stats.active++;
+    this.perClient.set(client.address, (this.perClient.get(client.address) ?? 0) + 1);
     t.run().catch((e: unknown) => {
       log_.error({ err: e }, 'tftp transfer crashed');
       t.finish(false, 'internal error');
     });
+  }
+
+  /** A slot freed: start the oldest waiting requests that fit (their client's own bound included). */
+  private startWaiting(): void {
+    const now = Date.now();
+    for (const [key, w] of this.waiting) {
+      if (this.stats.active >= this.opts.maxTransfers || this.stopping) break;
+      if (now - w.at > WAIT_MS) {
+        this.waiting.delete(key);
+        continue;
+      }
+      if (!this.hasSlot(w.client.address) || this.transfers.has(key)) continue;
+      this.waiting.delete(key);
+      this.begin(key, w.client, w.filename, w.options);
+    }
+    this.stats.waiting = this.waiting.size;
   }
 
   /** @internal called exactly once per transfer */
@@ -558,6 +611,10 @@ export class TftpServer {
     if (this.transfers.get(key) === t) this.transfers.delete(key);
     this.all.delete(t);
     this.stats.active--;
+    const n = (this.perClient.get(t.client.address) ?? 1) - 1;
+    if (n > 0) this.perClient.set(t.client.address, n);
+    else this.perClient.delete(t.client.address);
+    queueMicrotask(() => this.startWaiting());
     if (ev.ok) this.stats.completed++;
     else this.stats.failed++;
     log_.debug(ev, 'tftp transfer finished');
