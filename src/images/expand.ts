@@ -104,12 +104,26 @@ async function viaTool(format: DiskFormat, cmd: string[], input: NodeJS.Readable
 }
 
 async function convertQcow2(src: string, dest: string, o: ExpandOptions): Promise<number> {
-  let info: { format?: string; 'virtual-size'?: number; 'format-specific'?: { data?: { corrupt?: boolean } } };
+  let info: {
+    format?: string;
+    'virtual-size'?: number;
+    'backing-filename'?: string;
+    'full-backing-filename'?: string;
+    'format-specific'?: { data?: { corrupt?: boolean; 'data-file'?: string } };
+  };
   try {
     const { stdout } = await run('qemu-img', ['info', '--output=json', '-f', 'qcow2', src]);
     info = JSON.parse(stdout);
   } catch (err) {
     throw new BadRequestError(`not a valid qcow2 image: ${((err as { stderr?: string }).stderr ?? (err as Error).message).trim()}`);
+  }
+  // A backing file or an external data file would make qemu-img read host files (another lease's disk,
+  // /dev/sda) into every disk made from this image: refused, whatever the path says.
+  if (info['backing-filename'] || info['full-backing-filename']) {
+    throw new BadRequestError('the qcow2 image has a backing file: import a self-contained image (qemu-img convert -O qcow2 without -B, or raw)');
+  }
+  if (info['format-specific']?.data?.['data-file']) {
+    throw new BadRequestError('the qcow2 image keeps its data in an external data file: import a self-contained image');
   }
   const size = info['virtual-size'] ?? 0;
   if (info['format-specific']?.data?.corrupt) throw new BadRequestError('the qcow2 image is marked corrupt');

@@ -1,9 +1,10 @@
 import { execFile } from 'node:child_process';
-import { copyFile, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { copyFile, lstat, mkdtemp, readdir, realpath, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { FsKind } from './disk-layout.js';
+import { BadRequestError } from '../util/errors.js';
 
 const run = promisify(execFile);
 
@@ -36,8 +37,15 @@ export function checkImagePath(p: string): string {
  */
 export async function openFs(image: string, offset: number, size: number | null, fs: FsKind): Promise<FsReader> {
   if (fs.type === 'ext2' || fs.type === 'ext3' || fs.type === 'ext4') return debugfsReader(`${image}?offset=${offset}`);
+  // Only FAT is mounted: a simple file system with no symlinks, devices or setuid bits, mounted read-only
+  // with nosuid,nodev,noexec; the kernel's btrfs/xfs/squashfs drivers are not fed tenant-made images.
+  if (!MOUNTABLE.has(fs.type)) {
+    throw new BadRequestError(`boot files on a ${fs.type} partition cannot be read safely: put the kernel, initrd and device tree on an ext2/3/4 or FAT partition`);
+  }
   return mountReader(image, offset, size, fs.type);
 }
+
+const MOUNTABLE = new Set(['vfat']);
 
 function debugfsReader(dev: string): FsReader {
   const debugfs = async (request: string): Promise<string> => {
@@ -75,7 +83,7 @@ function debugfsReader(dev: string): FsReader {
 async function mountReader(image: string, offset: number, size: number | null, type: string): Promise<FsReader> {
   const mnt = await mkdtemp(join(tmpdir(), 'dozen-bootfs-'));
   try {
-    await run('mount', ['-t', type, '-o', `ro,loop,offset=${offset}${size ? `,sizelimit=${size}` : ''}`, image, mnt]);
+    await run('mount', ['-t', type, '-o', `ro,nosuid,nodev,noexec,loop,offset=${offset}${size ? `,sizelimit=${size}` : ''}`, image, mnt]);
   } catch (err) {
     await rm(mnt, { recursive: true, force: true });
     const msg = ((err as { stderr?: string }).stderr ?? (err as Error).message).trim();
@@ -94,7 +102,10 @@ async function mountReader(image: string, offset: number, size: number | null, t
       );
     },
     async copyOut(path, dest) {
-      await copyFile(at(path), dest);
+      // Never follow a link out of the image onto the host: the file must be a regular file under mnt.
+      const real = await realpath(at(path));
+      if (!real.startsWith(mnt + '/') || !(await lstat(real)).isFile()) throw new BadRequestError(`${path} in the image is not a regular file inside it`);
+      await copyFile(real, dest);
     },
     async close() {
       await run('umount', [mnt]).catch(() => run('umount', ['-l', mnt]));
