@@ -8,7 +8,7 @@
  * live devices: when the lock is taken, the clean-up is skipped with a warning.
  */
 import { spawn, execFileSync } from 'node:child_process';
-import { readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deleteLink, deleteNetns } from '../../src/lab/netns.js';
@@ -73,19 +73,65 @@ function readdirSafe(dir: string): string[] {
   }
 }
 
-export default async function setup(): Promise<void> {
-  if (process.getuid?.() !== 0) return; // without root there is nothing of ours to remove, and tests needing root fail on their own
-  // vitest runs the global setup once per project, in one process: lock and clean once.
-  const g = globalThis as { __dozenRunSetup?: Promise<void> };
-  g.__dozenRunSetup ??= lockAndClean();
-  await g.__dozenRunSetup;
+/** Unmount whatever is still mounted under `dir`, then remove it without ever crossing into a mount. */
+function removeTree(dir: string): void {
+  const mounts = readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1]?.replace(/\\040/g, ' '))
+    .filter((m): m is string => !!m && (m === dir || m.startsWith(dir + '/')))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) sh('umount', ['-l', m]);
+  for (const line of sh('losetup', ['-nO', 'NAME,BACK-FILE']).split('\n')) {
+    const [dev, file] = line.trim().split(/\s+/);
+    if (dev && file && file.startsWith(dir + '/')) sh('losetup', ['-d', dev]);
+  }
+  sh('rm', ['-rf', '--one-file-system', dir]);
 }
 
-async function lockAndClean(): Promise<void> {
-  if (!(await holdRunLock())) {
-    console.warn(`[global-setup] another test run holds ${LOCK}: not cleaning leftovers`);
-    return;
-  }
-  const removed = await cleanLeftovers();
-  if (removed.length) console.log(`[global-setup] removed what an earlier run left: ${removed.join(', ')}`);
+export default async function setup(): Promise<() => Promise<void>> {
+  // vitest runs the global setup once per project, in one process: do the work once.
+  const g = globalThis as { __dozenRunSetup?: Promise<string | null> };
+  g.__dozenRunSetup ??= prepareRun();
+  const root = await g.__dozenRunSetup;
+  return async () => {
+    if (root && existsSync(root)) removeTree(root);
+  };
 }
+
+/**
+ * Every test's temporary folders go under one root for this run (TMPDIR, inherited by the workers),
+ * removed when the run ends, and by the next run if this one was killed. 0755: tests run helpers as
+ * `nobody` under it.
+ */
+async function prepareRun(): Promise<string | null> {
+  if (process.getuid?.() !== 0) return null; // without root there is nothing of ours to remove, and tests needing root fail on their own
+  if (await holdRunLock()) {
+    const removed = await cleanLeftovers();
+    // roots of runs whose process is gone (a killed run): a live run's root is never touched
+    for (const d of readdirSafe(BASE_TMP)) {
+      const pid = Number(new RegExp(`^${RUN_PREFIX}(\\d+)-`).exec(d)?.[1]);
+      if (!pid || pid === process.pid || alive(pid)) continue;
+      removeTree(join(BASE_TMP, d));
+      removed.push(`temp root ${d}`);
+    }
+    if (removed.length) console.log(`[global-setup] removed what an earlier run left: ${removed.join(', ')}`);
+  } else {
+    console.warn(`[global-setup] another test run holds ${LOCK}: not cleaning leftovers`);
+  }
+  const root = mkdtempSync(join(BASE_TMP, `${RUN_PREFIX}${process.pid}-`));
+  chmodSync(root, 0o755);
+  process.env.TMPDIR = root;
+  return root;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const BASE_TMP = tmpdir();
+const RUN_PREFIX = 'dozen-test-run-';
