@@ -20,6 +20,7 @@ import { ImageImporter } from './images/import.js';
 import { Inventory } from './inventory/boards.js';
 import { BoardEvents } from './inventory/events.js';
 import { Lab } from './lab/lab.js';
+import { UBOOT_BIN } from './lab/preflight.js';
 import { log } from './log.js';
 import { powerDriver } from './power/registry.js';
 import { Store } from './store/store.js';
@@ -333,12 +334,13 @@ async function imageUsers(name: string, store: Store, storage?: RunningStorage):
 async function enrollLabBoards(inventory: Inventory, boards: Awaited<ReturnType<Lab['up']>>, image: string): Promise<void> {
   for (const b of boards) {
     const power = { driver: 'qemu', qmp: b.qmp };
+    const firmware = { driver: 'file', path: b.firmware, golden: UBOOT_BIN };
     // By MAC, or by id for a lab board enrolled under an earlier MAC scheme.
     const existing = inventory.byMac(b.mac) ?? inventory.list().find((x) => x.id === b.id && x.model === 'qemu-virt');
     if (existing) {
-      await inventory.patch(existing.id, { serial: b.serial, power, ip: b.ip, ...(existing.mac !== b.mac ? { mac: b.mac } : {}) });
+      await inventory.patch(existing.id, { serial: b.serial, power, firmware, ip: b.ip, ...(existing.mac !== b.mac ? { mac: b.mac } : {}) });
     } else {
-      await inventory.create({ id: b.id, mac: b.mac, model: 'qemu-virt', arch: 'armv7', ip: b.ip, serial: b.serial, power, image });
+      await inventory.create({ id: b.id, mac: b.mac, model: 'qemu-virt', arch: 'armv7', ip: b.ip, serial: b.serial, power, firmware, image });
     }
   }
 }

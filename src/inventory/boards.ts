@@ -6,6 +6,7 @@ import { ConflictError, BadRequestError, NotFoundError } from '../util/errors.js
 import { inSubnet, parseCidr, type Subnet } from '../util/net.js';
 import type { ImageCatalog } from '../images/catalog.js';
 import { powerDriver } from '../power/registry.js';
+import { firmwareDriver } from '../firmware/registry.js';
 
 export const boardInputSchema = boardSchema.omit({ state: true, stateReason: true, createdAt: true });
 export type BoardInput = z.infer<typeof boardInputSchema>;
@@ -70,6 +71,7 @@ export class Inventory {
   async create(input: BoardInput): Promise<Board> {
     await this.checkImage(input.image);
     checkPower(input.power);
+    if (input.firmware) checkFirmware(input.firmware);
     this.checkIp(input.ip);
     return this.o.store.update((s) => {
       this.checkUnique(s.boards, input);
@@ -85,6 +87,7 @@ export class Inventory {
     if (patch.image !== undefined) await this.checkImage(patch.image);
     if (patch.ip !== undefined) this.checkIp(patch.ip);
     if (patch.power !== undefined) checkPower(patch.power);
+    if (patch.firmware) checkFirmware(patch.firmware);
     return this.o.store.update((s) => {
       const i = s.boards.findIndex((b) => b.id === id);
       if (i < 0) throw new NotFoundError(`board ${id}`);
@@ -214,6 +217,14 @@ function checkPower(spec: Board['power']): void {
     powerDriver(spec); // constructing a driver validates its parameters
   } catch (err) {
     throw new BadRequestError(`power: ${(err as Error).message}`);
+  }
+}
+
+function checkFirmware(spec: NonNullable<Board['firmware']>): void {
+  try {
+    firmwareDriver(spec);
+  } catch (err) {
+    throw new BadRequestError(`firmware: ${(err as Error).message}`);
   }
 }
 

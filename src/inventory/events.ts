@@ -1,7 +1,7 @@
 /** One entry of a board's recent history: the first place an operator looks when a board won't boot. */
 export interface BoardEvent {
   time: string;
-  type: 'dhcp' | 'tftp' | 'state' | 'power' | 'error';
+  type: 'dhcp' | 'tftp' | 'state' | 'power' | 'firmware' | 'error';
   message: string;
   details?: Record<string, unknown>;
 }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdir, readFile, rm, symlink, unlink } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, stat, symlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { log } from '../log.js';
@@ -28,6 +28,8 @@ export interface LabBoard {
   /** A stable symlink to the board's serial pty (the pty itself changes with every QEMU start). */
   serial: string;
   qmp: string;
+  /** The board's own U-Boot image, loaded at QEMU start: its firmware, verified and restored at every release. */
+  firmware: string;
 }
 
 /**
@@ -59,6 +61,7 @@ export class Lab {
         ip: intToIp(ipToInt(subnet.network) + 100 + i + 1),
         serial: join(this.o.stateDir, `${id}.tty`),
         qmp: join(this.o.stateDir, `${id}.qmp`),
+        firmware: join(this.o.stateDir, `${id}.u-boot.bin`),
       };
     });
   }
@@ -133,11 +136,12 @@ export class Lab {
       log.info({ board: b.id }, 'lab: adopted running QEMU board');
     } else {
       await unlink(b.qmp).catch(() => {});
+      if (!(await stat(b.firmware).catch(() => null))) await copyFile(UBOOT_BIN, b.firmware);
       // prettier-ignore
       const args = [
         'netns', 'exec', netns, 'qemu-system-arm',
         '-M', 'virt', '-cpu', 'cortex-a15', '-m', String(this.o.memoryMb),
-        '-bios', UBOOT_BIN,
+        '-bios', b.firmware,
         '-display', 'none', '-monitor', 'none', '-serial', 'pty',
         '-qmp', `unix:${b.qmp},server=on,wait=off`,
         '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,

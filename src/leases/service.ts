@@ -7,6 +7,7 @@ import { applyTransition, type Inventory } from '../inventory/boards.js';
 import type { BoardEvents } from '../inventory/events.js';
 import { log } from '../log.js';
 import { powerDriver } from '../power/registry.js';
+import { firmwareDriver } from '../firmware/registry.js';
 import type { Board, Job, Lease, State } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import { BadRequestError, ConflictError, HttpError } from '../util/errors.js';
@@ -42,7 +43,7 @@ export interface LeaseServiceDeps {
 
 const PROVISION_STEPS = ['disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
 const REIMAGE_STEPS = ['power-off', 'disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
-const RELEASE_STEPS = ['power-off', 'disk', 'console', 'board'];
+const RELEASE_STEPS = ['power-off', 'firmware', 'disk', 'console', 'board'];
 const CONTAINER_PROVISION = ['container'];
 const CONTAINER_REIMAGE = ['container'];
 const CONTAINER_RELEASE = ['container', 'console'];
@@ -316,6 +317,24 @@ export class LeaseService {
         run: async () => {
           await power().off();
           this.d.events.add(board().id, { type: 'power', message: `power off (job ${job.id})` });
+        },
+      },
+      {
+        // Release only (a reimage keeps the tenant): the next tenant must not boot what this one flashed.
+        name: 'firmware',
+        timeoutMs: t.actionMs,
+        run: async () => {
+          const spec = board().firmware;
+          if (!spec) return 'skipped';
+          const fw = firmwareDriver(spec);
+          const check = await fw.verify();
+          if (check.ok) {
+            this.d.events.add(board().id, { type: 'firmware', message: `firmware verified: ${check.detail}` });
+            return;
+          }
+          this.d.events.add(board().id, { type: 'firmware', message: `firmware differs (${check.detail}): restoring` });
+          await fw.restore();
+          this.d.events.add(board().id, { type: 'firmware', message: 'firmware restored to the known-good image' });
         },
       },
       {

@@ -46,6 +46,8 @@ export const boardSchema = z.object({
   ip: z.ipv4(),
   serial: serialSchema.optional(),
   power: powerSchema,
+  /** How its boot firmware is verified and restored at every release (src/firmware/); none: unverified. */
+  firmware: z.looseObject({ driver: z.string().min(1) }).optional(),
   image: z.string().min(1),
   state: z.enum(BOARD_STATES),
   stateReason: z.string().optional(),
