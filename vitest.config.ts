@@ -9,6 +9,7 @@ import { defineConfig } from 'vitest/config';
 const SERIAL = [
   'test/e2e/**/*.test.ts',
   'test/security/**/*.test.ts',
+  'test/network/**/*.test.ts',
   'test/containers/**/*.test.ts',
   'test/images/**/*.test.ts',
   'test/lab/**/*.test.ts',

@@ -16,6 +16,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = 
   'e2e-bounds': () => import('./e2e-bounds.js'),
   'api-bounds': () => import('./api-bounds.js'),
   'boot-bounds': () => import('./boot-bounds.js'),
+  'network-attach': () => import('./network-attach.js'),
 };
 
 const only = process.argv.slice(2);

@@ -13,6 +13,7 @@ PKGS=(
   docker.io openssl                                         # container fallback (tests start their own dockerd; openssl: its TLS certs)
   chromium tmux                                             # browser console test (playwright-core drives Debian's chromium)
   socat ser2net                                             # console tests: real pty pairs standing in for serial lines; a real network serial server
+  nftables iputils-arping iputils-ping dnsmasq-base tcpdump # board isolation (nft bridge table) and its attack tests: ARP, rogue DHCP, sniffing
   openssh-client                                            # tenants' ssh into leased boards (e2e)
 )
 missing=()
