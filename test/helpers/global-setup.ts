@@ -100,8 +100,8 @@ export default async function setup(): Promise<() => Promise<void>> {
 
 /**
  * Every test's temporary folders go under one root for this run (TMPDIR, inherited by the workers),
- * removed when the run ends, and by the next run if this one was killed. 0755: tests run helpers as
- * `nobody` under it.
+ * removed when the run ends, and by the next run if this one was killed. Mode 1777 like /tmp: tests
+ * run helpers as `nobody`, which keep temp files of their own there (tsx's cache).
  */
 async function prepareRun(): Promise<string | null> {
   if (process.getuid?.() !== 0) return null; // without root there is nothing of ours to remove, and tests needing root fail on their own
@@ -119,7 +119,7 @@ async function prepareRun(): Promise<string | null> {
     console.warn(`[global-setup] another test run holds ${LOCK}: not cleaning leftovers`);
   }
   const root = mkdtempSync(join(BASE_TMP, `${RUN_PREFIX}${process.pid}-`));
-  chmodSync(root, 0o755);
+  chmodSync(root, 0o1777);
   process.env.TMPDIR = root;
   return root;
 }
