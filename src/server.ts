@@ -151,7 +151,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
         const lease = leases.leaseOnBoard(board.id);
         if (!lease) return undefined;
         const iscsi = lease.iscsi && storage ? storage.storage.kernelArgs(lease.iscsi, image) : undefined;
-        return [iscsi, metadataKernelArgs(metadataBase, lease.id)].filter(Boolean).join(' ');
+        // No token yet (a lease recorded before tokens existed): the metadata service refuses it until the next boot.
+        return [iscsi, metadataKernelArgs(metadataBase, lease.id, lease.bootToken ?? 'none')].filter(Boolean).join(' ');
       },
     });
 

@@ -27,6 +27,9 @@ import {
 const MiB = 1024 * 1024;
 const SSH = '22/tcp';
 
+/** What sshd and a login shell need inside a container lease (everything else is dropped). */
+const SSH_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'SETUID', 'SETGID', 'SYS_CHROOT', 'NET_BIND_SERVICE', 'KILL', 'AUDIT_WRITE'];
+
 export interface ContainerLeaseDriverOptions {
   pool: ContainerPool;
   /** Images the driver may import into a board that lacks them (no registry needed). */
@@ -451,6 +454,12 @@ export class ContainerLeaseDriver {
         ...(o.quota && o.disk.quotaMb ? { StorageOpt: { size: `${o.disk.quotaMb}M` } } : {}),
         NetworkMode: o.network,
         PortBindings: o.sshPort ? { [SSH]: [{ HostIp: host.config.publishIp, HostPort: String(o.sshPort) }] } : {},
+        // Root in the container, not on the board: every capability dropped but what an SSH login needs
+        // (no NET_RAW: no crafted packets with another tenant's address; no MKNOD, SETFCAP, SETPCAP),
+        // and no gaining privileges through setuid binaries.
+        CapDrop: ['ALL'],
+        CapAdd: SSH_CAPABILITIES,
+        SecurityOpt: ['no-new-privileges:true'],
         // A lease that was on stays on across engine restarts; one powered off stays off.
         RestartPolicy: { Name: 'unless-stopped' },
         // The console log Docker keeps: bounded.

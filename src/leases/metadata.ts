@@ -1,3 +1,4 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import express, { type Express, type Request } from 'express';
 import type { Lease } from '../store/schema.js';
 import type { Store } from '../store/store.js';
@@ -13,14 +14,24 @@ export interface MetadataDeps {
   onPhoneHome?: (lease: Lease, body: unknown) => void;
 }
 
-/** The URL a lease's OS reads its metadata from (cloud-init NoCloud `ds=nocloud-net;s=...`). */
-export function metadataUrl(base: string, leaseId: string): string {
-  return `${base}/m/${leaseId}/`;
+/**
+ * The URL a lease's OS reads its metadata from (cloud-init NoCloud `ds=nocloud-net;s=...`). It carries
+ * the boot's token: a source address proves nothing on a shared segment, the token does, and only
+ * until the next boot.
+ */
+export function metadataUrl(base: string, leaseId: string, bootToken: string): string {
+  return `${base}/m/${leaseId}/${bootToken}/`;
 }
 
 /** Kernel arguments that point a board's OS at its metadata and phone-home URLs. */
-export function metadataKernelArgs(base: string, leaseId: string): string {
-  return `ds=nocloud-net;s=${metadataUrl(base, leaseId)} dozen.phonehome=${metadataUrl(base, leaseId)}phone-home`;
+export function metadataKernelArgs(base: string, leaseId: string, bootToken: string): string {
+  const url = metadataUrl(base, leaseId, bootToken);
+  return `ds=nocloud-net;s=${url} dozen.phonehome=${url}phone-home`;
+}
+
+/** A boot token: 24 letters and digits, safe in a URL, a kernel command line and a U-Boot script. */
+export function newBootToken(): string {
+  return randomBytes(18).toString('base64url').replace(/[-_]/g, 'x');
 }
 
 const remoteIp = (req: Request) => (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
@@ -39,11 +50,13 @@ export function metadataApp(d: MetadataDeps): Express {
   const leaseFor = (req: Request): Lease | undefined => {
     const lease = d.store.state.leases.find((l) => l.id === req.params.lease);
     if (!lease || lease.state === 'released') return undefined;
+    // Board leases: the current boot's token, compared in constant time. Container leases have no boot.
+    if (lease.kind === 'board' && !(lease.bootToken && sameToken(lease.bootToken, String(req.params.token ?? '')))) return undefined;
     const ip = lease.kind === 'board' ? d.boardIp(lease.boardId!) : d.containerIp?.(lease);
     return ip && ip === remoteIp(req) ? lease : undefined;
   };
 
-  app.get('/m/:lease/:file', (req, res) => {
+  app.get(['/m/:lease/:token/:file', '/m/:lease/:file'], (req, res) => {
     const lease = leaseFor(req);
     if (!lease) return void res.status(404).type('text').send('not found\n');
     const file = req.params.file;
@@ -60,7 +73,7 @@ export function metadataApp(d: MetadataDeps): Express {
     res.status(404).type('text').send('not found\n');
   });
 
-  app.post('/m/:lease/phone-home', (req, res) => {
+  app.post(['/m/:lease/:token/phone-home', '/m/:lease/phone-home'], (req, res) => {
     const lease = leaseFor(req);
     if (!lease) return void res.status(404).type('text').send('not found\n');
     d.signals.note(lease.id, 'phone-home');
@@ -68,4 +81,9 @@ export function metadataApp(d: MetadataDeps): Express {
     res.type('text').send('ok\n');
   });
   return app;
+}
+
+function sameToken(a: string, b: string): boolean {
+  const h = (x: string) => createHash('sha256').update(x).digest();
+  return timingSafeEqual(h(a), h(b));
 }

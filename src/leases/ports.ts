@@ -9,6 +9,8 @@ import type { Board, IscsiRecord, Lease } from '../store/schema.js';
 export interface BoardStorage {
   /** Clone (if not yet) and export (if not yet) the lease's disk to this board. */
   attach(lease: Lease, board: Board, image: Image): Promise<IscsiRecord>;
+  /** A fresh CHAP secret on the lease's target for the next boot (the old one stops working); returns the new record. */
+  newBootSecret(lease: Lease): Promise<IscsiRecord>;
   /** Remove the lease's target and destroy its disk. */
   detach(lease: Lease): Promise<void>;
   /** Kernel command-line arguments that make the image's initramfs log in to the target. */

@@ -16,6 +16,7 @@ import { JobRunner, newJob, type StepImpl } from './jobs.js';
 import type { BoardStorage, ConsoleHooks, ContainerLeases } from './ports.js';
 import type { CreateLease } from './schemas.js';
 import { LeaseSignals, waitForBoardEvent } from './waits.js';
+import { newBootToken } from './metadata.js';
 
 export interface LeaseTimeouts {
   /** Power, disk and other server-side steps. */
@@ -198,9 +199,26 @@ export class LeaseService {
     }
     const board = this.d.inventory.get(lease.boardId!);
     const drv = powerDriver(board.power, board.id);
+    if (action !== 'off') await this.newBoot(lease.id);
     await drv[action]();
     this.d.events.add(board.id, { type: 'power', message: `power ${action} by ${p.role === 'admin' ? 'admin' : `tenant ${p.tenantId}`}` });
     return { state: await drv.state() };
+  }
+
+  /**
+   * Secrets for the next boot of a lease's board: a metadata token and, with an iSCSI root, a CHAP
+   * secret. Whatever a tenant (or anyone who read a boot script) learned of one boot is worthless after
+   * the next power cycle.
+   */
+  private async newBoot(leaseId: string): Promise<void> {
+    const lease = this.d.store.state.leases.find((l) => l.id === leaseId);
+    if (!lease || lease.kind !== 'board') return;
+    const iscsi = lease.iscsi && this.d.storage ? await this.d.storage.newBootSecret(lease) : undefined;
+    await this.d.store.update((s) => {
+      const l = s.leases.find((x) => x.id === leaseId)!;
+      l.bootToken = newBootToken();
+      if (iscsi) l.iscsi = iscsi;
+    });
   }
 
   job(p: Principal, id: string): Job {
@@ -301,6 +319,7 @@ export class LeaseService {
     let bootStart = Date.now();
     const cycle = async () => {
       bootStart = Date.now();
+      await this.newBoot(lease().id);
       await power().cycle();
       this.d.events.add(board().id, { type: 'power', message: `power cycle (job ${job.id})` });
     };
@@ -464,7 +483,7 @@ export class LeaseService {
 
 /** A lease as the API shows it: CHAP secrets stay on the server. */
 export function publicLease(l: Lease): Lease {
-  const { iscsi, ...rest } = structuredClone(l);
+  const { iscsi, bootToken: _token, ...rest } = structuredClone(l);
   return iscsi ? { ...rest, iscsi: { ...iscsi, chapSecret: '(hidden)' } } : rest;
 }
 

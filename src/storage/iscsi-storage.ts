@@ -95,6 +95,22 @@ export class IscsiBoardStorage implements BoardStorage {
     return rec;
   }
 
+  /**
+   * Every boot gets its own CHAP secret: a secret read from one boot's command line is worthless after
+   * the next power cycle. The target is re-made with the new account (tgtd cannot change a password in
+   * place); the board is about to reboot, so no live session is lost.
+   */
+  newBootSecret(lease: Lease): Promise<IscsiRecord> {
+    return this.serial(async () => {
+      const old = lease.iscsi;
+      if (!old) throw new Error(`lease ${lease.id} has no iSCSI target`);
+      const rec: IscsiRecord = { ...old, chapSecret: newSecret() };
+      await this.o.exporter.remove(old.iqn, old.chapUser);
+      await this.o.exporter.ensure(rec);
+      return rec;
+    });
+  }
+
   detach(lease: Lease): Promise<void> {
     return this.serial(async () => {
       // Without a record (an attach that crashed before it was stored) the lease id still finds them.

@@ -123,6 +123,8 @@ export const leaseSchema = z.object({
   expiresAt: z.string().optional(),
   releasedAt: z.string().optional(),
   jobId: z.string().optional(),
+  /** Made afresh for every boot of the board (power on or cycle): metadata and phone-home need it. */
+  bootToken: z.string().optional(),
   iscsi: iscsiRecordSchema.optional(),
   container: containerRecordSchema.optional(),
 });

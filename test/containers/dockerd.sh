@@ -59,6 +59,18 @@ ensure_binfmt() {
 
 ping_sock() { curl -s -m 2 --unix-socket "$1" http://docker/_ping 2>/dev/null | grep -q OK; }
 
+# Engines outlive the test run that started them: they must not keep that run's temporary folder
+# (TMPDIR points into it, and it is removed when the run ends; containerd then fails to start tasks).
+export TMPDIR=/tmp
+
+# An engine left by an older run whose TMPDIR is gone cannot start containers: restart it.
+engine_healthy() { # engine_healthy NAME
+  local pidf=/run/dz-$1/dockerd.pid pid tmp
+  pid=$(cat "$pidf" 2>/dev/null) || return 0
+  tmp=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^TMPDIR=//p')
+  [ -z "$tmp" ] || [ -d "$tmp" ]
+}
+
 # run_dockerd NAME SOCKET LOG PIDFILE [NETNS] -- DOCKERD-ARGS...
 run_dockerd() {
   local name=$1 sock=$2 logf=$3 pidf=$4 netns=$5
@@ -95,6 +107,10 @@ cmd_start() {
   mkdir -p "$exec"
   lock "$name"
   ensure_binfmt
+  if ping_sock "$sock" && ! engine_healthy "$name"; then
+    log "dockerd $name runs with a TMPDIR that is gone: restarting it"
+    stop_engine "$name"
+  fi
   if ! ping_sock "$sock"; then
     log "starting dockerd $name on $sock"
     mkdir -p "/var/lib/$name"
@@ -171,6 +187,10 @@ cmd_start_remote() {
     fi
   fi
   make_tls "$dir/tls" "$ip"
+  if ping_sock "$sock" && ! engine_healthy "$name"; then
+    log "dockerd $name runs with a TMPDIR that is gone: restarting it"
+    stop_engine "$name"
+  fi
   if ! ping_sock "$sock"; then
     log "starting dockerd $name in netns $name (tcp://$ip:2376, TLS, $driver)"
     run_dockerd "$name" "$sock" "$dir/dockerd.log" "$exec/dockerd.pid" "$name" -- \

@@ -171,14 +171,19 @@ describe('a container lease on a shared board', () => {
       await driver.exec(id, ['sh', '-c', 'nc -ll -p 7777 -e /bin/echo pong </dev/null >/dev/null 2>&1 &']);
     }
     const probe = (from: string, ip: string) => driver.exec(from, ['sh', '-c', `echo x | nc -w 3 ${ip} 7777; echo "rc=$?"`]);
-    const ping = (from: string, ip: string) => driver.exec(from, ['ping', '-c', '1', '-W', '3', ip]);
+    // The address itself, without ICMP (NET_RAW is dropped: no ping): a closed port that answers "refused"
+    // is reachable; one that is dropped times out.
+    const knock = async (from: string, ip: string) => {
+      const r = await driver.exec(from, ['sh', '-c', `nc -w 3 ${ip} 7778 </dev/null 2>&1; echo rc=$?`]);
+      return r.stdout + r.stderr;
+    };
     await expect.poll(async () => (await probe(a2.leaseId, ipA1)).stdout, { timeout: 10_000 }).toContain('pong');
-    expect((await ping(a2.leaseId, ipA1)).exitCode).toBe(0);
+    expect(await knock(a2.leaseId, ipA1)).toMatch(/refused/i);
     // Tenant b can reach its own service but neither tenant a's service nor a's address.
     expect((await probe(b1.leaseId, ipB1)).stdout).toContain('pong');
     const cross = await probe(b1.leaseId, ipA1);
     expect(cross.stdout).not.toContain('pong');
-    expect((await ping(b1.leaseId, ipA1)).exitCode).not.toBe(0);
+    expect(await knock(b1.leaseId, ipA1)).not.toMatch(/refused/i);
     expect((await probe(a2.leaseId, ipB1)).stdout).not.toContain('pong');
     // The bridges are what the design says: ICC on inside, one per tenant, labeled.
     const net = await host.docker.getNetwork(a2.network).inspect();
@@ -206,6 +211,19 @@ describe('a container lease on a shared board', () => {
     } finally {
       con.end();
     }
+  });
+
+  it('drops every capability but what sshd needs, and forbids gaining privileges (no NET_RAW, no setuid escalation)', async () => {
+    const id = `l-${run}-1`;
+    const status = (await driver.exec(id, ['cat', '/proc/self/status'])).stdout;
+    const eff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)$/m.exec(status)![1]}`);
+    const bit = (n: number) => (eff >> BigInt(n)) & 1n;
+    // capability numbers from linux/capability.h
+    expect({ NET_RAW: bit(13), MKNOD: bit(27), SYS_ADMIN: bit(21), SETFCAP: bit(31), SETPCAP: bit(8), NET_ADMIN: bit(12) }).toEqual({ NET_RAW: 0n, MKNOD: 0n, SYS_ADMIN: 0n, SETFCAP: 0n, SETPCAP: 0n, NET_ADMIN: 0n });
+    expect({ SETUID: bit(7), SETGID: bit(6), CHOWN: bit(0), SYS_CHROOT: bit(18) }).toEqual({ SETUID: 1n, SETGID: 1n, CHOWN: 1n, SYS_CHROOT: 1n });
+    expect(status).toMatch(/^NoNewPrivs:\s*1$/m);
+    const hc = (await host.docker.getContainer((await driver.inspect(id)).containerId).inspect()).HostConfig;
+    expect([hc.CapDrop, hc.SecurityOpt]).toEqual([['ALL'], ['no-new-privileges:true']]);
   });
 
   it("lets the tenant in over SSH with its key (and nobody else's)", async () => {

@@ -121,7 +121,7 @@ describe('a lab board with its root on its lease’s iSCSI disk', () => {
     let text = '';
     for await (const chunk of log!) text += chunk.toString();
     expect(text).toContain(`dozen: metadata instance-id ${lease.id}`);
-    expect(text).toMatch(/dozen: phoned home to http:\/\/10\.87\.0\.1:\d+\/m\/l-[0-9a-f]+\/phone-home/);
+    expect(text).toMatch(/dozen: phoned home to http:\/\/10\.87\.0\.1:\d+\/m\/l-[0-9a-f]+\/[A-Za-z0-9]{24}\/phone-home/);
     // The image prints its command line with the secret masked. The kernel's own boot messages show it
     // ("Kernel command line:", "Unknown kernel command line parameters"): that is the tenant's own
     // per-lease secret (also in /proc/cmdline on the board); the log is purged and the target

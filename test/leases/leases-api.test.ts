@@ -2,7 +2,7 @@ import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseToken } from '../../src/auth/tokens.js';
-import { metadataApp } from '../../src/leases/metadata.js';
+import { metadataApp, newBootToken } from '../../src/leases/metadata.js';
 import { createLeaseSchema } from '../../src/leases/schemas.js';
 import { ADMIN, apiHarness } from '../helpers/api-harness.js';
 
@@ -253,7 +253,7 @@ describe('bad input', () => {
 });
 
 describe('metadata service', () => {
-  it('serves a lease’s metadata only to its board’s IP', async () => {
+  it('serves a lease’s metadata only to its board’s IP with the current boot’s token', async () => {
     const r = await h.api('POST', '/leases', { image: 'test', board: 'bpi-03', sshKeys: [KEY], hostname: 'alice-box' }, tokenA);
     const leaseId = r.body.lease.id;
     const app = metadataApp({ store: h.store, signals: h.signals, boardIp: (id) => (id === 'bpi-03' ? '127.0.0.3' : '127.0.0.4') });
@@ -270,14 +270,34 @@ describe('metadata service', () => {
         req.on('error', reject);
         req.end();
       });
+    // The job's power step made this boot's token before it tried the (unreachable) board; a next boot
+    // is made the same way.
+    await h.leases.settle(r.body.job.id);
+    const boot = async () => {
+      const t = newBootToken();
+      await h.store.update((s) => void (s.leases.find((l) => l.id === leaseId)!.bootToken = t));
+      return t;
+    };
     try {
-      const own = await get(`/m/${leaseId}/meta-data`, '127.0.0.3');
+      const token = h.store.state.leases.find((l) => l.id === leaseId)!.bootToken!;
+      expect(token).toMatch(/^[A-Za-z0-9]{24}$/);
+      const own = await get(`/m/${leaseId}/${token}/meta-data`, '127.0.0.3');
       expect(own).toEqual({ status: 200, body: `instance-id: ${leaseId}\nlocal-hostname: alice-box\n` });
-      expect((await get(`/m/${leaseId}/user-data`, '127.0.0.3')).body).toContain(KEY);
-      // B's board (another IP) asking for A's lease: not found
-      expect((await get(`/m/${leaseId}/user-data`, '127.0.0.4')).status).toBe(404);
-      expect((await get(`/m/${leaseId}/phone-home`, '127.0.0.4', 'POST')).status).toBe(404);
-      expect((await get(`/m/${leaseId}/phone-home`, '127.0.0.3', 'POST')).status).toBe(200);
+      expect((await get(`/m/${leaseId}/${token}/user-data`, '127.0.0.3')).body).toContain(KEY);
+      // B's board (another IP) asking for A's lease, even with A's token: not found
+      expect((await get(`/m/${leaseId}/${token}/user-data`, '127.0.0.4')).status).toBe(404);
+      expect((await get(`/m/${leaseId}/${token}/phone-home`, '127.0.0.4', 'POST')).status).toBe(404);
+      // The board's own address without the boot's token (a spoofed source address): not found
+      expect((await get(`/m/${leaseId}/user-data`, '127.0.0.3')).status).toBe(404);
+      expect((await get(`/m/${leaseId}/phone-home`, '127.0.0.3', 'POST')).status).toBe(404);
+      expect((await get(`/m/${leaseId}/${'x'.repeat(24)}/user-data`, '127.0.0.3')).status).toBe(404);
+      expect((await get(`/m/${leaseId}/${token}/phone-home`, '127.0.0.3', 'POST')).status).toBe(200);
+      // The next boot: the last boot's token is worthless
+      const next = await boot();
+      expect((await get(`/m/${leaseId}/${token}/meta-data`, '127.0.0.3')).status).toBe(404);
+      expect((await get(`/m/${leaseId}/${next}/meta-data`, '127.0.0.3')).status).toBe(200);
+      // and the token is never shown by the API
+      expect(JSON.stringify((await h.api('GET', `/leases/${leaseId}`, undefined, tokenA)).body)).not.toContain(next);
     } finally {
       srv.close();
       await h.leases.settle(r.body.job.id);

@@ -132,6 +132,20 @@ describe('attach / detach', () => {
     expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l)).ok).toBe(true);
   });
 
+  it('every boot gets a new CHAP secret: the last boot’s stops working, the disk and its data stay', async () => {
+    const l = leases.find((x) => x.id === 'l-one')!;
+    const old = l.iscsi!;
+    writeToImage(old.disk, '/etc/boot-mark', 'kept across boots');
+    const rec = await storage.newBootSecret(l);
+    l.iscsi = rec;
+    expect({ ...rec, chapSecret: 'x' }).toEqual({ ...old, chapSecret: 'x' }); // same target, disk, tid, user
+    expect(rec.chapSecret).toMatch(/^[A-Za-z0-9]{24}$/);
+    expect(rec.chapSecret).not.toBe(old.chapSecret);
+    expect(iscsiInq(portal, rec.iqn, rec.initiator, { user: old.chapUser, secret: old.chapSecret })).toEqual({ ok: false, code: 10, out: `${AUTH_FAILURE}\n` });
+    expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l)).ok).toBe(true);
+    expect(readFromImage(rec.disk, '/etc/boot-mark')).toBe('kept across boots');
+  });
+
   it('detach removes target, CHAP account and disk; it is idempotent, also without a record', async () => {
     const l = leases.find((x) => x.id === 'l-two')!;
     const rec = l.iscsi!;
