@@ -56,3 +56,16 @@ export async function onPrivatePort<T>(
   }
   throw new Error(`no private UDP port for ${ours} sockets after 10 tries:${seen}`);
 }
+
+/** A UDP port pair (a DHCP server answers relays on port+1) that nothing holds now, for a server's config. */
+export async function unusedUdpPortPair(): Promise<number> {
+  for (;;) {
+    const a = dgram.createSocket('udp4');
+    const port = await new Promise<number>((r) => a.bind(0, '127.0.0.1', () => r(a.address().port)));
+    const b = dgram.createSocket('udp4');
+    const ok = port < 65534 && (await new Promise<boolean>((r) => (b.once('error', () => r(false)), b.bind(port + 1, '127.0.0.1', () => r(true)))));
+    a.close();
+    b.close();
+    if (ok) return port;
+  }
+}

@@ -7,12 +7,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createSocket } from 'node:dgram';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config.js';
+import { unusedUdpPortPair } from '../boot/udp-port.js';
 
 const ADMIN = 'fuzz-admin-token-0123456789abcdef';
 const work = mkdtempSync(join(tmpdir(), 'dozen-fuzz-'));
@@ -21,24 +21,11 @@ let base = '';
 let tenant = '';
 let output = '';
 
-/** A UDP port pair (DHCP answers on port+1) that nothing holds now. */
-async function freeUdpPort(): Promise<number> {
-  for (;;) {
-    const a = createSocket('udp4');
-    const port = await new Promise<number>((r) => a.bind(0, '127.0.0.1', () => r(a.address().port)));
-    const b = createSocket('udp4');
-    const ok = port < 65534 && (await new Promise<boolean>((r) => (b.once('error', () => r(false)), b.bind(port + 1, '127.0.0.1', () => r(true)))));
-    a.close();
-    b.close();
-    if (ok) return port;
-  }
-}
-
 beforeAll(async () => {
   const cfg = join(work, 'config.json');
   writeFileSync(cfg, JSON.stringify({
     dataDir: join(work, 'data'), api: '127.0.0.1:0', bootIp: '127.0.0.1', subnet: '127.0.0.0/8', adminToken: ADMIN,
-    dhcp: { port: await freeUdpPort() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false },
+    dhcp: { port: await unusedUdpPortPair() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false },
   }));
   proc = spawn(join(REPO_ROOT, 'bin/dozen'), ['serve', '--config', cfg, '--no-lab'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } });
   proc.stdout!.on('data', (d) => (output += d));

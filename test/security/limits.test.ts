@@ -3,7 +3,6 @@
  * the body is read only after the caller is authenticated; event streams and console sockets per
  * token are capped; a tenant's live leases are capped; an internal error shows an id, not a detail.
  */
-import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,31 +13,19 @@ import { SUBPROTOCOL } from '../../src/console/protocol.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { PtyPair } from '../console/pty-pair.js';
 import { requireTools } from '../helpers/tools.js';
+import { unusedUdpPortPair } from '../boot/udp-port.js';
 
 const work = mkdtempSync(join(tmpdir(), 'dozen-limits-'));
 let server: RunningServer;
 let tenant = '';
 const ptys: PtyPair[] = [];
 
-/** A UDP port pair (DHCP answers on port+1) that nothing holds now. */
-async function freeUdpPort(): Promise<number> {
-  for (;;) {
-    const a = createSocket('udp4');
-    const port = await new Promise<number>((r) => a.bind(0, '127.0.0.1', () => r(a.address().port)));
-    const b = createSocket('udp4');
-    const ok = port < 65534 && (await new Promise<boolean>((r) => (b.once('error', () => r(false)), b.bind(port + 1, '127.0.0.1', () => r(true)))));
-    a.close();
-    b.close();
-    if (ok) return port;
-  }
-}
-
 beforeAll(async () => {
   requireTools('socat');
   server = await startServer(
     loadConfig(undefined, {
       dataDir: join(work, 'data'), api: '127.0.0.1:0', bootIp: '127.0.0.1', subnet: '127.0.0.0/8',
-      dhcp: { port: await freeUdpPort() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false },
+      dhcp: { port: await unusedUdpPortPair() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false },
       limits: { leasesPerTenant: 2, eventStreamsPerToken: 2, consolesPerToken: 2 },
     }),
   );
