@@ -18,6 +18,8 @@ export interface ConsoleGrant {
    * about it while the socket is open, and the socket is closed as soon as the answer is no.
    */
   binding?: unknown;
+  /** The operator's view: where the line is (device path, serial server) and why it is down. Tenants get neither. */
+  detail?: boolean;
 }
 
 /**
@@ -146,7 +148,10 @@ export function attachConsoleWebSocket(http: HttpServer, o: ConsoleWebSocketOpti
     if (!session) return ws.close(CLOSE.gone, 'console gone');
     let dropped = false;
     let alive = true;
-    const sendJson = (msg: ServerMessage) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(msg));
+    // A tenant's view of the line's state: up or down, never the server's device path or its errors.
+    const view = (msg: ServerMessage): ServerMessage =>
+      grant.detail || msg.type !== 'state' ? msg : { ...msg, target: 'serial console', ...(msg.lastError ? { lastError: 'the line is down' } : {}) };
+    const sendJson = (msg: ServerMessage) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(view(msg)));
     const viewer: Viewer = {
       who: grant.who,
       canType: grant.canType,

@@ -27,9 +27,15 @@ export interface ImageApiDeps {
 }
 
 /** An image as the API shows it: its manifest, plus where it came from. */
-export function imageView(i: Image): Manifest & { builtIn: boolean } {
-  return { ...i.manifest, builtIn: !i.manifest.imported };
+/** An image as the caller may see it: where an import came from (a path on the server) is the admin's. */
+export function imageView(i: Image, admin = true): Manifest & { builtIn: boolean } {
+  const view = { ...i.manifest, builtIn: !i.manifest.imported };
+  if (!admin && view.imported) view.imported = { ...view.imported, source: '(server)' };
+  return view;
 }
+
+/** The API sets the caller before any route runs; the standalone router (imagesRouter) leaves access to its host. */
+const isAdmin = (req: Request) => (req.principal ? req.principal.role === 'admin' : true);
 
 const UPLOAD_TYPES = ['application/octet-stream', 'application/x-xz', 'application/gzip', 'application/zstd', 'application/x-qemu-disk'];
 const truthy = (v: unknown) => v === '1' || v === 'true' || v === 'yes';
@@ -105,7 +111,7 @@ export function imageRoutes(d: ImageApiDeps): ImageRoute[] {
       path: '/images',
       summary: 'List images (built in and imported)',
       access: 'any',
-      handler: async () => (await d.catalog.list()).map((i) => imageView(i)),
+      handler: async ({ req }) => (await d.catalog.list()).map((i) => imageView(i, isAdmin(req))),
     },
     {
       method: 'get',
@@ -130,10 +136,10 @@ export function imageRoutes(d: ImageApiDeps): ImageRoute[] {
       path: '/images/:name',
       summary: 'Show an image',
       access: 'any',
-      handler: async ({ params }) => {
+      handler: async ({ req, params }) => {
         const i = await d.catalog.get(params.name!);
         if (!i) throw new NotFoundError(`image ${params.name}`);
-        return imageView(i);
+        return imageView(i, isAdmin(req));
       },
     },
     {

@@ -12,6 +12,8 @@ import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { readDiskLayout, fsKindOf } from '../../src/images/disk-layout.js';
 import { SparseFileWriter, sniffFormat } from '../../src/images/expand.js';
+import { imageView } from '../../src/images/routes.js';
+import type { Image } from '../../src/images/catalog.js';
 import { defaultCmdline } from '../../src/images/import.js';
 import { kernelKindOf } from '../../src/images/kernel-arch.js';
 
@@ -205,5 +207,14 @@ describe('SparseFileWriter', () => {
     expect(readFileSync(f).equals(data)).toBe(true);
     expect(statSync(f).blocks * 512).toBeLessThan(1 << 20);
     await expect(pipeline(Readable.from(chunks), new SparseFileWriter(join(dir, 'big.out'), 4 << 20))).rejects.toThrow(/more than the limit/);
+  });
+});
+
+describe('image views', () => {
+  it('an import’s source path on the server is the admin’s: tenants see "(server)"', () => {
+    const img = { name: 'x', dir: '/srv/images/x', manifest: { name: 'x', arch: 'armv7', kernel: 'vmlinuz', cmdline: '', imported: { at: '2026-12-04T00:00:00Z', source: '/srv/uploads/customer-a/x.img', format: 'raw' } } } as unknown as Image;
+    expect(imageView(img, true).imported).toMatchObject({ source: '/srv/uploads/customer-a/x.img' });
+    expect(imageView(img, false).imported).toEqual({ at: '2026-12-04T00:00:00Z', source: '(server)', format: 'raw' });
+    expect(JSON.stringify(imageView(img, false))).not.toContain('/srv/uploads');
   });
 });

@@ -140,4 +140,25 @@ describe('limits', () => {
     expect(await open()).toBe(429);
     for (const s of sockets) s.terminate();
   });
+
+  it("a tenant's console shows the line's state, never the server's device path; the admin's shows it", async () => {
+    const lease = server.store.state.leases.find((l) => l.tenantId === 'tina')!;
+    const firstState = (token: string) =>
+      new Promise<{ target: string }>((resolve, reject) => {
+        const ws = new WebSocket(`${server.apiUrl.replace('http', 'ws')}/v1/leases/${lease.id}/console`, [SUBPROTOCOL, `bearer.${token}`]);
+        ws.on('message', (data, isBinary) => {
+          const m = isBinary ? null : JSON.parse(String(data));
+          if (m?.type === 'state') {
+            resolve(m);
+            ws.terminate();
+          }
+        });
+        ws.once('unexpected-response', (_q, res) => reject(new Error(`refused: ${res.statusCode}`)));
+      });
+    const board = server.inventory.get(lease.boardId!);
+    expect((await firstState(server.adminToken)).target).toContain(board.serial!);
+    const mine = await firstState(tenant);
+    expect(mine.target).toBe('serial console');
+    expect(JSON.stringify(mine)).not.toContain(work);
+  });
 });
