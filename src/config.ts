@@ -82,6 +82,8 @@ export const configSchema = z
         eventStreamsPerToken: z.number().int().positive().default(8),
         /** Open console sockets per token. */
         consolesPerToken: z.number().int().positive().default(16),
+        /** Viewers of one console at once (each join is announced to every viewer). */
+        viewersPerConsole: z.number().int().positive().default(32),
         /** A request's headers must arrive within this; a whole request (image uploads too) within requestTimeoutMs. */
         headersTimeoutMs: z.number().int().positive().default(20_000),
         requestTimeoutMs: z.number().int().positive().default(30 * 60_000),

@@ -255,6 +255,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       // A socket lives as long as its grant: release, reimage, failover, token revocation or expiry close it.
       stillValid: (grant) => authz.grantEnded(store, grant.binding as GrantBinding),
       maxPerKey: config.limits.consolesPerToken,
+      maxViewers: config.limits.viewersPerConsole,
       keyOf: (grant) => (grant.binding as GrantBinding).tokenId ?? 'bootstrap-admin',
     });
     const ws = consoleWs;

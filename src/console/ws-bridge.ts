@@ -46,6 +46,8 @@ export interface ConsoleWebSocketOptions {
   recheckMs?: number;
   /** At most this many open sockets per `keyOf(grant)` (a token); more are refused with 429. */
   maxPerKey?: number;
+  /** At most this many viewers of one console (every join is announced to all: the cost grows with n²). */
+  maxViewers?: number;
   keyOf?: (grant: ConsoleGrant) => string;
 }
 
@@ -110,6 +112,9 @@ export function attachConsoleWebSocket(http: HttpServer, o: ConsoleWebSocketOpti
       if (!session) return refuse(socket, 404, `board ${grant.boardId} has no console line`);
       const invalid = o.stillValid?.(grant);
       if (invalid) return refuse(socket, 404, `${kind} ${id} not found`);
+      if (o.maxViewers !== undefined && session.viewerList().length >= o.maxViewers) {
+        return refuse(socket, 429, `this console has ${o.maxViewers} viewers already`);
+      }
       const key = o.keyOf?.(grant);
       if (key !== undefined && o.maxPerKey !== undefined && [...open.values()].filter((x) => x.key === key).length >= o.maxPerKey) {
         return refuse(socket, 429, `too many open consoles for this token (at most ${o.maxPerKey})`);

@@ -26,7 +26,7 @@ beforeAll(async () => {
     loadConfig(undefined, {
       dataDir: join(work, 'data'), api: '127.0.0.1:0', bootIp: '127.0.0.1', subnet: '127.0.0.0/8',
       dhcp: { port: await unusedUdpPortPair() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false },
-      limits: { leasesPerTenant: 2, eventStreamsPerToken: 2, consolesPerToken: 2 },
+      limits: { leasesPerTenant: 2, eventStreamsPerToken: 2, consolesPerToken: 2, viewersPerConsole: 3 },
     }),
   );
   for (let i = 1; i <= 3; i++) {
@@ -124,12 +124,12 @@ describe('limits', () => {
     s2.close();
   });
 
-  it('console sockets per token are capped', async () => {
+  it('console sockets per token, and viewers per console, are capped', async () => {
     const lease = server.store.state.leases.find((l) => l.tenantId === 'tina')!;
     const sockets: WebSocket[] = [];
-    const open = () =>
+    const open = (token = tenant) =>
       new Promise<number>((resolve) => {
-        const ws = new WebSocket(`${server.apiUrl.replace('http', 'ws')}/v1/leases/${lease.id}/console`, [SUBPROTOCOL, `bearer.${tenant}`]);
+        const ws = new WebSocket(`${server.apiUrl.replace('http', 'ws')}/v1/leases/${lease.id}/console`, [SUBPROTOCOL, `bearer.${token}`]);
         sockets.push(ws);
         ws.once('open', () => resolve(101));
         ws.once('unexpected-response', (_q, res) => resolve(res.statusCode!));
@@ -138,6 +138,9 @@ describe('limits', () => {
     expect(await open()).toBe(101);
     expect(await open()).toBe(101);
     expect(await open()).toBe(429);
+    // another token (the admin) may open one more, then the console is full (3 viewers)
+    expect(await open(server.adminToken)).toBe(101);
+    expect(await open(server.adminToken)).toBe(429);
     for (const s of sockets) s.terminate();
   });
 
