@@ -5,6 +5,8 @@ import { ARCHES, tenantIdSchema } from '../store/schema.js';
 export const sshKeySchema = z
   .string()
   .trim()
+  // An RSA 16384-bit key line is about 2.8 KiB: 4 KiB leaves room for a comment, and 32 keys stay small.
+  .max(4096, 'an SSH key line is at most 4096 characters')
   .regex(/^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/=]+( [^\n\r]*)?$/, 'must be an OpenSSH public key line (ssh-ed25519 AAAA… comment)');
 
 export const hostnameSchema = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'a DNS label: lower-case letters, digits, dashes');

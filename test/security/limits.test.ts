@@ -91,6 +91,13 @@ describe('limits', () => {
     expect(await api('POST', '/leases', '{"image":', tenant)).toMatchObject({ status: 400, body: { error: expect.stringMatching(/invalid JSON/) } });
   });
 
+  it('an SSH key line is at most 4 KiB (a lease record cannot be used as storage)', async () => {
+    const huge = `ssh-ed25519 ${'A'.repeat(5000)} x`;
+    const r = await api('POST', '/leases', { image: 'test', sshKeys: [huge] }, tenant);
+    expect(r.status).toBe(400);
+    expect(JSON.stringify(r.body)).toMatch(/at most 4096 characters/);
+  });
+
   it('a tenant holds at most limits.leasesPerTenant live leases', async () => {
     const a = await api('POST', '/leases', { image: 'test' }, tenant);
     const b = await api('POST', '/leases', { image: 'test' }, tenant);
