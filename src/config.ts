@@ -82,6 +82,8 @@ export const configSchema = z
         eventStreamsPerToken: z.number().int().positive().default(8),
         /** Open console sockets per token. */
         consolesPerToken: z.number().int().positive().default(16),
+        /** Power actions (on, off, cycle) one lease may ask for per minute: a relay or PoE port is not a toy. */
+        powerCallsPerMinute: z.number().int().positive().default(6),
         /** Viewers of one console at once (each join is announced to every viewer). */
         viewersPerConsole: z.number().int().positive().default(32),
         /** A request's headers must arrive within this; a whole request (image uploads too) within requestTimeoutMs. */

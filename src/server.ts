@@ -138,6 +138,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       console: leaseConsoleHooks(consoles, containers && ((id) => containers.connector(id))),
       timeouts: { actionMs: config.leases.actionTimeoutMs, bootMs: config.leases.bootTimeoutMs, osMs: config.leases.osTimeoutMs },
       leasesPerTenant: config.limits.leasesPerTenant,
+      powerCallsPerMinute: config.limits.powerCallsPerMinute,
     });
 
     const metadataBase = `http://${config.bootIp}:${config.metadata.port}`;

@@ -40,6 +40,8 @@ export interface LeaseServiceDeps {
   timeouts?: Partial<LeaseTimeouts>;
   /** Live leases one tenant may hold (default: unbounded). */
   leasesPerTenant?: number;
+  /** Power actions one lease may ask for per minute (default: unbounded). */
+  powerCallsPerMinute?: number;
 }
 
 const PROVISION_STEPS = ['disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
@@ -192,6 +194,7 @@ export class LeaseService {
 
   async power(p: Principal, id: string, action: 'on' | 'off' | 'cycle'): Promise<{ state: string }> {
     const lease = authz.lease(this.d.store, p, id);
+    this.countPowerCall(lease.id);
     if (lease.state !== 'active' && lease.state !== 'error') throw new ConflictError(`lease ${id} is ${lease.state}; power needs an active lease`);
     if (lease.kind === 'container') {
       await this.d.containers!.power(lease, action);
@@ -203,6 +206,18 @@ export class LeaseService {
     await drv[action]();
     this.d.events.add(board.id, { type: 'power', message: `power ${action} by ${p.role === 'admin' ? 'admin' : `tenant ${p.tenantId}`}` });
     return { state: await drv.state() };
+  }
+
+  private readonly powerCalls = new Map<string, number[]>();
+
+  /** A sliding minute per lease: past the limit a power call is refused (429), attempts that failed count too. */
+  private countPowerCall(leaseId: string, now = Date.now()): void {
+    const max = this.d.powerCallsPerMinute;
+    if (max === undefined) return;
+    const recent = (this.powerCalls.get(leaseId) ?? []).filter((t) => now - t < 60_000);
+    if (recent.length >= max) throw new HttpError(429, `too many power actions for lease ${leaseId}: at most ${max} a minute`);
+    recent.push(now);
+    this.powerCalls.set(leaseId, recent);
   }
 
   /**

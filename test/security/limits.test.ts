@@ -26,7 +26,7 @@ beforeAll(async () => {
     loadConfig(undefined, {
       dataDir: join(work, 'data'), api: '127.0.0.1:0', bootIp: '127.0.0.1', subnet: '127.0.0.0/8',
       dhcp: { port: await unusedUdpPortPair() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false },
-      limits: { leasesPerTenant: 2, eventStreamsPerToken: 2, consolesPerToken: 2, viewersPerConsole: 3 },
+      limits: { leasesPerTenant: 2, eventStreamsPerToken: 2, consolesPerToken: 2, viewersPerConsole: 3, powerCallsPerMinute: 3 },
     }),
   );
   for (let i = 1; i <= 3; i++) {
@@ -82,6 +82,12 @@ describe('#18.7 tenants see a short error with an id, never the server\'s detail
     const id = /error ([0-9a-f]{8})/.exec(asTenant.body.error)![1]!;
     const { errorId } = await import('../../src/auth/redact.js');
     expect(errorId(asAdmin.body.error)).toBe(id);
+
+    // #18.8: power actions are rate-limited per lease (limits.powerCallsPerMinute, 3 here); failed ones count
+    const calls = [];
+    for (let i = 0; i < 4; i++) calls.push((await api('POST', `/leases/${made.body.lease.id}/power`, { action: 'cycle' }, rita)).status);
+    expect(calls.slice(0, 3).every((c) => c !== 429)).toBe(true);
+    expect(calls[3]).toBe(429);
   });
 });
 
