@@ -1,4 +1,8 @@
 import { SerialPort as SerialPortStream } from 'serialport';
+import { hangupAware } from './hangup-binding.js';
+
+/** The native binding, made to report a hung-up tty (see hangup-binding.ts). */
+const NATIVE = hangupAware(SerialPortStream.binding);
 
 /** An OS binding as serialport takes it (structurally @serialport/bindings-interface's BindingInterface). */
 export interface SerialBinding {
@@ -25,7 +29,7 @@ export class SerialPort extends SerialPortStream {
   constructor(o: SerialPortOptions) {
     const { binding, ...rest } = o;
     // `serialport` spreads our options over its own defaults, so a given `binding` replaces the native one.
-    super({ autoOpen: false, ...rest, ...(binding ? { binding } : {}) } as ConstructorParameters<typeof SerialPortStream>[0]);
+    super({ autoOpen: false, ...rest, binding: binding ?? NATIVE } as ConstructorParameters<typeof SerialPortStream>[0]);
   }
 
   asyncOpen(): Promise<void> {
