@@ -460,6 +460,9 @@ export class ContainerLeaseDriver {
         CapDrop: ['ALL'],
         CapAdd: SSH_CAPABILITIES,
         SecurityOpt: ['no-new-privileges:true'],
+        // The image's init keeps its run state (a fifo) here: in memory, so a tenant who fills its
+        // disk quota cannot stop its own container from starting again.
+        Tmpfs: { '/run': 'rw,nosuid,nodev,noexec,size=1m,mode=755' },
         // A lease that was on stays on across engine restarts; one powered off stays off.
         RestartPolicy: { Name: 'unless-stopped' },
         // The console log Docker keeps: bounded.

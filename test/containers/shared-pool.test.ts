@@ -138,11 +138,29 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
       const st = await driver.inspect(lease.leaseId);
       expect(st.disk).toMatchObject({ quotaMb: 64, enforced: true });
       expect(st.disk.detail).toMatch(/btrfs/);
+      // Ready first, as a tenant would wait: filling the disk while the image's first start still
+      // writes its SSH host key would test that race, not the quota.
+      expect(await driver.waitReady(lease.leaseId, { timeoutMs: 60_000 })).toMatch(/^SSH-2\.0-dropbear/);
       const r = await driver.exec(lease.leaseId, ['sh', '-c', 'dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?; rm -f /fill; sync']);
       expect(r.stdout).toMatch(/Disk quota exceeded|No space left/);
       expect(r.stdout).toMatch(/rc=1/);
-      // Over SSH through the board's address, with the tenant's key.
-      expect((await waitForSsh(key.privateKey, lease.sshHost, lease.sshPort!, 'uname -m')).stdout.trim()).toBe('armv7l');
+      // Over SSH through the board's address, with the tenant's key; a failure says what the container went through.
+      const login = await waitForSsh(key.privateKey, lease.sshHost, lease.sshPort!, 'uname -m', 60_000).catch(async (err: Error) => {
+        const { state, oomKilled, oomEvents, restartCount, exitCode } = await driver.inspect(lease.leaseId);
+        throw new Error(`${err.message}; container: ${JSON.stringify({ state, oomKilled, oomEvents, restartCount, exitCode })}`);
+      });
+      expect(login.stdout.trim()).toBe('armv7l');
+      // A disk full when the lease starts (a tenant filling it during the first start, before the init
+      // made its fifo) does not keep the lease down: the init's state lives in /run, in memory. Emptying
+      // /run recreates the first start; on disk, mkfifo failed there, the init exited and the engine
+      // restarted it forever.
+      const filled = await driver.exec(lease.leaseId, ['sh', '-c', 'rm -rf /run/*; dd if=/dev/zero of=/fill bs=1M count=100 >/dev/null 2>&1; sync; test -s /fill && echo full']);
+      expect(filled.stdout.trim()).toBe('full');
+      await driver.power(lease.leaseId, 'off');
+      await driver.power(lease.leaseId, 'on');
+      expect(await driver.waitReady(lease.leaseId, { timeoutMs: 30_000 })).toMatch(/^SSH-2\.0-dropbear/);
+      expect((await driver.exec(lease.leaseId, ['sh', '-c', 'test -s /fill && rm /fill && echo freed'])).stdout.trim()).toBe('freed');
+      expect((await driver.inspect(lease.leaseId)).restartCount).toBe(0);
 
       driver.pool.markDown(B1);
       const other = await driver.create(spec('q2', { diskMb: 64 }));
@@ -152,7 +170,7 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
       driver.pool.markUp(B1);
       await clean(driver);
     }
-  });
+  }, 240_000);
 
   it('outbound allow reaches past the board; deny (internal network) does not, and publishes no SSH port', async () => {
     // "Outside" = the host end of the board's veth, where the test listens.
