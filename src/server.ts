@@ -2,11 +2,12 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { Server as HttpServer } from 'node:http';
 import { join, resolve } from 'node:path';
-import { createApp, principalOf } from './api/app.js';
-import { authz, consoleIdOf, type GrantBinding } from './auth/authz.js';
+import { createApp } from './api/app.js';
+import { consoleIdOf } from './auth/authz.js';
 import { createContainerBackend, watchFailover } from './containers/index.js';
 import { ContainerLeasePort, containerRecords, recordFailover } from './containers/lease-port.js';
-import { attachConsoleWebSocket, ConsoleSessions, type ConsoleWebSocket } from './console/index.js';
+import { ConsoleSessions, type ConsoleWebSocket } from './console/index.js';
+import { attachLeaseConsoles } from './api/console-socket.js';
 import { consoleWebRouter } from './web/router.js';
 import { storageRoutes } from './api/routes/storage.js';
 import { InventoryBootDecider } from './boot/decider.js';
@@ -250,18 +251,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const addr = http.address();
     const apiUrl = `http://${host}:${typeof addr === 'object' && addr ? addr.port : port}`;
     cleanups.push(() => new Promise((r) => http.close(() => r(undefined))));
-    consoleWs = attachConsoleWebSocket(http, {
-      sessions: consoles,
-      authorize: async (req, kind, id) => authz.consoleGrant(store, principalOf(store, token, req), kind, id),
-      // A socket lives as long as its grant: release, reimage, failover, token revocation or expiry close it.
-      stillValid: (grant) => authz.grantEnded(store, grant.binding as GrantBinding),
-      maxPerKey: config.limits.consolesPerToken,
-      maxViewers: config.limits.viewersPerConsole,
-      keyOf: (grant) => (grant.binding as GrantBinding).tokenId ?? 'bootstrap-admin',
-    });
+    consoleWs = attachLeaseConsoles(http, { store, adminToken: token, consoles, bus, limits: config.limits });
     const ws = consoleWs;
-    const offRecheck = bus.subscribe((ev) => ev.type === 'lease' && ws.recheck());
-    cleanups.push(async () => offRecheck());
     cleanups.push(() => ws.close()); // runs before http.close (cleanups run in reverse)
 
     if (lab && config.lab.powerOn) {

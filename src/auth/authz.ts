@@ -35,18 +35,25 @@ export const authz = {
 
   /**
    * Who may open which console: a board's console is the admin's; a lease's, its owner's and the
-   * admin's (both may type). null = not found or not yours — the caller answers 404.
+   * admin's (both may type). `watch` joins without typing, whoever asks. null = not found or not
+   * yours — the caller answers 404.
    */
-  consoleGrant(store: Store, p: Principal, kind: 'lease' | 'board', id: string): { boardId: string; canType: boolean; who: string; detail: boolean; binding: GrantBinding } | null {
+  consoleGrant(
+    store: Store,
+    p: Principal,
+    kind: 'lease' | 'board',
+    id: string,
+    o: { watch?: boolean } = {},
+  ): { boardId: string; canType: boolean; who: string; detail: boolean; binding: GrantBinding } | null {
     const who = p.role === 'admin' ? 'admin' : `tenant ${p.tenantId}`;
     if (kind === 'board') {
       if (p.role !== 'admin' || !store.state.boards.some((b) => b.id === id)) return null;
-      return { boardId: id, canType: true, who, detail: true, binding: { tokenId: p.tokenId, admin: true } };
+      return { boardId: id, canType: !o.watch, who, detail: true, binding: { tokenId: p.tokenId, admin: true } };
     }
     const lease = store.state.leases.find((l) => l.id === id);
     if (!lease || !leaseConsoleOpen(lease) || !authz.canSeeLease(p, lease)) return null;
     const binding: GrantBinding = { tokenId: p.tokenId, admin: p.role === 'admin', lease: { id: lease.id, jobId: lease.jobId, consoleId: consoleIdOf(lease), hostId: lease.container?.hostId } };
-    return { boardId: consoleIdOf(lease), canType: authz.canTypeOnConsole(p, lease), who, detail: p.role === 'admin', binding };
+    return { boardId: consoleIdOf(lease), canType: authz.canTypeOnConsole(p, lease) && !o.watch, who, detail: p.role === 'admin', binding };
   },
 
   /**

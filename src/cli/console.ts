@@ -52,15 +52,18 @@ export interface ConsoleClientOptions {
   token: string;
   kind: 'lease' | 'board';
   id: string;
+  /** Join watch-only: nothing typed is sent (for support sessions and second screens). */
+  watch?: boolean;
   stdin: Readable & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown };
   stdout: Writable;
   stderr: Writable;
 }
 
-export function consoleUrl(base: string, kind: 'lease' | 'board', id: string): string {
+export function consoleUrl(base: string, kind: 'lease' | 'board', id: string, watch = false): string {
   const u = new URL(base);
   u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
   u.pathname = `${u.pathname.replace(/\/$/, '')}/v1/${kind === 'lease' ? 'leases' : 'boards'}/${encodeURIComponent(id)}/console`;
+  if (watch) u.searchParams.set('watch', '1');
   return u.toString();
 }
 
@@ -68,7 +71,7 @@ export function consoleUrl(base: string, kind: 'lease' | 'board', id: string): s
 export function runConsole(o: ConsoleClientOptions): Promise<number> {
   const note = (s: string) => o.stderr.write(`\r\n[dozen] ${s}\r\n`);
   return new Promise((resolve) => {
-    const ws = new WebSocket(consoleUrl(o.url, o.kind, o.id), [SUBPROTOCOL], { headers: { authorization: `Bearer ${o.token}` } });
+    const ws = new WebSocket(consoleUrl(o.url, o.kind, o.id, o.watch), [SUBPROTOCOL], { headers: { authorization: `Bearer ${o.token}` } });
     const esc = new EscapeFilter();
     let me = '';
     let quitting = false;
@@ -148,7 +151,8 @@ export function consoleCommand(program: Command): Command {
     .option('--url <url>', 'server URL (default: env DOZEN_URL, then `dozen login`)')
     .option('--token <token>', 'API token (default: env DOZEN_TOKEN, then `dozen login`)')
     .option('--board <id>', "admins: a board's console instead of a lease's")
-    .action(async (lease: string | undefined, flags: { url?: string; token?: string; board?: string }) => {
+    .option('--watch', 'watch only: nothing you type is sent')
+    .action(async (lease: string | undefined, flags: { url?: string; token?: string; board?: string; watch?: boolean }) => {
       if (!lease && !flags.board) throw new Error('name a lease, or --board <id>');
       const login = await resolveLogin(flags);
       const code = await runConsole({
@@ -156,6 +160,7 @@ export function consoleCommand(program: Command): Command {
         token: login.token,
         kind: flags.board ? 'board' : 'lease',
         id: flags.board ?? lease!,
+        watch: flags.watch,
         stdin: process.stdin,
         stdout: process.stdout,
         stderr: process.stderr,

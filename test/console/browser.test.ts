@@ -36,17 +36,14 @@ beforeAll(async () => {
   await until(() => existsSync(line), 5000, 'the shell pty');
   // A tenant leases board shell-1 through the API (its `command` power driver is `true`: the job runs, the board
   // never network-boots, so the lease ends in `error` — whatever its state, the page must show the API's).
-  api = await apiHarness({ timeouts: { actionMs: 2000, bootMs: 150, osMs: 150 } });
-  const power = { driver: 'command', on: 'true', off: 'true', cycle: 'true' };
-  expect((await api.api('POST', '/boards', { id: 'shell-1', mac: '02:00:00:00:07:01', model: 'bananapi', arch: 'armv7', ip: '10.77.0.71', power, image: 'test' })).status).toBe(201);
-  TOKEN = (await api.api('POST', '/tenants', { id: 'web', name: 'Web' })).body.token;
-  const created = await api.api('POST', '/leases', { image: 'test', board: 'shell-1' }, TOKEN);
-  expect(created.status).toBe(202);
-  LEASE = created.body.lease.id;
-  await api.leases.settle(created.body.job.id);
-  const importer = new ImageImporter({ catalog: api.images, dir: mkdtempSync(join(tmpdir(), 'imported-')), log, inUse: () => null });
-  const app = createApp({ adminToken: ADMIN, store: api.store, inventory: api.inventory, events: api.events, images: api.images, leases: api.leases, bus: api.bus, log, consoles: api.consoles, importer, routers: [consoleWebRouter()] });
-  srv = await startConsoleServer({ [TOKEN]: { leases: { [LEASE]: { boardId: 'shell-1', canType: true, who: 'tenant' } } } }, { dataDir: dir, app });
+  srv = await startConsoleServer({
+    dataDir: dir,
+    // The API with the web pages, as the server mounts them.
+    app: (a) => createApp({ adminToken: ADMIN, store: a.store, inventory: a.inventory, events: a.events, images: a.images, leases: a.leases, bus: a.bus, log, consoles: a.consoles, importer: new ImageImporter({ catalog: a.images, dir: mkdtempSync(join(tmpdir(), 'imported-')), log, inUse: () => null }), routers: [consoleWebRouter()] }),
+  });
+  api = srv.api;
+  TOKEN = await srv.tenant('web');
+  LEASE = await srv.boardLease('shell-1', TOKEN);
   await srv.sessions.ensure({ id: 'shell-1', serial: line });
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
@@ -57,7 +54,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await srv?.stop();
-  await api?.close();
   shell?.kill('SIGKILL');
 });
 

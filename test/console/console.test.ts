@@ -6,26 +6,21 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLOSE, SUBPROTOCOL } from '../../src/console/protocol.js';
 import { RingBuffer } from '../../src/console/ring.js';
 import { requireTools } from '../helpers/tools.js';
-import { openViewer, startConsoleServer, until, type TestViewer } from './harness.js';
+import { openViewer, startConsoleServer, until, type ConsoleServer, type TestViewer } from './harness.js';
 import { PtyPair } from './pty-pair.js';
 
-// Real ptys (socat), real serialport, real WebSockets and HTTP on loopback: only the authorize() table is the test's.
-const alice = { boardId: 'b1', canType: true, who: 'alice' };
-const bob = { boardId: 'b1', canType: true, who: 'bob' };
-const watcher = { boardId: 'b1', canType: false, who: 'carol (watching)' };
-const GRANTS = {
-  'tok-alice': { leases: { L1: alice } },
-  'tok-bob': { leases: { L1: bob } },
-  'tok-watch': { leases: { L1: watcher } },
-  'tok-admin': { boards: { b1: { boardId: 'b1', canType: true, who: 'admin' } } },
-};
-
+// Real ptys (socat), real serialport, real WebSockets and HTTP on loopback, and the API's own authorization:
+// tenants, tokens and a lease made through the API. Alice leases board b1; bob is another tenant.
 let dir: string;
 let pair: PtyPair;
 let board: Awaited<ReturnType<PtyPair['openBoard']>>;
-let srv: Awaited<ReturnType<typeof startConsoleServer>>;
+let srv: ConsoleServer;
+let alice: string;
+let bob: string;
+let admin: string;
+let L1: string;
 const viewers: TestViewer[] = [];
-const view = async (token: string | undefined, path = '/v1/leases/L1/console', auth: 'header' | 'subprotocol' = 'header') => {
+const view = async (token: string | undefined, path = `/v1/leases/${L1}/console`, auth: 'header' | 'subprotocol' = 'header') => {
   const v = await openViewer(srv.url, path, token, auth);
   viewers.push(v);
   await v.waitMessage((m) => m.type === 'state', 2000, 'initial state');
@@ -38,7 +33,10 @@ beforeAll(async () => {
   pair = new PtyPair(join(dir, 'b1.tty'), join(dir, 'board-end.tty'));
   await pair.start();
   board = await pair.openBoard();
-  srv = await startConsoleServer(GRANTS, { dataDir: dir, maxBufferedBytes: 256 * 1024, log: { rotateBytes: 4096, keep: 2 } });
+  srv = await startConsoleServer({ dataDir: dir, maxBufferedBytes: 256 * 1024, log: { rotateBytes: 4096, keep: 2 } });
+  [alice, bob] = [await srv.tenant('alice'), await srv.tenant('bob')];
+  admin = srv.admin;
+  L1 = await srv.boardLease('b1', alice); // before the line is up: a lease's start clears the scrollback
   const s = await srv.sessions.ensure({ id: 'b1', serial: pair.line });
   await until(() => s!.state().state === 'connected', 5000, 'console line connected');
 });
@@ -70,9 +68,9 @@ describe('console over WebSocket (pty line)', () => {
     const early = 'boot message before anyone watched\r\n';
     await board.port.asyncWrite(Buffer.from(early));
     await until(() => srv.sessions.get('b1')!.state().bytesIn >= early.length, 5000, 'the whole boot message read by the session');
-    const v = await view('tok-alice');
+    const v = await view(alice);
     const hello = v.messages.find((m) => m.type === 'info' && m.event === 'hello');
-    expect(hello).toMatchObject({ board: 'b1', who: 'alice', canType: true });
+    expect(hello).toMatchObject({ board: 'b1', who: 'tenant alice', canType: true });
     await board.port.asyncWrite(Buffer.from('live line\r\n'));
     await v.out.waitFor('live line', 5000, 'live output');
     // everything the line said, once each, scrollback first: nothing lost or doubled at the join
@@ -80,7 +78,7 @@ describe('console over WebSocket (pty line)', () => {
   });
 
   it('binary garbage is passed through intact, both ways (bytes in = bytes out)', async () => {
-    const v = await view('tok-alice');
+    const v = await view(alice);
     await board.port.asyncWrite(Buffer.from('<before the garbage>'));
     await v.out.waitFor('<before the garbage>', 5000, 'scrollback and marker at the viewer');
     const before = v.bytes().length;
@@ -99,27 +97,28 @@ describe('console over WebSocket (pty line)', () => {
     expect(Buffer.concat(got).equals(up)).toBe(true);
   });
 
-  it('two typists: both reach the line, and each is told who else is typing', async () => {
-    const a = await view('tok-alice');
-    const b = await view('tok-bob', '/v1/leases/L1/console', 'subprotocol');
+  it('two typists (the tenant and the admin helping her): both reach the line, and each is told who else is typing', async () => {
+    const a = await view(alice);
+    const b = await view(admin, `/v1/leases/${L1}/console`, 'subprotocol');
     expect(b.ws.protocol).toBe(SUBPROTOCOL); // the bearer.<token> subprotocol is never echoed
     const got: Buffer[] = [];
     const onData = (c: Buffer) => got.push(c);
     board.port.on('data', onData);
-    await b.type('from-bob ');
-    await a.waitMessage((m) => m.type === 'info' && m.event === 'typing' && m.who === 'bob', 2000, 'alice told bob types');
+    await b.type('from-admin ');
+    await a.waitMessage((m) => m.type === 'info' && m.event === 'typing' && m.who === 'admin', 5000, 'alice told the admin types');
     await a.type('from-alice');
-    await b.waitMessage((m) => m.type === 'info' && m.event === 'typing' && m.who === 'alice', 2000, 'bob told alice types');
-    await until(() => Buffer.concat(got).toString().includes('from-alice'), 2000, 'both inputs at the board');
-    expect(Buffer.concat(got).toString()).toBe('from-bob from-alice');
+    await b.waitMessage((m) => m.type === 'info' && m.event === 'typing' && m.who === 'tenant alice', 5000, 'the admin told alice types');
+    await until(() => Buffer.concat(got).toString().includes('from-alice'), 5000, 'both inputs at the board');
+    expect(Buffer.concat(got).toString()).toBe('from-admin from-alice');
     board.port.off('data', onData);
-    const join = a.messages.find((m) => m.type === 'info' && m.event === 'join' && m.who === 'bob');
-    expect(join && 'viewers' in join && join.viewers?.map((x) => x.who).sort()).toEqual(['alice', 'bob']);
+    const join = a.messages.find((m) => m.type === 'info' && m.event === 'join' && m.who === 'admin');
+    expect(join && 'viewers' in join && join.viewers?.map((x) => x.who).sort()).toEqual(['admin', 'tenant alice']);
   });
 
-  it('a viewer allowed to watch but not type cannot write or send BREAK', async () => {
-    const w = await view('tok-watch');
-    const a = await view('tok-alice');
+  it('a viewer who joined watch-only (?watch=1) cannot write or send BREAK', async () => {
+    const w = await view(admin, `/v1/leases/${L1}/console?watch=1`);
+    expect(w.messages.find((m) => m.type === 'info' && m.event === 'hello')).toMatchObject({ who: 'admin', canType: false });
+    const a = await view(alice);
     const got: Buffer[] = [];
     const onData = (c: Buffer) => got.push(c);
     board.port.on('data', onData);
@@ -138,67 +137,30 @@ describe('console over WebSocket (pty line)', () => {
     // The typist's BREAK, sent after the watcher's and the same way, comes back to her (announced, or refused by
     // the pty): by then the watcher's would have too — an announcement, or the watcher's own 'BREAK not sent'.
     a.ws.send(JSON.stringify({ type: 'break' }));
-    await a.waitMessage((m) => m.type === 'info' && ((m.event === 'break' && m.who === 'alice') || (m.event === 'error' && /BREAK not sent/.test(m.message))), 5000, 'the typist’s BREAK answered');
+    await a.waitMessage((m) => m.type === 'info' && ((m.event === 'break' && m.who === 'tenant alice') || (m.event === 'error' && /BREAK not sent/.test(m.message))), 5000, 'the typist’s BREAK answered');
     const breaks = (v: TestViewer) => v.messages.filter((m) => m.type === 'info' && (m.event === 'break' || /BREAK/.test(m.message)));
-    expect(breaks(w).filter((m) => m.type === 'info' && m.who !== 'alice')).toEqual([]);
-    expect(breaks(a).filter((m) => m.type === 'info' && m.who === 'carol (watching)')).toEqual([]);
+    expect(breaks(w).filter((m) => m.type === 'info' && m.who !== 'tenant alice')).toEqual([]);
+    expect(breaks(a).filter((m) => m.type === 'info' && m.who === 'admin')).toEqual([]);
     await board.port.asyncWrite(Buffer.from('watchers still see output\r\n'));
     await w.out.waitFor('watchers still see output', 2000, 'output for the watcher');
   });
 
-  it('refuses tokens that authorize() rejects before upgrading: 401 without, 404 unknown, 403 when told', async () => {
-    await expect(openViewer(srv.url, '/v1/leases/L1/console', undefined)).rejects.toMatchObject({ status: 401 });
-    await expect(openViewer(srv.url, '/v1/leases/L1/console', 'nope')).rejects.toMatchObject({ status: 404 });
-    await expect(openViewer(srv.url, '/v1/leases/L1/console', 'nope', 'subprotocol')).rejects.toMatchObject({ status: 404 });
-    await expect(openViewer(srv.url, '/v1/leases/L1/console', 'forbidden-token')).rejects.toMatchObject({ status: 403 });
-    await expect(openViewer(srv.url, '/v1/boards/b1/console', 'tok-alice')).rejects.toMatchObject({ status: 404 }); // tenants: not the board endpoint
-    await expect(openViewer(srv.url, '/v1/nothing', 'tok-alice')).rejects.toMatchObject({ status: 404 });
-    const admin = await view('tok-admin', '/v1/boards/b1/console');
-    expect(admin.messages[0]).toMatchObject({ type: 'info', event: 'hello', who: 'admin' });
-  });
-});
-
-describe('lease logs', () => {
-  it('records output during the lease, rotated by size, served only to authorized tokens, purged on release', async () => {
-    await srv.sessions.startLeaseLog('b1', 'L1');
-    const first = Buffer.from('A'.repeat(5000) + 'B'.repeat(5000));
-    const inBefore = srv.sessions.state('b1')!.bytesIn;
-    await board.port.asyncWrite(first);
-    await until(() => srv.sessions.state('b1')!.bytesIn >= inBefore + first.length, 5000, 'the first batch read by the session');
-    const v = await view('tok-alice');
-    await v.out.waitFor('B'.repeat(5000), 3000, 'first batch');
-    const get = (token?: string) => fetch(`${srv.url}/v1/leases/L1/console/log`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
-    let res = await get('tok-alice');
-    expect(res.status).toBe(200);
-    expect(Buffer.from(await res.arrayBuffer()).equals(first)).toBe(true);
-
-    const second = randomBytes(10_000);
-    const base = v.count();
-    await board.port.asyncWrite(second);
-    await until(() => v.count() >= base + second.length, 3000, 'second batch');
-    res = await get('tok-watch'); // whoever may watch may read the log
-    const all = Buffer.concat([first, second]);
-    const kept = Buffer.from(await res.arrayBuffer());
-    // 20 000 bytes in 4096-byte files, 2 rotated kept: the last 2 × 4096 + (20 000 mod 4096) bytes survive.
-    expect(kept.length).toBe(2 * 4096 + (20_000 % 4096));
-    expect(kept.equals(all.subarray(all.length - kept.length))).toBe(true);
-    expect(readdirSync(join(dir, 'console-logs', 'L1')).sort()).toEqual(['console.log', 'console.log.1', 'console.log.2']);
-
-    expect((await get('nope')).status).toBe(404);
-    expect((await get()).status).toBe(401);
-
-    await srv.sessions.stopLeaseLog('L1');
-    await board.port.asyncWrite(Buffer.from('after the lease'));
-    await v.out.waitFor('after the lease', 2000, 'post-lease output');
-    expect(Buffer.from(await (await get('tok-alice')).arrayBuffer()).equals(kept)).toBe(true);
-    await srv.sessions.purgeLeaseLog('L1');
-    expect((await get('tok-alice')).status).toBe(404);
+  it('refuses before upgrading: 401 without a token or with a bad one, 404 for another tenant or a tenant on the board endpoint', async () => {
+    await expect(openViewer(srv.url, `/v1/leases/${L1}/console`, undefined)).rejects.toMatchObject({ status: 401 });
+    await expect(openViewer(srv.url, `/v1/leases/${L1}/console`, 'nope')).rejects.toMatchObject({ status: 401 });
+    await expect(openViewer(srv.url, `/v1/leases/${L1}/console`, 'nope', 'subprotocol')).rejects.toMatchObject({ status: 401 });
+    await expect(openViewer(srv.url, `/v1/leases/${L1}/console`, bob)).rejects.toMatchObject({ status: 404 }); // not his: not found
+    await expect(openViewer(srv.url, `/v1/leases/${L1}/console?watch=1`, bob)).rejects.toMatchObject({ status: 404 }); // nor to watch
+    await expect(openViewer(srv.url, '/v1/boards/b1/console', alice)).rejects.toMatchObject({ status: 404 }); // tenants: not the board endpoint
+    await expect(openViewer(srv.url, '/v1/nothing', alice)).rejects.toMatchObject({ status: 404 });
+    const a = await view(admin, '/v1/boards/b1/console');
+    expect(a.messages[0]).toMatchObject({ type: 'info', event: 'hello', who: 'admin', canType: true });
   });
 });
 
 describe('device loss', () => {
   it('the pty vanishes and comes back at the same path: the session reconnects, viewers stay and are told', async () => {
-    const v = await view('tok-alice');
+    const v = await view(alice);
     await board.close();
     await pair.stop();
     const down = await v.waitMessage((m) => m.type === 'state' && m.state === 'disconnected', 5000, 'disconnected state');
@@ -221,8 +183,8 @@ describe('device loss', () => {
 
 describe('slow viewers', () => {
   it('a viewer that stops reading is dropped with a notice; memory stays bounded and the others get every byte', async () => {
-    const fast = await view('tok-alice');
-    const slow = await view('tok-bob');
+    const fast = await view(alice);
+    const slow = await view(admin);
     await board.port.asyncWrite(Buffer.from('<before the flood>'));
     await fast.out.waitFor('<before the flood>', 5000, 'marker at the fast viewer');
     fast.discard();
@@ -242,7 +204,7 @@ describe('slow viewers', () => {
     try {
       // As soon as the server drops bob (the others are told), bob reads again: what the server queued for him
       // before the drop, then the notice, then the close — well within the server's grace before it cuts him off.
-      await fast.waitMessage((m) => m.type === 'info' && m.event === 'leave' && m.who === 'bob', 60_000, 'bob dropped');
+      await fast.waitMessage((m) => m.type === 'info' && m.event === 'leave' && m.who === 'admin', 60_000, 'the slow admin dropped');
       slow.ws.resume();
       const { code } = await slow.closed;
       expect(code).toBe(CLOSE.tooSlow);
@@ -255,10 +217,51 @@ describe('slow viewers', () => {
     clearInterval(sampler);
     expect(fast.count() - base).toBe(total);
     expect(fast.hash()).toBe(hash.digest('hex'));
-    expect(srv.sessions.get('b1')!.viewerList().map((x) => x.who)).toEqual(['alice']);
+    expect(srv.sessions.get('b1')!.viewerList().map((x) => x.who)).toEqual(['tenant alice']);
     expect(srv.bridge.stats().dropped).toBeGreaterThanOrEqual(1);
     // What the server ever held for its viewers: the bound (256 KiB) plus at most a read chunk per viewer,
     // not the 32 MiB the stalled viewer did not read. (Time and throughput: bench/api-bounds.ts.)
     expect(peak).toBeLessThan(256 * 1024 + 2 * 65536 + 65536);
   }, 120_000);
+});
+
+describe('lease logs (last: it releases the lease)', () => {
+  it('records output during the lease, rotated by size, served to the owner and the admin only, purged on release', async () => {
+    // A new lease of b1, now that its line is up: the lease's start opens its log (and clears the scrollback).
+    await srv.release(L1, alice);
+    const L2 = await srv.lease('b1', alice);
+    const first = Buffer.from('A'.repeat(5000) + 'B'.repeat(5000));
+    const inBefore = srv.sessions.state('b1')!.bytesIn;
+    await board.port.asyncWrite(first);
+    await until(() => srv.sessions.state('b1')!.bytesIn >= inBefore + first.length, 5000, 'the first batch read by the session');
+    const v = await view(alice, `/v1/leases/${L2}/console`);
+    await v.out.waitFor('B'.repeat(5000), 3000, 'first batch');
+    const get = (token?: string, id = L2) => fetch(`${srv.url}/v1/leases/${id}/console/log`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+    let res = await get(alice);
+    expect(res.status).toBe(200);
+    expect(Buffer.from(await res.arrayBuffer()).equals(first)).toBe(true);
+
+    const second = randomBytes(10_000);
+    const base = v.count();
+    await board.port.asyncWrite(second);
+    await until(() => v.count() >= base + second.length, 3000, 'second batch');
+    res = await get(admin); // the admin reads every lease's log
+    const all = Buffer.concat([first, second]);
+    const kept = Buffer.from(await res.arrayBuffer());
+    // 20 000 bytes in 4096-byte files, 2 rotated kept: the last 2 × 4096 + (20 000 mod 4096) bytes survive.
+    expect(kept.length).toBe(2 * 4096 + (20_000 % 4096));
+    expect(kept.equals(all.subarray(all.length - kept.length))).toBe(true);
+    expect(readdirSync(join(dir, 'console-logs', L2)).sort()).toEqual(['console.log', 'console.log.1', 'console.log.2']);
+
+    expect((await get(bob)).status).toBe(404); // another tenant's
+    expect((await get('nope')).status).toBe(401);
+    expect((await get()).status).toBe(401);
+    expect((await get(alice, L1)).status).toBe(404); // the released lease's log went with it
+
+    // Released: the log is purged and the socket closed (its grant ended).
+    await srv.release(L2, alice);
+    expect((await v.closed).code).toBe(CLOSE.revoked);
+    expect((await get(alice)).status).toBe(404);
+    expect(readdirSync(join(dir, 'console-logs'))).not.toContain(L2);
+  });
 });

@@ -7,53 +7,83 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
-import { consoleLogRouter } from '../../src/console/log-route.js';
+import { attachLeaseConsoles } from '../../src/api/console-socket.js';
 import { SUBPROTOCOL, type ServerMessage } from '../../src/console/protocol.js';
-import { ConsoleSessions, type ConsoleSessionsOptions } from '../../src/console/sessions.js';
-import { attachConsoleWebSocket, consoleToken, type ConsoleAuthorize, type ConsoleGrant, type ConsoleWebSocket } from '../../src/console/ws-bridge.js';
-import { HttpError } from '../../src/util/errors.js';
+import type { ConsoleSessionsOptions } from '../../src/console/sessions.js';
+import { ADMIN, apiHarness } from '../helpers/api-harness.js';
 import { OutputWatcher } from '../../src/util/wait-for.js';
 
-/** Tokens of the test's authorize(): what each may open. Anything else is refused (null → 404). */
-export interface Grants {
-  [token: string]: { leases?: Record<string, ConsoleGrant>; boards?: Record<string, ConsoleGrant> };
-}
+let boardSeq = 0;
 
-export function tableAuthorize(grants: Grants): ConsoleAuthorize {
-  return async (req, kind, id) => {
-    const token = consoleToken(req);
-    if (token === 'forbidden-token') throw new HttpError(403, 'this token may not open consoles');
-    const g = token ? grants[token] : undefined;
-    return (kind === 'lease' ? g?.leases?.[id] : g?.boards?.[id]) ?? null;
-  };
-}
-
-/** Real console sessions + the WebSocket bridge + the log route on a loopback HTTP server. */
-export async function startConsoleServer(grants: Grants, o: Partial<ConsoleSessionsOptions> & { maxBufferedBytes?: number; app?: express.Express } = {}) {
+/**
+ * The API's real console wiring on a loopback server: real store, tenants, tokens and leases (through the
+ * API), the WebSocket bridge attached by src/api/console-socket.ts and authorized by src/auth/authz.ts, and
+ * the API's own console log route. Only the boards' power is a command (`true`): nothing boots, so leases
+ * end in `error` — which keeps their consoles open, as for any lease not yet released.
+ */
+export async function startConsoleServer(o: Partial<ConsoleSessionsOptions> & { maxBufferedBytes?: number; app?: (api: ApiHarness) => express.Express } = {}) {
+  const { maxBufferedBytes, app: makeApp, ...sessionOpts } = o;
   const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'console-'));
-  const sessions = new ConsoleSessions({ backoff: { initialMs: 100, maxMs: 1000, factor: 2, jitter: 0.1 }, ...o, dataDir });
-  const authorize = tableAuthorize(grants);
-  const app = o.app ?? express();
-  app.use(consoleLogRouter({ sessions, authorize }));
-  app.use(((err, _req, res, _next) => res.status(err.status ?? 500).json({ error: err.message })) as express.ErrorRequestHandler);
-  const http: Server = createServer(app);
-  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
-  const bridge: ConsoleWebSocket = attachConsoleWebSocket(http, { sessions, authorize, maxBufferedBytes: o.maxBufferedBytes });
+  const api = await apiHarness({ timeouts: { actionMs: 2000, bootMs: 150, osMs: 150 } }, {
+    consoles: { backoff: { initialMs: 100, maxMs: 1000, factor: 2, jitter: 0.1 }, ...sessionOpts, dataDir },
+  });
+  // A custom app (the browser test's web router) gets its own listener; the default is the harness's.
+  let http: Server = api.server;
+  if (makeApp) {
+    http = createServer(makeApp(api));
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+  }
+  const bridge = attachLeaseConsoles(http, { store: api.store, adminToken: ADMIN, consoles: api.consoles, bus: api.bus, limits: { consolesPerToken: 16, viewersPerConsole: 32 }, maxBufferedBytes });
   const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
   return {
+    api,
     bridge,
-    sessions,
-    http,
+    sessions: api.consoles,
     url,
     dataDir,
+    admin: ADMIN,
+    /** A tenant and its token. */
+    async tenant(id: string): Promise<string> {
+      const r = await api.api('POST', '/tenants', { id, name: id });
+      if (r.status !== 201) throw new Error(`POST /tenants ${id}: ${r.status} ${JSON.stringify(r.body)}`);
+      return r.body.token as string;
+    },
+    /** Enrolls board `boardId` (its power a no-op command). */
+    async board(boardId: string): Promise<void> {
+      const n = ++boardSeq;
+      const power = { driver: 'command', on: 'true', off: 'true', cycle: 'true' };
+      const mac = `02:00:00:00:08:${n.toString(16).padStart(2, '0')}`;
+      const b = await api.api('POST', '/boards', { id: boardId, mac, model: 'bananapi', arch: 'armv7', ip: `10.77.0.${100 + n}`, power, image: 'test' });
+      if (b.status !== 201) throw new Error(`POST /boards ${boardId}: ${b.status} ${JSON.stringify(b.body)}`);
+    },
+    /** Leases board `boardId` to the tenant of `token`; resolves with the lease id once its job has run. */
+    async lease(boardId: string, token: string): Promise<string> {
+      const l = await api.api('POST', '/leases', { image: 'test', board: boardId }, token);
+      if (l.status !== 202) throw new Error(`POST /leases on ${boardId}: ${l.status} ${JSON.stringify(l.body)}`);
+      await api.leases.settle(l.body.job.id);
+      return l.body.lease.id as string;
+    },
+    /** Releases a lease through the API, as its tenant does; resolves when the release job has run. */
+    async release(leaseId: string, token: string): Promise<void> {
+      const r = await api.api('DELETE', `/leases/${leaseId}`, undefined, token);
+      if (r.status !== 202) throw new Error(`DELETE /leases/${leaseId}: ${r.status} ${JSON.stringify(r.body)}`);
+      await api.leases.settle(r.body.job.id);
+    },
+    async boardLease(boardId: string, token: string): Promise<string> {
+      await this.board(boardId);
+      return this.lease(boardId, token);
+    },
     async stop() {
       await bridge.close();
-      await sessions.close();
-      http.closeAllConnections();
-      await new Promise((r) => http.close(r));
+      if (http !== api.server) {
+        http.closeAllConnections();
+        await new Promise((r) => http.close(r));
+      }
+      await api.close();
     },
   };
 }
+export type ConsoleServer = Awaited<ReturnType<typeof startConsoleServer>>;
 
 export interface TestViewer {
   ws: WebSocket;
@@ -73,6 +103,8 @@ export interface TestViewer {
 }
 
 /** A WebSocket viewer; `auth` picks how the token travels (header for CLIs, subprotocol for browsers). */
+type ApiHarness = Awaited<ReturnType<typeof apiHarness>>;
+
 export function openViewer(base: string, path: string, token: string | undefined, auth: 'header' | 'subprotocol' = 'header'): Promise<TestViewer> {
   const url = base.replace(/^http/, 'ws') + path;
   const protocols = auth === 'subprotocol' && token ? [SUBPROTOCOL, `bearer.${token}`] : [SUBPROTOCOL];

@@ -59,9 +59,10 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-const GRANTS = {
-  tok: { leases: { LT: { boardId: 'tel', canType: true, who: 'alice' }, LR: { boardId: 'raw', canType: true, who: 'alice' } } },
-};
+// Alice leases both boards through the API; her token opens their consoles.
+let tok: string;
+let LT: string;
+let LR: string;
 let srv: Awaited<ReturnType<typeof startConsoleServer>>;
 let ser2net: Ser2net;
 let telPair: PtyPair;
@@ -80,7 +81,10 @@ beforeAll(async () => {
   rawBoard = await rawPair.openBoard();
   ser2net = new Ser2net(dir, { telnet: await freePort(), raw: await freePort() }, { telnet: telPair.line, raw: rawPair.line });
   await ser2net.start();
-  srv = await startConsoleServer(GRANTS);
+  srv = await startConsoleServer();
+  tok = await srv.tenant('alice');
+  LT = await srv.boardLease('tel', tok);
+  LR = await srv.boardLease('raw', tok);
   await srv.sessions.ensure({ id: 'tel', serial: `telnet://127.0.0.1:${ser2net.ports.telnet}` });
   await srv.sessions.ensure({ id: 'raw', serial: `tcp://127.0.0.1:${ser2net.ports.raw}` });
   await until(() => srv.sessions.state('tel')?.state === 'connected' && srv.sessions.state('raw')?.state === 'connected', 10_000, 'both lines up');
@@ -97,7 +101,7 @@ afterAll(async () => {
 
 describe('telnet serial server (ser2net telnet mode)', () => {
   it('negotiates binary both ways: every byte value crosses intact (IAC doubled on the wire, CR NUL kept); BREAK is a telnet command, not data', async () => {
-    const v = await openViewer(srv.url, '/v1/leases/LT/console', 'tok');
+    const v = await openViewer(srv.url, `/v1/leases/${LT}/console`, tok);
     await v.waitMessage((m) => m.type === 'state', 5000, 'state');
     const down = Buffer.from([0x41, 0xff, 0x00, 0x0d, 0x00, 0x0d, 0x0a, 0xff, 0xff, 0x42]);
     await telBoard.port.asyncWrite(down);
@@ -119,7 +123,7 @@ describe('telnet serial server (ser2net telnet mode)', () => {
 
 describe('raw TCP serial server (ser2net raw mode)', () => {
   it('passes bytes through untouched, refuses BREAK with a reason, and reconnects when the server comes back', async () => {
-    const v = await openViewer(srv.url, '/v1/leases/LR/console', 'tok');
+    const v = await openViewer(srv.url, `/v1/leases/${LR}/console`, tok);
     await v.waitMessage((m) => m.type === 'state', 5000, 'state');
     const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
     await rawBoard.port.asyncWrite(all);
@@ -160,7 +164,7 @@ describe('dozen console (CLI)', () => {
     stdout.on('data', (c) => (out += c));
     stderr.on('data', (c) => (err += c));
     const mark = telBoard.received().length;
-    const done = runConsole({ url: srv.url, token: 'tok', kind: 'lease', id: 'LT', stdin, stdout, stderr });
+    const done = runConsole({ url: srv.url, token: tok, kind: 'lease', id: LT, stdin, stdout, stderr });
     await until(() => err.includes('~. quit'), 5000, 'the CLI banner');
     await telBoard.port.asyncWrite(Buffer.from('board says hi\r\n'));
     await until(() => out.includes('board says hi'), 5000, 'board output on stdout');
@@ -174,12 +178,41 @@ describe('dozen console (CLI)', () => {
     expect(telBoard.received().subarray(mark).toString('latin1')).toBe('uname -a\rafter\r');
   });
 
-  it('reports a refused token and exits non-zero', async () => {
+  it("--watch: the board's output shows; what is typed is refused and never reaches the line", async () => {
+    const stdin = new PassThrough();
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let out = '';
+    let err = '';
+    stdout.on('data', (c) => (out += c));
+    stderr.on('data', (c) => (err += c));
+    const mark = telBoard.received().length;
+    const done = runConsole({ url: srv.url, token: tok, kind: 'lease', id: LT, watch: true, stdin, stdout, stderr });
+    await until(() => err.includes('~. quit'), 5000, 'the CLI banner');
+    await telBoard.port.asyncWrite(Buffer.from('for the watcher\r\n'));
+    await until(() => out.includes('for the watcher'), 5000, 'board output on stdout');
+    stdin.write('typed-while-watching\r');
+    await until(() => err.includes('may watch this console but not type'), 5000, 'the refusal, told to the watcher');
+    // A typist's marker, sent after the refusal: the only bytes the line got.
+    const typist = await openViewer(srv.url, `/v1/leases/${LT}/console`, tok);
+    await typist.type('typist-marker');
+    await telBoard.out.waitFor('typist-marker', 5000, 'the typist’s marker at the board');
+    typist.ws.terminate();
+    expect(telBoard.received().subarray(mark).toString('latin1')).toBe('typist-marker');
+    stdin.write('\r~.');
+    expect(await done).toBe(0);
+  });
+
+  it('reports a refused token (another tenant\'s lease: 404; a bad token: 401) and exits non-zero', async () => {
     const stderr = new PassThrough();
     let err = '';
     stderr.on('data', (c) => (err += c));
-    const code = await runConsole({ url: srv.url, token: 'wrong', kind: 'lease', id: 'LT', stdin: new PassThrough(), stdout: new PassThrough(), stderr });
+    const bob = await srv.tenant('bob');
+    const code = await runConsole({ url: srv.url, token: bob, kind: 'lease', id: LT, stdin: new PassThrough(), stdout: new PassThrough(), stderr });
     expect(code).toBe(1);
-    expect(err).toMatch(/404 lease LT not found/);
+    expect(err).toContain(`404 lease ${LT} not found`);
+    err = '';
+    expect(await runConsole({ url: srv.url, token: 'wrong', kind: 'lease', id: LT, stdin: new PassThrough(), stdout: new PassThrough(), stderr })).toBe(1);
+    expect(err).toMatch(/401 /);
   });
 });

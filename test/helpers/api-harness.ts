@@ -13,7 +13,7 @@ import { LeaseService, type LeaseServiceDeps } from '../../src/leases/service.js
 import { LeaseSignals } from '../../src/leases/waits.js';
 import { log } from '../../src/log.js';
 import { Store } from '../../src/store/store.js';
-import { ConsoleSessions } from '../../src/console/index.js';
+import { ConsoleSessions, type ConsoleSessionsOptions } from '../../src/console/index.js';
 import type { ContainerLeasePort } from '../../src/containers/lease-port.js';
 import { leaseConsoleHooks } from '../../src/leases/console-hooks.js';
 import { makeImageRoot } from './fixtures.js';
@@ -24,7 +24,7 @@ export const ADMIN = 'admin-token-for-tests-0123456789';
  * The real API over a real store, inventory and lease service — everything but the boot-network
  * servers, for tests of the API's own rules (auth, validation, allocation).
  */
-export async function apiHarness(extra: Partial<LeaseServiceDeps> = {}) {
+export async function apiHarness(extra: Partial<LeaseServiceDeps> = {}, o: { consoles?: Partial<ConsoleSessionsOptions> } = {}) {
   const store = await Store.open(join(mkdtempSync(join(tmpdir(), 'api-')), 'state.json'));
   const imported = mkdtempSync(join(tmpdir(), 'imported-'));
   const images = new ImageCatalog([{ dir: imported }, { dir: makeImageRoot(), sub: 'build' }]);
@@ -32,7 +32,7 @@ export async function apiHarness(extra: Partial<LeaseServiceDeps> = {}) {
   const events = new BoardEvents();
   const bus = new Bus();
   const signals = new LeaseSignals();
-  const consoles = new ConsoleSessions({ dataDir: mkdtempSync(join(tmpdir(), 'consoles-')) });
+  const consoles = new ConsoleSessions({ dataDir: mkdtempSync(join(tmpdir(), 'consoles-')), ...o.consoles });
   const tty = extra.containers && 'connector' in extra.containers ? (id: string) => (extra.containers as ContainerLeasePort).connector(id) : undefined;
   const leases = new LeaseService({ store, inventory, images, events, bus, signals, console: leaseConsoleHooks(consoles, tty), ...extra });
   const importer = new ImageImporter({ catalog: images, dir: imported, log, inUse: () => null });
