@@ -3,7 +3,7 @@
  * reference tool in the same run. Results print as tables and are written to bench/results.json.
  * `npm run bench -- tftp-loopback uboot-tftp` runs only those.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 const BENCHES: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = {
   'tftp-loopback': () => import('./tftp-loopback.js'),
@@ -37,5 +37,10 @@ for (const [name, load] of Object.entries(BENCHES)) {
   }
   console.log(`(${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 }
-writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify({ at: new Date().toISOString(), results }, null, 2) + '\n');
+// A run of some benchmarks keeps the others' last results (each says when it ran).
+const file = new URL('./results.json', import.meta.url);
+const previous = only.length && existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { results?: Record<string, unknown> }).results ?? {} : {};
+const at = new Date().toISOString();
+for (const name of Object.keys(results)) results[name] = { at, ...(results[name] as object) };
+writeFileSync(file, JSON.stringify({ at, results: { ...previous, ...results } }, null, 2) + '\n');
 process.exit(failed ? 1 : 0);

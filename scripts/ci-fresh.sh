@@ -36,6 +36,8 @@ test_tmp() { find /tmp /var/tmp -maxdepth 1 \( -name 'dozen-*' -o -name 'dz?-*' 
 test_mounts() { findmnt -rno TARGET | grep -E '^(/tmp/|/var/tmp/|/var/lib/dozen|/var/lib/dzt-|/var/lib/dozen-test-)' || true; }
 test_loops() { losetup -nO NAME,BACK-FILE 2>/dev/null | grep -E ' (/tmp/|/var/tmp/|/var/lib/dozen|/var/lib/dozen-test-)' | awk '{print $1}' || true; }
 test_tgtd() { pgrep -x tgtd || true; }
+# The controller input filters of labs (src/network: `inet dozencloud_ctl_<lab veth>`), left fail-closed by a killed server.
+test_nft() { nft list tables inet 2>/dev/null | awk '{print $3}' | grep -E '^dozencloud_ctl_(dz[a-z]_[0-9a-f]+_h|dozen_lab_h)$' || true; }
 test_dirs() { ls -d /var/lib/dozen-test-engines /var/lib/dozen-test-docker /var/lib/dzt-* /var/lib/dozen /run/dz-* /run/dozen-test-docker.sock /run/dzt-*.sock /var/run/tgtd 2>/dev/null || true; }
 
 clean() {
@@ -50,6 +52,7 @@ clean() {
   for p in $(test_tgtd); do kill -KILL "$p" 2>/dev/null || true; done
   for n in $(test_netns); do ip netns pids "$n" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true; ip netns delete "$n" 2>/dev/null || true; done
   for l in $(test_links); do ip link delete "$l" 2>/dev/null || true; done
+  for t in $(test_nft); do nft delete table inet "$t" 2>/dev/null || true; done
   for m in $(test_mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done
   for d in $(test_loops); do losetup -d "$d" 2>/dev/null || true; done
   test_tmp | xargs -r rm -rf
@@ -60,7 +63,7 @@ clean() {
 check_clean() {
   local left
   left=$( { engine_pids | sed 's/^/dockerd pid /'; test_netns | sed 's/^/netns /'; test_links | sed 's/^/link /';
-            test_mounts | sed 's/^/mount /'; test_loops | sed 's/^/loop /'; test_tgtd | sed 's/^/tgtd pid /';
+            test_nft | sed 's/^/nft table /'; test_mounts | sed 's/^/mount /'; test_loops | sed 's/^/loop /'; test_tgtd | sed 's/^/tgtd pid /';
             test_tmp | sed 's/^/tmp /'; test_dirs | sed 's/^/dir /'; } )
   if [ -n "$left" ]; then echo "ci-fresh: still here after the clean-up:" >&2; echo "$left" >&2; exit 1; fi
   echo "nothing of an earlier run remains"
