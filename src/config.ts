@@ -72,6 +72,12 @@ export const configSchema = z
         powerOn: z.boolean().default(true),
       })
       .prefault({}),
+    /**
+     * How board ports are fenced on the boot network (src/network/registry.ts): `{ driver: 'linux-bridge'
+     * | 'command' | 'none', ...its parameters }`. With the lab on and none given: the lab's bridge, fenced.
+     * Without the lab it must be chosen: `none` (no isolation) is never a default.
+     */
+    network: z.looseObject({ driver: z.string().min(1) }).optional(),
     adminToken: z.string().min(16).optional(),
     /** Bounds on what one client or tenant can hold (README "Limits"). */
     limits: z
@@ -84,6 +90,9 @@ export const configSchema = z
         consolesPerToken: z.number().int().positive().default(16),
         /** Power actions (on, off, cycle) one lease may ask for per minute: a relay or PoE port is not a toy. */
         powerCallsPerMinute: z.number().int().positive().default(6),
+        /** What one tenant's live container leases may hold together on the shared boards. */
+        containerMemoryMbPerTenant: z.number().int().positive().default(8192),
+        containerCpusPerTenant: z.number().positive().default(8),
         /** Viewers of one console at once (each join is announced to every viewer). */
         viewersPerConsole: z.number().int().positive().default(32),
         /** A request's headers must arrive within this; a whole request (image uploads too) within requestTimeoutMs. */
@@ -95,6 +104,13 @@ export const configSchema = z
       .prefault({}),
   })
   .superRefine((c, ctx) => {
+    if (!c.lab.enabled && !c.network) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['network'],
+        message: 'choose how board ports are fenced: {"driver":"linux-bridge",…} or {"driver":"command",…}; {"driver":"none"} only for one trusted tenant (README "Board isolation")',
+      });
+    }
     let subnet;
     try {
       subnet = parseCidr(c.subnet);

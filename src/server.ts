@@ -10,9 +10,11 @@ import { ConsoleSessions, type ConsoleWebSocket } from './console/index.js';
 import { attachLeaseConsoles } from './api/console-socket.js';
 import { consoleWebRouter } from './web/router.js';
 import { storageRoutes } from './api/routes/storage.js';
+import { networkRoutes } from './api/routes/network.js';
 import { InventoryBootDecider } from './boot/decider.js';
 import { DhcpServer, type DhcpEvent } from './boot/dhcp/server.js';
 import { bootFilesHandler } from './boot/files.js';
+import { BootWindows, fromFirmware } from './boot/boot-window.js';
 import { BOOT_SCRIPT_NAME } from './boot/spec.js';
 import { TftpServer } from './boot/tftp/server.js';
 import type { Config } from './config.js';
@@ -24,6 +26,8 @@ import { Lab } from './lab/lab.js';
 import { UBOOT_BIN } from './lab/preflight.js';
 import { log } from './log.js';
 import { powerDriver } from './power/registry.js';
+import { BoardNetwork } from './network/board-network.js';
+import { networkDriver, type NetworkSpec } from './network/registry.js';
 import { Store } from './store/store.js';
 import { startIscsiStorage, type RunningStorage } from './storage/index.js';
 import { claimStorage, readStorageOwner } from './storage/identity.js';
@@ -44,6 +48,7 @@ export interface RunningServer {
   storage?: RunningStorage;
   images: ImageCatalog;
   lab?: Lab;
+  network: BoardNetwork;
   tftp: TftpServer;
   dhcp: DhcpServer;
   http: HttpServer;
@@ -137,11 +142,15 @@ export async function startServer(config: Config): Promise<RunningServer> {
       storage: storage?.storage,
       containers,
       console: leaseConsoleHooks(consoles, containers && ((id) => containers.connector(id))),
+      // Started below, once the boot services' ports are known; jobs run only after that.
+      network: { join: (b, t) => network!.join(b, t), leave: (b) => network!.leave(b) },
       timeouts: { actionMs: config.leases.actionTimeoutMs, bootMs: config.leases.bootTimeoutMs, osMs: config.leases.osTimeoutMs },
       leasesPerTenant: config.limits.leasesPerTenant,
       powerCallsPerMinute: config.limits.powerCallsPerMinute,
+      containerQuota: { memoryMb: config.limits.containerMemoryMbPerTenant, cpus: config.limits.containerCpusPerTenant },
     });
 
+    let network: BoardNetwork | undefined;
     const metadataBase = `http://${config.bootIp}:${config.metadata.port}`;
     const decider = new InventoryBootDecider({
       inventory,
@@ -158,16 +167,26 @@ export async function startServer(config: Config): Promise<RunningServer> {
       },
     });
 
+    // A board's generated boot files close once it has its kernel, until its next power-on (a new boot token).
+    const bootWindows = new BootWindows((boardId) => leases.leaseOnBoard(boardId)?.bootToken);
+    const closeOnKernel = async (boardId: string, path: string) => {
+      const lease = leases.leaseOnBoard(boardId);
+      const boot = lease?.bootToken; // the boot this fetch belonged to, read before anything awaits
+      const img = lease && (await images.get(lease.image));
+      if (img && path.replace(/^\/+/, '') === `images/${img.name}/${img.manifest.kernel}`) bootWindows.close(boardId, boot);
+    };
+
     const tftp = new TftpServer({
       address: config.bootIp,
       port: config.tftp.port,
       maxTransfers: config.tftp.maxTransfers,
       maxPerClient: config.tftp.maxPerClient,
       maxClientTimeoutS: config.tftp.maxClientTimeoutS,
-      handler: bootFilesHandler({ inventory, images, decider }),
+      handler: bootFilesHandler({ inventory, images, decider, closed: (id) => bootWindows.isClosed(id) }),
       onTransfer: (ev) => {
         const board = inventory.byIp(ev.client.address);
         if (!board) return;
+        if (ev.ok) void closeOnKernel(board.id, ev.path).catch((err) => log.warn({ err, board: board.id }, 'closing the boot window'));
         const mbps = ev.ms > 0 ? +(ev.bytes / 1e6 / (ev.ms / 1000)).toFixed(2) : undefined;
         events.add(board.id, {
           type: ev.ok ? 'tftp' : 'error',
@@ -200,6 +219,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       },
       onEvent: (ev: DhcpEvent) => {
         const board = ev.mac ? inventory.byMac(ev.mac) : undefined;
+        if (board && ev.type === 'offer' && fromFirmware(ev.info)) bootWindows.reopen(board.id);
         if (board && ev.type !== 'unknown') {
           events.add(board.id, { type: 'dhcp', message: `DHCP ${ev.type}${ev.ip ? ` ${ev.ip}` : ''}${ev.reason ? `: ${ev.reason}` : ''}`, details: { kind: ev.type, ip: ev.ip } });
         }
@@ -214,6 +234,20 @@ export async function startServer(config: Config): Promise<RunningServer> {
     metaServer.headersTimeout = config.limits.headersTimeoutMs;
     metaServer.requestTimeout = 60_000;
     cleanups.push(() => new Promise((r) => metaServer.close(() => r(undefined))));
+
+    // Board ports fenced before any board powers on or any job runs: only now are the services' ports known.
+    const spec = networkSpec(config, lab, {
+      dhcp: config.dhcp.port,
+      tftp: tftp.address().port,
+      iscsi: config.storage.tgt.portalPort,
+      metadata: (metaServer.address() as { port: number }).port,
+    });
+    network = new BoardNetwork(networkDriver(spec, log), log);
+    const net = network;
+    const health = await net.start(inventory.list(), liveBoardLeases(store));
+    log.info({ driver: health.driver, boardIsolation: health.boardIsolation }, 'network: board ports fenced');
+    for (const p of health.problems) log.warn(`network: ${p}`);
+    inventory.onChange((boards) => void net.sync(boards).catch((err) => log.error({ err }, 'network sync failed')));
 
     await mkdir(join(dataDir, 'images'), { recursive: true });
     const importer = new ImageImporter({
@@ -235,11 +269,15 @@ export async function startServer(config: Config): Promise<RunningServer> {
       leases,
       bus,
       log,
-      stats: () => ({ tftp: tftp.stats, dhcp: dhcp.stats, console: consoleWs?.stats() }),
+      // Public: how boards are isolated and whether anything is wrong with it (the details: GET /v1/network, admins).
+      stats: () => {
+        const h = net.health();
+        return { boardIsolation: h.boardIsolation, network: { driver: h.driver, problems: h.problems.length }, tftp: tftp.stats, dhcp: dhcp.stats, console: consoleWs?.stats() };
+      },
       consoles,
       importer,
       routers: [consoleWebRouter()],
-      extraRoutes: storage ? storageRoutes({ disks: storage.store }) : [],
+      extraRoutes: [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net })],
       limits: config.limits,
     });
     let consoleWs: ConsoleWebSocket | undefined;
@@ -297,6 +335,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       storage,
       images,
       lab,
+      network: net,
       tftp,
       dhcp,
       http,
@@ -304,7 +343,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
       adminToken: token,
       async stop(opts = {}) {
         for (const c of cleanups.reverse()) await c().catch((err) => log.warn({ err }, 'shutdown step failed'));
-        if (opts.labDown && lab) await lab.down();
+        if (opts.labDown && lab) {
+          await lab.down(); // boards first: no moment with boards running and their ports unfenced
+          await net.stop().catch((err) => log.warn({ err }, 'network: removing the lab datapath failed'));
+        }
       },
     };
   } catch (err) {
@@ -312,6 +354,19 @@ export async function startServer(config: Config): Promise<RunningServer> {
     if (lab?.created) await lab.down().catch(() => {}); // a lab made by this failed start goes with it
     throw err;
   }
+}
+
+/** config.network, or for the lab when none is given: its own bridge, fenced by linux-bridge. */
+function networkSpec(config: Config, lab: Lab | undefined, services: { dhcp: number; tftp: number; iscsi: number; metadata: number }): NetworkSpec {
+  if (config.network) return config.network as NetworkSpec;
+  if (!lab) throw new Error('config.network is required without the lab'); // configSchema says so first
+  return { driver: 'linux-bridge', ...lab.networkSpec(), controllerIp: config.bootIp, services };
+}
+
+/** Boards whose lease is live: they are in their tenant's network (rejoined at start). */
+function liveBoardLeases(store: Store): Array<{ boardId: string; tenantId: string }> {
+  // Not `releasing`: a release resumed after its network step would never take the board out again.
+  return store.state.leases.filter((l) => l.kind === 'board' && l.boardId && l.state !== 'released' && l.state !== 'releasing').map((l) => ({ boardId: l.boardId!, tenantId: l.tenantId }));
 }
 
 /** Why an image cannot be deleted now: leases or boards use it, or lease disks were cloned from it. */
@@ -332,9 +387,9 @@ async function enrollLabBoards(inventory: Inventory, boards: Awaited<ReturnType<
     // By MAC, or by id for a lab board enrolled under an earlier MAC scheme.
     const existing = inventory.byMac(b.mac) ?? inventory.list().find((x) => x.id === b.id && x.model === 'qemu-virt');
     if (existing) {
-      await inventory.patch(existing.id, { serial: b.serial, power, firmware, ip: b.ip, ...(existing.mac !== b.mac ? { mac: b.mac } : {}) });
+      await inventory.patch(existing.id, { serial: b.serial, power, firmware, ip: b.ip, port: b.port, ...(existing.mac !== b.mac ? { mac: b.mac } : {}) });
     } else {
-      await inventory.create({ id: b.id, mac: b.mac, model: 'qemu-virt', arch: 'armv7', ip: b.ip, serial: b.serial, power, firmware, image });
+      await inventory.create({ id: b.id, mac: b.mac, model: 'qemu-virt', arch: 'armv7', ip: b.ip, serial: b.serial, port: b.port, power, firmware, image });
     }
   }
 }

@@ -10,6 +10,8 @@ export interface BootFilesOptions {
   inventory: Inventory;
   images: ImageCatalog;
   decider: BootDecider;
+  /** True once the board's generated files are closed for this boot (src/boot/boot-window.ts). */
+  closed?: (boardId: string) => boolean;
 }
 
 const ACCESS = 2;
@@ -20,7 +22,8 @@ const ACCESS = 2;
  *   boards/<id>/boot.scr.uimg     a board's boot script by name — only to that board's reserved IP
  *   pxelinux.cfg/01-<mac>         a board's pxelinux config — only to that board's reserved IP
  *   images/<name>/<file>          an image's boot files (kernel, initrd, device trees), to any enrolled board
- * Generated files will carry per-lease secrets, so they go to the board's own IP and nowhere else.
+ * Generated files carry the boot's secrets, so they go to the board's own IP and nowhere else, and only
+ * until it has fetched its kernel (`closed`).
  */
 export function bootFilesHandler(o: BootFilesOptions): TftpHandler {
   const imageHandlers = new Map<string, TftpHandler>();
@@ -31,6 +34,7 @@ export function bootFilesHandler(o: BootFilesOptions): TftpHandler {
 
     const own = async (forMac: string, render: (spec: NonNullable<Awaited<ReturnType<BootDecider['decide']>>>) => Buffer) => {
       if (forMac !== board.mac) throw new TftpError(ACCESS, `not ${board.id}'s file`);
+      if (o.closed?.(board.id)) throw new TftpError(ACCESS, `${board.id} has fetched its kernel: its boot files open again at its next power-on`);
       const spec = await o.decider.decide(board.mac);
       if (!spec) return null;
       return bufferFile(render(spec));

@@ -3,6 +3,7 @@ import { copyFile, mkdir, readFile, rm, stat, symlink, unlink } from 'node:fs/pr
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { log } from '../log.js';
+import { controllerTable } from '../network/nft-ruleset.js';
 import { qmp } from '../power/qmp.js';
 import { inSubnet, intToIp, ipToInt, parseCidr } from '../util/net.js';
 import { addBridge, addTap, addVethPair, createNetns, deleteLink, deleteNetns, ip, linkExists, netnsExists, linkUp, setAddr, setMaster } from './netns.js';
@@ -30,6 +31,8 @@ export interface LabBoard {
   qmp: string;
   /** The board's own U-Boot image, loaded at QEMU start: its firmware, verified and restored at every release. */
   firmware: string;
+  /** Its tap: the bridge port the network driver fences. */
+  port: string;
 }
 
 /**
@@ -62,6 +65,7 @@ export class Lab {
         serial: join(this.o.stateDir, `${id}.tty`),
         qmp: join(this.o.stateDir, `${id}.qmp`),
         firmware: join(this.o.stateDir, `${id}.u-boot.bin`),
+        port: `tap${i + 1}`,
       };
     });
   }
@@ -81,7 +85,7 @@ export class Lab {
     await setAddr(this.hostIf, `${this.o.bootIp}/${parseCidr(this.o.subnet).prefix}`);
     await linkUp(this.hostIf);
     const boards = this.boards();
-    for (const [i, b] of boards.entries()) await this.startBoard(b, `tap${i + 1}`);
+    for (const b of boards) await this.startBoard(b, b.port);
     return boards;
   }
 
@@ -102,6 +106,14 @@ export class Lab {
     }
   }
 
+  /**
+   * Where the lab's boards are fenced (src/network linux-bridge): bridge br0 in the lab's namespace, the
+   * veth `uplink` towards the host, and the controller's input filter on the host end of that veth.
+   */
+  networkSpec(): { bridge: string; netns: string; uplink: string; controllerIface: string } {
+    return { bridge: 'br0', netns: this.o.netns, uplink: 'uplink', controllerIface: this.hostIf };
+  }
+
   /** Stop every board and remove the namespace, the veth and the lab's state files. */
   async down(): Promise<void> {
     for (const b of this.boards()) {
@@ -111,6 +123,8 @@ export class Lab {
     }
     await deleteNetns(this.o.netns);
     await deleteLink(this.hostIf);
+    // The controller's input filter on the lab's veth (the bridge table went with the namespace).
+    await execFileP('nft', ['delete', 'table', 'inet', controllerTable(this.hostIf)]).catch(() => {});
     await rm(this.o.stateDir, { recursive: true, force: true });
   }
 

@@ -25,6 +25,15 @@ export interface ConsoleHooks {
   leaseEnded(boardId: string, leaseId: string): Promise<void>;
 }
 
+/**
+ * The boot network (src/network): a leased board joins its tenant's private network, where its other
+ * boards are; a release takes it out. Both idempotent (a job resumed after a crash runs its step again).
+ */
+export interface NetworkHooks {
+  join(boardId: string, tenantId: string): Promise<void>;
+  leave(boardId: string): Promise<void>;
+}
+
 /** Container leases on shared boards (implemented over src/containers). */
 export interface ContainerLeases {
   /** The engine's reference for an image name (alias or reference), or null when unknown. */

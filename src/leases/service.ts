@@ -13,7 +13,7 @@ import type { Store } from '../store/store.js';
 import { BadRequestError, ConflictError, HttpError } from '../util/errors.js';
 import type { Bus } from './bus.js';
 import { JobRunner, newJob, type StepImpl } from './jobs.js';
-import type { BoardStorage, ConsoleHooks, ContainerLeases } from './ports.js';
+import type { BoardStorage, ConsoleHooks, ContainerLeases, NetworkHooks } from './ports.js';
 import type { CreateLease } from './schemas.js';
 import { LeaseSignals, waitForBoardEvent } from './waits.js';
 import { newBootToken } from './metadata.js';
@@ -37,16 +37,19 @@ export interface LeaseServiceDeps {
   storage?: BoardStorage;
   containers?: ContainerLeases;
   console?: ConsoleHooks;
+  network?: NetworkHooks;
   timeouts?: Partial<LeaseTimeouts>;
   /** Live leases one tenant may hold (default: unbounded). */
   leasesPerTenant?: number;
   /** Power actions one lease may ask for per minute (default: unbounded). */
   powerCallsPerMinute?: number;
+  /** Memory (MiB) and CPUs one tenant's live container leases may hold together (default: unbounded). */
+  containerQuota?: { memoryMb: number; cpus: number };
 }
 
-const PROVISION_STEPS = ['disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
-const REIMAGE_STEPS = ['power-off', 'disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
-const RELEASE_STEPS = ['power-off', 'firmware', 'disk', 'console', 'board'];
+const PROVISION_STEPS = ['network', 'disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
+const REIMAGE_STEPS = ['power-off', 'network', 'disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
+const RELEASE_STEPS = ['power-off', 'network', 'firmware', 'disk', 'console', 'board'];
 const CONTAINER_PROVISION = ['container'];
 const CONTAINER_REIMAGE = ['container'];
 const CONTAINER_RELEASE = ['container', 'console'];
@@ -131,8 +134,10 @@ export class LeaseService {
         }
         if (input.kind === 'board' || !this.d.containers || !containerImage) throw new ConflictError(noBoardReason(s, input, image.manifest.arch));
       }
+      const size = { memoryMb: input.memory ?? 256, cpus: input.cpus ?? 1 };
+      this.checkContainerQuota(s, tenantId, size);
       const lease: Lease = { ...base, kind: 'container', image: containerImage! };
-      const job = newJob('provision', id, tenantId, CONTAINER_PROVISION, { memoryMb: String(input.memory ?? 256), cpus: String(input.cpus ?? 1) });
+      const job = newJob('provision', id, tenantId, CONTAINER_PROVISION, { memoryMb: String(size.memoryMb), cpus: String(size.cpus) });
       lease.jobId = job.id;
       s.leases.push(lease);
       s.jobs.push(job);
@@ -141,6 +146,28 @@ export class LeaseService {
     this.publishLease(lease);
     this.start(job.id);
     return { lease: publicLease(lease), job };
+  }
+
+  /**
+   * A tenant's live container leases together stay within limits.containerMemoryMbPerTenant and
+   * containerCpusPerTenant: shared boards are shared. Sizes are what each lease's provision job asked for.
+   */
+  private checkContainerQuota(s: State, tenantId: string, want: { memoryMb: number; cpus: number }): void {
+    const q = this.d.containerQuota;
+    if (!q) return;
+    let memoryMb = 0;
+    let cpus = 0;
+    for (const l of s.leases.filter((x) => x.tenantId === tenantId && x.kind === 'container' && LIVE.includes(x.state))) {
+      const params = s.jobs.find((j) => j.leaseId === l.id && j.kind === 'provision')?.params ?? {};
+      memoryMb += Number(params.memoryMb ?? 256);
+      cpus += Number(params.cpus ?? 1);
+    }
+    if (memoryMb + want.memoryMb > q.memoryMb) {
+      throw new HttpError(403, `container quota reached: tenant ${tenantId} holds ${memoryMb} MiB in containers and asks for ${want.memoryMb} more (limits.containerMemoryMbPerTenant is ${q.memoryMb})`);
+    }
+    if (cpus + want.cpus > q.cpus + 1e-9) {
+      throw new HttpError(403, `container quota reached: tenant ${tenantId} holds ${+cpus.toFixed(2)} CPUs in containers and asks for ${want.cpus} more (limits.containerCpusPerTenant is ${q.cpus})`);
+    }
   }
 
   async reimage(p: Principal, id: string, image?: string): Promise<{ lease: Lease; job: Job }> {
@@ -351,6 +378,16 @@ export class LeaseService {
         run: async () => {
           await power().off();
           this.d.events.add(board().id, { type: 'power', message: `power off (job ${job.id})` });
+        },
+      },
+      {
+        // Powered off first on release: the board leaves its tenant's network only once it cannot use it.
+        name: 'network',
+        timeoutMs: t.actionMs,
+        run: async () => {
+          if (!this.d.network) return 'skipped';
+          if (job.kind === 'release') await this.d.network.leave(board().id);
+          else await this.d.network.join(board().id, lease().tenantId);
         },
       },
       {

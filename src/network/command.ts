@@ -85,6 +85,10 @@ export class CommandNetwork implements NetworkDriver {
     this.book.networkOf.delete(boardId);
   }
 
+  ports(): NetworkState['ports'] {
+    return this.book.snapshot().ports;
+  }
+
   async state(): Promise<NetworkState> {
     return { driver: this.name, boardIsolation: 'operator', ...this.book.snapshot(), problems: [] };
   }

@@ -49,9 +49,13 @@ export interface NetworkDriver {
   /** Take a board out of its private network; a board in none is not an error. */
   leave(boardId: string): Promise<void>;
   state(): Promise<NetworkState>;
+  /** The attached ports as this driver recorded them (cheap: no look at the datapath). */
+  ports(): NetworkState['ports'];
 }
 
 const IFNAME_RE = /^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,14}$/;
+/** Switch ports too ("Gi1/0/1", "swp3", "1:5"); drivers that need an interface name check for one. */
+const PORT_RE = /^[A-Za-z0-9_.:/-]{1,64}$/;
 const NETWORK_ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 /** Checks and canonicalizes a port record: every field ends up in commands or nft elements. */
@@ -59,7 +63,7 @@ export function checkPort(p: BoardPort): BoardPort {
   if (typeof p.boardId !== 'string' || !p.boardId || p.boardId.length > 64 || /[\x00-\x1f\x7f]/.test(p.boardId)) {
     throw new Error(`invalid board id: ${JSON.stringify(p.boardId)}`);
   }
-  if (!IFNAME_RE.test(p.port)) throw new Error(`invalid port name for board ${p.boardId}: ${JSON.stringify(p.port)}`);
+  if (!PORT_RE.test(p.port)) throw new Error(`invalid port name for board ${p.boardId}: ${JSON.stringify(p.port)}`);
   if (isIP(p.ip) !== 4) throw new Error(`invalid IPv4 address for board ${p.boardId}: ${JSON.stringify(p.ip)}`);
   const mac = normalizeMac(p.mac);
   if (parseInt(mac.slice(0, 2), 16) & 1) throw new Error(`multicast MAC for board ${p.boardId}: ${mac}`);

@@ -3,7 +3,7 @@ import { assertIfName, checkNetworkId, PortBook, type BoardPort, type NetworkDri
 import { run } from './exec.js';
 import {
   BRIDGE_TABLE,
-  CONTROLLER_TABLE,
+  controllerTable,
   renderAttach,
   renderBridgeRuleset,
   renderControllerRuleset,
@@ -55,6 +55,9 @@ export class LinuxBridgeNetwork implements NetworkDriver {
   private nextNet = 1;
   private queue: Promise<unknown> = Promise.resolve();
   private started = false;
+  private get ctlTable(): string {
+    return controllerTable(this.c.controllerIface ?? '');
+  }
 
   constructor(
     private readonly c: LinuxBridgeConfig,
@@ -72,6 +75,10 @@ export class LinuxBridgeNetwork implements NetworkDriver {
   join = (boardId: string, networkId: string) => this.serial(() => this.doJoin(boardId, checkNetworkId(networkId)));
   leave = (boardId: string) => this.serial(() => this.doLeave(boardId));
 
+  ports(): NetworkState['ports'] {
+    return this.book.snapshot().ports;
+  }
+
   async state(): Promise<NetworkState> {
     const snap = this.book.snapshot();
     return { driver: this.name, boardIsolation: 'enforced', ...snap, problems: await this.problems() };
@@ -84,8 +91,9 @@ export class LinuxBridgeNetwork implements NetworkDriver {
     return next;
   }
 
-  private nft(input: string, netns = this.c.netns): Promise<string> {
-    return run('nft', ['-f', '-'], { input, netns });
+  /** Into the bridge's namespace, or the controller's (each may be ours: undefined is not "the other one"). */
+  private nft(input: string, where: 'bridge' | 'controller' = 'bridge'): Promise<string> {
+    return run('nft', ['-f', '-'], { input, netns: where === 'bridge' ? this.c.netns : this.c.controllerNetns });
   }
 
   private bridgeBatch(lines: string[]): Promise<string> {
@@ -103,7 +111,7 @@ export class LinuxBridgeNetwork implements NetworkDriver {
     await this.nft(`table bridge ${BRIDGE_TABLE}\ndelete table bridge ${BRIDGE_TABLE}\n${rules}`);
     if (this.c.controllerIface) {
       const ctl = renderControllerRuleset({ iface: this.c.controllerIface, services: this.c.services });
-      await this.nft(`table inet ${CONTROLLER_TABLE}\ndelete table inet ${CONTROLLER_TABLE}\n${ctl}`, this.c.controllerNetns);
+      await this.nft(`table inet ${this.ctlTable}\ndelete table inet ${this.ctlTable}\n${ctl}`, 'controller');
     } else {
       this.log.warn('network linux-bridge: no controllerIface configured: boards can reach every port of the controller');
     }
@@ -116,11 +124,12 @@ export class LinuxBridgeNetwork implements NetworkDriver {
   private async doStop(): Promise<void> {
     this.started = false;
     await this.nft(`table bridge ${BRIDGE_TABLE}\ndelete table bridge ${BRIDGE_TABLE}\n`).catch(() => {});
-    if (this.c.controllerIface) await this.nft(`table inet ${CONTROLLER_TABLE}\ndelete table inet ${CONTROLLER_TABLE}\n`, this.c.controllerNetns).catch(() => {});
+    if (this.c.controllerIface) await this.nft(`table inet ${this.ctlTable}\ndelete table inet ${this.ctlTable}\n`, 'controller').catch(() => {});
   }
 
   private async doAttach(raw: BoardPort): Promise<void> {
     const p = this.book.admit(raw);
+    assertIfName(p.port, `bridge port of board ${p.boardId}`);
     const old = this.book.ports.get(p.boardId);
     const net = this.book.networkOf.get(p.boardId);
     if (old && (old.port !== p.port || old.mac !== p.mac || old.ip !== p.ip)) await this.doDetach(p.boardId);
@@ -218,7 +227,7 @@ export class LinuxBridgeNetwork implements NetworkDriver {
       problems.push(`nft table bridge ${BRIDGE_TABLE} unreadable: ${(err as Error).message}`);
     }
     if (this.c.controllerIface) {
-      await run('nft', ['list', 'table', 'inet', CONTROLLER_TABLE], { netns: this.c.controllerNetns }).catch(() => problems.push(`nft table inet ${CONTROLLER_TABLE} is missing`));
+      await run('nft', ['list', 'table', 'inet', this.ctlTable], { netns: this.c.controllerNetns }).catch(() => problems.push(`nft table inet ${this.ctlTable} is missing`));
     }
     try {
       const links = new Map((await this.bridgePorts()).map((l) => [l.ifname, l.linkinfo?.info_slave_data ?? {}]));

@@ -9,14 +9,18 @@
  *  - `bridge dozencloud` in the bridge's namespace fences the board ports at layer 2/3: source MAC, source
  *    IPv4, ARP, no DHCP server replies, no RAs, no board-to-board outside a private network, and to the
  *    uplink only what is addressed to the controller (or DHCP broadcasts).
- *  - `inet dozencloud_controller` in the controller's namespace, on its boot-network interface, accepts only
+ *  - `inet dozencloud_ctl_<iface>` in the controller's namespace, on its boot-network interface, accepts only
  *    the boot services. It is separate because the bridge family has no connection tracking on this
  *    kernel (no nf_conntrack_bridge), and TFTP answers from an ephemeral port: only conntrack on the
  *    controller can tell the board's ACKs to that port from a probe of any other port.
  */
 
 export const BRIDGE_TABLE = 'dozencloud';
-export const CONTROLLER_TABLE = 'dozencloud_controller';
+/**
+ * The controller's input filter, one table per boot interface: two servers on one host (two labs, a
+ * test beside a dev server) each keep their own, and a restart replaces only its own.
+ */
+export const controllerTable = (iface: string) => `dozencloud_ctl_${iface.replace(/[^A-Za-z0-9_]/g, '_')}`;
 
 export interface Services {
   dhcp: number;
@@ -64,7 +68,9 @@ export function renderBridgeRuleset(o: BridgeRulesetOptions): string {
     type filter hook prerouting priority -300; policy accept;
     iifname ${q(o.uplink)} accept
     iifname @${SETS.boards} jump from_board
-    # A port nobody attached (a new tap, a board not yet enrolled) is closed, not open.
+    # A port nobody attached (a new tap, a board not yet enrolled) is closed, not open: not even its DHCP
+    # requests pass, because its frames would teach the bridge (learning is still on there) another
+    # board's or the controller's MAC. Enroll a board by the MAC on its label or its U-Boot banner.
     drop
   }
 
@@ -137,7 +143,7 @@ export function renderBridgeRuleset(o: BridgeRulesetOptions): string {
   }
 
   # To the uplink (or to the bridge itself): only the controller, and DHCP broadcasts. Which of the
-  # controller's ports is decided on the controller (table ${CONTROLLER_TABLE}, with conntrack).
+  # controller's ports is decided on the controller (table dozencloud_ctl_<iface>, with conntrack).
   chain board_to_controller {
     ether type arp accept
     ip daddr ${o.controllerIp} accept
@@ -165,7 +171,7 @@ export interface ControllerRulesetOptions {
 export function renderControllerRuleset(o: ControllerRulesetOptions): string {
   const s = o.services;
   const tcp = [s.iscsi, s.metadata, ...(s.api ? [s.api] : [])];
-  return `table inet ${CONTROLLER_TABLE} {
+  return `table inet ${controllerTable(o.iface)} {
   chain input {
     type filter hook input priority 0; policy accept;
     iifname != ${q(o.iface)} accept

@@ -32,6 +32,10 @@ export class NoNetwork implements NetworkDriver {
     this.book.networkOf.delete(boardId);
   }
 
+  ports(): NetworkState['ports'] {
+    return this.book.snapshot().ports;
+  }
+
   async state(): Promise<NetworkState> {
     return {
       driver: this.name,

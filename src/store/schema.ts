@@ -45,6 +45,8 @@ export const boardSchema = z.object({
   arch: z.enum(ARCHES),
   ip: z.ipv4(),
   serial: serialSchema.optional(),
+  /** Where the board plugs into the boot network: its bridge port (the lab: a tap) or switch port. The network driver fences it. */
+  port: z.string().regex(/^[A-Za-z0-9_.:/-]{1,64}$/, 'a port name: 1-64 of A-Z a-z 0-9 _ . : / -').optional(),
   power: powerSchema,
   /** How its boot firmware is verified and restored at every release (src/firmware/); none: unverified. */
   firmware: z.looseObject({ driver: z.string().min(1) }).optional(),

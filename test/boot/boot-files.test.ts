@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InventoryBootDecider } from '../../src/boot/decider.js';
+import { BootWindows, fromFirmware } from '../../src/boot/boot-window.js';
 import { bootFilesHandler } from '../../src/boot/files.js';
 import { TftpServer } from '../../src/boot/tftp/server.js';
 import { decodeScriptImage } from '../../src/boot/uimage.js';
@@ -17,6 +18,9 @@ import { requireTools } from '../helpers/tools.js';
 // aliases 127.0.0.x stand in for the boards' reserved IPs).
 let tftp: TftpServer;
 let store: Store;
+/** The current boot of each board (the server uses the lease's boot token). */
+const boots = new Map<string, string>();
+const windows = new BootWindows((id) => boots.get(id));
 let root: string;
 const out = mkdtempSync(join(tmpdir(), 'bootfiles-'));
 
@@ -30,7 +34,7 @@ beforeAll(async () => {
   await inventory.create({ id: 'a', mac: '02:00:00:00:0a:01', model: 'bananapi', arch: 'armv7', ip: '127.0.0.2', power, image: 'test' });
   await inventory.create({ id: 'b', mac: '02:00:00:00:0b:01', model: 'qemu-virt', arch: 'armv7', ip: '127.0.0.3', power, image: 'test' });
   const decider = new InventoryBootDecider({ inventory, images, tftp: { blksize: 1468, windowsize: 8 } });
-  tftp = new TftpServer({ address: '127.0.0.1', port: 0, handler: bootFilesHandler({ inventory, images, decider }) });
+  tftp = new TftpServer({ address: '127.0.0.1', port: 0, handler: bootFilesHandler({ inventory, images, decider, closed: (id) => windows.isClosed(id) }) });
   await tftp.start();
 });
 afterAll(async () => {
@@ -83,5 +87,34 @@ describe('what each board may fetch over TFTP', () => {
     expect(readFileSync(k.file)).toEqual(readFileSync(join(root, 'test/build/vmlinuz')));
     expect((await fetchAs('127.0.0.3', 'images/test/manifest.json')).code).toBe(68);
     expect((await fetchAs('127.0.0.3', 'images/test/../test/build/vmlinuz')).ok).toBe(false);
+  });
+});
+
+describe('a boot window', () => {
+  it('closes a board’s generated files once it has its kernel, keeps image files, and reopens at its next boot', async () => {
+    boots.set('a', 'boot-1');
+    expect((await fetchAs('127.0.0.2', 'boot.scr.uimg')).ok).toBe(true); // U-Boot may ask again within a boot
+    windows.close('a'); // the server does this when a's kernel transfer completes
+    for (const path of ['boot.scr.uimg', 'boards/a/boot.scr.uimg', 'pxelinux.cfg/01-02-00-00-00-0a-01']) {
+      const r = await fetchAs('127.0.0.2', path);
+      expect([path, r.code]).toEqual([path, 69]);
+      expect(existsSync(r.file) && readFileSync(r.file).length > 0).toBe(false);
+    }
+    expect((await fetchAs('127.0.0.2', 'images/test/vmlinuz')).ok).toBe(true);
+    // Another board is not affected; a board without a boot token (no lease, no secrets) never closes.
+    expect((await fetchAs('127.0.0.3', 'boot.scr.uimg')).ok).toBe(true);
+    windows.close('b');
+    expect((await fetchAs('127.0.0.3', 'boot.scr.uimg')).ok).toBe(true);
+    // The next power-on makes a new boot token: open again.
+    boots.set('a', 'boot-2');
+    expect((await fetchAs('127.0.0.2', 'boot.scr.uimg')).ok).toBe(true);
+    // A reset without the API (same token): open again when the firmware asks for DHCP, not the booted OS.
+    windows.close('a');
+    expect((await fetchAs('127.0.0.2', 'boot.scr.uimg')).code).toBe(69);
+    expect([fromFirmware({ vendorClass: 'Linux ipconfig' }), fromFirmware({ vendorClass: 'udhcp 1.35.0' }), fromFirmware({})]).toEqual([false, false, false]);
+    expect([fromFirmware({ vendorClass: 'U-Boot.armv7' }), fromFirmware({ clientArch: 21 })]).toEqual([true, true]);
+    windows.reopen('a');
+    expect((await fetchAs('127.0.0.2', 'boot.scr.uimg')).ok).toBe(true);
+    boots.clear();
   });
 });

@@ -1,9 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { authz } from '../../src/auth/authz.js';
-import { principalOf } from '../../src/api/app.js';
-import { attachConsoleWebSocket, SUBPROTOCOL } from '../../src/console/index.js';
+import { attachLeaseConsoles } from '../../src/api/console-socket.js';
+import { SUBPROTOCOL } from '../../src/console/index.js';
 import { ContainerLeaseDriver } from '../../src/containers/driver.js';
 import { ContainerHost } from '../../src/containers/host.js';
 import { ContainerLeasePort } from '../../src/containers/lease-port.js';
@@ -18,7 +17,7 @@ import { armhfImage, requireContainerTools, sshKeyPair, startSharedEngine, uniq,
 const run = uniq();
 let h: Awaited<ReturnType<typeof apiHarness>>;
 let port: ContainerLeasePort;
-let ws: ReturnType<typeof attachConsoleWebSocket>;
+let ws: ReturnType<typeof attachLeaseConsoles>;
 let tokenA = '';
 let tokenB = '';
 let keyA: KeyPair;
@@ -30,8 +29,9 @@ beforeAll(async () => {
   keyA = sshKeyPair('tenant-a');
   const host = new ContainerHost({ id: 'shared-local', socketPath, sshHost: '127.0.0.1', publishIp: '127.0.0.1', platforms: ['linux/arm/v7'], sshPortRange: [23400, 23599] });
   port = new ContainerLeasePort(new ContainerLeaseDriver({ pool: new ContainerPool([host]), images: [image] }), [image]);
-  h = await apiHarness({ containers: port, timeouts: { actionMs: 5000, bootMs: 120_000, osMs: 200 } });
-  ws = attachConsoleWebSocket(h.server, { sessions: h.consoles, authorize: async (req, kind, id) => authz.consoleGrant(h.store, principalOf(h.store, ADMIN, req), kind, id) });
+  // A tenant's containers together: at most 256 MiB and 2 CPUs.
+  h = await apiHarness({ containers: port, containerQuota: { memoryMb: 256, cpus: 2 }, timeouts: { actionMs: 5000, bootMs: 120_000, osMs: 200 } });
+  ws = attachLeaseConsoles(h.server, { store: h.store, adminToken: ADMIN, consoles: h.consoles, bus: h.bus, limits: { consolesPerToken: 16, viewersPerConsole: 32 } });
   tokenA = (await h.api('POST', '/tenants', { id: `a-${run}`, name: 'A' })).body.token;
   tokenB = (await h.api('POST', '/tenants', { id: `b-${run}`, name: 'B' })).body.token;
   // one board, leased away below
@@ -60,6 +60,18 @@ describe('container leases through the lease API', () => {
     expect(lease).toMatchObject({ kind: 'container', state: 'active', container: { hostId: 'shared-local', memoryMb: 64, cpus: 0.5 } });
     const r = await waitForSsh(keyA.privateKey, '127.0.0.1', lease.container.sshPort, 'uname -m');
     expect(r.stdout.trim()).toBe('armv7l');
+  });
+
+  it('a tenant\'s containers together stay within its memory and CPU quota; another tenant has its own', async () => {
+    // A holds 64 MiB and 0.5 CPU (the lease above).
+    const tooBig = await h.api('POST', '/leases', { kind: 'container', image: 'armhf-base', memory: 200, cpus: 0.5 }, tokenA);
+    expect(tooBig).toMatchObject({ status: 403, body: { error: `container quota reached: tenant a-${run} holds 64 MiB in containers and asks for 200 more (limits.containerMemoryMbPerTenant is 256)` } });
+    const tooMany = await h.api('POST', '/leases', { kind: 'container', image: 'armhf-base', memory: 64, cpus: 1.75 }, tokenA);
+    expect(tooMany).toMatchObject({ status: 403, body: { error: `container quota reached: tenant a-${run} holds 0.5 CPUs in containers and asks for 1.75 more (limits.containerCpusPerTenant is 2)` } });
+    // Nothing was made for the refusals; B's quota is its own (checked, not created: its allocation is the refusal's opposite).
+    expect(h.store.state.leases.filter((l) => l.tenantId === `a-${run}` && l.kind === 'container')).toHaveLength(1);
+    const bTooBig = await h.api('POST', '/leases', { kind: 'container', image: 'armhf-base', memory: 300 }, tokenB);
+    expect(bTooBig).toMatchObject({ status: 403, body: { error: expect.stringContaining(`tenant b-${run} holds 0 MiB`) } });
   });
 
   it('its console works over the same WebSocket API as a board’s', async () => {

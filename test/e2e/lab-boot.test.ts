@@ -9,6 +9,14 @@ import { sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { ip, runInNetns } from '../../src/lab/netns.js';
 
+async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 // Two emulated ARMv7 boards (QEMU virt + Debian's U-Boot) network-boot the test image from our own
 // DHCP and TFTP servers, all real: U-Boot's DHCP/TFTP clients, the kernel, busybox's tftp on the board.
 const BOOT_TIMEOUT = 240_000;
@@ -59,16 +67,30 @@ describe('lab boards network-boot from our DHCP and TFTP servers', () => {
     }
   });
 
-  it('an unknown MAC on the lab network is not served and appears in /v1/discovered', async () => {
+  it('a board plugged into a port nobody attached is not even heard; enrolled with its port, it is attached and served', async () => {
     const ns = server.config.lab.netns;
     const mac = '02:00:00:d1:5c:01';
     await ip(['link', 'add', 'dzu0', 'type', 'veth', 'peer', 'name', 'dzu1'], ns);
     await ip(['link', 'set', 'dzu1', 'master', 'br0', 'up'], ns);
     await ip(['link', 'set', 'dzu0', 'address', mac, 'up'], ns);
-    const r = await runInNetns(ns, 'udhcpc', ['-i', 'dzu0', '-n', '-q', '-f', '-t', '2', '-T', '1', '-s', '/bin/true'], { timeoutMs: 20_000 });
-    expect(r.code).not.toBe(0); // no lease for a stranger
-    const res = await fetch(`${server.apiUrl}/v1/discovered`, { headers: { authorization: `Bearer ${server.adminToken}` } });
-    expect(((await res.json()) as Array<{ mac: string }>).map((d) => d.mac)).toContain(mac);
+    const dhcp = () => runInNetns(ns, 'udhcpc', ['-i', 'dzu0', '-n', '-q', '-f', '-t', '2', '-T', '1', '-s', '/bin/true'], { timeoutMs: 20_000 });
+    expect((await dhcp()).code).not.toBe(0); // no lease for a stranger
+    const admin = { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' };
+    // Its port is closed (src/network): not even its DHCP reached the controller, so it is not "discovered".
+    const seen = await (await fetch(`${server.apiUrl}/v1/discovered`, { headers: admin })).json();
+    expect((seen as Array<{ mac: string }>).map((d) => d.mac)).not.toContain(mac);
+    // Enrolled with its port: the server attaches it, and the same request is answered with its reserved address.
+    const enrol = await fetch(`${server.apiUrl}/v1/boards`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ id: 'stranger', mac, model: 'qemu-virt', arch: 'armv7', ip: '10.79.0.150', port: 'dzu1', power: { driver: 'manual' }, image: 'test' }),
+    });
+    expect(enrol.status, await enrol.clone().text()).toBe(201);
+    await until(() => server.network.driver.ports().some((p) => p.boardId === 'stranger'), 10_000, 'the stranger attached');
+    expect((await dhcp()).code).toBe(0);
+    expect((await fetch(`${server.apiUrl}/v1/boards/stranger`, { method: 'DELETE', headers: admin })).status).toBe(204);
+    await until(() => !server.network.driver.ports().some((p) => p.boardId === 'stranger'), 10_000, 'the stranger detached');
+    await ip(['link', 'delete', 'dzu1'], ns);
   });
 
   it('board A may fetch its own boot script but is refused board B’s', async () => {

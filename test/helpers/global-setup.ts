@@ -3,7 +3,8 @@
  * last run's clean-up. Only names the tests themselves make are touched:
  *   - network namespaces `dz?-<hex>` (labs, client namespaces) with their processes (QEMU, clients);
  *   - their host-side links (`dz?-<hex>-h`, `dzh<hex>`), which would otherwise hold a lab's subnet;
- *   - loop filesystems under `$TMPDIR/dozen-<kind>-*` and their loop devices.
+ *   - loop filesystems under `$TMPDIR/dozen-<kind>-*` and their loop devices;
+ *   - nft tables `inet dozencloud_ctl_dz?_…` (a test lab's controller input filter).
  * A lock held for the whole run keeps a second run on this machine from cleaning up the first one's
  * live devices: when the lock is taken, the clean-up is skipped with a warning.
  */
@@ -54,6 +55,11 @@ export async function cleanLeftovers(): Promise<string[]> {
   for (const l of links.filter((x) => TEST_LINK.test(x))) {
     await deleteLink(l).catch(() => {});
     removed.push(`link ${l}`);
+  }
+  // Controller input filters of test labs (`inet dozencloud_ctl_<lab veth>`), kept fail-closed by a killed server.
+  for (const t of sh('nft', ['list', 'tables', 'inet']).split('\n').map((l) => /^table inet (dozencloud_ctl_dz[a-z]_[0-9a-f]+_h)$/.exec(l.trim())).filter(Boolean)) {
+    sh('nft', ['delete', 'table', 'inet', t![1]!]);
+    removed.push(`nft table inet ${t![1]}`);
   }
   for (const d of readdirSafe(tmpdir()).filter((n) => /^dozen-(btrfs|xfs|ext4)-/.test(n))) {
     const base = join(tmpdir(), d);

@@ -68,6 +68,7 @@ describe('a job records its steps and its failure reason', () => {
     const job = await h.leases.settle(r.body.job.id);
     expect(job.state).toBe('failed');
     expect(job.steps.map((s) => [s.name, s.state])).toEqual([
+      ['network', 'skipped'],
       ['disk', 'skipped'],
       ['power', 'done'],
       ['dhcp', 'failed'],
@@ -75,7 +76,7 @@ describe('a job records its steps and its failure reason', () => {
       ['root', 'pending'],
       ['phone-home', 'pending'],
     ]);
-    expect(job.steps[2]!.attempts).toBe(2);
+    expect(job.steps[3]!.attempts).toBe(2);
     expect(job.error).toMatch(/dhcp: dhcp timed out after 0.15 s/);
     const lease = (await h.api('GET', `/leases/${r.body.lease.id}`, undefined, tokenA)).body;
     expect(lease.state).toBe('error');

@@ -20,13 +20,14 @@ requireTools('nft', 'bridge', 'socat', 'arping', 'dnsmasq', 'udhcpc', 'tcpdump',
 let seg: Segment;
 let net: LinuxBridgeNetwork;
 let ctlRec: Watch;
-let A: Host, B: Host, C: Host;
+let A: Host, B: Host, C: Host, D: Host;
 const watches: Watch[] = [];
 const dir = mkdtempSync(join(tmpdir(), 'dzn-'));
 
 beforeAll(async () => {
-  seg = await createSegment(['A', 'B', 'C']);
-  ({ A, B, C } = seg.boards as Record<'A' | 'B' | 'C', Host>);
+  // D is plugged in but not enrolled: its port is never attached.
+  seg = await createSegment(['A', 'B', 'C', 'D']);
+  ({ A, B, C, D } = seg.boards as Record<'A' | 'B' | 'C' | 'D', Host>);
   net = new LinuxBridgeNetwork({
     bridge: 'br0',
     netns: seg.brNs,
@@ -253,6 +254,24 @@ describe('linux-bridge network driver under attack', () => {
     await net.leave('B');
     expect(await pings(A.ns, B.ip)).toBe(false);
     expect((await net.state()).problems).toEqual([]);
+  });
+
+  it('(h) a port nobody attached (a board not yet enrolled) gets nothing anywhere, not even DHCP, and steals no MAC', async () => {
+    const atCtl = new Watch(seg.ctl.ns, 'tcpdump', ['-i', 'eth0', '-l', '-n', '-e', `ether src ${D.mac} or ether src ${A.mac}`]);
+    watches.push(atCtl);
+    await atCtl.waitFor(/listening on/, 10_000, 'tcpdump in the controller');
+    await sh(D.ns, 'udhcpc', ['-i', 'eth0', '-f', '-q', '-n', '-t', '2', '-T', '1', '-A', '1', '-s', '/bin/true']).catch(() => '');
+    // D as A: A's MAC on D's wire, in a DHCP request and a datagram. Were it learned, the bridge would send A's traffic to D.
+    await sh(D.ns, 'ip', ['link', 'set', 'dev', 'eth0', 'address', A.mac]);
+    await sh(D.ns, 'udhcpc', ['-i', 'eth0', '-f', '-q', '-n', '-t', '2', '-T', '1', '-A', '1', '-s', '/bin/true']).catch(() => '');
+    await sh(D.ns, 'ip', ['neigh', 'replace', seg.ctl.ip, 'lladdr', seg.ctl.mac, 'dev', 'eth0', 'nud', 'permanent']);
+    await udpSend(D.ns, seg.ctl.ip, 69, 'FROM-D');
+    // Marker: A's datagram and its answer still flow (A's MAC was not moved to D's port).
+    await positiveControl();
+    await sh(D.ns, 'ip', ['link', 'set', 'dev', 'eth0', 'address', D.mac]);
+    atCtl.stop();
+    expect(sawUdp(69, 'FROM-D')).toEqual([]);
+    expect(atCtl.lines.filter((l) => / > /.test(l) && (l.includes(D.mac) || l.includes('0.0.0.0.68')))).toEqual([]);
   });
 
   it('(g) the controller answers boards only on its boot service ports', async () => {

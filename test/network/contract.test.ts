@@ -104,6 +104,7 @@ for (const [name, make] of Object.entries(harnesses)) {
         { boardId: 'b1', port: p1, mac: MACS[0], ip: '10.250.0.11' },
         { boardId: 'b2', port: p2, mac: MACS[1], ip: '10.250.0.12' },
       ]);
+      expect(driver.ports()).toEqual(st.ports); // the cheap view agrees
       await check?.('attach');
 
       // Two boards on one port, MAC or IP would let one speak as the other.
@@ -122,6 +123,7 @@ for (const [name, make] of Object.entries(harnesses)) {
       st = await driver.state();
       expect(st.networks).toEqual([{ id: 'tenant-1', boards: ['b1', 'b2'] }]);
       expect(st.ports.map((p) => p.networkId)).toEqual(['tenant-1', 'tenant-1']);
+      expect(driver.ports()).toEqual(st.ports);
       await check?.('join');
 
       await driver.join('b2', 'tenant-2'); // moves: a board is in one network at most
@@ -144,6 +146,7 @@ for (const [name, make] of Object.entries(harnesses)) {
       await driver.detach('never-attached');
       st = await driver.state();
       expect(st.ports.map((p) => p.boardId)).toEqual(['b2']);
+      expect(driver.ports()).toEqual(st.ports);
       expect(st.networks).toEqual([]);
       await check?.('detach');
       await driver.stop();

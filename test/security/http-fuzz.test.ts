@@ -25,7 +25,7 @@ beforeAll(async () => {
   const cfg = join(work, 'config.json');
   writeFileSync(cfg, JSON.stringify({
     dataDir: join(work, 'data'), api: '127.0.0.1:0', bootIp: '127.0.0.1', subnet: '127.0.0.0/8', adminToken: ADMIN,
-    dhcp: { port: await unusedUdpPortPair() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false },
+    dhcp: { port: await unusedUdpPortPair() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false }, network: { driver: 'none' },
   }));
   proc = spawn(join(REPO_ROOT, 'bin/dozen'), ['serve', '--config', cfg, '--no-lab'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } });
   proc.stdout!.on('data', (d) => (output += d));

@@ -111,7 +111,7 @@ describe('storage that cannot be destroyed by mistake', () => {
     // 6. Adopting is explicit: a fresh state with storage.adopt takes the directory over (no lab of its
     // own: the running lab's host address still carries the boot IP).
     await server.stop();
-    server = await startServer(serverConfig(join(work, 'c'), { lab: { enabled: false }, storage: { ...config.storage, dir: fs.dir, adopt: true, tgt: { controlPort: freeControlPort() } } }));
+    server = await startServer(serverConfig(join(work, 'c'), { lab: { enabled: false }, network: { driver: 'none' }, storage: { ...config.storage, dir: fs.dir, adopt: true, tgt: { controlPort: freeControlPort() } } }));
     expect(server.store.state.controllerId).toBe(controllerId);
   }, 600_000);
 });

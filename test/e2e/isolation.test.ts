@@ -1,0 +1,282 @@
+/**
+ * Tenant isolation on the lab's boot network, end to end: two tenants lease the two lab boards (the test
+ * image, iSCSI roots, our DHCP/TFTP/metadata, the `linux-bridge` network driver the lab gets by default).
+ * Alice is root on lab-1 and attacks bob's lab-2 and the controller from it. Every attack is shown to
+ * have got nothing by a marker sent after it on a path that is open (the marker arrives, the attack did
+ * not), and both leases still work afterwards. The same attacks at the bridge alone, with more tools,
+ * are in test/network/bridge-attacks.test.ts.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { connect } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, REPO_ROOT } from '../../src/config.js';
+import { Lab } from '../../src/lab/lab.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import type { Lease } from '../../src/store/schema.js';
+import { sessionConsole, type TestConsole } from '../helpers/serial.js';
+import { requireRoot, requireTools } from '../helpers/tools.js';
+import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
+import { freeControlPort, freePort } from '../storage/tgt-fixture.js';
+
+const NET = '10.82.0';
+const BOOT_IP = `${NET}.1`;
+const BOOT_MS = 300_000;
+const JOB_MS = 600_000;
+
+let server: RunningServer;
+let fs: LoopFs;
+const work = mkdtempSync(join(tmpdir(), 'isolation-e2e-'));
+const netns = `dzs-${randomBytes(3).toString('hex')}`;
+const tokens: Record<string, string> = {};
+const leases: Record<string, Lease> = {};
+const cons: Record<string, TestConsole> = {};
+const captures: ChildProcess[] = [];
+
+async function api(method: string, path: string, body?: unknown, token = server.adminToken) {
+  const r = await fetch(`${server.apiUrl}/v1${path}`, {
+    method,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: r.status, body: (await r.json().catch(() => undefined)) as any };
+}
+
+const board = (id: string) => server.lab!.boards().find((b) => b.id === id)!;
+
+/** Waits for the board's iSCSI root marker and login prompt, and logs in as root. */
+async function loggedIn(id: string, what: string): Promise<void> {
+  const con = cons[id]!;
+  await con.out.waitFor(/DOZEN-TEST-IMAGE ROOT=iscsi target=\S+ dev=\S+\r?\n/, BOOT_MS, `${id} (${what}: iSCSI root)`);
+  await con.out.waitFor('login:', 60_000, `${id} (${what}: login prompt)`);
+  await con.type('root\n');
+  await con.out.waitFor('# ', 30_000, `${id} (${what}: shell)`);
+}
+
+let seq = 0;
+/** Runs a shell command on a board as root; `$((6*7))` keeps the typed echo from matching the marker. */
+async function sh(id: string, cmd: string, timeoutMs = 60_000): Promise<string> {
+  const marker = `M${++seq}X`;
+  await cons[id]!.type(`${cmd}; echo ${marker}-$((6*7))\n`);
+  const m = await cons[id]!.out.waitFor(new RegExp(`([\\s\\S]*)${marker}-42`), timeoutMs, `${id}: ${cmd.slice(0, 60)}`);
+  return m[1]!;
+}
+
+/** tcpdump on the controller's side of the boot network, lines as they come. */
+function capture(filter: string, where: { iface?: string; netns?: string } = {}): { lines: string[]; ready: Promise<void>; stop: () => void } {
+  const args = ['-i', where.iface ?? server.lab!.hostIf, '-l', '-n', '-e', filter];
+  const p = where.netns ? spawn('ip', ['netns', 'exec', where.netns, 'tcpdump', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn('tcpdump', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  captures.push(p);
+  const lines: string[] = [];
+  let buf = '';
+  p.stdout.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const parts = buf.split('\n');
+    buf = parts.pop()!;
+    lines.push(...parts);
+  });
+  const ready = new Promise<void>((res, rej) => {
+    p.stderr.on('data', (d: Buffer) => /listening on/.test(d.toString()) && res());
+    p.once('exit', (c) => rej(new Error(`tcpdump exited ${c}`)));
+  });
+  return { lines, ready, stop: () => p.kill('SIGTERM') };
+}
+
+/** From the controller (this host): a TCP hello from a board's listener, retried while it starts. */
+async function hostHello(ip: string, port: number): Promise<string> {
+  const t0 = Date.now();
+  let last = '';
+  for (;;) {
+    const out = await new Promise<string>((res) => {
+      const sock = connect({ host: ip, port, timeout: 5000 });
+      let got = '';
+      sock.on('data', (d) => (got += d.toString()));
+      sock.on('end', () => res(got));
+      sock.on('timeout', () => (sock.destroy(), res(`${got}(timeout)`)));
+      sock.on('error', (e) => res(`${got}(${e.message})`));
+    });
+    if (out.includes('hello')) return out;
+    last = out;
+    if (Date.now() - t0 > 15_000) throw new Error(`no hello from ${ip}:${port} within 15 s; last: ${last}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+beforeAll(async () => {
+  requireRoot();
+  requireTools('qemu-system-arm', 'ip', 'nft', 'bridge', 'tcpdump', 'mkimage', 'tgtd', 'tgtadm', 'mkfs.btrfs', 'btrfs', 'losetup');
+  execFileSync('bash', [join(REPO_ROOT, 'images/test/build.sh')], { stdio: 'ignore', timeout: 600_000 });
+  fs = makeLoopFs('btrfs', 1024);
+  server = await startServer(
+    loadConfig(undefined, {
+      dataDir: join(work, 'data'),
+      api: '127.0.0.1:0',
+      bootIp: BOOT_IP,
+      subnet: `${NET}.0/24`,
+      lab: { enabled: true, boards: 2, netns, powerOn: false, image: 'test' },
+      storage: { enabled: true, dir: fs.dir, tgt: { controlPort: freeControlPort() } },
+      metadata: { port: await freePort('0.0.0.0') },
+      leases: { osTimeoutMs: BOOT_MS },
+    }),
+  );
+  for (const id of ['lab-1', 'lab-2']) cons[id] = sessionConsole(server.consoles, id);
+  for (const t of ['alice', 'bob']) tokens[t] = (await api('POST', '/tenants', { id: t, name: t })).body.token;
+}, 900_000);
+
+afterAll(async () => {
+  for (const p of captures) p.kill('SIGKILL');
+  if (server) await server.stop({ labDown: true });
+  else await new Lab({ netns, bootIp: BOOT_IP, subnet: `${NET}.0/24`, boards: 2, memoryMb: 512, stateDir: join(work, 'data', 'lab') }).down();
+  fs?.cleanup();
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('two tenants on one boot network, one of them hostile', () => {
+  it(
+    'both boards boot their leases through the fenced network, and health says boards are isolated',
+    async () => {
+      expect((await api('GET', '/network')).body.problems).toEqual([]);
+      const health = await api('GET', '/health', undefined, '');
+      expect(health.body).toMatchObject({ boardIsolation: 'enforced', network: { driver: 'linux-bridge', problems: 0 } });
+      expect((await api('GET', '/network', undefined, tokens.alice)).status).toBe(403); // the details are the admin's
+      expect((await api('GET', '/network')).body).toMatchObject({ boardIsolation: 'enforced', problems: [], ports: [expect.objectContaining({ boardId: 'lab-1', port: 'tap1' }), expect.objectContaining({ boardId: 'lab-2', port: 'tap2' })] });
+      const a = await api('POST', '/leases', { image: 'test', board: 'lab-1' }, tokens.alice);
+      const b = await api('POST', '/leases', { image: 'test', board: 'lab-2' }, tokens.bob);
+      expect([a.status, b.status], JSON.stringify([a.body, b.body])).toEqual([202, 202]);
+      leases.alice = a.body.lease;
+      leases.bob = b.body.lease;
+      await Promise.all([loggedIn('lab-1', 'first boot'), loggedIn('lab-2', 'first boot')]);
+      for (const j of [a.body.job.id, b.body.job.id]) expect((await server.leases.settle(j)).state).toBe('succeeded');
+      // Each board is in its tenant's private network; nothing is out of place in the datapath.
+      const st = await server.network.state();
+      expect(st.problems).toEqual([]);
+      expect(st.networks).toEqual([
+        { id: 'tenant-alice', boards: ['lab-1'] },
+        { id: 'tenant-bob', boards: ['lab-2'] },
+      ]);
+    },
+    JOB_MS,
+  );
+
+  it('IP spoofing: lab-1 sending as lab-2 reaches nothing; its own boot script is closed once it has its kernel', async () => {
+    const bobs = board('lab-2').ip;
+    // An image file the server gives any enrolled board: a request that got through as lab-2 would be served.
+    const DTB = 'images/test/dtbs/sun7i-a20-bananapi.dtb';
+    // (busybox tftp deletes its local file when a GET fails: never point it at /dev/null.)
+    const fetch = (path: string, timeout = 20) => `timeout ${timeout} tftp -g -r ${path} -l /tmp/tftp.out ${BOOT_IP} && echo FETCHED || echo GOT-NOTHING; rm -f /tmp/tftp.out`;
+    const ctlMac = readFileSync(`/sys/class/net/${server.lab!.hostIf}/address`, 'utf8').trim();
+    expect(await sh('lab-1', fetch(DTB))).toContain('FETCHED');
+    // Its own boot script (this boot's iSCSI secret and metadata token): closed since it fetched its kernel.
+    expect(await sh('lab-1', fetch('boot.scr.uimg'))).toContain('GOT-NOTHING');
+    const t0 = new Date().toISOString();
+    // bob's address as a second address and the route to the controller from it; the controller's MAC
+    // pinned, so no ARP is needed and the spoofed datagrams really leave the board.
+    await sh('lab-1', `ip addr add ${bobs}/32 dev eth0 && ip route replace ${BOOT_IP}/32 dev eth0 src ${bobs} && arp -s ${BOOT_IP} ${ctlMac}`);
+    const stolen = await sh('lab-1', fetch(DTB, 8), 30_000);
+    const script = await sh('lab-1', fetch('boot.scr.uimg', 8), 30_000);
+    await sh('lab-1', `ip route del ${BOOT_IP}/32 dev eth0; ip addr del ${bobs}/32 dev eth0; arp -d ${BOOT_IP}`);
+    expect(stolen).toContain('GOT-NOTHING');
+    expect(script).toContain('GOT-NOTHING');
+    // Marker: as itself again, its fetch arrives and is served — and the server saw nothing from lab-2's address.
+    expect(await sh('lab-1', fetch(DTB))).toContain('FETCHED');
+    expect(server.events.list('lab-2').filter((e) => e.time >= t0 && (e.type === 'tftp' || e.type === 'error'))).toEqual([]);
+    expect(server.events.list('lab-1').filter((e) => e.time >= t0 && e.type === 'tftp' && e.details?.path === DTB).length).toBeGreaterThan(0);
+  });
+
+  it('ARP poisoning: gratuitous ARP for the controller\'s and lab-2\'s addresses never reaches the controller', async () => {
+    const mac1 = board('lab-1').mac;
+    const [ctl, bobs, mine] = [BOOT_IP, board('lab-2').ip, board('lab-1').ip];
+    /** ARP in which `ip` is the sender: a claim to be `ip`. */
+    const claims = (ip: string) => new RegExp(`tell ${ip.replace(/\./g, '\\.')}(?![0-9])|${ip.replace(/\./g, '\\.')} is-at`);
+    const cap = capture(`arp and ether src ${mac1}`);
+    await cap.ready;
+    // Root may send from any address (arping binds the claimed one).
+    await sh('lab-1', `echo 1 > /proc/sys/net/ipv4/ip_nonlocal_bind; arping -U -c 2 -I eth0 -s ${ctl} ${ctl}; arping -U -c 2 -I eth0 -s ${bobs} ${bobs}; arping -A -c 2 -I eth0 -s ${bobs} ${ctl}`, 30_000);
+    // Marker: lab-1's gratuitous ARP for its own address does arrive.
+    await sh('lab-1', `arping -U -c 1 -I eth0 -s ${mine} ${mine}`, 30_000);
+    await until("lab-1's own gratuitous ARP at the controller", () => cap.lines.some((l) => claims(mine).test(l)));
+    cap.stop();
+    expect(cap.lines.filter((l) => claims(ctl).test(l) || claims(bobs).test(l))).toEqual([]);
+    // The controller still has lab-2 at lab-2's MAC.
+    const neigh = execFileSync('ip', ['-j', 'neigh', 'show', bobs, 'dev', server.lab!.hostIf], { encoding: 'utf8' });
+    for (const n of JSON.parse(neigh) as Array<{ lladdr?: string }>) if (n.lladdr) expect(n.lladdr).toBe(board('lab-2').mac);
+    await sh('lab-1', 'echo 0 > /proc/sys/net/ipv4/ip_nonlocal_bind');
+  });
+
+  it('no path from lab-1 to lab-2 (ping, TCP), while the controller reaches both', async () => {
+    const bobs = board('lab-2').ip;
+    await sh('lab-2', '(nc -l -p 7000 -e echo hello-from-lab-2 &)');
+    // Control: the controller (this host) reaches lab-2's listener.
+    expect(await hostHello(bobs, 7000)).toContain('hello-from-lab-2');
+    await sh('lab-2', '(nc -l -p 7000 -e echo hello-from-lab-2 &)');
+    // lab-1 knows lab-2's MAC (its frames really go out): the bridge is what stops them.
+    await sh('lab-1', `arp -s ${bobs} ${board('lab-2').mac}`);
+    expect(await sh('lab-1', `ping -c 2 -W 2 ${bobs} >/dev/null && echo REACHED || echo UNREACHED`, 30_000)).toContain('UNREACHED');
+    expect(await sh('lab-1', `echo x | timeout 5 nc ${bobs} 7000 && echo CONNECTED || echo REFUSED-OR-DROPPED`, 30_000)).toContain('REFUSED-OR-DROPPED');
+    await sh('lab-1', `arp -d ${bobs}`);
+    // Marker: the listener lab-1 could not reach is still there, for the controller.
+    expect(await hostHello(bobs, 7000)).toContain('hello-from-lab-2');
+  }, 180_000);
+
+  it(
+    'rogue DHCP: lab-1 runs a DHCP server while lab-2 power-cycles; lab-2 boots from the controller as before',
+    async () => {
+      const mac1 = board('lab-1').mac;
+      await sh('lab-1', `mkdir -p /var/lib/misc && printf 'start ${NET}.200\\nend ${NET}.210\\ninterface eth0\\nopt router ${board('lab-1').ip}\\nopt serverid ${board('lab-1').ip}\\nboot_file rogue.scr\\n' > /tmp/udhcpd.conf && (udhcpd -f /tmp/udhcpd.conf >/dev/null 2>&1 &)`);
+      // What reaches lab-2: frames the bridge sends out of its port (tap2, in the lab's namespace).
+      const cap = capture('udp port 67 or udp port 68', { iface: board('lab-2').port, netns: server.lab!.o.netns });
+      await cap.ready;
+      const t0 = new Date().toISOString();
+      const cycled = await api('POST', `/leases/${leases.bob!.id}/power`, { action: 'cycle' }, tokens.bob);
+      expect(cycled.status, JSON.stringify(cycled.body)).toBe(200);
+      await loggedIn('lab-2', 'after power cycle');
+      // lab-2 asked for DHCP and was answered by the controller (acked with its reserved address).
+      const dhcp = server.events.list('lab-2').filter((e) => e.time >= t0 && e.type === 'dhcp');
+      expect(dhcp.some((e) => e.details?.kind === 'ack' && e.details?.ip === board('lab-2').ip)).toBe(true);
+      expect(await sh('lab-2', "ip -4 -o addr show dev eth0 | awk '{print $4}'")).toContain(`${board('lab-2').ip}/24`);
+      // Marker: lab-1's legitimate traffic to the controller arrives; its DHCP server's packets never did.
+      expect(await sh('lab-1', `tftp -g -r images/test/dtbs/sun7i-a20-bananapi.dtb -l /dev/null ${BOOT_IP} && echo FETCHED`)).toContain('FETCHED');
+      cap.stop();
+      // The controller's offer reached lab-2; nothing from lab-1 did.
+      const ctlMac = readFileSync(`/sys/class/net/${server.lab!.hostIf}/address`, 'utf8').trim();
+      expect(cap.lines.some((l) => l.includes(ctlMac) && l.includes(`${BOOT_IP}.67 > `))).toBe(true);
+      expect(cap.lines.filter((l) => l.includes(mac1) || l.includes(`${board('lab-1').ip}.67 > `))).toEqual([]);
+      await sh('lab-1', 'killall udhcpd');
+    },
+    JOB_MS,
+  );
+
+  it(
+    'both leases still work: consoles answer, and a reimage of each boots clean',
+    async () => {
+      expect(await sh('lab-1', 'echo alive-1')).toContain('alive-1');
+      expect(await sh('lab-2', 'echo alive-2')).toContain('alive-2');
+      // A reboot from inside (no power call, same boot token): U-Boot's DHCP reopens the boot window.
+      await cons['lab-1']!.type('reboot -f\n');
+      await loggedIn('lab-1', 'after reboot -f');
+      expect(await sh('lab-1', 'timeout 20 tftp -g -r boot.scr.uimg -l /tmp/s ' + BOOT_IP + ' && echo FETCHED || echo GOT-NOTHING; rm -f /tmp/s')).toContain('GOT-NOTHING');
+      const ra = await api('POST', `/leases/${leases.alice!.id}/reimage`, {}, tokens.alice);
+      expect(ra.status, JSON.stringify(ra.body)).toBe(202);
+      await loggedIn('lab-1', 'after reimage');
+      expect((await server.leases.settle(ra.body.job.id)).state).toBe('succeeded');
+      for (const [t, l] of Object.entries(leases)) {
+        const rel = await api('DELETE', `/leases/${l!.id}`, undefined, tokens[t]);
+        expect((await server.leases.settle(rel.body.job.id)).state).toBe('succeeded');
+      }
+      // Released: both boards left their tenants' networks.
+      expect((await server.network.state()).networks).toEqual([]);
+    },
+    JOB_MS,
+  );
+});

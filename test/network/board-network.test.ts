@@ -1,0 +1,75 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BoardNetwork } from '../../src/network/board-network.js';
+import { networkDriver } from '../../src/network/registry.js';
+
+// The server's side of the network seam over the `command` driver (real /bin/sh, a log for a switch):
+// what enrolment, changes and removal of boards, and lease jobs, make the switch do.
+const dir = mkdtempSync(join(tmpdir(), 'dzn-boardnet-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function switchLog() {
+  const log = join(dir, `switch-${Math.random().toString(16).slice(2)}.log`);
+  writeFileSync(log, '');
+  const rec = (what: string, ...ph: string[]) => `echo ${what} ${ph.map((p) => `{${p}}`).join(' ')} >> ${log}`;
+  const driver = networkDriver({
+    driver: 'command',
+    attach: rec('attach', 'boardId', 'port', 'mac', 'ip'),
+    detach: rec('detach', 'boardId', 'port'),
+    join: rec('join', 'boardId', 'networkId'),
+    leave: rec('leave', 'boardId', 'networkId'),
+  });
+  return { net: new BoardNetwork(driver), lines: () => readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) };
+}
+
+const b1 = { id: 'b1', mac: '02:00:00:00:0b:01', ip: '10.77.0.11', port: 'swp1' };
+const b2 = { id: 'b2', mac: '02:00:00:00:0b:02', ip: '10.77.0.12', port: 'Gi1/0/2' };
+
+describe('BoardNetwork: the enrolled boards, their leases and the switch', () => {
+  it('start attaches every board with a port and rejoins live leases; health names boards left unfenced', async () => {
+    const { net, lines } = switchLog();
+    const health = await net.start([b1, b2, { id: 'b3', mac: '02:00:00:00:0b:03', ip: '10.77.0.13' }], [{ boardId: 'b1', tenantId: 'alice' }]);
+    expect(lines()).toEqual(['attach b1 swp1 02:00:00:00:0b:01 10.77.0.11', 'attach b2 Gi1/0/2 02:00:00:00:0b:02 10.77.0.12', 'join b1 tenant-alice']);
+    expect(health).toEqual({ driver: 'command', boardIsolation: 'operator', problems: ['board b3 has no network port: it is not fenced (set its "port")'] });
+    expect(net.health()).toBe(health);
+  });
+
+  it('sync follows the inventory: a changed port re-attaches, a removed board detaches, an unchanged one is left alone', async () => {
+    const { net, lines } = switchLog();
+    await net.start([b1, b2], []);
+    await net.sync([{ ...b1, port: 'swp9' }]);
+    expect(lines().slice(2)).toEqual(['detach b2 Gi1/0/2', 'detach b1 swp1', 'attach b1 swp9 02:00:00:00:0b:01 10.77.0.11']);
+    await net.sync([{ ...b1, port: 'swp9', mac: '02:00:00:00:0B:01' }]); // same board, MAC in capitals
+    expect(lines()).toHaveLength(5);
+    expect((await net.sync([{ ...b1, port: 'swp9' }])).problems).toEqual([]);
+    // Two boards swapping ports: each attach is refused while the other holds the port; health says so.
+    await net.sync([{ ...b1, port: 'swp9' }, b2]);
+    const swapped = await net.sync([{ ...b1, port: 'Gi1/0/2' }, { ...b2, port: 'swp9' }]);
+    expect(swapped.problems).toEqual([
+      'board b1 is fenced as swp9 02:00:00:00:0b:01 10.77.0.11 but enrolled as Gi1/0/2 02:00:00:00:0b:01 10.77.0.11 (see the log)',
+      'board b2 is fenced as Gi1/0/2 02:00:00:00:0b:02 10.77.0.12 but enrolled as swp9 02:00:00:00:0b:02 10.77.0.12 (see the log)',
+    ]);
+  });
+
+  it('a lease joins its tenant network and leaves it; a board without a fenced port cannot be leased', async () => {
+    const { net, lines } = switchLog();
+    await net.start([b1, { id: 'b3', mac: '02:00:00:00:0b:03', ip: '10.77.0.13' }], []);
+    await net.join('b1', 'bob');
+    await net.leave('b1');
+    await net.leave('b1'); // in none: fine
+    await expect(net.join('b3', 'bob')).rejects.toThrow(/board b3 has no fenced port on the boot network/);
+    await net.leave('b3'); // never attached: fine
+    expect(lines().slice(1)).toEqual(['join b1 tenant-bob', 'leave b1 tenant-bob']);
+  });
+
+  it('under "none" nothing is fenced, health says so, and leases are not refused', async () => {
+    const net = new BoardNetwork(networkDriver({ driver: 'none' }));
+    const health = await net.start([b1], []);
+    expect(health.boardIsolation).toBe('none');
+    expect(health.problems).toEqual([expect.stringMatching(/boards are not isolated/)]);
+    await net.join('b1', 'bob');
+    await net.join('b9', 'bob'); // not even enrolled with a port: nothing to join under none
+  });
+});
