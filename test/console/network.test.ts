@@ -148,6 +148,18 @@ describe('raw TCP serial server (ser2net raw mode)', () => {
   });
 });
 
+/** The CLI's three streams, with what it wrote so far. */
+function terminal() {
+  const stdin = new PassThrough();
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (c) => (out += c));
+  stderr.on('data', (c) => (err += c));
+  return { stdin, stdout, stderr, out: () => out, err: () => err };
+}
+
 describe('dozen console (CLI)', () => {
   it('ssh-style escapes: ~ only after a newline; ~~ sends one ~', () => {
     const f = new EscapeFilter();
@@ -156,21 +168,15 @@ describe('dozen console (CLI)', () => {
   });
 
   it('attaches stdin/stdout to a lease console; ~B sends BREAK to the line, ~. quits with status 0', async () => {
-    const stdin = new PassThrough();
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let out = '';
-    let err = '';
-    stdout.on('data', (c) => (out += c));
-    stderr.on('data', (c) => (err += c));
+    const { stdin, stdout, stderr, out, err } = terminal();
     const mark = telBoard.received().length;
     const done = runConsole({ url: srv.url, token: tok, kind: 'lease', id: LT, stdin, stdout, stderr });
-    await until(() => err.includes('~. quit'), 5000, 'the CLI banner');
+    await until(() => err().includes('~. quit'), 5000, 'the CLI banner');
     await telBoard.port.asyncWrite(Buffer.from('board says hi\r\n'));
-    await until(() => out.includes('board says hi'), 5000, 'board output on stdout');
+    await until(() => out().includes('board says hi'), 5000, 'board output on stdout');
     stdin.write('uname -a\r');
     stdin.write('~B');
-    await until(() => err.includes('alice sent BREAK'), 5000, 'BREAK sent to the serial server');
+    await until(() => err().includes('alice sent BREAK'), 5000, 'BREAK sent to the serial server');
     stdin.write('after\r~.');
     expect(await done).toBe(0);
     await telBoard.out.waitFor('after\r', 5000, 'input after ~B at the board');
@@ -179,20 +185,14 @@ describe('dozen console (CLI)', () => {
   });
 
   it("--watch: the board's output shows; what is typed is refused and never reaches the line", async () => {
-    const stdin = new PassThrough();
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let out = '';
-    let err = '';
-    stdout.on('data', (c) => (out += c));
-    stderr.on('data', (c) => (err += c));
+    const { stdin, stdout, stderr, out, err } = terminal();
     const mark = telBoard.received().length;
     const done = runConsole({ url: srv.url, token: tok, kind: 'lease', id: LT, watch: true, stdin, stdout, stderr });
-    await until(() => err.includes('~. quit'), 5000, 'the CLI banner');
+    await until(() => err().includes('~. quit'), 5000, 'the CLI banner');
     await telBoard.port.asyncWrite(Buffer.from('for the watcher\r\n'));
-    await until(() => out.includes('for the watcher'), 5000, 'board output on stdout');
+    await until(() => out().includes('for the watcher'), 5000, 'board output on stdout');
     stdin.write('typed-while-watching\r');
-    await until(() => err.includes('may watch this console but not type'), 5000, 'the refusal, told to the watcher');
+    await until(() => err().includes('may watch this console but not type'), 5000, 'the refusal, told to the watcher');
     // A typist's marker, sent after the refusal: the only bytes the line got.
     const typist = await openViewer(srv.url, `/v1/leases/${LT}/console`, tok);
     await typist.type('typist-marker');

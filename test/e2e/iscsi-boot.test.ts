@@ -11,14 +11,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, REPO_ROOT } from '../../src/config.js';
+import { REPO_ROOT } from '../../src/config.js';
 import { Lab } from '../../src/lab/lab.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import type { Lease } from '../../src/store/schema.js';
+import { iscsiLabConfig } from '../helpers/lab-server.js';
 import { sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
-import { AUTH_FAILURE, freeControlPort, freePort, iscsiInq, iscsiLs, restarted, TARGET_NOT_FOUND } from '../storage/tgt-fixture.js';
+import { AUTH_FAILURE, iscsiInq, iscsiLs, restarted, TARGET_NOT_FOUND } from '../storage/tgt-fixture.js';
 
 const BOOT_IP = '10.87.0.1';
 /** From power-on to `login:` under TCG: U-Boot, TFTP, kernel, iSCSI login, the root's init. */
@@ -71,18 +72,7 @@ beforeAll(async () => {
   requireTools('qemu-system-arm', 'ip', 'mkimage', 'tgtd', 'tgtadm', 'iscsi-ls', 'mkfs.btrfs', 'btrfs', 'losetup');
   execFileSync('bash', [join(REPO_ROOT, 'images/test/build.sh')], { stdio: 'ignore', timeout: 600_000 });
   fs = makeLoopFs('btrfs', 1024);
-  server = await startServer(
-    loadConfig(undefined, {
-      dataDir: join(work, 'data'),
-      api: '127.0.0.1:0',
-      bootIp: BOOT_IP,
-      subnet: '10.87.0.0/24',
-      lab: { enabled: true, boards: 1, netns, powerOn: false, image: 'test' },
-      storage: { enabled: true, dir: fs.dir, tgt: { controlPort: freeControlPort() } },
-      metadata: { port: await freePort('0.0.0.0') }, // free on every address: it binds the lab's boot IP
-      leases: { osTimeoutMs: BOOT_MS },
-    }),
-  );
+  server = await startServer(await iscsiLabConfig({ dataDir: join(work, 'data'), prefix: '10.87.0', boards: 1, netns, storageDir: fs.dir, osTimeoutMs: BOOT_MS }));
   expect(server.storage!.store.kind).toBe('btrfs');
   con = sessionConsole(server.consoles, 'lab-1');
   tenantToken = (await api('POST', '/tenants', { id: 'carol', name: 'Carol' }, server.adminToken)).body.token;

@@ -13,14 +13,14 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, REPO_ROOT } from '../../src/config.js';
+import { REPO_ROOT } from '../../src/config.js';
 import { Lab } from '../../src/lab/lab.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import type { Lease } from '../../src/store/schema.js';
+import { iscsiLabConfig } from '../helpers/lab-server.js';
 import { sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
-import { freeControlPort, freePort } from '../storage/tgt-fixture.js';
 
 const NET = '10.82.0';
 const BOOT_IP = `${NET}.1`;
@@ -118,18 +118,7 @@ beforeAll(async () => {
   requireTools('qemu-system-arm', 'ip', 'nft', 'bridge', 'tcpdump', 'mkimage', 'tgtd', 'tgtadm', 'mkfs.btrfs', 'btrfs', 'losetup');
   execFileSync('bash', [join(REPO_ROOT, 'images/test/build.sh')], { stdio: 'ignore', timeout: 600_000 });
   fs = makeLoopFs('btrfs', 1024);
-  server = await startServer(
-    loadConfig(undefined, {
-      dataDir: join(work, 'data'),
-      api: '127.0.0.1:0',
-      bootIp: BOOT_IP,
-      subnet: `${NET}.0/24`,
-      lab: { enabled: true, boards: 2, netns, powerOn: false, image: 'test' },
-      storage: { enabled: true, dir: fs.dir, tgt: { controlPort: freeControlPort() } },
-      metadata: { port: await freePort('0.0.0.0') },
-      leases: { osTimeoutMs: BOOT_MS },
-    }),
-  );
+  server = await startServer(await iscsiLabConfig({ dataDir: join(work, 'data'), prefix: NET, boards: 2, netns, storageDir: fs.dir, osTimeoutMs: BOOT_MS }));
   for (const id of ['lab-1', 'lab-2']) cons[id] = sessionConsole(server.consoles, id);
   for (const t of ['alice', 'bob']) tokens[t] = (await api('POST', '/tenants', { id: t, name: t })).body.token;
 }, 900_000);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
+import { freeControlPort, freePort } from '../storage/tgt-fixture.js';
 
 export interface LabServerOptions {
   /** The lab's subnet is 10.<net>.0.0/24 with the server on .1: give each test file its own. */
@@ -30,4 +31,22 @@ export function labConfig(o: LabServerOptions): Config {
 
 export function startLabServer(o: LabServerOptions): Promise<RunningServer> {
   return startServer(labConfig(o));
+}
+
+/**
+ * A lab whose leases boot the test image with iSCSI roots in `storageDir` (a btrfs loop fs), on subnet
+ * `<prefix>.0/24` with the server on `.1`, boards powered off, the metadata port free on every address
+ * (it binds the lab's boot IP) and our own tgtd on its own control port.
+ */
+export async function iscsiLabConfig(o: { dataDir: string; prefix: string; boards: number; netns: string; storageDir: string; osTimeoutMs: number }): Promise<Config> {
+  return loadConfig(undefined, {
+    dataDir: o.dataDir,
+    api: '127.0.0.1:0',
+    bootIp: `${o.prefix}.1`,
+    subnet: `${o.prefix}.0/24`,
+    lab: { enabled: true, boards: o.boards, netns: o.netns, powerOn: false, image: 'test' },
+    storage: { enabled: true, dir: o.storageDir, tgt: { controlPort: freeControlPort() } },
+    metadata: { port: await freePort('0.0.0.0') },
+    leases: { osTimeoutMs: o.osTimeoutMs },
+  });
 }

@@ -1,9 +1,10 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BoardNetwork } from '../../src/network/board-network.js';
 import { networkDriver } from '../../src/network/registry.js';
+import { recordingSwitch } from './recording-switch.js';
 
 // The server's side of the network seam over the `command` driver (real /bin/sh, a log for a switch):
 // what enrolment, changes and removal of boards, and lease jobs, make the switch do.
@@ -12,15 +13,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function switchLog() {
   const log = join(dir, `switch-${Math.random().toString(16).slice(2)}.log`);
-  writeFileSync(log, '');
-  const rec = (what: string, ...ph: string[]) => `echo ${what} ${ph.map((p) => `{${p}}`).join(' ')} >> ${log}`;
-  const driver = networkDriver({
-    driver: 'command',
-    attach: rec('attach', 'boardId', 'port', 'mac', 'ip'),
-    detach: rec('detach', 'boardId', 'port'),
-    join: rec('join', 'boardId', 'networkId'),
-    leave: rec('leave', 'boardId', 'networkId'),
-  });
+  const driver = networkDriver(recordingSwitch(log, { portOnJoin: false }));
   return { net: new BoardNetwork(driver), lines: () => readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) };
 }
 

@@ -1,10 +1,11 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NetworkDriver } from '../../src/network/driver.js';
 import { networkDriver } from '../../src/network/registry.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { recordingSwitch } from './recording-switch.js';
 import { createSegment, type Segment } from './topology.js';
 
 // One contract, run against every network driver: what attach/detach/join/leave do to state(), which
@@ -45,15 +46,7 @@ const harnesses: Record<string, () => Promise<Harness>> = {
   async command() {
     // A stand-in managed switch: every command appends what the shell received to a log.
     const log = join(dir, 'switch.log');
-    writeFileSync(log, '');
-    const rec = (what: string, ...ph: string[]) => `echo ${what} ${ph.map((p) => `{${p}}`).join(' ')} >> ${log}`;
-    const driver = networkDriver({
-      driver: 'command',
-      attach: rec('attach', 'boardId', 'port', 'mac', 'ip'),
-      detach: rec('detach', 'boardId', 'port'),
-      join: rec('join', 'boardId', 'port', 'networkId'),
-      leave: rec('leave', 'boardId', 'port', 'networkId'),
-    });
+    const driver = networkDriver(recordingSwitch(log));
     return {
       driver,
       ports: ['swp1', 'swp2', 'swp3'],
