@@ -34,7 +34,7 @@ export function bootFilesHandler(o: BootFilesOptions): TftpHandler {
 
     const own = async (forMac: string, render: (spec: NonNullable<Awaited<ReturnType<BootDecider['decide']>>>) => Buffer) => {
       if (forMac !== board.mac) throw new TftpError(ACCESS, `not ${board.id}'s file`);
-      if (o.closed?.(board.id)) throw new TftpError(ACCESS, `${board.id} has fetched its kernel: its boot files open again at its next power-on`);
+      if (o.closed?.(board.id)) throw new TftpError(ACCESS, `${board.id} has fetched its kernel: its boot files open again when it boots again`);
       const spec = await o.decider.decide(board.mac);
       if (!spec) return null;
       return bufferFile(render(spec));

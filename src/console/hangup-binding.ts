@@ -1,5 +1,6 @@
 import { read as fsRead } from 'node:fs';
 import { promisify } from 'node:util';
+import type { SerialBinding } from './serial-port.js';
 
 const readAsync = promisify(fsRead);
 
@@ -9,10 +10,6 @@ interface UnixPort {
   isOpen: boolean;
   poller?: { once(event: 'readable', cb: (err?: Error | null) => void): unknown };
   read(buffer: Buffer, offset: number, length: number): Promise<{ bytesRead: number; buffer: Buffer }>;
-}
-export interface OpenableBinding {
-  open(options: never): Promise<unknown>;
-  list(): Promise<unknown[]>;
 }
 
 /**
@@ -24,7 +21,7 @@ export interface OpenableBinding {
  * than waking with EIO during it) the port spins on empty reads and never says it is gone. With
  * VMIN=1 (serialport's default) a tty read returns 0 only when hung up, so 0 here means "gone".
  */
-export function hangupAware<B extends OpenableBinding>(base: B): B {
+export function hangupAware<B extends SerialBinding>(base: B): B {
   return {
     ...base,
     list: () => base.list(),
