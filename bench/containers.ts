@@ -41,7 +41,7 @@ export async function run() {
     sshPortRange: [24000, 24199],
   });
   const pool = new ContainerPool([host]);
-  const driver = new ContainerLeaseDriver({ pool, images: [image] });
+  const driver = new ContainerLeaseDriver({ pool, images: [image], diskQuota: 'best-effort' });
   const spec = (n: string): ContainerLeaseSpec => ({
     leaseId: `b-${tag}-${n}`,
     tenantId: `bench-${tag}`,

@@ -17,6 +17,8 @@ export const containersConfigSchema = z.object({
   outbound: z.enum(['allow', 'deny']).default('allow'),
   /** Default root filesystem quota (MiB) where the storage driver supports one; null = none. */
   diskMb: z.number().int().min(16).nullable().default(2048),
+  /** `require`: a lease that asks for a quota is refused where none can be enforced; `best-effort`: placed anyway. */
+  diskQuota: z.enum(['require', 'best-effort']).default('require'),
   stopTimeoutS: z.number().int().min(0).max(300).default(5),
   failover: z.boolean().default(false),
   healthIntervalMs: z.number().int().min(500).default(10_000),
@@ -52,6 +54,7 @@ export function createContainerBackend(config: ContainersConfig, logger: Logger)
     pidsLimit: config.pidsLimit,
     outbound: config.outbound,
     diskMb: config.diskMb,
+    diskQuota: config.diskQuota,
     stopTimeoutS: config.stopTimeoutS,
     failover: config.failover,
     logger,

@@ -3,7 +3,7 @@ import type Docker from 'dockerode';
 import { log as rootLog, type Logger } from '../log.js';
 import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../util/errors.js';
 import { ContainerConsole } from './console.js';
-import { EngineError, HostUnavailableError } from './errors.js';
+import { EngineError, HostUnavailableError, QuotaUnenforceableError } from './errors.js';
 import type { ContainerHost } from './host.js';
 import { ensureImage, type ContainerImageSource } from './images.js';
 import { KeyedMutex } from './mutex.js';
@@ -20,6 +20,7 @@ import {
   type ContainerLeaseStatus,
   type ContainerPowerAction,
   type DiskQuota,
+  type DiskQuotaPolicy,
   type ReconcileResult,
   type RecordedContainerLease,
 } from './types.js';
@@ -40,6 +41,11 @@ export interface ContainerLeaseDriverOptions {
   outbound?: OutboundPolicy;
   /** Root filesystem quota when a spec gives none; null: ask for none. */
   diskMb?: number | null;
+  /**
+   * `require` (default): a lease that asks for a disk quota goes only to a board that enforces one, and
+   * is refused when none can. `best-effort`: such a lease may land where no quota holds (inspect says so).
+   */
+  diskQuota?: DiskQuotaPolicy;
   /** Seconds `power off` waits for the container's init before SIGKILL. */
   stopTimeoutS?: number;
   /** Recreate a down board's leases elsewhere (failover.ts reads this). */
@@ -66,6 +72,7 @@ export class ContainerLeaseDriver {
   private readonly images: ContainerImageSource[];
   private readonly pidsLimit: number;
   private readonly diskMb: number | null;
+  private readonly diskQuota: DiskQuotaPolicy;
   private readonly stopTimeoutS: number;
   private readonly log: Logger;
   private readonly index = new Map<string, ContainerLease>();
@@ -77,6 +84,7 @@ export class ContainerLeaseDriver {
     this.pidsLimit = opts.pidsLimit ?? 256;
     this.outbound = opts.outbound ?? 'allow';
     this.diskMb = opts.diskMb === undefined ? 2048 : opts.diskMb;
+    this.diskQuota = opts.diskQuota ?? 'require';
     this.stopTimeoutS = opts.stopTimeoutS ?? 5;
     this.failover = opts.failover ?? false;
     this.log = (opts.logger ?? rootLog).child({ component: 'containers' });
@@ -328,15 +336,29 @@ export class ContainerLeaseDriver {
   private async place(spec: ContainerLeaseSpec, exclude: string[]): Promise<ContainerLease> {
     const created = await this.mutex.run('place', async () => {
       const platform = this.images.find((s) => s.ref === spec.image)?.platform ?? null;
-      const candidates = await Promise.all(this.pool.hosts().map((h) => this.candidate(h, exclude)));
-      const hostId = choosePlacement(candidates, { memoryMb: spec.memoryMb, cpus: spec.cpus, platform });
-      const host = this.pool.get(hostId);
-      return { host, lease: await this.createOn(host, spec, null) };
+      const quota = this.requiresQuota(spec);
+      // A board whose quota support was only `try` and failed is marked `no`: placement runs again
+      // without it, at most once per board.
+      for (let round = 0; ; round++) {
+        const candidates = await Promise.all(this.pool.hosts().map((h) => this.candidate(h, exclude, quota)));
+        const hostId = choosePlacement(candidates, { memoryMb: spec.memoryMb, cpus: spec.cpus, platform });
+        const host = this.pool.get(hostId);
+        try {
+          return { host, lease: await this.createOn(host, spec, null) };
+        } catch (err) {
+          if (!(err instanceof QuotaUnenforceableError) || round >= this.pool.hosts().length) throw err;
+        }
+      }
     });
     return this.start(created.host, created.lease);
   }
 
-  private async candidate(host: ContainerHost, exclude: string[]): Promise<PlacementCandidate> {
+  /** True when the lease asks for a disk quota that must hold (policy `require`). */
+  private requiresQuota(spec: ContainerLeaseSpec): boolean {
+    return this.diskQuota === 'require' && (spec.diskMb ?? this.diskMb) !== null;
+  }
+
+  private async candidate(host: ContainerHost, exclude: string[], quota: boolean): Promise<PlacementCandidate> {
     const none = { id: host.id, freeMb: 0, cpus: 0, platforms: [] };
     if (exclude.includes(host.id)) return { ...none, unavailable: 'is being left' };
     const down = this.pool.downReason(host.id);
@@ -344,6 +366,7 @@ export class ContainerLeaseDriver {
     try {
       // One after the other: a dead board then costs one failed call (pool health counts calls).
       const facts = await host.facts();
+      if (quota && facts.quota.mode === 'no') return { ...none, unavailable: `cannot enforce a disk quota (${facts.quota.detail})` };
       const freeMb = await host.freeMemoryMb();
       return { id: host.id, unavailable: null, freeMb, cpus: facts.cpus, platforms: facts.platforms };
     } catch (err) {
@@ -383,9 +406,11 @@ export class ContainerLeaseDriver {
           d.createContainer(this.containerBody(host, spec, { network, sshPort, platform, disk, quota })),
         );
       };
+      const required = this.requiresQuota(spec);
       if (diskMb === null) {
         container = await attempt(false, 'no quota asked');
       } else if (facts.quota.mode === 'no') {
+        if (required) throw new QuotaUnenforceableError(host.id, facts.quota.detail);
         container = await attempt(false, facts.quota.detail);
       } else {
         try {
@@ -394,7 +419,8 @@ export class ContainerLeaseDriver {
           if (!(err instanceof EngineError) || !/storage-?opt|quota|size/i.test(err.message)) throw err;
           const reason = `${facts.storageDriver} on ${facts.backingFs ?? 'unknown fs'}: ${err.message.replace(/^.*could not [^:]*: /, '')}`;
           host.noteQuotaUnsupported(reason);
-          this.log.warn({ host: host.id, reason }, 'disk quota unsupported on this board; creating without');
+          if (required) throw new QuotaUnenforceableError(host.id, reason);
+          this.log.warn({ host: host.id, reason }, 'disk quota unsupported on this board; creating without (policy best-effort)');
           container = await attempt(false, reason);
         }
       }

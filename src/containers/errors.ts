@@ -1,4 +1,4 @@
-import { HttpError, NotFoundError } from '../util/errors.js';
+import { ConflictError, HttpError, NotFoundError } from '../util/errors.js';
 
 /** The board's Docker engine cannot be reached (socket gone, refused, timed out, TLS rejected). */
 export class HostUnavailableError extends HttpError {
@@ -10,6 +10,16 @@ export class HostUnavailableError extends HttpError {
     cause?: unknown,
   ) {
     super(503, message, { cause });
+  }
+}
+
+/** The board cannot enforce the disk quota a lease asked for, and the policy (`require`) needs one. */
+export class QuotaUnenforceableError extends ConflictError {
+  constructor(
+    readonly hostId: string,
+    readonly detail: string,
+  ) {
+    super(`shared board ${hostId} cannot enforce a disk quota: ${detail}`);
   }
 }
 

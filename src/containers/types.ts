@@ -43,6 +43,9 @@ export interface RecordedContainerLease {
   spec?: ContainerLeaseSpec;
 }
 
+/** Whether a lease that asks for a disk quota may run where none holds (see driver.ts). */
+export type DiskQuotaPolicy = 'require' | 'best-effort';
+
 export type ContainerPowerAction = 'on' | 'off' | 'cycle';
 
 export interface DiskQuota {

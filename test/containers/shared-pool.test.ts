@@ -49,6 +49,12 @@ function spec(n: string, extra: Partial<ContainerLeaseSpec> = {}): ContainerLeas
   };
 }
 
+/**
+ * Placement, outbound, failover and recovery are not about disks: these drivers may place a lease on
+ * board 2 (ext4, no quota). The quota test below runs with the default policy, `require`.
+ */
+const ANY_DISK = { diskQuota: 'best-effort' } as const;
+
 /** A pool of the two boards; capacities are fixed so that placement is predictable. */
 function makePool(mem1 = 1024, mem2 = 768): ContainerPool {
   return new ContainerPool(
@@ -103,7 +109,7 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
   });
 
   it('places each lease on the board with the most free memory; when none fits: 409 with the reason', async () => {
-    const driver = new ContainerLeaseDriver({ pool: makePool(1024, 768), images: [image] });
+    const driver = new ContainerLeaseDriver({ pool: makePool(1024, 768), images: [image], ...ANY_DISK });
     await clean(driver);
     try {
       const placed: string[] = [];
@@ -162,10 +168,17 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
       expect((await driver.exec(lease.leaseId, ['sh', '-c', 'test -s /fill && rm /fill && echo freed'])).stdout.trim()).toBe('freed');
       expect((await driver.inspect(lease.leaseId)).restartCount).toBe(0);
 
+      // With board 1 down, only board 2 (ext4) is left: the lease is refused rather than run without its quota …
       driver.pool.markDown(B1);
-      const other = await driver.create(spec('q2', { diskMb: 64 }));
+      await expect(driver.create(spec('q2', { diskMb: 64 }))).rejects.toMatchObject({
+        status: 409,
+        message: expect.stringMatching(new RegExp(`^no shared board has 64 MiB free and enforces a disk quota: ${B1} is down .*, ${B2} cannot enforce a disk quota \\(overlay2 on extfs`)),
+      });
+      // … unless the operator chose best-effort: then it runs, and says it has none.
+      const lax = new ContainerLeaseDriver({ pool: driver.pool, images: [image], ...ANY_DISK });
+      const other = await lax.create(spec('q2', { diskMb: 64 }));
       expect(other.hostId).toBe(B2);
-      expect((await driver.inspect(other.leaseId)).disk).toMatchObject({ quotaMb: 64, enforced: false, detail: expect.stringMatching(/overlay2 on extfs/) });
+      expect((await lax.inspect(other.leaseId)).disk).toMatchObject({ quotaMb: 64, enforced: false, detail: expect.stringMatching(/overlay2 on extfs/) });
     } finally {
       driver.pool.markUp(B1);
       await clean(driver);
@@ -179,8 +192,8 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
     await new Promise<void>((r) => server.listen(0, outside, r));
     const port = (server.address() as { port: number }).port;
     const pool = makePool(256, 768); // both leases land on B2
-    const allow = new ContainerLeaseDriver({ pool, images: [image], outbound: 'allow' });
-    const deny = new ContainerLeaseDriver({ pool, images: [image], outbound: 'deny' });
+    const allow = new ContainerLeaseDriver({ pool, images: [image], ...ANY_DISK, outbound: 'allow' });
+    const deny = new ContainerLeaseDriver({ pool, images: [image], ...ANY_DISK, outbound: 'deny' });
     try {
       const a = await allow.create(spec('o1'));
       const d = await deny.create({ ...spec('o2'), tenantId: `t-${run}-deny` });
@@ -205,7 +218,7 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
 
   it('engine stopped mid-lease: errors name the board; after it returns, reconcile leaves nothing orphaned', async () => {
     const pool = makePool(1024, 768);
-    const driver = new ContainerLeaseDriver({ pool, images: [image] });
+    const driver = new ContainerLeaseDriver({ pool, images: [image], ...ANY_DISK });
     const lease = await driver.create(spec('f1'));
     // A create whose record never landed (the control plane died right after): an orphan to be.
     const ghost = await driver.create({ ...spec('f2'), tenantId: `t-${run}-ghost` });
@@ -261,8 +274,8 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
 
   it('fails over: a board marked down has its leases recreated on another board', async () => {
     const pool = makePool(1024, 768);
-    const off = new ContainerLeaseDriver({ pool, images: [image] });
-    const driver = new ContainerLeaseDriver({ pool, images: [image], failover: true });
+    const off = new ContainerLeaseDriver({ pool, images: [image], ...ANY_DISK });
+    const driver = new ContainerLeaseDriver({ pool, images: [image], ...ANY_DISK, failover: true });
     try {
       const l1 = await driver.create(spec('m1'));
       const l2 = await driver.create(spec('m2'));

@@ -28,7 +28,8 @@ beforeAll(async () => {
   const image = armhfImage();
   keyA = sshKeyPair('tenant-a');
   const host = new ContainerHost({ id: 'shared-local', socketPath, sshHost: '127.0.0.1', publishIp: '127.0.0.1', platforms: ['linux/arm/v7'], sshPortRange: [23400, 23599] });
-  port = new ContainerLeasePort(new ContainerLeaseDriver({ pool: new ContainerPool([host]), images: [image] }), [image]);
+  // The host's own file system under this engine may have no quota: best-effort (quota: shared-pool.test.ts).
+  port = new ContainerLeasePort(new ContainerLeaseDriver({ pool: new ContainerPool([host]), images: [image], diskQuota: 'best-effort' }), [image]);
   // A tenant's containers together: at most 256 MiB and 2 CPUs.
   h = await apiHarness({ containers: port, containerQuota: { memoryMb: 256, cpus: 2 }, timeouts: { actionMs: 5000, bootMs: 120_000, osMs: 200 } });
   ws = attachLeaseConsoles(h.server, { store: h.store, adminToken: ADMIN, consoles: h.consoles, bus: h.bus, limits: { consolesPerToken: 16, viewersPerConsole: 32 } });
