@@ -110,7 +110,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
     // iSCSI root disks: our tgtd on the boot IP (which exists now, the lab made it), reconciled with the leases.
     let storage: RunningStorage | undefined;
     if (config.storage.enabled) {
-      storage = await startIscsiStorage(config.storage, { portalIp: config.bootIp, leases: () => store.state.leases, controllerId: store.state.controllerId, stateFile: join(dataDir, 'state.json') });
+      // Targets admit their board's address alone where the network fences source addresses; with
+      // `none` an address proves nothing more than the (predictable) initiator name.
+      const acl = (config.network?.driver ?? 'linux-bridge') === 'none' ? 'name' : 'address';
+      storage = await startIscsiStorage(config.storage, { portalIp: config.bootIp, leases: () => store.state.leases, controllerId: store.state.controllerId, stateFile: join(dataDir, 'state.json'), acl });
       const running = storage;
       cleanups.push(() => running.stop());
       log.info(`storage: ${storage.driverReason}`);

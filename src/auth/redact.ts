@@ -25,7 +25,7 @@ export function tenantJob(job: Job): Job {
 /** A lease as its tenant sees it: no disk path, no secret, failure reasons as short messages. */
 export function tenantLease(lease: Lease): Lease {
   const l = structuredClone(lease);
-  if (l.iscsi) l.iscsi = { ...l.iscsi, disk: '(server)', chapSecret: '(hidden)' };
+  if (l.iscsi) l.iscsi = { ...l.iscsi, disk: '(server)', chapSecret: '(hidden)', ...(l.iscsi.targetSecret ? { targetSecret: '(hidden)' } : {}) };
   if (l.stateReason && l.state === 'error') l.stateReason = short(l.stateReason.split(':')[0]!.trim(), l.stateReason);
   return l;
 }

@@ -536,7 +536,7 @@ export class LeaseService {
 /** A lease as the API shows it: CHAP secrets stay on the server. */
 export function publicLease(l: Lease): Lease {
   const { iscsi, bootToken: _token, ...rest } = structuredClone(l);
-  return iscsi ? { ...rest, iscsi: { ...iscsi, chapSecret: '(hidden)' } } : rest;
+  return iscsi ? { ...rest, iscsi: { ...iscsi, chapSecret: '(hidden)', ...(iscsi.targetSecret ? { targetSecret: '(hidden)' } : {}) } } : rest;
 }
 
 function matches(b: Board, input: CreateLease, arch: string): boolean {

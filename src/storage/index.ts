@@ -36,7 +36,10 @@ export interface RunningStorage {
  * (supervised; restarts re-create targets from `leases()`), the BoardStorage, and a first reconcile
  * so tgtd and the store match the recorded leases. `leases` should return the store's current leases.
  */
-export async function startIscsiStorage(cfg: StorageConfig, o: { portalIp: string; leases: () => Lease[]; controllerId: string | undefined; stateFile: string }): Promise<RunningStorage> {
+export async function startIscsiStorage(
+  cfg: StorageConfig,
+  o: { portalIp: string; leases: () => Lease[]; controllerId: string | undefined; stateFile: string; acl: 'address' | 'name' },
+): Promise<RunningStorage> {
   // Ownership first: a directory of another controller is refused before anything in it is touched.
   const owner = await claimStorage(cfg.dir, o.controllerId, { adopt: cfg.adopt, stateFile: o.stateFile });
   const { store, reason } = await openDiskStore(cfg.dir, cfg.driver);
@@ -50,6 +53,7 @@ export async function startIscsiStorage(cfg: StorageConfig, o: { portalIp: strin
       daemon,
       recorded: o.leases,
       iqnPrefix: cfg.iqnPrefix,
+      acl: o.acl,
       diskSizeBytes: cfg.diskSizeMb ? cfg.diskSizeMb * 1024 * 1024 : undefined,
     });
     const { fixed, missing } = await storage.reconcile(o.leases());

@@ -19,11 +19,22 @@ export interface IscsiBoardStorageOptions {
   iqnPrefix?: string;
   /** Size of a lease's disk; default: the image's own size. Bigger disks get their ext2/3/4 grown. */
   diskSizeBytes?: number;
+  /**
+   * Who may log in to a lease's target besides its CHAP secret: `address` — the board's reserved IP
+   * alone (the network driver lets no other port send from it); `name` — the initiator name, which any
+   * initiator can claim (for `none`, or tests logging in from the controller).
+   */
+  acl?: 'address' | 'name';
 }
 
 export const DEFAULT_IQN_PREFIX = 'iqn.2026-11.cloud.dozen';
 /** Lease states in which a lease holds a disk (the same "live" states as the lease service's). */
 const HOLDS_DISK: Array<Lease['state']> = ['provisioning', 'active', 'reimaging', 'releasing', 'error'];
+
+/** The target's own CHAP account for mutual CHAP (tgt account names are global: one per lease). */
+export function targetAccount(chapUser: string): string {
+  return `${chapUser}-target`;
+}
 
 /** The initiator name a board's OS must use (it gets it on the kernel command line). */
 export function initiatorName(boardId: string, prefix = DEFAULT_IQN_PREFIX): string {
@@ -80,12 +91,17 @@ export class IscsiBoardStorage implements BoardStorage {
           iqn,
           tid: await this.o.exporter.freeTid(this.o.recorded().flatMap((l) => (l.iscsi && l.id !== lease.id ? [l.iscsi.tid] : []))),
           initiator: initiatorName(board.id, this.prefix),
+          ...(this.o.acl === 'address' ? { initiatorAddress: board.ip } : {}),
           chapUser: lease.id,
           chapSecret: newSecret(),
+          // Mutual CHAP: the board's initiator logs in only to a target that knows this secret too,
+          // so an impostor answering on the portal's address learns nothing and serves no root.
+          targetUser: targetAccount(lease.id),
+          targetSecret: newSecret(),
           portal,
         };
     try {
-      if (!reuse) await this.o.exporter.remove(iqn, rec.chapUser); // an older target of this lease had another secret
+      if (!reuse) await this.o.exporter.remove(iqn, rec.chapUser, rec.targetUser); // an older target of this lease had other secrets
       const how = await this.o.exporter.ensure(rec);
       log.info({ lease: lease.id, board: board.id, iqn, tid: rec.tid, disk: disk.path, target: how }, 'storage: lease disk attached');
     } catch (err) {
@@ -104,8 +120,8 @@ export class IscsiBoardStorage implements BoardStorage {
     return this.serial(async () => {
       const old = lease.iscsi;
       if (!old) throw new Error(`lease ${lease.id} has no iSCSI target`);
-      const rec: IscsiRecord = { ...old, chapSecret: newSecret() };
-      await this.o.exporter.remove(old.iqn, old.chapUser);
+      const rec: IscsiRecord = { ...old, chapSecret: newSecret(), targetUser: targetAccount(old.chapUser), targetSecret: newSecret() };
+      await this.o.exporter.remove(old.iqn, old.chapUser, old.targetUser);
       await this.o.exporter.ensure(rec);
       return rec;
     });
@@ -115,7 +131,8 @@ export class IscsiBoardStorage implements BoardStorage {
     return this.serial(async () => {
       // Without a record (an attach that crashed before it was stored) the lease id still finds them.
       const iqn = lease.iscsi?.iqn ?? (await this.o.exporter.list()).find((t) => this.leaseOf(t.iqn) === lease.id)?.iqn;
-      const removed = iqn ? await this.o.exporter.remove(iqn, lease.iscsi?.chapUser ?? lease.id) : false;
+      const user = lease.iscsi?.chapUser ?? lease.id;
+      const removed = iqn ? await this.o.exporter.remove(iqn, user, lease.iscsi?.targetUser ?? targetAccount(user)) : false;
       const destroyed = await this.o.store.destroy(lease.id);
       if (removed || destroyed) log.info({ lease: lease.id, iqn, target: removed, disk: destroyed }, 'storage: lease disk detached');
     });
@@ -132,6 +149,7 @@ export class IscsiBoardStorage implements BoardStorage {
       'iscsi_target_group=1',
       `iscsi_username=${rec.chapUser}`,
       `iscsi_password=${rec.chapSecret}`,
+      ...(rec.targetUser && rec.targetSecret ? [`iscsi_in_username=${rec.targetUser}`, `iscsi_in_password=${rec.targetSecret}`] : []),
     ];
     // An image that names its root itself (root=UUID=... in its cmdline) keeps it; else the LUN's disk.
     if (!/(^|\s)root=/.test(image.manifest.cmdline)) args.push('root=/dev/sda', 'rw');

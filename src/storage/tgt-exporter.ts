@@ -9,8 +9,13 @@ export interface IscsiTarget {
   /** Backing-store file. */
   disk: string;
   initiator: string;
+  /** When set, the ACL admits this source address alone instead of the initiator name (tgtadm.ts). */
+  initiatorAddress?: string;
   chapUser: string;
   chapSecret: string;
+  /** Mutual CHAP: the target's own account (tgt "outgoing"), checked by the initiator. */
+  targetUser?: string;
+  targetSecret?: string;
 }
 
 export interface ExportedTarget {
@@ -28,8 +33,8 @@ export interface TargetExporter {
   readonly portal: { ip: string; port: number };
   /** Make the target exist exactly as described; an existing different one (same iqn or tid) is replaced. */
   ensure(t: IscsiTarget): Promise<'created' | 'unchanged' | 'replaced'>;
-  /** Remove the target named `iqn` (and its CHAP account); false when there was none. */
-  remove(iqn: string, chapUser?: string): Promise<boolean>;
+  /** Remove the target named `iqn` and its CHAP accounts (`accounts`, and whatever it has bound); false when there was none. */
+  remove(iqn: string, ...accounts: Array<string | undefined>): Promise<boolean>;
   list(): Promise<ExportedTarget[]>;
   /** The lowest target id neither tgtd nor `taken` uses. */
   freeTid(taken: Iterable<number>): Promise<number>;
@@ -53,17 +58,18 @@ export class TgtExporter implements TargetExporter {
       await this.adm.deleteTarget(c.tid);
     }
     try {
-      await this.adm.createTarget({ ...t, backingStore: t.disk, initiatorName: t.initiator, directIo: this.opts.directIo });
+      await this.adm.createTarget({ ...t, backingStore: t.disk, initiatorName: t.initiator, initiatorAddress: t.initiatorAddress, directIo: this.opts.directIo });
     } catch (err) {
       throw new StorageError('EXPORT_FAILED', `tgtd refused target ${t.iqn} (tid ${t.tid}) for ${t.disk}: ${(err as Error).message}`, { cause: err });
     }
     return clash.length ? 'replaced' : 'created';
   }
 
-  async remove(iqn: string, chapUser?: string): Promise<boolean> {
+  async remove(iqn: string, ...accounts: Array<string | undefined>): Promise<boolean> {
     const t = (await this.adm.targets()).find((x) => x.iqn === iqn);
-    if (t) await this.adm.deleteTarget(t.tid, chapUser);
-    else if (chapUser) await this.adm.deleteAccount(chapUser);
+    const all = [...new Set([...accounts, ...(t?.accounts ?? [])])];
+    if (t) await this.adm.deleteTarget(t.tid, ...all);
+    else for (const a of all) if (a) await this.adm.deleteAccount(a);
     return !!t;
   }
 
@@ -81,5 +87,5 @@ export class TgtExporter implements TargetExporter {
 
 /** Complete and as recorded: same tid, LUN 1 on the disk, the initiator's ACL, the CHAP account. */
 function matches(x: TgtTarget, t: IscsiTarget): boolean {
-  return x.tid === t.tid && x.luns.get(1) === t.disk && x.acl.length === 1 && x.acl[0] === t.initiator && x.accounts.includes(t.chapUser);
+  return x.tid === t.tid && x.luns.get(1) === t.disk && x.acl.length === 1 && x.acl[0] === (t.initiatorAddress ?? t.initiator) && x.accounts.includes(t.chapUser) && (!t.targetUser || x.accounts.includes(t.targetUser));
 }

@@ -1,4 +1,5 @@
 import { run } from './run.js';
+import { TgtIpc } from './tgt-ipc.js';
 
 /** A target as tgtd reports it (`tgtadm --op show --mode target`). */
 export interface TgtTarget {
@@ -17,20 +18,34 @@ export interface NewTarget {
   tid: number;
   iqn: string;
   backingStore: string;
-  /** The only initiator name that may see and log in to the target. */
+  /** The only initiator name that may see and log in to the target (when no address is given). */
   initiatorName: string;
+  /**
+   * The only source address that may log in. When given, the ACL is this address alone: tgt admits an
+   * initiator that matches either list, and a name (predictable, chosen by the initiator) would let any
+   * address in. Worth more than the name only where the network fences source addresses (src/network/).
+   */
+  initiatorAddress?: string;
   chapUser: string;
   chapSecret: string;
+  /** Mutual CHAP: the account the target proves itself with to the initiator (tgt's "outgoing" account). */
+  targetUser?: string;
+  targetSecret?: string;
   /** Open the backing store with O_DIRECT (bypasses the page cache; see bench/iscsi-perf.ts). */
   directIo?: boolean;
 }
 
 /**
- * The one module that knows tgtadm's syntax (tgt 1.0.x). Everything goes through one tgtd instance,
+ * The one module that knows tgtadm's syntax (tgt 1.0.x); CHAP accounts go over tgtd's socket (tgt-ipc.ts). Everything goes through one tgtd instance,
  * chosen by its control port (`-C`): the project runs its own tgtd beside any system one.
  */
 export class Tgtadm {
-  constructor(readonly controlPort: number) {}
+  /** tgtd's own socket, for what carries a secret: never a child's argv, which `ps` shows anyone. */
+  private readonly ipc: TgtIpc;
+
+  constructor(readonly controlPort: number) {
+    this.ipc = new TgtIpc(controlPort);
+  }
 
   private adm(args: string[], timeoutMs = 15_000) {
     return run('tgtadm', ['-C', String(this.controlPort), '--lld', 'iscsi', ...args], { timeoutMs });
@@ -72,23 +87,28 @@ export class Tgtadm {
       ]); // prettier-ignore
       // Account names are global in tgtd: a stale one of the same name (an earlier crash) is replaced.
       if ((await this.accounts()).includes(t.chapUser)) await this.deleteAccount(t.chapUser);
-      await this.adm(['--mode', 'account', '--op', 'new', '--user', t.chapUser, '--password', t.chapSecret]);
-      await this.adm(['--mode', 'account', '--op', 'bind', '--tid', tid, '--user', t.chapUser]);
-      // The initiator name only: tgt ORs its address and name lists (either match admits), so an
-      // address entry would let any initiator name in from that address. See test/storage/tgt-acl.test.ts.
-      await this.adm(['--op', 'bind', '--mode', 'target', '--tid', tid, '--initiator-name', t.initiatorName]);
+      await this.ipc.newAccount(t.chapUser, t.chapSecret);
+      await this.ipc.bindAccount(t.tid, t.chapUser);
+      if (t.targetUser && t.targetSecret) {
+        if ((await this.accounts()).includes(t.targetUser)) await this.deleteAccount(t.targetUser);
+        await this.ipc.newAccount(t.targetUser, t.targetSecret);
+        await this.ipc.bindAccount(t.tid, t.targetUser, { outgoing: true });
+      }
+      // One list only: tgt ORs its address and name lists (either match admits). See test/storage/tgt.test.ts.
+      if (t.initiatorAddress) await this.adm(['--op', 'bind', '--mode', 'target', '--tid', tid, '--initiator-address', t.initiatorAddress]);
+      else await this.adm(['--op', 'bind', '--mode', 'target', '--tid', tid, '--initiator-name', t.initiatorName]);
     } catch (err) {
-      await this.deleteTarget(t.tid, t.chapUser).catch(() => {});
+      await this.deleteTarget(t.tid, t.chapUser, t.targetUser).catch(() => {});
       throw err;
     }
   }
 
-  /** Removes a target (closing its sessions) and its CHAP account; absent ones are not an error. */
-  async deleteTarget(tid: number, chapUser?: string): Promise<void> {
+  /** Removes a target (closing its sessions) and its CHAP accounts; absent ones are not an error. */
+  async deleteTarget(tid: number, ...accounts: Array<string | undefined>): Promise<void> {
     await this.adm(['--op', 'delete', '--mode', 'target', '--tid', String(tid), '--force']).catch((err: Error) => {
       if (!/can't find the target|no such target/i.test(err.message)) throw err;
     });
-    if (chapUser) await this.deleteAccount(chapUser);
+    for (const a of accounts) if (a) await this.deleteAccount(a);
   }
 
   async deleteAccount(user: string): Promise<void> {

@@ -96,8 +96,13 @@ export const iscsiRecordSchema = z.object({
   iqn: z.string(),
   tid: z.number().int().positive(),
   initiator: z.string(),
+  /** The board's reserved IP when the target admits that address alone (storage/tgtadm.ts). */
+  initiatorAddress: z.ipv4().optional(),
   chapUser: z.string(),
   chapSecret: z.string(),
+  /** Mutual CHAP: the target's own account, which the board's initiator checks (absent on older records). */
+  targetUser: z.string().optional(),
+  targetSecret: z.string().optional(),
   portal: z.string(),
 });
 export type IscsiRecord = z.infer<typeof iscsiRecordSchema>;

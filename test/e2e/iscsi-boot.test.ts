@@ -16,7 +16,7 @@ import { Lab } from '../../src/lab/lab.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import type { Lease } from '../../src/store/schema.js';
 import { iscsiLabConfig } from '../helpers/lab-server.js';
-import { sessionConsole, type TestConsole } from '../helpers/serial.js';
+import { runOnConsole, sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
 import { AUTH_FAILURE, iscsiInq, iscsiLs, restarted, TARGET_NOT_FOUND } from '../storage/tgt-fixture.js';
@@ -60,11 +60,9 @@ async function bootedFromIscsi(lease: Lease, what: string) {
   await con.out.waitFor('root@dozen:~# ', 30_000, `lab-1 (${what}: shell)`);
 }
 
-/** Runs a command on the board; `$((6*7))` in the marker keeps the typed echo from matching. */
-async function sh(cmd: string, marker: string, timeoutMs = 60_000): Promise<string> {
-  await con.type(`${cmd}; echo ${marker}-$((6*7))\n`);
-  const m = await con.out.waitFor(new RegExp(`([\\s\\S]*)${marker}-42`), timeoutMs, `lab-1 (${marker})`);
-  return m[1]!;
+/** Runs a command on the board: its output only, so an `echo` in the command never matches itself. */
+function sh(cmd: string, what: string, timeoutMs = 60_000): Promise<string> {
+  return runOnConsole(con, cmd, { what: `lab-1 (${what})`, timeoutMs });
 }
 
 beforeAll(async () => {

@@ -6,7 +6,7 @@
  * not), and both leases still work afterwards. The same attacks at the bridge alone, with more tools,
  * are in test/network/bridge-attacks.test.ts.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -18,9 +18,10 @@ import { Lab } from '../../src/lab/lab.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import type { Lease } from '../../src/store/schema.js';
 import { iscsiLabConfig } from '../helpers/lab-server.js';
-import { sessionConsole, type TestConsole } from '../helpers/serial.js';
+import { runOnConsole, sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
+import { AUTH_FAILURE, TARGET_NOT_FOUND } from '../storage/tgt-fixture.js';
 
 const NET = '10.82.0';
 const BOOT_IP = `${NET}.1`;
@@ -56,13 +57,9 @@ async function loggedIn(id: string, what: string): Promise<void> {
   await con.out.waitFor('# ', 30_000, `${id} (${what}: shell)`);
 }
 
-let seq = 0;
-/** Runs a shell command on a board as root; `$((6*7))` keeps the typed echo from matching the marker. */
-async function sh(id: string, cmd: string, timeoutMs = 60_000): Promise<string> {
-  const marker = `M${++seq}X`;
-  await cons[id]!.type(`${cmd}; echo ${marker}-$((6*7))\n`);
-  const m = await cons[id]!.out.waitFor(new RegExp(`([\\s\\S]*)${marker}-42`), timeoutMs, `${id}: ${cmd.slice(0, 60)}`);
-  return m[1]!;
+/** Runs a shell command on a board as root: its output only (test/helpers/serial.ts). */
+function sh(id: string, cmd: string, timeoutMs = 60_000): Promise<string> {
+  return runOnConsole(cons[id]!, cmd, { what: id, timeoutMs });
 }
 
 /** tcpdump on the controller's side of the boot network, lines as they come. */
@@ -103,6 +100,35 @@ async function hostHello(ip: string, port: number): Promise<string> {
     if (Date.now() - t0 > 15_000) throw new Error(`no hello from ${ip}:${port} within 15 s; last: ${last}`);
     await new Promise((r) => setTimeout(r, 300));
   }
+}
+
+/**
+ * A relay on a board (busybox nc, one connection at a time, until killed) from its port 3261 to the
+ * iSCSI portal: a login made from this host through it reaches the controller from that board.
+ */
+async function startRelay(id: string, portal: string): Promise<void> {
+  await sh(id, `(while true; do nc -l -p 3261 -e nc ${portal.replace(':', ' ')}; done >/dev/null 2>&1 & echo $! > /tmp/relay.pid)`);
+}
+
+/**
+ * libiscsi's iscsi-inq from this host through a board's relay. Between two connections the relay's
+ * listener is briefly gone (the loop starts the next nc): a connection that never got to a login is
+ * tried again; a login answer (success or refusal) is returned.
+ */
+async function iscsiLoginVia(id: string, target: { iqn: string; initiator: string; chapUser: string; chapSecret: string }): Promise<{ code: number; out: string }> {
+  const url = `iscsi://${target.chapUser}%${target.chapSecret}@${board(id).ip}:3261/${target.iqn}/1`;
+  const once = () =>
+    new Promise<{ code: number; out: string }>((res) =>
+      execFile('iscsi-inq', ['-i', target.initiator, url], { timeout: 30_000 }, (err, stdout, stderr) =>
+        res({ code: err ? Number((err as { code?: number }).code ?? -1) : 0, out: `${stdout}${stderr}` }),
+      ),
+    );
+  let r = await once();
+  for (let i = 0; i < 20 && /reconnect|connect to|Connection refused/i.test(r.out); i++) {
+    await new Promise((res) => setTimeout(res, 500));
+    r = await once();
+  }
+  return r;
 }
 
 async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
@@ -202,6 +228,54 @@ describe('two tenants on one boot network, one of them hostile', () => {
     for (const n of JSON.parse(neigh) as Array<{ lladdr?: string }>) if (n.lladdr) expect(n.lladdr).toBe(board('lab-2').mac);
     await sh('lab-1', 'echo 0 > /proc/sys/net/ipv4/ip_nonlocal_bind');
   });
+
+  it('metadata and phone-home: lab-2\'s URL with its current token (as if stolen) gets nothing from lab-1, spoofed as lab-2 or not', async () => {
+    const bob = () => server.store.state.leases.find((l) => l.id === leases.bob!.id)!;
+    const port = Number(/:(\d+)\/m\//.exec(await sh('lab-1', 'cat /proc/cmdline'))![1]);
+    const url = (l: Lease, file: string) => `http://${BOOT_IP}:${port}/m/${l.id}/${l.bootToken}/${file}`;
+    // HTTP by hand over busybox nc (its static wget crashes resolving names); a 200 prints GOT and the body.
+    const http = (method: string, u: string) => {
+      const path = u.replace(/^http:\/\/[^/]+/, '');
+      const body = method === 'POST' ? 'Content-Length: 3\\r\\nContent-Type: application/x-www-form-urlencoded\\r\\n\\r\\nx=1' : '\\r\\n';
+      return `printf '${method} ${path} HTTP/1.0\\r\\n${body}' | timeout 8 nc ${BOOT_IP} ${port} > /tmp/md; grep -q '^HTTP/1.1 200' /tmp/md && echo GOT && cat /tmp/md || echo GOT-NOTHING; head -1 /tmp/md; rm -f /tmp/md`;
+    };
+    const get = (u: string) => http('GET', u);
+    const post = (u: string) => http('POST', u);
+    // As itself: the token and lease are right, the address is not lab-2's — 404.
+    expect(await sh('lab-1', get(url(bob(), 'user-data')), 30_000)).toContain('GOT-NOTHING');
+    expect(await sh('lab-1', post(url(bob(), 'phone-home')), 30_000)).toContain('GOT-NOTHING');
+    // As lab-2 (its address, the controller's MAC pinned): the bridge drops it before the controller.
+    const ctlMac = readFileSync(`/sys/class/net/${server.lab!.hostIf}/address`, 'utf8').trim();
+    const bobs = board('lab-2').ip;
+    await sh('lab-1', `ip addr add ${bobs}/32 dev eth0 && ip route replace ${BOOT_IP}/32 dev eth0 src ${bobs} && arp -s ${BOOT_IP} ${ctlMac}`);
+    const spoofedGet = await sh('lab-1', get(url(bob(), 'user-data')), 30_000);
+    const spoofedPost = await sh('lab-1', post(url(bob(), 'phone-home')), 30_000);
+    await sh('lab-1', `ip route del ${BOOT_IP}/32 dev eth0; ip addr del ${bobs}/32 dev eth0; arp -d ${BOOT_IP}`);
+    expect(spoofedGet).toContain('GOT-NOTHING');
+    expect(spoofedPost).toContain('GOT-NOTHING');
+    expect(spoofedGet).not.toContain('ssh_authorized_keys');
+    // Marker: lab-1's own URL, from its own command line, is served.
+    const mine = server.store.state.leases.find((l) => l.id === leases.alice!.id)!;
+    expect(await sh('lab-1', get(url(mine, 'meta-data')), 30_000)).toContain(`instance-id: ${mine.id}`);
+  });
+
+  it('iSCSI: from lab-1, lab-2\'s initiator name and current CHAP secret (as if stolen) do not log in; lab-1\'s own target does', async () => {
+    const rec = (id: string) => server.store.state.leases.find((l) => l.id === id)!.iscsi!;
+    const bobs = rec(leases.bob!.id);
+    await startRelay('lab-1', bobs.portal);
+    // The target admits lab-2's address alone, so name and secret are not enough.
+    const stolen = await iscsiLoginVia('lab-1', bobs);
+    expect(stolen.out).not.toMatch(/DIRECT_ACCESS/);
+    expect(stolen).toEqual({ code: 10, out: `${TARGET_NOT_FOUND}\n` });
+    // A guessed secret, lab-1's own address: refused too.
+    const mine = rec(leases.alice!.id);
+    expect(await iscsiLoginVia('lab-1', { ...mine, initiator: 'iqn.2026-11.cloud.dozen:attacker', chapSecret: 'Guessed0123456789abcdef' })).toEqual({ code: 10, out: `${AUTH_FAILURE}\n` });
+    // Marker: the same relay reaches lab-1's own target (another initiator name, so lab-1's root session is untouched).
+    const own = await iscsiLoginVia('lab-1', { ...mine, initiator: 'iqn.2026-11.cloud.dozen:attacker' });
+    expect(own.out).toMatch(/Peripheral Device Type:DIRECT_ACCESS/);
+    await sh('lab-1', 'kill $(cat /tmp/relay.pid); killall nc; rm /tmp/relay.pid');
+    expect(await sh('lab-1', 'echo still-alive')).toContain('still-alive');
+  }, 180_000);
 
   it('no path from lab-1 to lab-2 (ping, TCP), while the controller reaches both', async () => {
     const bobs = board('lab-2').ip;

@@ -27,3 +27,18 @@ export function sessionConsole(consoles: ConsoleSessions, boardId: string): Test
     close: async () => {},
   };
 }
+
+let runs = 0;
+
+/**
+ * Runs a shell command on a board's console and returns its output alone. The console echoes what is
+ * typed, so the output is cut between two markers the shell computes (`$((6*6))`, `$((6*7))`): the
+ * echoed command line holds neither, so a word the command would print (`echo GOT || echo NOTHING`)
+ * is only found when the command printed it.
+ */
+export async function runOnConsole(con: TestConsole, cmd: string, o: { what: string; timeoutMs?: number }): Promise<string> {
+  const m = `R${++runs}X${process.pid % 1000}`;
+  await con.type(`echo ${m}-$((6*6)); ${cmd}; echo ${m}-$((6*7))\n`);
+  const got = await con.out.waitFor(new RegExp(`${m}-36\\r?\\n([\\s\\S]*?)${m}-42`), o.timeoutMs ?? 60_000, `${o.what}: ${cmd.slice(0, 60)}`);
+  return got[1]!;
+}

@@ -85,16 +85,24 @@ describe('attach / detach', () => {
       iqn: 'iqn.2026-11.cloud.dozen:bpi-1.l-one',
       initiator: 'iqn.2026-11.cloud.dozen:bpi-1',
       chapUser: 'l-one',
+      targetUser: 'l-one-target',
       portal,
     });
     expect(rec.chapSecret).toMatch(/^[A-Za-z0-9]{24}$/);
+    expect(rec.targetSecret).toMatch(/^[A-Za-z0-9]{24}$/);
+    expect(rec.targetSecret).not.toBe(rec.chapSecret);
     expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l)).ok).toBe(true);
+    // Mutual CHAP: the initiator that checks the target's secret logs in; told another secret, it refuses the target.
+    const tgtAccount = { user: rec.targetUser!, secret: rec.targetSecret! };
+    expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l), tgtAccount)).toMatchObject({ ok: true, out: expect.stringContaining('DIRECT_ACCESS') });
+    expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l), { ...tgtAccount, secret: 'NotTheTargets0123456789x' }).ok).toBe(false);
     // Another board's initiator name with the right secret: refused at login ("target not found").
     expect(iscsiInq(portal, rec.iqn, 'iqn.2026-11.cloud.dozen:bpi-2', chapOf(l))).toEqual({ ok: false, code: 10, out: `${TARGET_NOT_FOUND}\n` });
     const [ip, port] = portal.split(':');
     expect(storage.kernelArgs(rec, image)).toBe(
       `iscsi_initiator=iqn.2026-11.cloud.dozen:bpi-1 iscsi_target_name=iqn.2026-11.cloud.dozen:bpi-1.l-one iscsi_target_ip=${ip} ` +
-        `iscsi_target_port=${port} iscsi_target_group=1 iscsi_username=l-one iscsi_password=${rec.chapSecret} root=/dev/sda rw`,
+        `iscsi_target_port=${port} iscsi_target_group=1 iscsi_username=l-one iscsi_password=${rec.chapSecret} ` +
+        `iscsi_in_username=l-one-target iscsi_in_password=${rec.targetSecret} root=/dev/sda rw`,
     );
     // An image that names its root device itself keeps it.
     expect(storage.kernelArgs(rec, { ...image, manifest: { ...image.manifest, cmdline: 'console=x root=UUID=abc ro' } })).not.toContain('root=/dev/sda');
@@ -138,9 +146,13 @@ describe('attach / detach', () => {
     writeToImage(old.disk, '/etc/boot-mark', 'kept across boots');
     const rec = await storage.newBootSecret(l);
     l.iscsi = rec;
-    expect({ ...rec, chapSecret: 'x' }).toEqual({ ...old, chapSecret: 'x' }); // same target, disk, tid, user
+    expect({ ...rec, chapSecret: 'x', targetSecret: 'x' }).toEqual({ ...old, chapSecret: 'x', targetSecret: 'x' }); // same target, disk, tid, users
     expect(rec.chapSecret).toMatch(/^[A-Za-z0-9]{24}$/);
     expect(rec.chapSecret).not.toBe(old.chapSecret);
+    expect(rec.targetSecret).not.toBe(old.targetSecret);
+    // The target answers with the new boot's secret only.
+    expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l), { user: rec.targetUser!, secret: old.targetSecret! }).ok).toBe(false);
+    expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l), { user: rec.targetUser!, secret: rec.targetSecret! }).ok).toBe(true);
     expect(iscsiInq(portal, rec.iqn, rec.initiator, { user: old.chapUser, secret: old.chapSecret })).toEqual({ ok: false, code: 10, out: `${AUTH_FAILURE}\n` });
     expect(iscsiInq(portal, rec.iqn, rec.initiator, chapOf(l)).ok).toBe(true);
     expect(readFromImage(rec.disk, '/etc/boot-mark')).toBe('kept across boots');

@@ -70,10 +70,14 @@ export function iscsiLs(portal: string, iname: string, chap?: { user: string; se
   return { ok: r.status === 0, code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-/** libiscsi's iscsi-inq: a full login to the target's LUN 1 and a SCSI INQUIRY. */
-export function iscsiInq(portal: string, iqn: string, iname: string, chap?: { user: string; secret: string }): IscsiResult {
+/**
+ * libiscsi's iscsi-inq: a full login to the target's LUN 1 and a SCSI INQUIRY. With `target`, the
+ * initiator asks for mutual CHAP and checks the target's answer against that account.
+ */
+export function iscsiInq(portal: string, iqn: string, iname: string, chap?: { user: string; secret: string }, target?: { user: string; secret: string }): IscsiResult {
   const auth = chap ? `${chap.user}%${chap.secret}@` : '';
-  const r = spawnSync('iscsi-inq', ['-i', iname, `iscsi://${auth}${portal}/${iqn}/1`], { encoding: 'utf8', timeout: 30_000 });
+  const env = target ? { ...process.env, LIBISCSI_CHAP_TARGET_USERNAME: target.user, LIBISCSI_CHAP_TARGET_PASSWORD: target.secret } : process.env;
+  const r = spawnSync('iscsi-inq', ['-i', iname, `iscsi://${auth}${portal}/${iqn}/1`], { encoding: 'utf8', timeout: 30_000, env });
   return { ok: r.status === 0, code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 

@@ -104,7 +104,7 @@ describe('tgt exporter: one target per lease, one initiator, one secret', () => 
   });
 });
 
-describe('why targets are bound by initiator name only', () => {
+describe('one ACL list per target: the name, or (where the network fences addresses) the address', () => {
   it('tgt 1.0.85 admits an initiator when EITHER its address OR its name is listed', async () => {
     // So binding a board's address as well would let any initiator name in from that address.
     const t = target('acl', 'l-acl', 9);
@@ -114,6 +114,20 @@ describe('why targets are bound by initiator name only', () => {
     expect(iscsiInq(portal, t.iqn, t.initiator, chap).ok).toBe(true);
     expect(iscsiInq(portal, t.iqn, `${PREFIX}:someone-else`, chap).ok).toBe(true); // admitted by address alone
     await exporter.remove(t.iqn, t.chapUser);
+  });
+
+  it('a target bound to its board\'s address admits that address alone, under any name, and still wants the secret', async () => {
+    const chap = { user: 'l-addr', secret: 'S3cretl-addrxyzw12345' };
+    const elsewhere = { ...target('addr', 'l-addr', 10), initiatorAddress: '127.0.0.2' };
+    expect(await exporter.ensure(elsewhere)).toBe('created');
+    expect((await exporter.list()).find((x) => x.iqn === elsewhere.iqn)).toMatchObject({ acl: ['127.0.0.2'] });
+    // From 127.0.0.1 even the board's own name and secret get nothing.
+    expect(iscsiInq(portal, elsewhere.iqn, elsewhere.initiator, chap)).toEqual({ ok: false, code: 10, out: `${TARGET_NOT_FOUND}\n` });
+    expect(await exporter.ensure({ ...elsewhere, initiatorAddress: '127.0.0.1' })).toBe('replaced');
+    expect(iscsiInq(portal, elsewhere.iqn, `${PREFIX}:any-name`, chap).ok).toBe(true);
+    expect(iscsiInq(portal, elsewhere.iqn, `${PREFIX}:any-name`, { ...chap, secret: 'WrongSecret1234567890xx' })).toEqual({ ok: false, code: 10, out: `${AUTH_FAILURE}\n` });
+    expect(await exporter.ensure({ ...elsewhere, initiatorAddress: '127.0.0.1' })).toBe('unchanged');
+    await exporter.remove(elsewhere.iqn, chap.user);
   });
 });
 
