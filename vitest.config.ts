@@ -27,6 +27,8 @@ export default defineConfig({
   test: {
     testTimeout: 60_000,
     hookTimeout: 120_000,
+    // Tests log nothing unless asked (LOG_LEVEL=debug npx vitest run …); the servers they spawn inherit it.
+    env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent' },
     // Removes what a killed earlier run left (test netns, their links, loop filesystems).
     globalSetup: ['test/helpers/global-setup.ts'],
     // CI also keeps a JSON report; .ci/run turns it into the closing line (scripts/ci-summary.mjs).

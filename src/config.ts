@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { inSubnet, parseCidr } from './util/net.js';
+import { inSubnet, ipToInt, parseDhcpSubnet } from './util/net.js';
 import { storageConfigSchema } from './storage/config.js';
 import { containersConfigSchema } from './containers/config.js';
 
@@ -16,7 +16,17 @@ export const configSchema = z
     api: hostPort.default('127.0.0.1:8080'),
     /** Address the DHCP and TFTP servers bind to and announce (option 54, siaddr). */
     bootIp: z.ipv4().default('10.77.0.1'),
-    subnet: z.string().default('10.77.0.0/24'),
+    /** The boot network the DHCP server serves: refused here as the server would refuse it (parseDhcpSubnet). */
+    subnet: z
+      .string()
+      .superRefine((v, ctx) => {
+        try {
+          parseDhcpSubnet(v);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        }
+      })
+      .default('10.77.0.0/24'),
     router: z.ipv4().optional(),
     dns: z.array(z.ipv4()).default([]),
     domain: z.string().optional(),
@@ -111,15 +121,26 @@ export const configSchema = z
         message: 'choose how board ports are fenced: {"driver":"linux-bridge",…} or {"driver":"command",…}; {"driver":"none"} only for one trusted tenant (README "Board isolation")',
       });
     }
+    // What the DHCP server refuses at start (src/boot/dhcp/server.ts) is refused here, before anything starts:
+    // the subnet itself in its field (reported there), the boot IP and the pool here.
     let subnet;
     try {
-      subnet = parseCidr(c.subnet);
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', path: ['subnet'], message: (err as Error).message });
+      subnet = parseDhcpSubnet(c.subnet);
+    } catch {
       return;
     }
     if (!inSubnet(c.bootIp, subnet)) {
       ctx.addIssue({ code: 'custom', path: ['bootIp'], message: `${c.bootIp} is not a host address of ${c.subnet}` });
+    }
+    const pool = c.dhcp.pool;
+    if (pool) {
+      // As the server checks it: both ends inside the subnet (its network and broadcast addresses are never leased).
+      const inNet = (ip: string) => ((ipToInt(ip) & ipToInt(subnet.mask)) >>> 0) === ipToInt(subnet.network);
+      if (ipToInt(pool.start) > ipToInt(pool.end)) {
+        ctx.addIssue({ code: 'custom', path: ['dhcp', 'pool'], message: `pool start ${pool.start} is after its end ${pool.end}` });
+      } else if (!inNet(pool.start) || !inNet(pool.end)) {
+        ctx.addIssue({ code: 'custom', path: ['dhcp', 'pool'], message: `pool ${pool.start}-${pool.end} is not inside subnet ${c.subnet}` });
+      }
     }
   });
 

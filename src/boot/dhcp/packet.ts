@@ -5,7 +5,7 @@
  */
 
 import { isIPv4 } from 'node:net';
-import { intToIp, ipToInt } from '../../util/net.js';
+import { intToIp, ipToInt, parseDhcpSubnet } from '../../util/net.js';
 
 export const BOOTREQUEST = 1;
 export const BOOTREPLY = 2;
@@ -105,15 +105,13 @@ export interface Subnet {
   broadcast: number;
 }
 
-/** Parses `10.77.0.0/24`. Host bits set in the address are rejected (config mistake). */
+/**
+ * The boot subnet as 32-bit numbers, for the server's arithmetic. Parsing and its refusals (host bits
+ * set, a prefix DHCP cannot serve) are parseDhcpSubnet's in src/util/net.ts, shared with config validation.
+ */
 export function parseCidr(cidr: string): Subnet {
-  const m = /^(.+)\/(\d{1,2})$/.exec(cidr);
-  const prefix = m ? Number(m[2]) : NaN;
-  if (!m || !isIpv4(m[1]!) || prefix < 1 || prefix > 30) throw new Error(`invalid subnet: ${cidr}`);
-  const mask = (0xffffffff << (32 - prefix)) >>> 0;
-  const addr = ipToInt(m[1]!);
-  if ((addr & ~mask) >>> 0 !== 0) throw new Error(`subnet ${cidr} has host bits set`);
-  return { network: addr, mask, prefix, broadcast: (addr | ~mask) >>> 0 };
+  const s = parseDhcpSubnet(cidr);
+  return { network: ipToInt(s.network), mask: ipToInt(s.mask), prefix: s.prefix, broadcast: ipToInt(s.broadcast) };
 }
 
 export function inSubnet(ip: string | number, s: Subnet): boolean {
