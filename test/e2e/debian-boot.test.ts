@@ -115,10 +115,11 @@ describe('a lab board boots debian-12 with its root on iSCSI', () => {
     for (const deadline = Date.now() + 180_000; r.status !== 0 && Date.now() < deadline; r = ssh('true')) await new Promise((res) => setTimeout(res, 500));
     expect(r.status, r.stderr).toBe(0);
     // iscsid must have taken over the initramfs's session: only it reconnects after a network blip or a tgtd restart.
-    r = ssh('findmnt -no SOURCE /; cat /sys/class/iscsi_session/session*/targetname; hostname; systemctl is-active iscsid; iscsiadm -m session -P 1 | grep -c "Session State: LOGGED_IN"');
+    // username_in: Debian's initramfs took iscsi_in_username/password and logged in with mutual CHAP.
+    r = ssh('findmnt -no SOURCE /; cat /sys/class/iscsi_session/session*/targetname; hostname; systemctl is-active iscsid; iscsiadm -m session -P 1 | grep -c "Session State: LOGGED_IN"; cat /sys/class/iscsi_session/session*/username_in');
     expect(r.status, r.stderr).toBe(0);
-    const iqn = server.store.state.leases.find((l) => l.id === lease.id)!.iscsi!.iqn;
-    expect(r.stdout.trim().split('\n')).toEqual(['/dev/sda', iqn, 'deb-iscsi', 'active', '1']);
+    const rec = server.store.state.leases.find((l) => l.id === lease.id)!.iscsi!;
+    expect(r.stdout.trim().split('\n')).toEqual(['/dev/sda', rec.iqn, 'deb-iscsi', 'active', '1', rec.targetUser]);
   }, 300_000);
 
   it('survives tgtd dying: its supervisor re-creates the target, iscsid logs back in, the root stays writable', async () => {
