@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { ContainerLeaseDriver } from './driver.js';
+import type { FenceTarget } from './fence.js';
 import { containerHostConfigSchema, ContainerHost } from './host.js';
 import { BUILT_ARMHF_IMAGE_DIR, loadBuiltImage, type ContainerImageSource } from './images.js';
 import { ContainerPool } from './pool.js';
@@ -19,6 +20,12 @@ export const containersConfigSchema = z.object({
   diskMb: z.number().int().min(16).nullable().default(2048),
   /** `require`: a lease that asks for a quota is refused where none can be enforced; `best-effort`: placed anyway. */
   diskQuota: z.enum(['require', 'best-effort']).default('require'),
+  /**
+   * Check each board's fence between tenants' bridges and the boot network (fence.ts): a board whose
+   * tenants reach the controller's metadata or iSCSI port gets no lease. Off only for a board that is
+   * not on the boot network at all.
+   */
+  fenceBootNetwork: z.boolean().default(true),
   stopTimeoutS: z.number().int().min(0).max(300).default(5),
   failover: z.boolean().default(false),
   healthIntervalMs: z.number().int().min(500).default(10_000),
@@ -36,7 +43,7 @@ export interface ContainerBackend {
 }
 
 /** Builds the pool and the driver from configuration; missing image builds are skipped (logged). */
-export function createContainerBackend(config: ContainersConfig, logger: Logger): ContainerBackend {
+export function createContainerBackend(config: ContainersConfig, logger: Logger, bootServices: FenceTarget[] = []): ContainerBackend {
   const pool = new ContainerPool(
     config.hosts.map((h) => new ContainerHost(h)),
     { failThreshold: config.failThreshold, pingTimeoutMs: config.pingTimeoutMs },
@@ -55,6 +62,7 @@ export function createContainerBackend(config: ContainersConfig, logger: Logger)
     outbound: config.outbound,
     diskMb: config.diskMb,
     diskQuota: config.diskQuota,
+    fenceTargets: config.fenceBootNetwork ? bootServices : [],
     stopTimeoutS: config.stopTimeoutS,
     failover: config.failover,
     logger,

@@ -1,4 +1,7 @@
-/** Serializes async work per key (placement per pool, operations per lease, networks per tenant). */
+/**
+ * Serializes async work per key (placement per pool, operations per lease, networks per tenant).
+ * Not reentrant. The driver's keys, what each guards and the order they nest in: locks.ts.
+ */
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<unknown>>();
 

@@ -46,7 +46,8 @@ export function choosePlacement(candidates: PlacementCandidate[], need: Placemen
     // Per-board reasons carry the CPU and platform misfits, so the headline stays about memory.
     const why = reasons.length ? reasons.join(', ') : 'no shared board is configured';
     const quota = candidates.some((c) => c.unavailable?.startsWith('cannot enforce a disk quota')) ? ' and enforces a disk quota' : '';
-    throw new NoCapacityError(`no shared board has ${need.memoryMb} MiB free${quota}: ${why}`, candidates);
+    const fence = candidates.some((c) => c.unavailable?.startsWith('is not fenced from the boot network')) ? ' and is fenced from the boot network' : '';
+    throw new NoCapacityError(`no shared board has ${need.memoryMb} MiB free${quota}${fence}: ${why}`, candidates);
   }
   fits.sort((a, b) => b.freeMb - a.freeMb || a.id.localeCompare(b.id));
   return fits[0]!.id;

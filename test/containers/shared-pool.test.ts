@@ -4,6 +4,7 @@
  * data on btrfs, so disk quotas are enforced there; board 2 on ext4 (overlay2: none). Covers placement, outbound policy, an engine
  * stopped mid-lease, reconcile and failover.
  */
+import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContainerLeaseDriver } from '../../src/containers/driver.js';
@@ -215,6 +216,44 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
       await clean(allow);
     }
   });
+
+  it('a board whose tenant bridges reach the boot network gets no lease until its own firewall fences them', async () => {
+    // The "boot network": a listener on the host end of board 1's veth, as the controller's metadata port
+    // would be. The same listener answers on board 2's host end too: the control, outside the fence.
+    const boot = e1.host.replace(/\.2$/, '.1');
+    const elsewhere = e2.host.replace(/\.2$/, '.1');
+    const server: Server = createServer((s) => s.end('boot-service\n'));
+    await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
+    const target = { ip: boot, port: (server.address() as { port: number }).port };
+    const pool = makePool(1024, 768);
+    const drop = ['DOCKER-USER', '-d', boot, '-j', 'DROP'];
+    try {
+      // Neither board fences it (board 2's tenants route to it through the host as well): refused, naming both.
+      const open = new ContainerLeaseDriver({ pool, images: [image], ...ANY_DISK, fenceTargets: [target] });
+      const reached = `a tenant's bridge reaches ${boot}:${target.port}`;
+      await expect(open.create(spec('n1'))).rejects.toMatchObject({
+        status: 409,
+        message: `no shared board has 64 MiB free and is fenced from the boot network: ${B1} is not fenced from the boot network (${reached}), ${B2} is not fenced from the boot network (${reached})`,
+      });
+      // Board 1's firewall drops what its bridges forward to the boot network: a new probe finds it fenced.
+      execFileSync('ip', ['netns', 'exec', B1, 'iptables', '-I', ...drop]);
+      const driver = new ContainerLeaseDriver({ pool, images: [image], ...ANY_DISK, fenceTargets: [target] });
+      const lease = await driver.create(spec('n2'));
+      expect(lease.hostId).toBe(B1);
+      // The tenant's container reaches the same listener outside the fence, and not the boot network.
+      const reach = async (ip: string) => (await driver.exec(lease.leaseId, ['sh', '-c', `nc -w 2 ${ip} ${target.port} </dev/null; echo rc=$?`])).stdout;
+      expect(await reach(elsewhere)).toContain('boot-service');
+      expect(await reach(boot)).not.toContain('boot-service');
+      await clean(driver);
+    } finally {
+      try {
+        execFileSync('ip', ['netns', 'exec', B1, 'iptables', '-D', ...drop], { stdio: 'ignore' });
+      } catch {
+        // not inserted: the test failed before that step
+      }
+      server.close();
+    }
+  }, 180_000);
 
   it('engine stopped mid-lease: errors name the board; after it returns, reconcile leaves nothing orphaned', async () => {
     const pool = makePool(1024, 768);
