@@ -57,6 +57,8 @@ export interface HostFacts {
   storageDriver: string;
   backingFs: string | null;
   quota: QuotaSupport;
+  /** The engine runs every container in a user namespace (`dockerd --userns-remap`): root inside is not root on the board. */
+  userns: boolean;
 }
 
 export interface HostUsage {
@@ -187,6 +189,7 @@ export class ContainerHost {
       storageDriver: String(info.Driver),
       backingFs,
       quota: quotaSupport(String(info.Driver), backingFs),
+      userns: ((info.SecurityOptions ?? []) as string[]).some((o) => o.startsWith('name=userns')),
     };
     this.factsCache = facts;
     return facts;

@@ -44,6 +44,8 @@ export async function inspectLease(ctx: DriverContext, leaseId: string): Promise
       pidsLimit: hc.PidsLimit && hc.PidsLimit > 0 ? hc.PidsLimit : null,
     },
     disk: parseDisk(labels[LABEL.disk]),
+    // Never `--userns=host` from us (container-body.ts): in a user namespace wherever the engine has one.
+    userns: hc.UsernsMode !== 'host' && (await host.facts()).userns,
   };
 }
 

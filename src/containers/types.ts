@@ -84,6 +84,8 @@ export interface ContainerLeaseStatus {
   outbound: 'allow' | 'deny';
   limits: { memoryMb: number; memorySwapMb: number | null; cpus: number; pidsLimit: number | null };
   disk: DiskQuota;
+  /** Its root is an unprivileged uid on the board (the engine's user namespace). */
+  userns: boolean;
 }
 
 export interface ReconcileResult {

@@ -7,10 +7,11 @@
 #       The shared local engine (default NAME=dozen-test-docker): host network namespace,
 #       unix:///run/NAME.sock, data root /var/lib/NAME, iptables on, no default bridge. Started if
 #       it doesn't answer, then LEFT RUNNING for the next test file / run. Prints the socket path.
-#   dockerd.sh start-remote NAME [--btrfs|--ext4]
+#   dockerd.sh start-remote NAME [--btrfs|--ext4] [--userns]
 #       A "remote shared board": an engine in its own network namespace NAME, reached like a real
 #       board over TCP + TLS on <ip>:2376 through a veth pair (host side .1, engine side .2 of a free
 #       10.199.X.0/24), with a client certificate; tenants' SSH ports are published on <ip>.
+#       --userns runs it with --userns-remap default (a user namespace for every container).
 #       --btrfs puts its data root on a 2 GiB loop-mounted btrfs (storage driver btrfs: per-container
 #       disk quotas); --ext4 on a 2 GiB loop-mounted ext4 (overlay2 on extfs: no quotas), so that what
 #       the engine can do never depends on the host's own file system. Prints the path of a JSON file {name, socket, host, port, ca, cert, key, sshHost}.
@@ -155,8 +156,16 @@ make_tls() { # make_tls DIR IP
 cmd_start_remote() {
   local name=${1:?start-remote needs a NAME}
   [[ $name =~ ^[a-z0-9-]{1,10}$ ]] || die "remote engine names are [a-z0-9-]{1,10} (they name a veth)"
-  local fs=host
-  case "${2:-}" in --btrfs) fs=btrfs ;; --ext4) fs=ext4 ;; "") ;; *) die "start-remote: unknown option $2" ;; esac
+  local fs=host userns=()
+  shift
+  for opt in "$@"; do
+    case "$opt" in
+      --btrfs) fs=btrfs ;;
+      --ext4) fs=ext4 ;;
+      --userns) userns=(--userns-remap default) ;; # containers' root is an unprivileged uid on the host (dockerd makes the dockremap user)
+      *) die "start-remote: unknown option $opt" ;;
+    esac
+  done
   local dir=$STATE/$name sock=/run/$name.sock exec=/run/dz-$name
   mkdir -p "$dir" "$exec"
   lock "$name"
@@ -196,7 +205,7 @@ cmd_start_remote() {
     run_dockerd "$name" "$sock" "$dir/dockerd.log" "$exec/dockerd.pid" "$name" -- \
       --host "tcp://$ip:2376" --tlsverify --tlscacert "$dir/tls/ca.pem" \
       --tlscert "$dir/tls/server.pem" --tlskey "$dir/tls/server-key.pem" \
-      --data-root "$root" --exec-root "$exec" --storage-driver "$driver" --iptables=true --bridge=none
+      --data-root "$root" --exec-root "$exec" --storage-driver "$driver" --iptables=true --bridge=none "${userns[@]}"
   fi
   printf '{"name":"%s","socket":"%s","host":"%s","port":2376,"ca":"%s","cert":"%s","key":"%s","sshHost":"%s","storageDriver":"%s"}\n' \
     "$name" "$sock" "$ip" "$dir/tls/ca.pem" "$dir/tls/cert.pem" "$dir/tls/key.pem" "$ip" "$driver" >"$dir/engine.json"

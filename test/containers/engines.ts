@@ -49,8 +49,8 @@ export interface RemoteEngine {
 }
 
 /** An engine in its own netns, reached over TCP+TLS like a real board (see dockerd.sh); its data root on its own btrfs or ext4 when asked. */
-export function startRemoteEngine(name: string, opts: { btrfs?: boolean; ext4?: boolean } = {}): RemoteEngine {
-  const file = script(['start-remote', name, ...(opts.btrfs ? ['--btrfs'] : opts.ext4 ? ['--ext4'] : [])]);
+export function startRemoteEngine(name: string, opts: { btrfs?: boolean; ext4?: boolean; userns?: boolean } = {}): RemoteEngine {
+  const file = script(['start-remote', name, ...(opts.btrfs ? ['--btrfs'] : opts.ext4 ? ['--ext4'] : []), ...(opts.userns ? ['--userns'] : [])]);
   return JSON.parse(readFileSync(file, 'utf8')) as RemoteEngine;
 }
 

@@ -5,6 +5,7 @@
  * stopped mid-lease, reconcile and failover.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContainerLeaseDriver } from '../../src/containers/driver.js';
@@ -82,7 +83,8 @@ beforeAll(() => {
   key = sshKeyPair('shared-pool');
   for (const n of [B1, B2]) destroyEngine(n);
   e1 = startRemoteEngine(B1, { btrfs: true });
-  e2 = startRemoteEngine(B2, { ext4: true }); // overlay2 on its own ext4, whatever the host's /var/lib is
+  // overlay2 on its own ext4, whatever the host's /var/lib is; a user namespace for every container.
+  e2 = startRemoteEngine(B2, { ext4: true, userns: true });
 }, 600_000);
 
 afterAll(() => {
@@ -101,12 +103,36 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
     const [h1, h2] = pool.hosts();
     expect((await pool.check()).map((s) => s.health)).toEqual(['up', 'up']);
     const f1 = await h1!.facts();
-    expect(f1).toMatchObject({ memoryMb: 1024, platforms: ['linux/arm/v7'], storageDriver: 'btrfs', quota: { mode: 'yes' } });
+    expect(f1).toMatchObject({ memoryMb: 1024, platforms: ['linux/arm/v7'], storageDriver: 'btrfs', quota: { mode: 'yes' }, userns: false });
     expect(f1.cpus).toBeGreaterThan(0);
-    expect(await h2!.facts()).toMatchObject({ storageDriver: 'overlay2', backingFs: 'extfs', quota: { mode: 'no' } }); // its own ext4
+    expect(await h2!.facts()).toMatchObject({ storageDriver: 'overlay2', backingFs: 'extfs', quota: { mode: 'no' }, userns: true }); // its own ext4
     // Without a client certificate the engine refuses us: no plain or anonymous access to a board.
     const anon = new ContainerHost({ ...remoteHostConfig(e1), cert: e1.ca, key: e1.key, id: 'anon' });
     await expect(anon.ping(2_000)).rejects.toMatchObject({ status: 503, message: /anon .*unreachable/ });
+  });
+
+  it('where the engine has a user namespace, a container\'s root is an unprivileged uid on the board', async () => {
+    const pool = makePool(256, 768);
+    const driver = new ContainerLeaseDriver({ pool, images: [image], ...ANY_DISK });
+    try {
+      const a = await driver.create(spec('u1', { memoryMb: 128 })); // 256 vs 768 → board 2
+      driver.pool.markDown(B2);
+      const b = await driver.create(spec('u2', { memoryMb: 128 })); // board 1 (no user namespace)
+      driver.pool.markUp(B2);
+      expect([a.hostId, b.hostId]).toEqual([B2, B1]);
+      expect([(await driver.inspect(a.leaseId)).userns, (await driver.inspect(b.leaseId)).userns]).toEqual([true, false]);
+      // Root inside both; on the board (the engines share this host's pid namespace) only board 1's is uid 0.
+      for (const l of [a, b]) expect((await driver.exec(l.leaseId, ['id', '-u'])).stdout.trim()).toBe('0');
+      const hostUid = async (l: ContainerLease) => {
+        const pid = (await pool.get(l.hostId).docker.getContainer(l.containerId).inspect()).State.Pid;
+        return Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+      };
+      expect(await hostUid(a)).toBeGreaterThanOrEqual(100_000);
+      expect(await hostUid(b)).toBe(0);
+    } finally {
+      driver.pool.markUp(B2);
+      await clean(driver);
+    }
   });
 
   it('places each lease on the board with the most free memory; when none fits: 409 with the reason', async () => {
