@@ -39,7 +39,10 @@ export type ServerMessage =
       who?: string;
       board?: string;
       canType?: boolean;
+      /** hello only: who else is watching. Later joins and leaves say only who (and `count`), so a join costs O(viewers), not O(viewers²). */
       viewers?: ViewerInfo[];
+      /** join/leave: how many viewers there are now. */
+      count?: number;
       /** hello: bytes of scrollback about to follow as binary frames. */
       scrollback?: number;
     };

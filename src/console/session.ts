@@ -24,7 +24,8 @@ const TYPING_ANNOUNCE_QUIET_MS = 3000;
  * just panicked is worse than an occasional interleaved keystroke). Each input frame reaches the line
  * whole, so two people's keystrokes never mix inside a frame. Everyone is told who is typing: when the
  * typist changes, or someone starts again after 3 s of quiet, all viewers get `info` event `typing` with
- * `who`. Viewers also see `join`/`leave` with the list of viewers and whether each may type. Input from a
+ * `who`. A new viewer's hello lists who is there and whether each may type; after that, `join`/`leave`
+ * name one viewer and the new count (a list on every join would cost O(n²) over n joins). Input from a
  * watch-only viewer is dropped and that viewer alone gets one `denied` notice.
  */
 export class BoardSession extends EventEmitter<ConsoleSourceEvents> {
@@ -72,12 +73,12 @@ export class BoardSession extends EventEmitter<ConsoleSourceEvents> {
   attach(v: Viewer): Buffer {
     const snapshot = this.ring.snapshot();
     this.viewers.add(v);
-    this.info('join', `${v.who} joined${v.canType ? '' : ' (watching)'}`, { who: v.who });
+    this.info('join', `${v.who} joined${v.canType ? '' : ' (watching)'}`, { who: v.who, canType: v.canType, count: this.viewers.size });
     return snapshot;
   }
 
   detach(v: Viewer): void {
-    if (this.viewers.delete(v)) this.info('leave', `${v.who} left`, { who: v.who });
+    if (this.viewers.delete(v)) this.info('leave', `${v.who} left`, { who: v.who, count: this.viewers.size });
   }
 
   async write(v: Viewer, bytes: Uint8Array): Promise<void> {
@@ -137,8 +138,9 @@ export class BoardSession extends EventEmitter<ConsoleSourceEvents> {
     await this.setLeaseLog()?.writer.close();
   }
 
-  private info(event: InfoEvent, message: string, extra: { who?: string } = {}): void {
-    this.broadcast({ type: 'info', event, message, ...extra, viewers: this.viewerList() });
+  /** One small message to every viewer: the full list goes only in a new viewer's hello (ws-bridge.ts). */
+  private info(event: InfoEvent, message: string, extra: { who?: string; canType?: boolean; count?: number } = {}): void {
+    this.broadcast({ type: 'info', event, message, ...extra });
   }
 
   private broadcast(msg: ServerMessage): void {

@@ -46,7 +46,7 @@ export interface ConsoleWebSocketOptions {
   recheckMs?: number;
   /** At most this many open sockets per `keyOf(grant)` (a token); more are refused with 429. */
   maxPerKey?: number;
-  /** At most this many viewers of one console (every join is announced to all: the cost grows with n²). */
+  /** At most this many viewers of one console (each join is announced to all, in one small message). */
   maxViewers?: number;
   keyOf?: (grant: ConsoleGrant) => string;
 }

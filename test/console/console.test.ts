@@ -111,8 +111,22 @@ describe('console over WebSocket (pty line)', () => {
     await until(() => Buffer.concat(got).toString().includes('from-alice'), 5000, 'both inputs at the board');
     expect(Buffer.concat(got).toString()).toBe('from-admin from-alice');
     board.port.off('data', onData);
+    // The admin's hello listed alice; alice was told the admin joined (who, may type, now two viewers).
+    expect(b.messages.find((m) => m.type === 'info' && m.event === 'hello')).toMatchObject({ viewers: [{ who: 'tenant alice', canType: true }] });
     const join = a.messages.find((m) => m.type === 'info' && m.event === 'join' && m.who === 'admin');
-    expect(join && 'viewers' in join && join.viewers?.map((x) => x.who).sort()).toEqual(['admin', 'tenant alice']);
+    expect(join).toMatchObject({ who: 'admin', canType: true, count: 2 });
+    expect(join).not.toHaveProperty('viewers');
+  });
+
+  it('a join costs one small message per viewer, however many watch (no viewer list on every join)', async () => {
+    const first = await view(alice);
+    for (let i = 0; i < 14; i++) await view(admin, `/v1/leases/${L1}/console?watch=1`);
+    await first.waitMessage((m) => m.type === 'info' && m.event === 'join' && m.count === 15, 5000, 'the 15th viewer announced');
+    const joins = first.messages.filter((m) => m.type === 'info' && m.event === 'join' && m.who === 'admin').map((m) => JSON.stringify(m).length);
+    expect(joins).toHaveLength(14);
+    // The same size for the 2nd and the 15th viewer: O(1) per join for each viewer, O(n) in all.
+    expect(Math.max(...joins)).toBeLessThan(120);
+    expect(Math.max(...joins) - Math.min(...joins)).toBeLessThanOrEqual(1); // "count" gains a digit at 10
   });
 
   it('a viewer who joined watch-only (?watch=1) cannot write or send BREAK', async () => {
