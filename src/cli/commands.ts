@@ -1,5 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
+import type { StepName } from '../leases/steps.js';
+import type { Job, JobStep } from '../store/schema.js';
 import { ApiClient, resolveLogin, saveLogin } from './context.js';
 import { print } from './output.js';
 
@@ -14,11 +16,14 @@ const common = (c: Command) => c.option('--url <url>', 'server URL').option('--t
 const BOARD_COLS = ['id', 'model', 'arch', 'mac', 'ip', 'image', 'state', 'stateReason'];
 const LEASE_COLS = ['id', 'kind', 'boardId', 'image', 'hostname', 'state', 'stateReason', 'expiresAt'];
 
+/** A lease job as the API shows it; its step names are the server's (src/leases/steps.ts). */
+type LeaseJob = Omit<Job, 'steps'> & { steps: Array<JobStep & { name: StepName }> };
+
 /** Follow a job on the event stream, printing each step as it changes, until it ends. */
-async function follow(api: ApiClient, jobId: string, json?: boolean): Promise<any> {
-  const printed = new Map<string, string>();
-  let final: any;
-  const show = (job: any) => {
+async function follow(api: ApiClient, jobId: string, json?: boolean): Promise<LeaseJob> {
+  const printed = new Map<StepName, string>();
+  let final: LeaseJob | undefined;
+  const show = (job: LeaseJob) => {
     for (const s of job.steps ?? []) {
       const key = `${s.state}:${s.attempts}`;
       if (printed.get(s.name) === key || s.state === 'pending') continue;

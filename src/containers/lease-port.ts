@@ -1,11 +1,10 @@
 import { EventEmitter } from 'node:events';
 import type { Connector, Transport, TransportEvents } from '../console/source.js';
-import type { ContainerLeases } from '../leases/ports.js';
+import type { ContainerFailover, ContainerLeases } from '../leases/ports.js';
 import type { ContainerRecord, Lease } from '../store/schema.js';
 import { BadRequestError } from '../util/errors.js';
 import type { ContainerLeaseDriver } from './driver.js';
 import type { ContainerImageSource } from './images.js';
-import type { Store } from '../store/store.js';
 import type { FailoverResult } from './failover.js';
 import type { ContainerLease, ContainerLeaseSpec, RecordedContainerLease } from './types.js';
 
@@ -111,19 +110,10 @@ export function containerRecords(leases: Lease[]): RecordedContainerLease[] {
     .map((l) => ({ leaseId: l.id, hostId: l.container!.hostId, containerId: l.container!.containerId, spec: l.container!.spec as ContainerLeaseSpec | undefined }));
 }
 
-/** Store where failover moved each lease; leases it could not move are marked error with the reason. */
-export async function recordFailover(store: Store, r: FailoverResult): Promise<void> {
-  await store.update((s) => {
-    for (const m of r.moved) {
-      const l = s.leases.find((x) => x.id === m.lease.leaseId);
-      if (l) l.container = record(m.lease);
-    }
-    for (const f of r.failed) {
-      const l = s.leases.find((x) => x.id === f.leaseId);
-      if (l && l.state !== 'released') {
-        l.state = 'error';
-        l.stateReason = `shared board ${f.from} went down and the container could not be moved: ${f.error}`;
-      }
-    }
-  });
+/**
+ * Failover's result as the lease layer records it (LeaseService.recordFailover, the one writer of lease
+ * state): each moved lease's new container record, and the leases that could not be moved.
+ */
+export function failoverOutcome(r: FailoverResult): ContainerFailover {
+  return { moved: r.moved.map((m) => ({ leaseId: m.lease.leaseId, container: record(m.lease) })), failed: r.failed };
 }

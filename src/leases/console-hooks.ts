@@ -1,6 +1,8 @@
+import { consoleIdOf } from '../auth/authz.js';
 import type { ConsoleSessions } from '../console/index.js';
 import type { Connector } from '../console/source.js';
 import { log } from '../log.js';
+import type { Lease } from '../store/schema.js';
 import type { ConsoleHooks } from './ports.js';
 
 /**
@@ -24,4 +26,17 @@ export function leaseConsoleHooks(consoles: ConsoleSessions, containerTty?: (lea
       if (isContainer(consoleId)) await consoles.remove(consoleId, 'lease released');
     },
   };
+}
+
+/** After a restart, before anything powers on (so no boot line is missed): live board leases keep logging. */
+export async function resumeBoardLeaseLogs(consoles: ConsoleSessions, leases: Lease[]): Promise<void> {
+  for (const l of leases.filter((x) => x.boardId && x.state !== 'released')) await consoles.startLeaseLog(l.boardId!, l.id);
+}
+
+/** After a restart: active container leases get their TTY back as a console, and keep logging. */
+export async function resumeContainerConsoles(consoles: ConsoleSessions, leases: Lease[], containerTty: (leaseId: string) => Connector): Promise<void> {
+  for (const l of leases.filter((x) => x.kind === 'container' && x.state === 'active')) {
+    await consoles.attach(consoleIdOf(l), containerTty(l.id));
+    await consoles.startLeaseLog(consoleIdOf(l), l.id);
+  }
 }

@@ -4,18 +4,26 @@ import { log } from '../log.js';
 import type { Job, JobStep } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import type { Bus } from './bus.js';
+import type { StepName } from './steps.js';
 
 /** One step of a job: an action with a timeout, retried once (after `beforeRetry`, e.g. a power cycle). */
 export interface StepImpl {
-  name: string;
+  name: StepName;
   timeoutMs: number;
   run(signal: AbortSignal): Promise<void | 'skipped'>;
   beforeRetry?: () => Promise<void>;
 }
 
+/** Implementations keyed by step name: a record over a lease kind's names (steps.ts) cannot leave one out. */
+export type StepImpls<N extends StepName> = Record<N, Omit<StepImpl, 'name'>>;
+
+export function stepList<N extends StepName>(impls: StepImpls<N>): StepImpl[] {
+  return (Object.keys(impls) as N[]).map((name) => ({ name, ...impls[name] }));
+}
+
 export class StepTimeout extends Error {}
 
-export function newJob(kind: Job['kind'], leaseId: string, tenantId: string, steps: string[], params: Record<string, string> = {}): Job {
+export function newJob(kind: Job['kind'], leaseId: string, tenantId: string, steps: readonly StepName[], params: Record<string, string> = {}): Job {
   return {
     id: `j-${randomBytes(5).toString('hex')}`,
     kind,
@@ -44,7 +52,7 @@ export class JobRunner {
   }
 
   async run(jobId: string, impls: StepImpl[], cancel?: AbortSignal): Promise<Job> {
-    const byName = new Map(impls.map((s) => [s.name, s]));
+    const byName = new Map<string, StepImpl>(impls.map((s) => [s.name, s]));
     for (;;) {
       if (cancel?.aborted) return this.finish(jobId, 'failed', `cancelled: ${cancel.reason ?? 'by request'}`);
       const job = this.get(jobId);

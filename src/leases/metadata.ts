@@ -1,5 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import express, { type Express, type Request } from 'express';
+import type { Server as HttpServer } from 'node:http';
+import { listen } from '../api/listen.js';
 import type { Lease } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import type { LeaseSignals } from './waits.js';
@@ -81,6 +83,15 @@ export function metadataApp(d: MetadataDeps): Express {
     res.type('text').send('ok\n');
   });
   return app;
+}
+
+/** The metadata service listening on the boot network, bounded like the API: boards are not trusted clients. */
+export async function serveMetadata(d: MetadataDeps, host: string, port: number, limits: { metadataConnections: number; headersTimeoutMs: number }): Promise<HttpServer> {
+  const server = await listen(metadataApp(d), host, port);
+  server.maxConnections = limits.metadataConnections;
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = 60_000;
+  return server;
 }
 
 function sameToken(a: string, b: string): boolean {

@@ -1,5 +1,5 @@
 import type { Image } from '../images/catalog.js';
-import type { Board, IscsiRecord, Lease } from '../store/schema.js';
+import type { Board, ContainerRecord, IscsiRecord, Lease } from '../store/schema.js';
 
 /**
  * Per-lease root disks for whole boards (implemented by src/storage): a copy-on-write clone of the
@@ -41,9 +41,17 @@ export interface ContainerLeases {
   /** Image names tenants may ask for. */
   imageNames(): string[];
   /** Place and start the lease's container; throws a ConflictError when nothing fits. */
-  create(lease: Lease, size: { memoryMb: number; cpus: number }): Promise<import('../store/schema.js').ContainerRecord>;
-  reimage(lease: Lease): Promise<import('../store/schema.js').ContainerRecord>;
+  create(lease: Lease, size: { memoryMb: number; cpus: number }): Promise<ContainerRecord>;
+  reimage(lease: Lease): Promise<ContainerRecord>;
   power(lease: Lease, action: 'on' | 'off' | 'cycle'): Promise<void>;
   release(lease: Lease): Promise<void>;
   reconcile(leases: Lease[]): Promise<string[]>;
+}
+
+/** What container failover did (src/containers/failover.ts), as LeaseService.recordFailover records it. */
+export interface ContainerFailover {
+  /** Leases recreated on another shared board, with their new container. */
+  moved: Array<{ leaseId: string; container: ContainerRecord }>;
+  /** Leases that could not be moved: the board they were on, and why. */
+  failed: Array<{ leaseId: string; from: string; error: string }>;
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Principal } from '../auth/tokens.js';
 import { authz, consoleIdOf } from '../auth/authz.js';
 import { forPrincipal } from '../auth/redact.js';
+import type { Config } from '../config.js';
 import type { ImageCatalog } from '../images/catalog.js';
 import { applyTransition, type Inventory } from '../inventory/boards.js';
 import type { BoardEvents } from '../inventory/events.js';
@@ -12,11 +13,12 @@ import type { Board, Job, Lease, State } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import { BadRequestError, ConflictError, HttpError } from '../util/errors.js';
 import type { Bus } from './bus.js';
-import { JobRunner, newJob, type StepImpl } from './jobs.js';
-import type { BoardStorage, ConsoleHooks, ContainerLeases, NetworkHooks } from './ports.js';
+import { JobRunner, newJob, stepList, type StepImpl, type StepImpls } from './jobs.js';
+import type { BoardStorage, ConsoleHooks, ContainerFailover, ContainerLeases, NetworkHooks } from './ports.js';
 import type { CreateLease } from './schemas.js';
 import { LeaseSignals, waitForBoardEvent } from './waits.js';
 import { newBootToken } from './metadata.js';
+import { jobSteps, type BoardStep, type ContainerStep } from './steps.js';
 
 export interface LeaseTimeouts {
   /** Power, disk and other server-side steps. */
@@ -47,12 +49,16 @@ export interface LeaseServiceDeps {
   containerQuota?: { memoryMb: number; cpus: number };
 }
 
-const PROVISION_STEPS = ['network', 'disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
-const REIMAGE_STEPS = ['power-off', 'network', 'disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'];
-const RELEASE_STEPS = ['power-off', 'network', 'firmware', 'disk', 'console', 'board'];
-const CONTAINER_PROVISION = ['container'];
-const CONTAINER_REIMAGE = ['container'];
-const CONTAINER_RELEASE = ['container', 'console'];
+/** What config.leases and config.limits ask of the lease service. */
+export function leaseLimits(config: Pick<Config, 'leases' | 'limits'>): Pick<LeaseServiceDeps, 'timeouts' | 'leasesPerTenant' | 'powerCallsPerMinute' | 'containerQuota'> {
+  return {
+    timeouts: { actionMs: config.leases.actionTimeoutMs, bootMs: config.leases.bootTimeoutMs, osMs: config.leases.osTimeoutMs },
+    leasesPerTenant: config.limits.leasesPerTenant,
+    powerCallsPerMinute: config.limits.powerCallsPerMinute,
+    containerQuota: { memoryMb: config.limits.containerMemoryMbPerTenant, cpus: config.limits.containerCpusPerTenant },
+  };
+}
+
 /** States a lease is live in (holds a board or container). */
 const LIVE: Array<Lease['state']> = ['provisioning', 'active', 'reimaging', 'releasing', 'error'];
 
@@ -126,7 +132,7 @@ export class LeaseService {
         if (board) {
           applyTransition(s, board.id, 'provisioning', `lease ${id}`);
           const lease: Lease = { ...base, kind: 'board', boardId: board.id };
-          const job = newJob('provision', id, tenantId, PROVISION_STEPS);
+          const job = newJob('provision', id, tenantId, jobSteps('board', 'provision'));
           lease.jobId = job.id;
           s.leases.push(lease);
           s.jobs.push(job);
@@ -137,7 +143,7 @@ export class LeaseService {
       const size = { memoryMb: input.memory ?? 256, cpus: input.cpus ?? 1 };
       this.checkContainerQuota(s, tenantId, size);
       const lease: Lease = { ...base, kind: 'container', image: containerImage! };
-      const job = newJob('provision', id, tenantId, CONTAINER_PROVISION, { memoryMb: String(size.memoryMb), cpus: String(size.cpus) });
+      const job = newJob('provision', id, tenantId, jobSteps('container', 'provision'), { memoryMb: String(size.memoryMb), cpus: String(size.cpus) });
       lease.jobId = job.id;
       s.leases.push(lease);
       s.jobs.push(job);
@@ -205,11 +211,10 @@ export class LeaseService {
 
   /** Change a lease and record its new job in one store update, then run the job. */
   private async beginJob(id: string, kind: 'reimage' | 'release', change: (l: Lease, s: State) => void): Promise<{ lease: Lease; job: Job }> {
-    const steps = { reimage: [REIMAGE_STEPS, CONTAINER_REIMAGE], release: [RELEASE_STEPS, CONTAINER_RELEASE] }[kind];
     const r = await this.d.store.update((s) => {
       const l = s.leases.find((x) => x.id === id)!;
       change(l, s);
-      const job = newJob(kind, id, l.tenantId, l.kind === 'board' ? steps[0]! : steps[1]!);
+      const job = newJob(kind, id, l.tenantId, jobSteps(l.kind, kind));
       l.jobId = job.id;
       s.jobs.push(job);
       return { lease: structuredClone(l), job: structuredClone(job) };
@@ -308,6 +313,61 @@ export class LeaseService {
     return due.map((l) => l.id);
   }
 
+  /** Every `intervalMs`: release the leases whose time is up, forget those released over `keepMs` ago. Returns a stop function. */
+  startReaper(intervalMs: number, keepMs: number): () => void {
+    const reaper = setInterval(() => {
+      void this.reap();
+      void this.prune(keepMs);
+    }, intervalMs);
+    return () => clearInterval(reaper);
+  }
+
+  /** Board leases whose board is in its tenant's network: the network rejoins them at start. */
+  liveBoardLeases(): Array<{ boardId: string; tenantId: string }> {
+    // Not `releasing`: a release resumed after its network step would never take the board out again.
+    return this.d.store.state.leases.filter((l) => l.kind === 'board' && l.boardId && l.state !== 'released' && l.state !== 'releasing').map((l) => ({ boardId: l.boardId!, tenantId: l.tenantId }));
+  }
+
+  /** At start: leases whose root disk storage could not find say so (error), instead of reading `active` to their tenant. */
+  async markDisksMissing(leaseIds: string[]): Promise<void> {
+    if (!leaseIds.length) return;
+    const changed = await this.d.store.update((s) =>
+      s.leases
+        .filter((x) => leaseIds.includes(x.id))
+        .map((l) => {
+          l.state = 'error';
+          l.stateReason = 'its root disk is missing from storage (see GET /v1/storage/quarantine); reimage or release the lease';
+          return structuredClone(l);
+        }),
+    );
+    for (const l of changed) this.publishLease(l);
+  }
+
+  /**
+   * What container failover did: a moved lease gets its new container record, one that could not be moved
+   * is marked error with the reason. Published like every other lease change, so event streams see it.
+   */
+  async recordFailover(f: ContainerFailover): Promise<void> {
+    const changed = await this.d.store.update((s) => {
+      const out = new Map<string, Lease>();
+      for (const m of f.moved) {
+        const l = s.leases.find((x) => x.id === m.leaseId);
+        if (!l) continue;
+        l.container = m.container;
+        out.set(l.id, l);
+      }
+      for (const x of f.failed) {
+        const l = s.leases.find((y) => y.id === x.leaseId);
+        if (!l || l.state === 'released') continue;
+        l.state = 'error';
+        l.stateReason = `shared board ${x.from} went down and the container could not be moved: ${x.error}`;
+        out.set(l.id, l);
+      }
+      return [...out.values()].map((l) => structuredClone(l));
+    });
+    for (const l of changed) this.publishLease(l);
+  }
+
   private start(jobId: string): void {
     const ac = new AbortController();
     this.aborts.set(jobId, ac);
@@ -371,18 +431,16 @@ export class LeaseService {
       return img;
     };
     const t = this.t;
-    const steps: StepImpl[] = [
-      {
-        name: 'power-off',
+    const steps: StepImpls<BoardStep> = {
+      'power-off': {
         timeoutMs: t.actionMs,
         run: async () => {
           await power().off();
           this.d.events.add(board().id, { type: 'power', message: `power off (job ${job.id})` });
         },
       },
-      {
-        // Powered off first on release: the board leaves its tenant's network only once it cannot use it.
-        name: 'network',
+      // Powered off first on release: the board leaves its tenant's network only once it cannot use it.
+      network: {
         timeoutMs: t.actionMs,
         run: async () => {
           if (!this.d.network) return 'skipped';
@@ -390,9 +448,8 @@ export class LeaseService {
           else await this.d.network.join(board().id, lease().tenantId);
         },
       },
-      {
-        // Release only (a reimage keeps the tenant): the next tenant must not boot what this one flashed.
-        name: 'firmware',
+      // Release only (a reimage keeps the tenant): the next tenant must not boot what this one flashed.
+      firmware: {
         timeoutMs: t.actionMs,
         run: async () => {
           const spec = board().firmware;
@@ -408,8 +465,7 @@ export class LeaseService {
           this.d.events.add(board().id, { type: 'firmware', message: 'firmware restored to the known-good image' });
         },
       },
-      {
-        name: 'disk',
+      disk: {
         timeoutMs: t.actionMs,
         run: async () => {
           if (job.kind === 'release') {
@@ -426,24 +482,21 @@ export class LeaseService {
           });
         },
       },
-      {
-        name: 'power',
+      power: {
         timeoutMs: t.actionMs,
         run: async () => {
           this.d.console?.leaseStarted(board().id, lease().id);
           await cycle();
         },
       },
-      {
-        name: 'dhcp',
+      dhcp: {
         timeoutMs: t.bootMs,
         beforeRetry: cycle,
         run: async (signal) => {
           await waitForBoardEvent(this.d.events, board().id, (e) => e.type === 'dhcp' && e.details?.kind === 'ack', bootStart, signal);
         },
       },
-      {
-        name: 'kernel',
+      kernel: {
         timeoutMs: t.bootMs,
         beforeRetry: cycle,
         run: async (signal) => {
@@ -451,28 +504,24 @@ export class LeaseService {
           await waitForBoardEvent(this.d.events, board().id, (e) => e.type === 'tftp' && e.details?.path === kernel, bootStart, signal);
         },
       },
-      {
-        name: 'root',
+      root: {
         timeoutMs: t.osMs,
         beforeRetry: cycle,
         run: (signal) => this.d.signals.wait(lease().id, ['metadata', 'phone-home'], bootStart, signal),
       },
-      {
-        name: 'phone-home',
+      'phone-home': {
         timeoutMs: t.osMs,
         beforeRetry: cycle,
         run: (signal) => this.d.signals.wait(lease().id, ['phone-home'], bootStart, signal),
       },
-      {
-        name: 'console',
+      console: {
         timeoutMs: t.actionMs,
         run: async () => {
           if (!this.d.console) return 'skipped';
           await this.d.console.leaseEnded(board().id, lease().id);
         },
       },
-      {
-        name: 'board',
+      board: {
         timeoutMs: t.actionMs,
         run: async () => {
           await this.d.store.update((s) => {
@@ -481,8 +530,8 @@ export class LeaseService {
           });
         },
       },
-    ];
-    return steps;
+    };
+    return stepList(steps);
   }
 
   private containerSteps(job: Job, lease: () => Lease): StepImpl[] {
@@ -490,9 +539,8 @@ export class LeaseService {
       if (!this.d.containers) throw new Error('no container hosts are configured');
       return this.d.containers;
     };
-    return [
-      {
-        name: 'container',
+    const steps: StepImpls<ContainerStep> = {
+      container: {
         timeoutMs: this.t.bootMs,
         run: async () => {
           if (job.kind === 'release') return c().release(lease());
@@ -506,26 +554,15 @@ export class LeaseService {
           this.d.console?.leaseStarted(consoleIdOf(lease()), lease().id);
         },
       },
-      {
-        name: 'console',
+      console: {
         timeoutMs: this.t.actionMs,
         run: async () => {
           if (!this.d.console) return 'skipped';
           await this.d.console.leaseEnded(consoleIdOf(lease()), lease().id);
         },
       },
-    ];
-  }
-
-  private async failLease(id: string, reason: string): Promise<void> {
-    await this.d.store.update((s) => {
-      const l = s.leases.find((x) => x.id === id)!;
-      l.state = 'released';
-      l.stateReason = reason;
-      l.releasedAt = new Date().toISOString();
-      const j = s.jobs.find((x) => x.id === l.jobId);
-      if (j) Object.assign(j, { state: 'failed', error: reason, endedAt: new Date().toISOString() });
-    });
+    };
+    return stepList(steps);
   }
 
   private publishLease(lease: Lease): void {
