@@ -69,7 +69,7 @@ export function createApp(d: ApiDeps): Express {
 
   const v1 = express.Router();
   // The caller is authenticated before its body is read: an anonymous client cannot make us parse 1 MB.
-  for (const r of routes) v1[r.method](r.path, authenticateFirst(r, d), express.json({ limit: '1mb' }), handle(r, d));
+  for (const r of routes) v1[r.method](r.path, authenticateFirst(r, d), express.json({ limit: '1mb' }), handle(r));
   app.use('/v1', v1);
   for (const router of d.routers ?? []) app.use(router);
   app.use((_req, _res, next) => next(new NotFoundError('route')));
@@ -88,7 +88,7 @@ function authenticateFirst(r: Route, d: ApiDeps): RequestHandler {
 }
 
 /** Validate the body, run, answer. */
-function handle(r: Route, d: ApiDeps): RequestHandler {
+function handle(r: Route): RequestHandler {
   return async (req, res) => {
     const p = req.principal!;
     const body = r.body ? parseBody(r.body, req.body) : undefined;

@@ -4,7 +4,6 @@ import { startContainer } from './container-start.js';
 import { requiresQuota, type DriverContext } from './context.js';
 import type { ContainerHost } from './host.js';
 import { choosePlacement, type PlacementCandidate } from './placement.js';
-import type { ContainerPool } from './pool.js';
 import type { ContainerLease, ContainerLeaseSpec } from './types.js';
 
 /**

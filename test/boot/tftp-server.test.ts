@@ -181,7 +181,7 @@ describe('refusals and errors', () => {
   });
 
   it('a handler that never answers fails the transfer instead of holding its slot', async () => {
-    const { port, server, events, ended } = await start({ handler: () => new Promise(() => {}), timeoutMs: 50, retries: 1 });
+    const { port, server, ended } = await start({ handler: () => new Promise(() => {}), timeoutMs: 50, retries: 1 });
     const p = await peer();
     p.send(encodeRrq('hang'), port);
     expect(await recv(p)).toMatchObject({ type: 'error', code: 0, message: 'Handler timed out' });

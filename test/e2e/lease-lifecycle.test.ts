@@ -13,7 +13,6 @@ import { requireRoot, requireTools } from '../helpers/tools.js';
 // The whole product on one emulated board: tenant A leases it with an SSH key → Debian 12 boots
 // with its root on a per-lease iSCSI disk → A logs in over ssh and writes a file → reimage → the
 // file is gone → release → the board is available and its disk and target are gone.
-const BOOT_IP = '10.86.0.1';
 const JOB_TIMEOUT = 900_000;
 let server: RunningServer;
 let fs: LoopFs;

@@ -3,7 +3,6 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseToken } from '../../src/auth/tokens.js';
 import { metadataApp, newBootToken } from '../../src/leases/metadata.js';
-import { createLeaseSchema } from '../../src/leases/schemas.js';
 import { ADMIN, apiHarness } from '../helpers/api-harness.js';
 
 // Boards here are switched by the `command` power driver (a shell `true`): real jobs run, and with
