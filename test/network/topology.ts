@@ -5,6 +5,8 @@
  * peer (`p<name>`) is a bridge port. Nothing is created in the root namespace.
  */
 import { randomBytes, randomInt } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { addBridge, addVethPair, createNetns, deleteNetns, execInNetns, ip, linkUp, randomMac, setAddr, setMac, setMaster } from '../../src/lab/netns.js';
@@ -169,4 +171,56 @@ export function sh(ns: string, cmd: string, args: string[]): Promise<string> {
 
 export function uniq(): string {
   return hex(3);
+}
+
+// Shared by the attack tests (test/network/tor-example.test.ts; bridge-attacks.test.ts has older copies).
+
+/** `addr` as a regular expression that matches it literally. */
+export const reAddr = (addr: string) => addr.replace(/\./g, '\\.');
+
+/** What `rec` (a recorder) logged of UDP datagrams to `port` with exactly this payload. */
+export function udpSeen(rec: Watch, port: number, text: string): string[] {
+  return rec.lines.filter((l) => l.startsWith(`udp ${port} `) && l.endsWith(` ${text}`));
+}
+
+/**
+ * A marker on a path that is open: `from` sends a fresh datagram to `rec`, listening on UDP `port` at
+ * `to`, and it arrives from `from`'s address. Sent after an attack, it shows the attack's packets had
+ * their chance to arrive too.
+ */
+export async function udpMarker(rec: Watch, from: Host, to: string, port: number): Promise<void> {
+  const m = `MARKER-${uniq()}`;
+  await udpSend(from.ns, to, port, m);
+  await rec.waitFor(new RegExp(`^udp ${port} ${reAddr(from.ip)} ${m}$`), 5000, `marker from ${from.name}`);
+}
+
+/** Pins a neighbour entry in `ns`, so packets to `addr` really leave (no ARP needed): the bridge is what stops them. */
+export async function pinNeighbour(ns: string, addr: string, mac: string, dev = 'eth0'): Promise<void> {
+  await sh(ns, 'ip', ['neigh', 'replace', addr, 'lladdr', mac, 'dev', dev, 'nud', 'permanent']);
+}
+
+/** tcpdump on `dev` in `ns` (link-level headers, no name lookups), listening when this resolves; kept in `track` for clean-up. */
+export async function capture(ns: string, filter: string, track: Watch[], dev = 'eth0'): Promise<Watch> {
+  const w = new Watch(ns, 'tcpdump', ['-i', dev, '-l', '-n', '-e', filter]);
+  track.push(w);
+  await w.waitFor(/listening on/, 10_000, `tcpdump on ${dev} in ${ns}`);
+  return w;
+}
+
+/**
+ * dnsmasq as a DHCP server only (no DNS), on eth0 of `h`, in the foreground, its lease file under `dir`,
+ * logging every DHCP message; serving when this resolves; kept in `track` for clean-up.
+ */
+export async function dhcpServer(h: Host, dir: string, extra: string[], track: Watch[]): Promise<Watch> {
+  const w = new Watch(h.ns, 'dnsmasq', ['--no-daemon', '--conf-file=/dev/null', '--port=0', '--interface=eth0', '--bind-interfaces', '--user=root', `--dhcp-leasefile=${join(dir, `${h.name}-${uniq()}.leases`)}`, '--pid-file', '--log-dhcp', ...extra]);
+  track.push(w);
+  await w.waitFor(/DHCP, (static leases only|IP range)/, 10_000, `dnsmasq in ${h.name}`);
+  return w;
+}
+
+/** One DHCP exchange by udhcpc on eth0 of `h` (4 discovers, 1 s apart); prints `udhcpc-event <event> ip=… serverid=…`. */
+export async function dhcpLease(h: Host, dir: string): Promise<string> {
+  const script = join(dir, 'udhcpc-event.sh');
+  writeFileSync(script, '#!/bin/sh\necho "udhcpc-event $1 ip=$ip serverid=$serverid router=$router"\n', { mode: 0o755 });
+  return sh(h.ns, 'udhcpc', ['-i', 'eth0', '-f', '-q', '-n', '-t', '4', '-T', '1', '-A', '1', '-s', script]);
 }
