@@ -144,7 +144,10 @@ export class LinuxBridgeNetwork implements NetworkDriver {
     // another board's FDB entry), locked (only MACs with an FDB entry on this port get through). What the
     // port learned before it was fenced (the tap came up earlier) goes: a MAC learned there would steer
     // someone else's unicast to this port.
-    const batch = [`link set dev ${p.port} isolated on learning off locked on`, `fdb flush dev ${p.port} master dynamic`, `fdb replace ${p.mac} dev ${p.port} master static`];
+    // An unchanged board attached again (every inventory sync does it) keeps its private network open:
+    // doJoin sees it is already in that network and does nothing, so `isolated` must stay off here.
+    const isolated = already && this.book.networkOf.has(p.boardId) ? 'off' : 'on';
+    const batch = [`link set dev ${p.port} isolated ${isolated} learning off locked on`, `fdb flush dev ${p.port} master dynamic`, `fdb replace ${p.mac} dev ${p.port} master static`];
     await this.bridgeBatch(batch).catch((err: Error) => {
       throw new Error(`network linux-bridge: cannot fence port ${p.port} of board ${p.boardId}: ${err.message}`, { cause: err });
     });

@@ -122,6 +122,8 @@ export function renderBridgeRuleset(o: BridgeRulesetOptions): string {
     iifname @${SETS.boards} oifname ${q(o.uplink)} jump board_to_controller
     iifname @${SETS.boards} drop
     oifname @${SETS.boards} jump to_board
+    # A port nobody attached gets nothing either, not even the controller's broadcasts.
+    oifname != ${q(o.uplink)} drop
   }
 
   # Ports are also bridge-isolated until they join a network; this is the rule that holds when they are not.

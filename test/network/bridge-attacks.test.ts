@@ -244,6 +244,10 @@ describe('linux-bridge network driver under attack', () => {
     expect((await net.state()).problems).toEqual([]);
     expect(await pings(A.ns, B.ip)).toBe(true);
     expect(await pings(B.ns, A.ip)).toBe(true);
+    // An unchanged board attached again (what every inventory sync does) stays in its network.
+    await net.attach({ boardId: A.name, port: A.port, mac: A.mac, ip: A.ip });
+    expect((await net.state()).problems).toEqual([]);
+    expect(await pings(A.ns, B.ip)).toBe(true);
     for (const h of [A, B]) {
       await sh(C.ns, 'ip', ['neigh', 'replace', h.ip, 'lladdr', h.mac, 'dev', 'eth0', 'nud', 'permanent']);
       expect(await pings(C.ns, h.ip)).toBe(false);
@@ -272,6 +276,22 @@ describe('linux-bridge network driver under attack', () => {
     atCtl.stop();
     expect(sawUdp(69, 'FROM-D')).toEqual([]);
     expect(atCtl.lines.filter((l) => / > /.test(l) && (l.includes(D.mac) || l.includes('0.0.0.0.68')))).toEqual([]);
+    // Nor does anything reach D: the controller's unicast to D's MAC and its broadcasts stop at D's port,
+    // while the same reach A (the control).
+    const atD = new Watch(D.ns, 'tcpdump', ['-i', 'eth0', '-l', '-n', '-e', `ether src ${seg.ctl.mac}`]);
+    const atA = new Watch(A.ns, 'tcpdump', ['-i', 'eth0', '-l', '-n', '-e', `ether src ${seg.ctl.mac}`]);
+    watches.push(atD, atA);
+    await atD.waitFor(/listening on/, 10_000, 'tcpdump on D');
+    await atA.waitFor(/listening on/, 10_000, 'tcpdump on A');
+    await sh(seg.ctl.ns, 'ip', ['neigh', 'replace', D.ip, 'lladdr', D.mac, 'dev', 'eth0', 'nud', 'permanent']);
+    await pings(seg.ctl.ns, D.ip);
+    await pings(seg.ctl.ns, A.ip);
+    await sh(seg.ctl.ns, 'arping', ['-c', '1', '-I', 'eth0', seg.ctl.ip]).catch(() => ''); // a broadcast
+    await atA.waitFor(/ICMP echo request/, 10_000, "the controller's ping at A");
+    await sh(seg.ctl.ns, 'ip', ['neigh', 'del', D.ip, 'dev', 'eth0']);
+    atD.stop();
+    atA.stop();
+    expect(atD.lines.filter((l) => / > /.test(l))).toEqual([]);
   });
 
   it('(g) the controller answers boards only on its boot service ports', async () => {
