@@ -13,7 +13,9 @@ export function errorId(detail: string): string {
   return createHash('sha256').update(detail).digest('hex').slice(0, 8);
 }
 
-const short = (what: string, detail: string) => `${what} failed (error ${errorId(detail)}; the operator has the detail)`;
+const short = (what: string, detail: string) =>
+  // A cancelled job says so: who cancelled it is no secret, and "failed" would send the tenant to the operator.
+  /(^|: )cancelled: /.test(detail) ? `${what} cancelled` : `${what} failed (error ${errorId(detail)}; the operator has the detail)`;
 
 export function tenantJob(job: Job): Job {
   const j = structuredClone(job);

@@ -193,9 +193,16 @@ export function registerClientCommands(program: Command): void {
       print(o.json ? { lease: r.lease, job } : await api.call('GET', `/leases/${id}`), o);
       if (job.state === 'failed') process.exitCode = 1;
     });
-  common(lease.command('power <id> <action>').description('on, off or cycle')).action(async (id: string, action: string, o: Common) =>
-    print(await (await client(o)).call('POST', `/leases/${id}/power`, { action }), o),
-  );
+  common(lease.command('power <id> <action>').description('on, off or cycle (a job: follow it, or cancel it with `dozen job cancel`)'))
+    .option('--no-wait', 'return once the job is recorded')
+    .action(async (id: string, action: string, o: Common & { wait: boolean }) => {
+      const api = await client(o);
+      const r = await api.call('POST', `/leases/${id}/power`, { action });
+      if (!o.json) console.error(`lease ${id}: power ${action}, job ${r.job.id}`);
+      const job = o.wait ? await follow(api, r.job.id, o.json) : r.job;
+      print(o.json ? { lease: r.lease, job } : `lease ${id}: power ${action} ${job.state}${job.error ? `: ${job.error}` : ''}`, o);
+      if (job.state === 'failed') process.exitCode = 1;
+    });
   common(lease.command('release <id>').description('power off, wipe, return the board'))
     .option('--no-wait')
     .action(async (id: string, o: Common & { wait: boolean }) => {
@@ -205,4 +212,10 @@ export function registerClientCommands(program: Command): void {
       print(o.json ? { lease: await api.call('GET', `/leases/${id}`), job } : `lease ${id}: ${(await api.call('GET', `/leases/${id}`)).state}`, o);
       if (job.state === 'failed') process.exitCode = 1;
     });
+
+  const jobs = program.command('job').description('lease jobs');
+  common(jobs.command('cancel <id>').description('cancel a running power job (a provision or reimage is stopped by releasing its lease)')).action(async (id: string, o: Common) => {
+    const j = await (await client(o)).call('POST', `/jobs/${id}/cancel`);
+    print(o.json ? j : `job ${id}: ${j.state}${j.error ? ` (${j.error})` : ''}`, o);
+  });
 }

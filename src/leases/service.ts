@@ -196,10 +196,11 @@ export class LeaseService {
       const job = this.jobs.get(lease.jobId!)!;
       return p === 'system' ? { lease: publicLease(lease), job } : { lease: forPrincipal(p, 'lease', publicLease(lease)), job: forPrincipal(p, 'job', job) };
     }
-    // A release wins over a provision or reimage still running: cancel it and let it stop first.
-    const current = lease.jobId ? this.running.get(lease.jobId) : undefined;
-    if (current) {
-      this.aborts.get(lease.jobId!)?.abort(reason);
+    // A release wins over any job still running (provision, reimage, power): cancel it and let it stop first.
+    for (const j of this.runningJobs(lease.id)) {
+      const current = this.running.get(j.id);
+      if (!current) continue;
+      this.aborts.get(j.id)?.abort(reason);
       await current;
     }
     return this.beginJob(id, 'release', (l, s) => {
@@ -209,35 +210,63 @@ export class LeaseService {
     });
   }
 
-  /** Change a lease and record its new job in one store update, then run the job. */
-  private async beginJob(id: string, kind: 'reimage' | 'release', change: (l: Lease, s: State) => void): Promise<{ lease: Lease; job: Job }> {
+  /** Jobs of a lease that have not ended (at most one while the service runs: one job per lease at a time). */
+  private runningJobs(leaseId: string, s: Readonly<State> = this.d.store.state): Job[] {
+    return s.jobs.filter((j) => j.leaseId === leaseId && j.state === 'running');
+  }
+
+  /**
+   * Change a lease and record its new job in one store update, then run the job. A release takes over
+   * from a job it has cancelled; any other job waits for none: a lease with a job running refuses it (409).
+   * A power job is not the lease's job (`jobId`: the provision, reimage or release that made its state),
+   * since it changes nothing of the lease: a console opened on the lease stays open across it.
+   */
+  private async beginJob(id: string, kind: 'reimage' | 'release' | 'power', change: (l: Lease, s: State) => void, params: Record<string, string> = {}): Promise<{ lease: Lease; job: Job }> {
     const r = await this.d.store.update((s) => {
       const l = s.leases.find((x) => x.id === id)!;
       change(l, s);
-      const job = newJob(kind, id, l.tenantId, jobSteps(l.kind, kind));
-      l.jobId = job.id;
+      const busy = kind === 'release' ? undefined : this.runningJobs(id, s)[0];
+      if (busy) throw new ConflictError(`lease ${id} has a ${busy.kind} job running (${busy.id}); wait for it to end${busy.kind === 'power' ? ` or cancel it (POST /v1/jobs/${busy.id}/cancel)` : ''}`);
+      const job = newJob(kind, id, l.tenantId, jobSteps(l.kind, kind), params);
+      if (kind !== 'power') l.jobId = job.id;
       s.jobs.push(job);
       return { lease: structuredClone(l), job: structuredClone(job) };
     });
-    this.publishLease(r.lease);
+    if (kind !== 'power') this.publishLease(r.lease);
     this.start(r.job.id);
     return { lease: publicLease(r.lease), job: r.job };
   }
 
-  async power(p: Principal, id: string, action: 'on' | 'off' | 'cycle'): Promise<{ state: string }> {
+  /**
+   * A tenant's power action, as a job (one `power` step) the caller follows and may cancel. The lease's
+   * state does not change, whatever the outcome: a failed action is a failed job.
+   */
+  async power(p: Principal, id: string, action: PowerAction): Promise<{ lease: Lease; job: Job }> {
     const lease = authz.lease(this.d.store, p, id);
     this.countPowerCall(lease.id);
-    if (lease.state !== 'active' && lease.state !== 'error') throw new ConflictError(`lease ${id} is ${lease.state}; power needs an active lease`);
-    if (lease.kind === 'container') {
-      await this.d.containers!.power(lease, action);
-      return { state: action === 'off' ? 'off' : 'on' };
+    const needsActive = (l: Lease) => {
+      if (l.state !== 'active' && l.state !== 'error') throw new ConflictError(`lease ${id} is ${l.state}; power needs an active lease`);
+    };
+    needsActive(lease);
+    const r = await this.beginJob(id, 'power', needsActive, { action, by: p.role === 'admin' ? 'admin' : `tenant ${p.tenantId}` });
+    return { lease: forPrincipal(p, 'lease', r.lease), job: forPrincipal(p, 'job', r.job) };
+  }
+
+  /**
+   * Cancel a running power job: its action stops (a manual request leaves the operator's desk, a command
+   * is killed) and the job ends failed, "cancelled: …". A provision or reimage is stopped by releasing
+   * the lease; a release runs to its end.
+   */
+  async cancel(p: Principal, jobId: string): Promise<Job> {
+    const job = this.job(p, jobId); // 404 unless the caller may see it
+    if (job.state !== 'running') throw new ConflictError(`job ${jobId} has already ended (${job.state})`);
+    if (job.kind !== 'power') {
+      throw new ConflictError(`job ${jobId} is a ${job.kind} job: only power jobs can be cancelled; a provision or reimage is stopped by releasing the lease (DELETE /v1/leases/${job.leaseId})`);
     }
-    const board = this.d.inventory.get(lease.boardId!);
-    const drv = powerDriver(board.power, board.id);
-    if (action !== 'off') await this.newBoot(lease.id);
-    await drv[action]();
-    this.d.events.add(board.id, { type: 'power', message: `power ${action} by ${p.role === 'admin' ? 'admin' : `tenant ${p.tenantId}`}` });
-    return { state: await drv.state() };
+    const run = this.running.get(jobId);
+    if (!run) throw new ConflictError(`job ${jobId} is not running in this server yet (it resumes at start); try again`);
+    this.aborts.get(jobId)?.abort(`by ${p.role === 'admin' ? 'admin' : `tenant ${p.tenantId}`}`);
+    return forPrincipal(p, 'job', await run);
   }
 
   private readonly powerCalls = new Map<string, number[]>();
@@ -382,7 +411,8 @@ export class LeaseService {
     const job = this.jobs.get(jobId)!;
     const lease = () => this.d.store.state.leases.find((l) => l.id === job.leaseId)!;
     const result = await this.jobs.run(jobId, lease().kind === 'board' ? this.boardSteps(job, lease) : this.containerSteps(job, lease), cancel);
-    if (!cancel.aborted) await this.afterJob(result, lease()); // a cancelling release decides what happens next
+    if (job.kind === 'power') this.publishLease(lease()); // whatever the outcome, the lease's state stays
+    else if (!cancel.aborted) await this.afterJob(result, lease()); // a cancelling release decides what happens next
     return result;
   }
 
@@ -419,10 +449,10 @@ export class LeaseService {
     const board = () => this.d.inventory.get(lease().boardId!);
     const power = () => powerDriver(board().power, board().id);
     let bootStart = Date.now();
-    const cycle = async () => {
+    const cycle = async (signal?: AbortSignal) => {
       bootStart = Date.now();
       await this.newBoot(lease().id);
-      await power().cycle();
+      await power().cycle(signal);
       this.d.events.add(board().id, { type: 'power', message: `power cycle (job ${job.id})` });
     };
     const image = async () => {
@@ -434,8 +464,8 @@ export class LeaseService {
     const steps: StepImpls<BoardStep> = {
       'power-off': {
         timeoutMs: t.actionMs,
-        run: async () => {
-          await power().off();
+        run: async (signal) => {
+          await power().off(signal);
           this.d.events.add(board().id, { type: 'power', message: `power off (job ${job.id})` });
         },
       },
@@ -484,9 +514,17 @@ export class LeaseService {
       },
       power: {
         timeoutMs: t.actionMs,
-        run: async () => {
+        run: async (signal) => {
+          if (job.kind === 'power') {
+            // A tenant's action: a new boot gets new secrets; the lease's state stays as it is.
+            const action = powerAction(job);
+            if (action !== 'off') await this.newBoot(lease().id);
+            await power()[action](signal);
+            this.d.events.add(board().id, { type: 'power', message: `power ${action} by ${job.params.by ?? 'tenant'}` });
+            return;
+          }
           this.d.console?.leaseStarted(board().id, lease().id);
-          await cycle();
+          await cycle(signal);
         },
       },
       dhcp: {
@@ -561,6 +599,11 @@ export class LeaseService {
           await this.d.console.leaseEnded(consoleIdOf(lease()), lease().id);
         },
       },
+      // Power jobs only.
+      power: {
+        timeoutMs: this.t.actionMs,
+        run: () => c().power(lease(), powerAction(job)),
+      },
     };
     return stepList(steps);
   }
@@ -568,6 +611,15 @@ export class LeaseService {
   private publishLease(lease: Lease): void {
     this.d.bus.publish({ type: 'lease', tenantId: lease.tenantId, data: publicLease(lease) });
   }
+}
+
+export type PowerAction = 'on' | 'off' | 'cycle';
+
+/** A power job's action (params.action), checked: a job read back from the state file is data. */
+function powerAction(job: Job): PowerAction {
+  const a = job.params.action;
+  if (a !== 'on' && a !== 'off' && a !== 'cycle') throw new Error(`power job ${job.id} has no valid action (params.action: ${JSON.stringify(a)})`);
+  return a;
 }
 
 /** A lease as the API shows it: CHAP secrets stay on the server. */

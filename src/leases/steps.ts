@@ -11,11 +11,14 @@ export const STEPS = {
     provision: ['network', 'disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'],
     reimage: ['power-off', 'network', 'disk', 'power', 'dhcp', 'kernel', 'root', 'phone-home'],
     release: ['power-off', 'network', 'firmware', 'disk', 'console', 'board'],
+    // A tenant's power action: it never changes the lease's state.
+    power: ['power'],
   },
   container: {
     provision: ['container'],
     reimage: ['container'],
     release: ['container', 'console'],
+    power: ['power'],
   },
 } as const satisfies Record<Lease['kind'], Record<Job['kind'], readonly string[]>>;
 

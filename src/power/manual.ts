@@ -1,4 +1,4 @@
-import type { PowerDriver, PowerState } from './driver.js';
+import { abortReason, type PowerDriver, type PowerState } from './driver.js';
 
 type Action = 'on' | 'off' | 'cycle';
 interface Pending {
@@ -9,25 +9,41 @@ interface Pending {
 
 /**
  * Boards whose power only a person can switch. An action waits until an operator confirms it
- * (POST /v1/boards/:id/power/confirm); the job step's timeout bounds the wait.
+ * (POST /v1/boards/:id/power/confirm); the job step's timeout bounds the wait. An action whose signal
+ * aborts (its job cancelled, its step timed out) leaves the desk: operators are no longer asked for it.
  */
 export class ManualPowerDesk {
   private readonly pending = new Map<string, Pending[]>();
   private readonly states = new Map<string, PowerState>();
 
-  request(boardId: string, action: Action): Promise<void> {
-    return new Promise((resolve) => {
-      const list = this.pending.get(boardId) ?? [];
-      list.push({
+  request(boardId: string, action: Action, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const cancelled = () => new Error(`manual power ${action} of board ${boardId} cancelled (${abortReason(signal!)}): no longer asked of the operator`);
+      if (signal?.aborted) return reject(cancelled());
+      const onAbort = () => {
+        this.withdraw(boardId, entry);
+        reject(cancelled());
+      };
+      const entry: Pending = {
         action,
         since: new Date().toISOString(),
         done: () => {
+          signal?.removeEventListener('abort', onAbort);
           this.states.set(boardId, action === 'off' ? 'off' : 'on');
           resolve();
         },
-      });
+      };
+      const list = this.pending.get(boardId) ?? [];
+      list.push(entry);
       this.pending.set(boardId, list);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  private withdraw(boardId: string, entry: Pending): void {
+    const list = (this.pending.get(boardId) ?? []).filter((p) => p !== entry);
+    if (list.length) this.pending.set(boardId, list);
+    else this.pending.delete(boardId);
   }
 
   /** What operators are asked to do. */
@@ -57,8 +73,8 @@ export class ManualPower implements PowerDriver {
     private readonly boardId: string,
     private readonly desk: ManualPowerDesk = manualDesk,
   ) {}
-  on = () => this.desk.request(this.boardId, 'on');
-  off = () => this.desk.request(this.boardId, 'off');
-  cycle = () => this.desk.request(this.boardId, 'cycle');
+  on = (signal?: AbortSignal) => this.desk.request(this.boardId, 'on', signal);
+  off = (signal?: AbortSignal) => this.desk.request(this.boardId, 'off', signal);
+  cycle = (signal?: AbortSignal) => this.desk.request(this.boardId, 'cycle', signal);
   state = async () => this.desk.state(this.boardId);
 }

@@ -137,7 +137,7 @@ export const leaseSchema = z.object({
 });
 export type Lease = z.infer<typeof leaseSchema>;
 
-export const JOB_KINDS = ['provision', 'reimage', 'release'] as const;
+export const JOB_KINDS = ['provision', 'reimage', 'release', 'power'] as const;
 export const jobStepSchema = z.object({
   name: z.string(),
   state: z.enum(['pending', 'running', 'done', 'failed', 'skipped']),
@@ -154,7 +154,7 @@ export const jobSchema = z.object({
   tenantId: tenantIdSchema,
   state: z.enum(['running', 'succeeded', 'failed']),
   steps: z.array(jobStepSchema),
-  /** Parameters the job was started with (e.g. the new image of a reimage). */
+  /** Parameters the job was started with (e.g. a container's size, a power job's action and who asked). */
   params: z.record(z.string(), z.string()).default({}),
   createdAt: z.string(),
   endedAt: z.string().optional(),

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config.js';
+import { manualDesk } from '../../src/power/manual.js';
 import { ADMIN, apiHarness } from '../helpers/api-harness.js';
 
 // The real `dozen` command against a real API server.
@@ -53,6 +54,42 @@ describe('dozen CLI', () => {
     expect(human.stdout).toMatch(new RegExp(`lease ${out.lease.id}: released`));
     const ls = await dozen('lease', 'ls', '--token', t, '--url', url(), '--json');
     expect(JSON.parse(ls.stdout).map((l: { state: string }) => l.state)).toEqual(['released']);
+  });
+
+  it('power is a job the CLI follows like reimage; `dozen job cancel` stops one no operator confirms', async () => {
+    const t = (await h.api('POST', '/tenants', { id: 'cli-power', name: 'CLI power' })).body.token;
+    const as = ['--token', t, '--url', url()];
+    // a board with a command driver: the job runs to its end
+    const made = JSON.parse((await dozen('lease', 'create', '--image', 'test', '--board', 'bpi-01', '--no-wait', '--json', ...as)).stdout);
+    await h.leases.settle(made.job.id);
+    const power = await dozen('lease', 'power', made.lease.id, 'cycle', ...as);
+    expect([power.code, power.stdout.trim()]).toEqual([0, `lease ${made.lease.id}: power cycle succeeded`]);
+    expect(power.stderr).toMatch(/power cycle, job j-[0-9a-f]{10}[\s\S]*✓ power/);
+    // only power jobs are cancelled
+    const refused = await dozen('job', 'cancel', made.job.id, ...as);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/409: job j-[0-9a-f]{10} has already ended \(failed\)/);
+    await h.leases.settle((await h.leases.release('system', made.lease.id)).job.id);
+
+    // a board with manual power: the power job waits for an operator until cancelled
+    expect((await h.api('POST', '/boards', { id: 'bpi-02', mac: '02:00:00:00:02:02', model: 'bananapi', arch: 'armv7', ip: '10.77.0.122', image: 'test', power: { driver: 'manual' } })).status).toBe(201);
+    const m = JSON.parse((await dozen('lease', 'create', '--image', 'test', '--board', 'bpi-02', '--no-wait', '--json', ...as)).stdout);
+    const provision = h.leases.settle(m.job.id);
+    let ended = false;
+    void provision.finally(() => (ended = true));
+    while (!ended) {
+      manualDesk.confirm('bpi-02'); // play the operator for the provision's power cycles
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const started = await dozen('lease', 'power', m.lease.id, 'on', '--no-wait', '--json', ...as);
+    expect(started.code).toBe(0);
+    const job = JSON.parse(started.stdout).job;
+    expect(job).toMatchObject({ kind: 'power', state: 'running' });
+    while (!manualDesk.waiting('bpi-02').length) await new Promise((r) => setTimeout(r, 10));
+    const cancelled = await dozen('job', 'cancel', job.id, ...as);
+    expect([cancelled.code, cancelled.stdout.trim()]).toEqual([0, `job ${job.id}: failed (power cancelled)`]);
+    expect(manualDesk.waiting('bpi-02')).toEqual([]);
+    expect((await h.api('GET', `/jobs/${job.id}`)).body.error).toBe('power: cancelled: by tenant cli-power');
   });
 
   it('imports an image from a path on the server and by upload, showing progress; a bad checksum fails', async () => {

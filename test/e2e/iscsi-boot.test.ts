@@ -19,7 +19,7 @@ import { iscsiLabConfig } from '../helpers/lab-server.js';
 import { runOnConsole, sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
-import { AUTH_FAILURE, iscsiInq, iscsiLs, restarted, TARGET_NOT_FOUND } from '../storage/tgt-fixture.js';
+import { iscsiInq, iscsiLs, restarted, TARGET_NOT_FOUND } from '../storage/tgt-fixture.js';
 
 const BOOT_IP = '10.87.0.1';
 /** From power-on to `login:` under TCG: U-Boot, TFTP, kernel, iSCSI login, the root's init. */
@@ -126,26 +126,30 @@ describe('a lab board with its root on its lease’s iSCSI disk', () => {
     async () => {
       await sh('echo carol-was-here > /root/proof && sync && cat /root/proof', 'WROTE');
       const cycled = await api('POST', `/leases/${lease.id}/power`, { action: 'cycle' });
-      expect(cycled.status, JSON.stringify(cycled.body)).toBe(200);
+      expect(cycled.status, JSON.stringify(cycled.body)).toBe(202);
+      await jobSucceeds(cycled.body.job.id);
       await bootedFromIscsi(lease, 'after power cycle');
       expect(await sh('cat /root/proof', 'PROOF')).toContain('carol-was-here');
     },
     JOB_MS,
   );
 
-  it('from the host, the portal admits only the board’s initiator name with the lease’s secret', () => {
+  it('the portal admits the board’s address alone: from the host even its initiator name with the lease’s secret gets nothing', async () => {
     const rec = recorded(lease.id).iscsi!;
+    const boardIp = server.inventory.get(lease.boardId!).ip;
     const chap = { user: rec.chapUser, secret: rec.chapSecret };
-    const other = 'iqn.2026-11.cloud.dozen:lab-2';
-    // Control: the board's initiator name with the lease's secret discovers the target and logs in.
-    expect(iscsiLs(rec.portal, rec.initiator, chap)).toMatchObject({ code: 0, out: expect.stringContaining(`Target:${rec.iqn} Portal:${rec.portal},1\n`) });
-    expect(iscsiInq(rec.portal, rec.iqn, rec.initiator, chap)).toMatchObject({ code: 0, out: expect.stringContaining('Peripheral Device Type:DIRECT_ACCESS') });
-    // Another board's name with the right secret: discovery answers (exit 0) with nothing, and a login
-    // to the target by name is refused by its ACL.
-    expect(iscsiLs(rec.portal, other, chap)).toEqual({ ok: true, code: 0, out: '' });
-    expect(iscsiInq(rec.portal, rec.iqn, other, chap)).toEqual({ ok: false, code: 10, out: `${TARGET_NOT_FOUND}\n` });
-    // The right name with a wrong secret: refused by CHAP.
-    expect(iscsiInq(rec.portal, rec.iqn, rec.initiator, { ...chap, secret: 'NotTheSecret123456789012' })).toEqual({ ok: false, code: 10, out: `${AUTH_FAILURE}\n` });
+    expect(rec.initiatorAddress).toBe(boardIp);
+    // Control: the target's ACL is the board's address, and the board's own session comes from it.
+    const target = (await server.storage!.exporter.list()).find((t) => t.iqn === rec.iqn)!;
+    expect(target.acl).toEqual([boardIp]);
+    expect(target.sessions).toEqual([{ initiator: rec.initiator, ip: boardIp }]);
+    // From the controller's own address (not a board's): discovery shows nothing, and a login is
+    // refused by the ACL whatever the name, the board's included, even with the right secret.
+    expect(iscsiLs(rec.portal, rec.initiator, chap)).toEqual({ ok: true, code: 0, out: '' });
+    for (const name of [rec.initiator, 'iqn.2026-11.cloud.dozen:lab-2']) {
+      expect([name, iscsiInq(rec.portal, rec.iqn, name, chap)]).toEqual([name, { ok: false, code: 10, out: `${TARGET_NOT_FOUND}\n` }]);
+    }
+    // (A wrong secret from the board's own address: test/e2e/isolation.test.ts, through a relay on the board.)
   });
 
   it(

@@ -3,6 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseToken } from '../../src/auth/tokens.js';
 import { metadataApp, newBootToken } from '../../src/leases/metadata.js';
+import { manualDesk } from '../../src/power/manual.js';
+import type { Job } from '../../src/store/schema.js';
 import { ADMIN, apiHarness } from '../helpers/api-harness.js';
 
 // Boards here are switched by the `command` power driver (a shell `true`): real jobs run, and with
@@ -104,6 +106,7 @@ describe('authorization matrix', () => {
     ['POST', `/leases/${leaseA}/reimage`, {}, NOT_B, 202, 202],
     ['POST', `/leases/${leaseA}/power`, { action: 'cycle' }, NOT_B, 409, 409],
     ['GET', `/jobs/${jobA}`, undefined, NOT_B, 200, 200],
+    ['POST', `/jobs/${jobA}/cancel`, undefined, NOT_B, 409, 409], // a job that has ended
     ['GET', `/leases/${leaseA}/console`, undefined, NOT_B, 426, 426],
     ['GET', `/leases/${leaseA}/console/log`, undefined, NOT_B, 404, 404],
     ['DELETE', `/leases/${leaseA}`, undefined, NOT_B, 202, 202],
@@ -150,7 +153,7 @@ describe('authorization matrix', () => {
     // B's lease list does not show A's lease
     expect((await h.api('GET', '/leases', undefined, tokenB)).body.map((l: { id: string }) => l.id)).not.toContain(leaseA);
     // the owner, then the admin, in order (reimage/release change state as they go)
-    for (const [method, path, body, , a] of cases().slice(0, 6)) {
+    for (const [method, path, body, , a] of cases().slice(0, 7)) {
       const res = await h.api(method, path, body, tokenA);
       expect([method, path, res.status, res.status === a ? '' : res.body?.error]).toEqual([method, path, a, '']);
     }
@@ -327,5 +330,155 @@ describe('OpenAPI', () => {
     expect(body.required).toEqual(['image']);
     expect(body.properties.kind.enum).toEqual(['board', 'container', 'any']);
     expect(doc.paths['/v1/boards/{id}'].patch['x-dozen-access']).toBe('admin');
+  });
+});
+
+describe('power jobs', () => {
+  // A board with manual power: its actions wait on the operator's desk until confirmed or cancelled, so
+  // a power job's lifecycle is in the test's hands. Enrolled here, after the allocation tests.
+  const BOARD = 'bpi-05';
+  const admin = { role: 'admin' as const, tenantId: null, tokenId: null };
+  let leaseId: string;
+  /** Wait until the desk asks the operator for something on the board; returns the actions asked. */
+  const asked = async () => {
+    await until(() => manualDesk.waiting(BOARD).length > 0, 5000, `the manual desk to ask for ${BOARD}`);
+    return manualDesk.waiting(BOARD).map((w) => w.action);
+  };
+  /** Play the operator: confirm whatever the desk asks for the board until the job ends. */
+  const operate = async (jobId: string): Promise<Job> => {
+    const done = h.leases.settle(jobId);
+    let ended = false;
+    void done.finally(() => (ended = true));
+    while (!ended) {
+      manualDesk.confirm(BOARD);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return done;
+  };
+  const lease = () => h.store.state.leases.find((l) => l.id === leaseId)!;
+
+  beforeAll(async () => {
+    expect((await h.api('POST', '/boards', { ...board(5), power: { driver: 'manual' } })).status).toBe(201);
+    const r = await h.api('POST', '/leases', { image: 'test', board: BOARD }, tokenA);
+    expect(r.status).toBe(202);
+    leaseId = r.body.lease.id;
+    // only power jobs are cancelled; a provision (here waiting on the desk) is stopped by a release
+    await asked();
+    const c = await h.api('POST', `/jobs/${r.body.job.id}/cancel`, undefined, tokenA);
+    expect([c.status, c.body.error]).toEqual([409, `job ${r.body.job.id} is a provision job: only power jobs can be cancelled; a provision or reimage is stopped by releasing the lease (DELETE /v1/leases/${leaseId})`]);
+    expect((await operate(r.body.job.id)).state).toBe('failed'); // the board never boots here
+    // as if it had booted: the lease is active (a power job's outcome must leave it so)
+    await h.store.update((st) => {
+      const l = st.leases.find((x) => x.id === leaseId)!;
+      l.state = 'active';
+      delete l.stateReason;
+      st.boards.find((b) => b.id === BOARD)!.state = 'active';
+    });
+  });
+
+  it('202 with the lease and a one-step power job; the lease is unchanged, new boot secrets, published when it ends', async () => {
+    const before = structuredClone(lease());
+    const published: unknown[] = [];
+    const off = h.bus.subscribe((ev) => ev.type === 'lease' && (ev.data as { id: string }).id === leaseId && published.push(ev.data));
+    try {
+      const r = await h.api('POST', `/leases/${leaseId}/power`, { action: 'cycle' }, tokenA);
+      expect(r.status).toBe(202);
+      expect(r.body.lease).toMatchObject({ id: leaseId, state: 'active', jobId: before.jobId });
+      expect(r.body.job).toMatchObject({ kind: 'power', leaseId, tenantId: 'alice', state: 'running', params: { action: 'cycle', by: 'tenant alice' } });
+      expect(r.body.job.steps.map((x: { name: string }) => x.name)).toEqual(['power']);
+      expect(await asked()).toEqual(['cycle']);
+      // one job per lease: a second power action, or a reimage, waits for it
+      const second = await h.api('POST', `/leases/${leaseId}/power`, { action: 'off' }, tokenA);
+      expect([second.status, second.body.error]).toEqual([409, `lease ${leaseId} has a power job running (${r.body.job.id}); wait for it to end or cancel it (POST /v1/jobs/${r.body.job.id}/cancel)`]);
+      const reimage = await h.api('POST', `/leases/${leaseId}/reimage`, {}, tokenA);
+      expect([reimage.status, reimage.body.error]).toEqual([409, expect.stringContaining(`has a power job running (${r.body.job.id})`)]);
+      expect(published).toEqual([]); // nothing of the lease changed yet
+      expect(manualDesk.confirm(BOARD)).toBe(true);
+      const job = await h.leases.settle(r.body.job.id);
+      expect(job.state).toBe('succeeded');
+      expect(job.steps.map((x) => [x.name, x.state])).toEqual([['power', 'done']]);
+      expect((await h.api('GET', `/jobs/${job.id}`, undefined, tokenA)).body).toMatchObject({ kind: 'power', state: 'succeeded' });
+      // the lease: same state and job, a new boot token (metadata of the last boot is worthless)
+      const after = lease();
+      expect({ ...after, bootToken: undefined }).toEqual({ ...before, bootToken: undefined });
+      expect(after.bootToken).toMatch(/^[A-Za-z0-9]{24}$/);
+      expect(after.bootToken).not.toBe(before.bootToken);
+      expect(published).toEqual([expect.objectContaining({ id: leaseId, state: 'active' })]);
+      expect((await h.api('GET', `/boards/${BOARD}/events`)).body.map((e: { message: string }) => e.message)).toContain('power cycle by tenant alice');
+      expect((await h.api('GET', `/boards/${BOARD}`)).body.state).toBe('active');
+    } finally {
+      off();
+    }
+    // off makes no new boot
+    const token = lease().bootToken;
+    const r = await h.api('POST', `/leases/${leaseId}/power`, { action: 'off' }, ADMIN);
+    expect([r.status, r.body.job.params]).toEqual([202, { action: 'off', by: 'admin' }]);
+    expect((await operate(r.body.job.id)).state).toBe('succeeded');
+    expect(lease().bootToken).toBe(token);
+  });
+
+  it('cancel: the job ends failed "cancelled: …", the desk forgets it, the lease is free for the next job', async () => {
+    const before = structuredClone(lease());
+    const r = await h.api('POST', `/leases/${leaseId}/power`, { action: 'on' }, tokenA);
+    expect(r.status).toBe(202);
+    expect(await asked()).toEqual(['on']);
+    // another tenant cannot see it, let alone cancel it
+    expect((await h.api('POST', `/jobs/${r.body.job.id}/cancel`, undefined, tokenB)).status).toBe(404);
+    const c = await h.api('POST', `/jobs/${r.body.job.id}/cancel`, undefined, tokenA);
+    expect(c.status).toBe(200);
+    expect(c.body).toMatchObject({ id: r.body.job.id, kind: 'power', state: 'failed' });
+    // the admin reads who cancelled it; the tenant that it was cancelled (not a failure to report)
+    expect((await h.api('GET', `/jobs/${r.body.job.id}`)).body.error).toMatch(/^power: cancelled: by tenant alice$/);
+    expect(c.body.error).toBe('power cancelled');
+    expect(manualDesk.waiting(BOARD)).toEqual([]);
+    expect((await h.api('GET', `/boards/${BOARD}/power`)).body.waiting).toEqual([]);
+    expect(manualDesk.confirm(BOARD)).toBe(false); // a late confirmation completes nothing
+    // the lease as it was (but for the next boot's token, made before the board was asked to switch on)
+    expect({ ...lease(), bootToken: undefined }).toEqual({ ...before, bootToken: undefined });
+    // ended: a second cancel is a 409
+    const again = await h.api('POST', `/jobs/${r.body.job.id}/cancel`, undefined, ADMIN);
+    expect([again.status, again.body.error]).toEqual([409, `job ${r.body.job.id} has already ended (failed)`]);
+    // the lease is free: the next power job runs, and the admin may cancel any tenant's
+    const next = await h.api('POST', `/leases/${leaseId}/power`, { action: 'cycle' }, tokenA);
+    expect(next.status).toBe(202);
+    await asked();
+    const byAdmin = await h.api('POST', `/jobs/${next.body.job.id}/cancel`, undefined, ADMIN);
+    expect([byAdmin.status, byAdmin.body.state, byAdmin.body.error]).toEqual([200, 'failed', 'power: cancelled: by admin']);
+    expect(manualDesk.waiting(BOARD)).toEqual([]);
+  });
+
+  it('an interrupted power job resumes after a restart', async () => {
+    // as the state file has it after a crash: a power job recorded running, in its power step
+    const job: Job = {
+      id: 'j-resume00001',
+      kind: 'power',
+      leaseId,
+      tenantId: 'alice',
+      state: 'running',
+      steps: [{ name: 'power', state: 'running', attempts: 1, startedAt: new Date().toISOString() }],
+      params: { action: 'cycle', by: 'tenant alice' },
+      createdAt: new Date().toISOString(),
+    };
+    await h.store.update((st) => void st.jobs.push(structuredClone(job)));
+    expect(h.leases.resumeJobs()).toEqual([`job ${job.id} (power of lease ${leaseId}) resumed at step power`]);
+    expect(await asked()).toEqual(['cycle']);
+    manualDesk.confirm(BOARD);
+    const done = await h.leases.settle(job.id);
+    expect([done.state, done.steps[0]!.state, done.steps[0]!.attempts]).toEqual(['succeeded', 'done', 2]);
+    expect(lease().state).toBe('active');
+  });
+
+  it('a release cancels a running power job', async () => {
+    const r = await h.api('POST', `/leases/${leaseId}/power`, { action: 'cycle' }, tokenA);
+    await asked();
+    const rel = await h.api('DELETE', `/leases/${leaseId}`, undefined, tokenA);
+    expect(rel.status).toBe(202);
+    const power = await h.leases.settle(r.body.job.id);
+    expect([power.state, power.error]).toEqual(['failed', 'power: cancelled: released by tenant']);
+    // the release's power-off is the next (and only) thing the operator is asked
+    expect(await asked()).toEqual(['off']);
+    expect((await operate(rel.body.job.id)).state).toBe('succeeded');
+    expect(h.leases.get(admin, leaseId).state).toBe('released');
+    expect((await h.api('GET', `/boards/${BOARD}`)).body.state).toBe('available');
   });
 });

@@ -77,6 +77,94 @@ for (const [name, make] of Object.entries(harnesses)) {
   });
 }
 
+// The same contract for an action that hangs: once its signal aborts (a cancelled job, a step's timeout)
+// it rejects promptly, saying it was cancelled, and leaves nothing behind. Drivers whose actions can hang:
+// manual (no operator answers) and command (a stuck relay command); QEMU's are quick QMP calls and may
+// ignore the signal.
+const PROMPT_MS = 2000;
+const hanging: Record<string, () => { driver: PowerDriver; asked: () => Promise<void>; leftBehind: () => Promise<void> }> = {
+  manual() {
+    const driver = powerDriver({ driver: 'manual' }, 'm2');
+    return {
+      driver,
+      asked: async () => {
+        const deadline = Date.now() + 10_000;
+        while (!manualDesk.waiting('m2').length) {
+          if (Date.now() > deadline) throw new Error('the manual desk was never asked to switch m2');
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      },
+      // the operator's list no longer shows it, and a late confirmation finds nothing to complete
+      leftBehind: async () => {
+        expect(manualDesk.waiting('m2')).toEqual([]);
+        expect(manualDesk.confirm('m2')).toBe(false);
+      },
+    };
+  },
+  command() {
+    // `sleep 30` in the background of the shell: killing the shell alone would leave it running.
+    const pidFile = join(dir, 'hung.pid');
+    const hung = `sleep 30 & echo $! > ${pidFile}; wait`;
+    const driver = powerDriver({ driver: 'command', on: hung, off: hung, cycle: hung, timeoutMs: 60_000 }, 'c2');
+    let pid = 0;
+    return {
+      driver,
+      asked: async () => {
+        const deadline = Date.now() + 10_000;
+        while (!(pid = Number(readFileSync(pidFile, { encoding: 'utf8', flag: 'a+' }).trim()))) {
+          if (Date.now() > deadline) throw new Error('the hung command never started');
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      },
+      // the command's processes are killed (the whole group), not left to run out their 30 s
+      leftBehind: async () => {
+        const deadline = Date.now() + PROMPT_MS;
+        while (alive(pid)) {
+          if (Date.now() > deadline) throw new Error(`the hung command's sleep (pid ${pid}) still runs after its action was aborted`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        writeFileSync(pidFile, '');
+      },
+    };
+  },
+};
+
+/** A process that still runs: a killed one may stay a zombie until its new parent (pid 1) reaps it. */
+function alive(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1)![0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+for (const [name, make] of Object.entries(hanging)) {
+  describe(`power driver contract: ${name}, aborted`, () => {
+    it('an aborted action rejects promptly as cancelled and leaves nothing behind', async () => {
+      for (const action of ['on', 'off', 'cycle'] as const) {
+        const { driver, asked, leftBehind } = make();
+        const ac = new AbortController();
+        const p = driver[action](ac.signal);
+        p.catch(() => {}); // checked below
+        await asked();
+        const t0 = Date.now();
+        ac.abort('job cancelled');
+        await expect(p).rejects.toThrow(/cancelled \(job cancelled\)/);
+        expect(Date.now() - t0).toBeLessThan(PROMPT_MS);
+        await leftBehind();
+      }
+    });
+
+    it('an action whose signal has already aborted rejects at once and never starts', async () => {
+      const { driver, leftBehind } = make();
+      const ac = new AbortController();
+      ac.abort('too late');
+      await expect(driver.on(ac.signal)).rejects.toThrow(/cancelled \(too late\)/);
+      if (name === 'manual') await leftBehind();
+    });
+  });
+}
+
 describe('power driver errors', () => {
   it('a failing command reports its exit status and stderr', async () => {
     const d = powerDriver({ driver: 'command', on: 'echo relay unreachable >&2; exit 3', off: 'true' });
@@ -86,6 +174,26 @@ describe('power driver errors', () => {
   it('a hung command is killed at its timeout', async () => {
     const d = powerDriver({ driver: 'command', on: 'sleep 30', off: 'true', timeoutMs: 200 });
     await expect(d.on()).rejects.toThrow(/timed out after 200 ms/);
+  });
+
+  it('a hung command is killed promptly when its action is aborted (sleep 30)', async () => {
+    const d = powerDriver({ driver: 'command', on: 'sleep 30', off: 'true' });
+    const ac = new AbortController();
+    const p = d.on(ac.signal);
+    setTimeout(() => ac.abort(), 100);
+    const t0 = Date.now();
+    await expect(p).rejects.toThrow(/power on command cancelled \(aborted\): killed/);
+    expect(Date.now() - t0).toBeLessThan(PROMPT_MS);
+  });
+
+  it('a cycle without a cycle command stops in its delay when aborted', async () => {
+    const d = powerDriver({ driver: 'command', on: 'true', off: 'true', cycleDelayMs: 30_000 });
+    const ac = new AbortController();
+    const p = d.cycle(ac.signal);
+    setTimeout(() => ac.abort('job cancelled'), 100);
+    const t0 = Date.now();
+    await expect(p).rejects.toThrow(/cancelled \(job cancelled\)/);
+    expect(Date.now() - t0).toBeLessThan(PROMPT_MS);
   });
 
   it('an unknown driver or bad parameters name what is wrong', () => {

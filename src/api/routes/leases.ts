@@ -33,9 +33,10 @@ export function leaseRoutes(d: { leases: LeaseService; bus: Bus; store: Store; l
     route({
       method: 'post',
       path: '/leases/:id/power',
-      summary: "Switch the lease's board (or container) on, off, or cycle it",
+      summary: "Switch the lease's board (or container) on, off, or cycle it: a power job to follow (GET /v1/jobs/:id, events) or cancel",
       access: 'any',
       body: powerActionSchema,
+      status: 202,
       handler: ({ p, params, body }) => d.leases.power(p, params.id!, body.action),
     }),
     route({
@@ -47,6 +48,13 @@ export function leaseRoutes(d: { leases: LeaseService; bus: Bus; store: Store; l
       handler: ({ p, params }) => d.leases.release(p, params.id!),
     }),
     route({ method: 'get', path: '/jobs/:id', summary: 'A job and its steps', access: 'any', handler: ({ p, params }) => d.leases.job(p, params.id!) }),
+    route({
+      method: 'post',
+      path: '/jobs/:id/cancel',
+      summary: 'Cancel a running power job (it ends failed, "cancelled: …"); a provision or reimage is stopped by releasing the lease',
+      access: 'any',
+      handler: ({ p, params }) => d.leases.cancel(p, params.id!),
+    }),
     route({
       method: 'get',
       path: '/events',
