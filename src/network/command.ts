@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
+import { ControllerFilter } from './controller-filter.js';
 import { checkNetworkId, PortBook, type BoardPort, type NetworkDriver, type NetworkState } from './driver.js';
+import type { Services } from './nft-ruleset.js';
 
 /**
  * Shell command templates an operator writes for a managed switch (port security, private VLANs, ACLs).
@@ -15,6 +17,13 @@ export interface CommandNetworkSpec {
   start?: string;
   stop?: string;
   timeoutMs?: number;
+  /**
+   * The controller's interface on the boot network: when given, its input filter (controller-filter.ts)
+   * lets boards reach only `services`, as with linux-bridge. Without it, filter the controller yourself.
+   */
+  controllerIface?: string;
+  controllerNetns?: string;
+  services?: Services;
 }
 
 /** `'it'\''s'`: the POSIX way to quote anything for /bin/sh. */
@@ -37,15 +46,20 @@ export function fillTemplate(template: string, values: Partial<Record<'boardId' 
 export class CommandNetwork implements NetworkDriver {
   readonly name = 'command';
   private readonly book = new PortBook();
+  private readonly ctl?: ControllerFilter;
 
-  constructor(private readonly s: CommandNetworkSpec) {}
+  constructor(private readonly s: CommandNetworkSpec) {
+    if (s.controllerIface) this.ctl = new ControllerFilter(s.controllerIface, s.services ?? { dhcp: 67, tftp: 69, iscsi: 3260, metadata: 8775 }, s.controllerNetns);
+  }
 
   async start(): Promise<void> {
+    await this.ctl?.install(); // the controller closed first, then the switch
     if (this.s.start) await this.run(this.s.start, 'start');
   }
 
   async stop(): Promise<void> {
     if (this.s.stop) await this.run(this.s.stop, 'stop');
+    await this.ctl?.remove();
   }
 
   async attach(raw: BoardPort): Promise<void> {
@@ -90,7 +104,7 @@ export class CommandNetwork implements NetworkDriver {
   }
 
   async state(): Promise<NetworkState> {
-    return { driver: this.name, boardIsolation: 'operator', ...this.book.snapshot(), problems: [] };
+    return { driver: this.name, boardIsolation: 'operator', ...this.book.snapshot(), problems: (await this.ctl?.problems()) ?? [] };
   }
 
   private run(cmd: string, what: string): Promise<string> {

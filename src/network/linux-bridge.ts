@@ -1,12 +1,11 @@
 import { log as rootLog, type Logger } from '../log.js';
 import { assertIfName, checkNetworkId, PortBook, type BoardPort, type NetworkDriver, type NetworkState } from './driver.js';
+import { ControllerFilter } from './controller-filter.js';
 import { run } from './exec.js';
 import {
   BRIDGE_TABLE,
-  controllerTable,
   renderAttach,
   renderBridgeRuleset,
-  renderControllerRuleset,
   renderDetach,
   renderJoin,
   renderLeave,
@@ -55,9 +54,7 @@ export class LinuxBridgeNetwork implements NetworkDriver {
   private nextNet = 1;
   private queue: Promise<unknown> = Promise.resolve();
   private started = false;
-  private get ctlTable(): string {
-    return controllerTable(this.c.controllerIface ?? '');
-  }
+  private readonly ctl?: ControllerFilter;
 
   constructor(
     private readonly c: LinuxBridgeConfig,
@@ -66,6 +63,7 @@ export class LinuxBridgeNetwork implements NetworkDriver {
     assertIfName(c.bridge, 'bridge');
     assertIfName(c.uplink, 'uplink');
     if (c.controllerIface) assertIfName(c.controllerIface, 'controller interface');
+    if (c.controllerIface) this.ctl = new ControllerFilter(c.controllerIface, c.services, c.controllerNetns);
   }
 
   start = () => this.serial(() => this.doStart());
@@ -91,9 +89,9 @@ export class LinuxBridgeNetwork implements NetworkDriver {
     return next;
   }
 
-  /** Into the bridge's namespace, or the controller's (each may be ours: undefined is not "the other one"). */
-  private nft(input: string, where: 'bridge' | 'controller' = 'bridge'): Promise<string> {
-    return run('nft', ['-f', '-'], { input, netns: where === 'bridge' ? this.c.netns : this.c.controllerNetns });
+  /** Into the bridge's namespace (the controller's filter: controller-filter.ts, in its own). */
+  private nft(input: string): Promise<string> {
+    return run('nft', ['-f', '-'], { input, netns: this.c.netns });
   }
 
   private bridgeBatch(lines: string[]): Promise<string> {
@@ -109,9 +107,8 @@ export class LinuxBridgeNetwork implements NetworkDriver {
     // there is no instant without it (the ports would be open).
     const rules = renderBridgeRuleset({ uplink: this.c.uplink, controllerIp: this.c.controllerIp, ipv6: this.c.ipv6 ?? false });
     await this.nft(`table bridge ${BRIDGE_TABLE}\ndelete table bridge ${BRIDGE_TABLE}\n${rules}`);
-    if (this.c.controllerIface) {
-      const ctl = renderControllerRuleset({ iface: this.c.controllerIface, services: this.c.services });
-      await this.nft(`table inet ${this.ctlTable}\ndelete table inet ${this.ctlTable}\n${ctl}`, 'controller');
+    if (this.ctl) {
+      await this.ctl.install();
     } else {
       this.log.warn('network linux-bridge: no controllerIface configured: boards can reach every port of the controller');
     }
@@ -124,7 +121,7 @@ export class LinuxBridgeNetwork implements NetworkDriver {
   private async doStop(): Promise<void> {
     this.started = false;
     await this.nft(`table bridge ${BRIDGE_TABLE}\ndelete table bridge ${BRIDGE_TABLE}\n`).catch(() => {});
-    if (this.c.controllerIface) await this.nft(`table inet ${this.ctlTable}\ndelete table inet ${this.ctlTable}\n`, 'controller').catch(() => {});
+    await this.ctl?.remove();
   }
 
   private async doAttach(raw: BoardPort): Promise<void> {
@@ -229,9 +226,7 @@ export class LinuxBridgeNetwork implements NetworkDriver {
     } catch (err) {
       problems.push(`nft table bridge ${BRIDGE_TABLE} unreadable: ${(err as Error).message}`);
     }
-    if (this.c.controllerIface) {
-      await run('nft', ['list', 'table', 'inet', this.ctlTable], { netns: this.c.controllerNetns }).catch(() => problems.push(`nft table inet ${this.ctlTable} is missing`));
-    }
+    if (this.ctl) problems.push(...(await this.ctl.problems()));
     try {
       const links = new Map((await this.bridgePorts()).map((l) => [l.ifname, l.linkinfo?.info_slave_data ?? {}]));
       for (const p of this.book.ports.values()) {

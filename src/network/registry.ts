@@ -12,6 +12,16 @@ const port = z.number().int().min(1).max(65535);
 const ifname = z.string().regex(/^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,14}$/, 'an interface name');
 const netns = z.string().regex(/^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$/, 'a netns name');
 
+const services = z
+  .object({
+    dhcp: port.default(67),
+    tftp: port.default(69),
+    iscsi: port.default(3260),
+    metadata: port.default(8775),
+    api: port.optional(),
+  })
+  .prefault({});
+
 export const linuxBridgeSpec = z.object({
   bridge: ifname,
   netns: netns.optional(),
@@ -19,15 +29,7 @@ export const linuxBridgeSpec = z.object({
   controllerIp: z.ipv4(),
   controllerIface: ifname.optional(),
   controllerNetns: netns.optional(),
-  services: z
-    .object({
-      dhcp: port.default(67),
-      tftp: port.default(69),
-      iscsi: port.default(3260),
-      metadata: port.default(8775),
-      api: port.optional(),
-    })
-    .prefault({}),
+  services,
   ipv6: z.boolean().default(false),
 });
 
@@ -39,6 +41,9 @@ export const commandSpec = z.object({
   start: z.string().min(1).optional(),
   stop: z.string().min(1).optional(),
   timeoutMs: z.number().int().positive().max(600_000).optional(),
+  controllerIface: ifname.optional(),
+  controllerNetns: netns.optional(),
+  services,
 });
 
 /** Every network driver, by the name `config.network.driver` uses. */

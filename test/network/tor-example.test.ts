@@ -21,7 +21,7 @@ import { run } from '../../src/network/exec.js';
 import { BRIDGE_TABLE, renderBridgeRuleset, renderDetach, renderLeave, SETS } from '../../src/network/nft-ruleset.js';
 import { networkDriver } from '../../src/network/registry.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
-import { capture, createSegment, dhcpLease, dhcpServer, pinNeighbour, pings, reAddr, recorder, sh, udpAsk, udpMarker, udpSeen, udpSend, uniq, Watch, type Host, type Segment } from './topology.js';
+import { capture, createSegment, tcpHello, dhcpLease, dhcpServer, pinNeighbour, pings, reAddr, recorder, sh, udpAsk, udpMarker, udpSeen, udpSend, uniq, Watch, type Host, type Segment } from './topology.js';
 
 requireRoot();
 requireTools('nft', 'bridge', 'flock', 'socat', 'dnsmasq', 'udhcpc', 'tcpdump', 'ping');
@@ -56,11 +56,15 @@ beforeAll(async () => {
     detach: `${onTor} detach {port}`,
     join: `${onTor} join {port} {networkId}`,
     leave: `${onTor} leave {port}`,
+    // The controller's own input filter, as the README's example sets it.
+    controllerIface: 'eth0',
+    controllerNetns: seg.ctl.ns,
+    services: { dhcp: 67, tftp: 69, iscsi: 3260, metadata: 8775 },
   });
   await tor.start();
   for (const b of [A, B, C]) await tor.attach({ boardId: b.name, port: b.port, mac: b.mac, ip: b.ip });
   // The controller's TFTP stand-in: the path every board may use.
-  ctlRec = await recorder(seg.ctl.ns, ['udp:69']);
+  ctlRec = await recorder(seg.ctl.ns, ['udp:69', 'tcp:8775', 'tcp:2222']);
   watches.push(ctlRec);
 });
 
@@ -224,6 +228,13 @@ describe('the README\'s top-of-rack example: dozen-tor-port under the command dr
     expect(await setPorts(SETS.netMember)).toEqual([]);
     expect(readFileSync(join(stateDir, 'networks'), 'utf8')).toBe(''); // the number is free again
     for (const b of [A, B]) expect((await portFlags())[b.port]).toMatchObject({ isolated: true });
+  });
+
+  it('(e) the controller, filtered by the command driver too, answers boards only on its boot service ports', async () => {
+    expect(await tcpHello(A.ns, seg.ctl.ip, 8775)).toContain('hello 8775');
+    expect(await tcpHello(A.ns, seg.ctl.ip, 2222)).toBe('');
+    expect(await tcpHello(seg.ctl.ns, '127.0.0.1', 2222)).toContain('hello 2222'); // the port is there, for the controller itself
+    expect((await tor.state()).problems).toEqual([]);
   });
 
   it('(d) detach: nothing from C\'s port gets through (not even DHCP), and detaching again changes nothing', async () => {
