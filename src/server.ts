@@ -98,7 +98,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const signals = new LeaseSignals();
     const consoleHooks = leaseConsoleHooks(consoles, containers && ((id) => containers.connector(id)));
     let network: BoardNetwork | undefined; // started below, once the boot services' ports are known; jobs run only after that
-    const networkHooks = { join: (board: string, tenant: string) => network!.join(board, tenant), leave: (board: string) => network!.leave(board) };
+    const networkHooks = {
+      join: (board: string, tenant: string) => network!.join(board, tenant),
+      leave: (board: string) => network!.leave(board),
+      fenced: (board: string) => network?.fenced(board) ?? false,
+    };
     const leases = new LeaseService({ store, inventory, images, events, bus, signals, storage: storage?.storage, containers, console: consoleHooks, network: networkHooks, ...leaseLimits(config) });
     await leases.markDisksMissing(storage?.missingDisks ?? []);
 

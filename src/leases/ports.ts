@@ -32,6 +32,8 @@ export interface ConsoleHooks {
 export interface NetworkHooks {
   join(boardId: string, tenantId: string): Promise<void>;
   leave(boardId: string): Promise<void>;
+  /** False for a board whose port is not fenced: allocation passes it over (its join would fail). */
+  fenced?(boardId: string): boolean;
 }
 
 /** Container leases on shared boards (implemented over src/containers). */

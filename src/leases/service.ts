@@ -128,7 +128,8 @@ export class LeaseService {
         throw new HttpError(403, `lease quota reached: tenant ${tenantId} holds ${held} live leases (limits.leasesPerTenant is ${this.d.leasesPerTenant})`);
       }
       if (!wantContainer && image) {
-        const board = pickBoard(s, input, image.manifest.arch);
+        const fenced = (id: string) => this.d.network?.fenced?.(id) ?? true;
+        const board = pickBoard(s, input, image.manifest.arch, fenced);
         if (board) {
           applyTransition(s, board.id, 'provisioning', `lease ${id}`);
           const lease: Lease = { ...base, kind: 'board', boardId: board.id };
@@ -138,7 +139,7 @@ export class LeaseService {
           s.jobs.push(job);
           return { lease: structuredClone(lease), job: structuredClone(job) };
         }
-        if (input.kind === 'board' || !this.d.containers || !containerImage) throw new ConflictError(noBoardReason(s, input, image.manifest.arch));
+        if (input.kind === 'board' || !this.d.containers || !containerImage) throw new ConflictError(noBoardReason(s, input, image.manifest.arch, fenced));
       }
       const size = { memoryMb: input.memory ?? 256, cpus: input.cpus ?? 1 };
       this.checkContainerQuota(s, tenantId, size);
@@ -632,13 +633,15 @@ function matches(b: Board, input: CreateLease, arch: string): boolean {
   return (!input.board || b.id === input.board) && (!input.model || b.model === input.model) && b.arch === arch;
 }
 
-function pickBoard(s: State, input: CreateLease, arch: string): Board | undefined {
-  return s.boards.filter((b) => b.state === 'available' && matches(b, input, arch)).sort((a, b) => a.id.localeCompare(b.id))[0];
+/** The first available board that matches and whose port is fenced (an unfenced one would be on the boot network open). */
+function pickBoard(s: State, input: CreateLease, arch: string, fenced: (id: string) => boolean): Board | undefined {
+  return s.boards.filter((b) => b.state === 'available' && matches(b, input, arch) && fenced(b.id)).sort((a, b) => a.id.localeCompare(b.id))[0];
 }
 
-function noBoardReason(s: State, input: CreateLease, arch: string): string {
+function noBoardReason(s: State, input: CreateLease, arch: string, fenced: (id: string) => boolean): string {
   const cands = s.boards.filter((b) => matches(b, input, arch));
   const want = [input.board && `board ${input.board}`, input.model && `model ${input.model}`, `arch ${arch}`].filter(Boolean).join(', ');
   if (!cands.length) return `no board matches ${want}`;
-  return `no free board for ${want}: ${cands.map((b) => `${b.id} is ${b.state}`).join(', ')}`;
+  const why = (b: Board) => (b.state === 'available' && !fenced(b.id) ? `${b.id} has no fenced network port (see GET /v1/network)` : `${b.id} is ${b.state}`);
+  return `no free board for ${want}: ${cands.map(why).join(', ')}`;
 }

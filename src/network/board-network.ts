@@ -76,6 +76,11 @@ export class BoardNetwork {
     });
   }
 
+  /** Whether a lease may take this board now: its port is fenced (or the driver is `none`). Allocation asks. */
+  fenced(boardId: string): boolean {
+    return this.last.boardIsolation === 'none' || this.driver.ports().some((p) => p.boardId === boardId);
+  }
+
   private async attached(boardId: string): Promise<boolean> {
     return this.driver.ports().some((p) => p.boardId === boardId);
   }

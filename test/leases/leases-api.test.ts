@@ -482,3 +482,20 @@ describe('power jobs', () => {
     expect((await h.api('GET', `/boards/${BOARD}`)).body.state).toBe('available');
   });
 });
+
+describe('allocation and the boot network', () => {
+  it('passes over a board whose port is not fenced, and says so when it is the only one', async () => {
+    const net = await apiHarness({ timeouts: { actionMs: 2000, bootMs: 150, osMs: 150 }, network: { join: async () => {}, leave: async () => {}, fenced: (id) => id !== 'bpi-01' } });
+    try {
+      for (const i of [1, 2]) expect((await net.api('POST', '/boards', board(i))).status).toBe(201);
+      const t = (await net.api('POST', '/tenants', { id: 'fen', name: 'F' })).body.token;
+      // bpi-01 is first by id, but unfenced: the lease gets bpi-02.
+      const any = await net.api('POST', '/leases', { image: 'test', sshKeys: [KEY] }, t);
+      expect([any.status, any.body.lease?.boardId]).toEqual([202, 'bpi-02']);
+      const named = await net.api('POST', '/leases', { image: 'test', board: 'bpi-01', sshKeys: [KEY] }, t);
+      expect([named.status, named.body.error]).toEqual([409, 'no free board for board bpi-01, arch armv7: bpi-01 has no fenced network port (see GET /v1/network)']);
+    } finally {
+      await net.close();
+    }
+  });
+});
