@@ -116,7 +116,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     await dhcp.start();
     cleanups.push(() => dhcp.stop());
     const metaServer = await serveMetadata({ store, signals, boardIp: (id) => inventory.list().find((b) => b.id === id)?.ip }, config.bootIp, config.metadata.port, config.limits);
-    cleanups.push(() => new Promise((r) => metaServer.close(() => r(undefined))));
+    cleanups.push(() => closeHttp(metaServer));
 
     // Board ports fenced before any board powers on or any job runs: only now are the services' ports known.
     const services = { dhcp: config.dhcp.port, tftp: tftp.address().port, iscsi: config.storage.tgt.portalPort, metadata: (metaServer.address() as { port: number }).port };
@@ -140,7 +140,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net })];
     const app = createApp({ adminToken: token, store, inventory, events, images, leases, bus, log, stats, consoles, importer, routers: [consoleWebRouter()], extraRoutes, limits: config.limits });
     const { http, url: apiUrl } = await serveApi(app, config.api, config.limits);
-    cleanups.push(() => new Promise((r) => http.close(() => r(undefined))));
+    cleanups.push(() => closeHttp(http));
     consoleWs = attachLeaseConsoles(http, { store, adminToken: token, consoles, bus, limits: config.limits });
     const ws = consoleWs;
     cleanups.push(() => ws.close()); // runs before http.close (cleanups run in reverse)
@@ -194,4 +194,16 @@ async function startStorage(config: Config, store: Store, stateFile: string): Pr
   log.info(`storage: ${storage.driverReason}`);
   for (const line of storage.reconciled) log.info(`reconcile: ${line}`);
   return storage;
+}
+
+/**
+ * Stops a listener and ends its connections. close() alone waits for requests in flight, and stops the
+ * timer that enforces requestTimeout: a board powered off in the middle of a metadata request would
+ * hold the shutdown for ever.
+ */
+function closeHttp(server: HttpServer): Promise<void> {
+  return new Promise((r) => {
+    server.close(() => r());
+    server.closeAllConnections();
+  });
 }
