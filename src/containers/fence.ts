@@ -70,14 +70,18 @@ async function ensureProbeNetwork(host: ContainerHost): Promise<void> {
     });
 }
 
-/** One probe per board per `maxAgeMs`, shared by concurrent placements. */
+/**
+ * One probe per board at a time, its answer kept: a fenced board for `maxAgeMs`, an unfenced or
+ * unchecked one for `retryMs` only, so an operator's fix (or an engine back from a blip) counts soon.
+ */
 export class FenceChecks {
-  private readonly cache = new Map<string, { at: number; state: Promise<FenceState> }>();
+  private readonly cache = new Map<string, { at: number; state: Promise<FenceState>; fenced?: boolean }>();
 
   constructor(
     private readonly images: ContainerImageSource[],
     private readonly targets: FenceTarget[],
     private readonly maxAgeMs = 10 * 60_000,
+    private readonly retryMs = 30_000,
   ) {}
 
   get enabled(): boolean {
@@ -86,9 +90,16 @@ export class FenceChecks {
 
   of(host: ContainerHost): Promise<FenceState> {
     const hit = this.cache.get(host.id);
-    if (hit && Date.now() - hit.at < this.maxAgeMs) return hit.state;
-    const state = probeFence(host, this.images, this.targets).catch((err: Error) => ({ fenced: false, reached: [], error: err.message, checkedAt: new Date().toISOString() }));
-    this.cache.set(host.id, { at: Date.now(), state });
-    return state;
+    if (hit && (hit.fenced === undefined || Date.now() - hit.at < (hit.fenced ? this.maxAgeMs : this.retryMs))) return hit.state;
+    const entry: { at: number; state: Promise<FenceState>; fenced?: boolean } = { at: Date.now(), state: Promise.resolve(null as never) };
+    entry.state = probeFence(host, this.images, this.targets)
+      .catch((err: Error) => ({ fenced: false, reached: [], error: err.message, checkedAt: new Date().toISOString() }))
+      .then((st) => {
+        entry.fenced = st.fenced;
+        entry.at = Date.now();
+        return st;
+      });
+    this.cache.set(host.id, entry);
+    return entry.state;
   }
 }

@@ -405,6 +405,10 @@ export class LeaseService {
       this.running.delete(jobId);
       this.aborts.delete(jobId);
     });
+    // Nobody may be waiting on it (settle() is for tests and callers that follow): a job whose own
+    // bookkeeping fails (the state file gone, a store closed under it) is a log line, never an
+    // unhandled rejection, which would end the process.
+    run.catch((err: unknown) => log.error({ err, jobId }, 'job runner failed'));
     this.running.set(jobId, run);
   }
 
