@@ -87,7 +87,7 @@ describe('server killed with -9 mid-provision', () => {
     await start();
     expect(logs).toMatch(new RegExp(`reconcile: job ${job.id} \\(provision of lease ${lease.id}\\) resumed at step (dhcp|kernel|root)`));
     // the lease's disk and target survived the crash and are the ones the board boots from
-    expect(spawnSync('tgtadm', ['-C', String(controlPort), '--lld', 'iscsi', '--mode', 'target', '--op', 'show'], { encoding: 'utf8' }).stdout).toContain(lease.id);
+    expect(spawnSync('tgtadm', ['-C', String(controlPort), '--lld', 'iscsi', '--mode', 'target', '--op', 'show'], { encoding: 'utf8' }).stdout, logs).toContain(lease.id);
     const done = await until('job ends', async () => {
       const j = (await api('GET', `/jobs/${job.id}`, undefined, tenant)).body;
       return j.state === 'running' ? undefined : j;
