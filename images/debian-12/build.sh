@@ -102,7 +102,7 @@ armhf_ensure_lists "$REFRESH"
 VERSIONS=$(apt-cache "${ARMHF_APT[@]}" policy $PKGS 2>/dev/null |
   awk '/^[^ ].*:$/ { p = $0; sub(/:$/, "", p) } /^  Candidate:/ && $2 != "(none)" { print p "=" $2 }')
 for p in $PKGS; do
-  echo "$VERSIONS" | grep -q "^$p=" || die "package '$p' (images/debian-12/packages) is not in the armhf lists; try --refresh"
+  grep -q "^$p=" <<<"$VERSIONS" || die "package '$p' (images/debian-12/packages) is not in the armhf lists; try --refresh"
 done
 armhf_unlock
 BASE_FILES=$(sed -n 's/^BASE_FILES="\(.*\)"$/\1/p' "$HERE/base.sh")
@@ -193,7 +193,7 @@ done
 # The initramfs must be able to log in to the root's target: iscsistart, its script and iscsi_tcp.
 INITRD_LIST=$(zstd -dc "$W/out/initrd.img" | cpio -it --quiet 2>/dev/null)
 for want in 'sbin/iscsistart$' '^scripts/local-top/iscsi$' '/iscsi_tcp\.ko' '^etc/iscsi\.initramfs$'; do
-  echo "$INITRD_LIST" | grep -qE "$want" || die "the initramfs lacks $want: the open-iscsi hook did not run"
+  grep -qE "$want" <<<"$INITRD_LIST" || die "the initramfs lacks $want: the open-iscsi hook did not run"
 done
 log "kernel $KVER ($(($(stat -c %s "$W/out/vmlinuz") / 1024)) KiB), initrd $(($(stat -c %s "$W/out/initrd.img") / 1024)) KiB with iscsistart, $(ls "$W/out/dtbs" | wc -l) device trees"
 

@@ -63,7 +63,9 @@ export class JobRunner {
       if (!impl) return this.finish(jobId, 'failed', `no implementation for step ${step.name}`);
       let lastError = '';
       let outcome: 'done' | 'skipped' | 'failed' = 'failed';
-      for (let attempt = step.attempts; attempt < 2; attempt++) {
+      // A step found running was cut short by a crash: it runs again as a retry (its beforeRetry restarts
+      // what it waits for), even when the crash came during its last attempt — that attempt never ended.
+      for (let attempt = Math.min(step.attempts, step.state === 'running' ? 1 : 2); attempt < 2; attempt++) {
         if (attempt > 0 && impl.beforeRetry) await impl.beforeRetry().catch((err) => log.warn({ err, jobId }, 'retry preparation failed'));
         await this.setStep(jobId, step.name, { state: 'running', attempts: attempt + 1, startedAt: new Date().toISOString(), error: undefined });
         try {

@@ -468,6 +468,25 @@ describe('power jobs', () => {
     expect(lease().state).toBe('active');
   });
 
+  it('a job cut short during its last attempt gets that attempt again after a restart, not a failure with no reason', async () => {
+    const job: Job = {
+      id: 'j-resume00002',
+      kind: 'power',
+      leaseId,
+      tenantId: 'alice',
+      state: 'running',
+      steps: [{ name: 'power', state: 'running', attempts: 2, startedAt: new Date().toISOString() }],
+      params: { action: 'cycle', by: 'tenant alice' },
+      createdAt: new Date().toISOString(),
+    };
+    await h.store.update((st) => void st.jobs.push(structuredClone(job)));
+    h.leases.resumeJobs();
+    expect(await asked()).toEqual(['cycle']);
+    manualDesk.confirm(BOARD);
+    const done = await h.leases.settle(job.id);
+    expect([done.state, done.error, done.steps[0]!.state, done.steps[0]!.attempts]).toEqual(['succeeded', undefined, 'done', 2]);
+  });
+
   it('a release cancels a running power job', async () => {
     const r = await h.api('POST', `/leases/${leaseId}/power`, { action: 'cycle' }, tokenA);
     await asked();
