@@ -2,6 +2,7 @@ import type { Image, ImageCatalog } from '../images/catalog.js';
 import type { Inventory } from '../inventory/boards.js';
 import { modelInfo } from '../inventory/models.js';
 import type { Board } from '../store/schema.js';
+import { normalizeMac } from '../util/net.js';
 import type { BootDecider, BootSpec } from './spec.js';
 
 export interface DeciderOptions {
@@ -19,7 +20,7 @@ export class InventoryBootDecider implements BootDecider {
   constructor(private readonly o: DeciderOptions) {}
 
   async decide(mac: string): Promise<BootSpec | null> {
-    const board = this.o.inventory.byMac(mac);
+    const board = this.o.inventory.byMac(normalizeMac(mac)); // boards are enrolled with the canonical form
     if (!board || board.state === 'maintenance') return null;
     const imageName = this.o.imageFor?.(board) ?? board.image;
     const image = await this.o.images.get(imageName);

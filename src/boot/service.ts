@@ -7,10 +7,10 @@ import type { BoardStorage } from '../leases/ports.js';
 import { log } from '../log.js';
 import type { Board, Lease } from '../store/schema.js';
 import { BootWindows, fromFirmware } from './boot-window.js';
-import { InventoryBootDecider } from './decider.js';
+import { bootDecider } from './deciders.js';
 import type { DhcpEvent, DhcpRequestInfo, DhcpReservation } from './dhcp/server.js';
 import { bootFilesHandler } from './files.js';
-import { BOOT_SCRIPT_NAME } from './spec.js';
+import { BOOT_SCRIPT_NAME, type BootDecider } from './spec.js';
 import type { TftpHandler, TransferEvent } from './tftp/server.js';
 
 export interface BootServiceDeps {
@@ -30,7 +30,7 @@ export interface BootServiceDeps {
  * traffic means, recorded as board events (which lease jobs wait for).
  */
 export class BootService {
-  readonly decider: InventoryBootDecider;
+  readonly decider: BootDecider;
   /** The TFTP namespace the boards see (src/boot/files.ts). */
   readonly files: TftpHandler;
   private readonly windows: BootWindows;
@@ -38,7 +38,7 @@ export class BootService {
 
   constructor(private readonly d: BootServiceDeps) {
     this.metadataBase = `http://${d.config.bootIp}:${d.config.metadata.port}`;
-    this.decider = new InventoryBootDecider({
+    this.decider = bootDecider('inventory', {
       inventory: d.inventory,
       images: d.images,
       tftp: d.config.tftp,

@@ -15,7 +15,12 @@ export interface BootSpec {
   tftp: { blksize: number; windowsize: number };
 }
 
-/** The one question DHCP and TFTP ask: what does this MAC boot? null = ignore this machine. */
+/**
+ * The one question DHCP and TFTP ask: what does this MAC boot? null = ignore this machine.
+ * The MAC may be in either case, with `:`, `-` or no separators (the answer's `mac` is lower case with
+ * `:`); a string that is no MAC is an error. Each answer is the caller's own object. Every implementation
+ * is in src/boot/deciders.ts and passes test/boot/decider.contract.test.ts.
+ */
 export interface BootDecider {
   decide(mac: string): Promise<BootSpec | null>;
 }
