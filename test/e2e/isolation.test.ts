@@ -1,15 +1,20 @@
 /**
- * Tenant isolation on the lab's boot network, end to end: two tenants lease the two lab boards (the test
- * image, iSCSI roots, our DHCP/TFTP/metadata, the `linux-bridge` network driver the lab gets by default).
- * Alice is root on lab-1 and attacks bob's lab-2 and the controller from it. Every attack is shown to
- * have got nothing by a marker sent after it on a path that is open (the marker arrives, the attack did
- * not), and both leases still work afterwards. The same attacks at the bridge alone, with more tools,
- * are in test/network/bridge-attacks.test.ts.
+ * Tenant isolation on the lab's boot network, end to end: two tenants lease the two lab boards (the
+ * `debian-12` image, iSCSI roots, our DHCP/TFTP/metadata, the `linux-bridge` network driver the lab gets
+ * by default). Alice is root on lab-1 and attacks bob's lab-2 and the controller from it. Every attack
+ * is shown to have got nothing by a marker sent after it on a path that is open (the marker arrives,
+ * the attack did not), and both leases still work afterwards (ssh, console, reimage). The same attacks
+ * at the bridge alone, with more tools, are in test/network/bridge-attacks.test.ts.
+ *
+ * The attacker's tools are the test's, not the image's: a static busybox (Debian's armhf
+ * busybox-static) copied in over ssh to a tmpfs, first in the console shell's PATH. The commands run on
+ * the serial console (as root, with a password the test sets over ssh), so an attack that cuts the
+ * board off its network still reports what it got.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,8 +30,12 @@ import { AUTH_FAILURE, TARGET_NOT_FOUND } from '../storage/tgt-fixture.js';
 
 const NET = '10.82.0';
 const BOOT_IP = `${NET}.1`;
-const BOOT_MS = 300_000;
-const JOB_MS = 600_000;
+const IMAGE = 'debian-12';
+/** An image file the server gives any enrolled board (a request that got through as lab-2 would be served). */
+const DTB = `images/${IMAGE}/dtbs/sun7i-a20-bananapi.dtb`;
+/** From power-on to a shell: U-Boot, TFTP, the armmp kernel, iSCSI root, systemd — two TCG boards on two cores. */
+const BOOT_MS = 480_000;
+const JOB_MS = 900_000;
 
 let server: RunningServer;
 let fs: LoopFs;
@@ -36,6 +45,10 @@ const tokens: Record<string, string> = {};
 const leases: Record<string, Lease> = {};
 const cons: Record<string, TestConsole> = {};
 const captures: ChildProcess[] = [];
+const key = join(work, 'id');
+/** root's console password, set over ssh at each login (the image ships root locked). */
+const ROOT_PW = randomBytes(9).toString('hex');
+let busybox = '';
 
 async function api(method: string, path: string, body?: unknown, token = server.adminToken) {
   const r = await fetch(`${server.apiUrl}/v1${path}`, {
@@ -48,13 +61,39 @@ async function api(method: string, path: string, body?: unknown, token = server.
 
 const board = (id: string) => server.lab!.boards().find((b) => b.id === id)!;
 
-/** Waits for the board's iSCSI root marker and login prompt, and logs in as root. */
+/** ssh to a board as root with the tenant's key (async: the server runs in this process). */
+function ssh(id: string, cmd: string, input?: Buffer): Promise<{ code: number; out: string }> {
+  const args = ['-i', key, '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=10', '-o', 'LogLevel=ERROR', `root@${board(id).ip}`, cmd];
+  return new Promise((res) => {
+    const p = execFile('ssh', args, { timeout: 120_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => res({ code: err ? Number((err as { code?: number }).code ?? -1) : 0, out: `${stdout}${stderr}` }));
+    p.stdin!.end(input);
+  });
+}
+
+/**
+ * Waits for the board's login prompt and sshd (the lease's key), copies the attacker's busybox into
+ * tmpfs, sets root's console password, and logs in as root on the console with busybox first in PATH.
+ */
 async function loggedIn(id: string, what: string): Promise<void> {
   const con = cons[id]!;
-  await con.out.waitFor(/DOZEN-TEST-IMAGE ROOT=iscsi target=\S+ dev=\S+\r?\n/, BOOT_MS, `${id} (${what}: iSCSI root)`);
-  await con.out.waitFor('login:', 60_000, `${id} (${what}: login prompt)`);
+  await con.out.waitFor(/Linux version 6\./, BOOT_MS, `${id} (${what}: kernel)`);
+  await con.out.waitFor(/login: /, BOOT_MS, `${id} (${what}: login prompt)`);
+  // sshd may answer a moment after getty (poll, 180 s at most).
+  let r = await ssh(id, 'true');
+  for (const end = Date.now() + 180_000; r.code !== 0 && Date.now() < end; r = await ssh(id, 'true')) await new Promise((res) => setTimeout(res, 1000));
+  expect(r, `${id} (${what}): ssh with the lease's key`).toMatchObject({ code: 0 });
+  // A tmpfs of its own: /run and /dev/shm are noexec. Installed as `busybox`, the name its --install needs.
+  const T = '/mnt/attack';
+  r = await ssh(id, `mkdir -p ${T} && (mountpoint -q ${T} || mount -t tmpfs -o size=16m,mode=700 attack ${T}) && cat > ${T}/busybox && chmod 755 ${T}/busybox && mkdir -p ${T}/bin && ${T}/busybox --install -s ${T}/bin && echo root:${ROOT_PW} | chpasswd && echo TOOLS-READY`, readFileSync(busybox));
+  expect(r.out, `${id} (${what}): tools copied in`).toContain('TOOLS-READY');
+  await con.type('\n');
+  await con.out.waitFor(/login: /, 60_000, `${id} (${what}: login prompt again)`);
   await con.type('root\n');
-  await con.out.waitFor('# ', 30_000, `${id} (${what}: shell)`);
+  await con.out.waitFor('Password:', 30_000, `${id} (${what}: password prompt)`);
+  await con.type(`${ROOT_PW}\n`);
+  await con.out.waitFor('# ', 60_000, `${id} (${what}: root shell)`);
+  // Kernel messages (an iSCSI hiccup while an attack drops frames) would land inside the output.
+  await sh(id, `export PATH=${T}/bin:$PATH; dmesg -n 1`);
 }
 
 /** Runs a shell command on a board as root: its output only (test/helpers/serial.ts). */
@@ -107,7 +146,7 @@ async function hostHello(ip: string, port: number): Promise<string> {
  * iSCSI portal: a login made from this host through it reaches the controller from that board.
  */
 async function startRelay(id: string, portal: string): Promise<void> {
-  await sh(id, `(while true; do nc -l -p 3261 -e nc ${portal.replace(':', ' ')}; done >/dev/null 2>&1 & echo $! > /tmp/relay.pid)`);
+  await sh(id, `(while true; do nc -l -p 3261 -e nc ${portal.replace(':', ' ')}; done >/dev/null 2>&1 & echo $! > /run/relay.pid)`);
 }
 
 /**
@@ -142,12 +181,19 @@ async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Pro
 beforeAll(async () => {
   requireRoot();
   requireTools('qemu-system-arm', 'ip', 'nft', 'bridge', 'tcpdump', 'mkimage', 'tgtd', 'tgtadm', 'mkfs.btrfs', 'btrfs', 'losetup');
-  execFileSync('bash', [join(REPO_ROOT, 'images/test/build.sh')], { stdio: 'ignore', timeout: 600_000 });
+  requireTools('ssh', 'ssh-keygen', 'dpkg-deb', 'debootstrap');
+  execFileSync('bash', [join(REPO_ROOT, `images/${IMAGE}/build.sh`)], { stdio: 'ignore', timeout: 1_500_000 });
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'tenant@isolation-e2e', '-f', key]);
+  // The attacker's tools: Debian's static armhf busybox (the same cache the test image is built from).
+  const deb = execFileSync('bash', [join(REPO_ROOT, 'images/lib/fetch-armhf-debs.sh'), 'busybox-static'], { encoding: 'utf8', timeout: 600_000 }).trim().split('\n').pop()!;
+  mkdirSync(join(work, 'bb'));
+  execFileSync('dpkg-deb', ['-x', deb, join(work, 'bb')]);
+  busybox = join(work, 'bb', 'bin', 'busybox');
   fs = makeLoopFs('btrfs', 1024);
-  server = await startServer(await iscsiLabConfig({ dataDir: join(work, 'data'), prefix: NET, boards: 2, netns, storageDir: fs.dir, osTimeoutMs: BOOT_MS }));
+  server = await startServer(await iscsiLabConfig({ dataDir: join(work, 'data'), prefix: NET, boards: 2, netns, storageDir: fs.dir, osTimeoutMs: BOOT_MS, image: IMAGE }));
   for (const id of ['lab-1', 'lab-2']) cons[id] = sessionConsole(server.consoles, id);
   for (const t of ['alice', 'bob']) tokens[t] = (await api('POST', '/tenants', { id: t, name: t })).body.token;
-}, 900_000);
+}, 1_800_000);
 
 afterAll(async () => {
   for (const p of captures) p.kill('SIGKILL');
@@ -166,13 +212,16 @@ describe('two tenants on one boot network, one of them hostile', () => {
       expect(health.body).toMatchObject({ boardIsolation: 'enforced', network: { driver: 'linux-bridge', problems: 0 } });
       expect((await api('GET', '/network', undefined, tokens.alice)).status).toBe(403); // the details are the admin's
       expect((await api('GET', '/network')).body).toMatchObject({ boardIsolation: 'enforced', problems: [], ports: [expect.objectContaining({ boardId: 'lab-1', port: 'tap1' }), expect.objectContaining({ boardId: 'lab-2', port: 'tap2' })] });
-      const a = await api('POST', '/leases', { image: 'test', board: 'lab-1' }, tokens.alice);
-      const b = await api('POST', '/leases', { image: 'test', board: 'lab-2' }, tokens.bob);
+      const sshKeys = [readFileSync(`${key}.pub`, 'utf8').trim()];
+      const a = await api('POST', '/leases', { image: IMAGE, board: 'lab-1', sshKeys }, tokens.alice);
+      const b = await api('POST', '/leases', { image: IMAGE, board: 'lab-2', sshKeys }, tokens.bob);
       expect([a.status, b.status], JSON.stringify([a.body, b.body])).toEqual([202, 202]);
       leases.alice = a.body.lease;
       leases.bob = b.body.lease;
       await Promise.all([loggedIn('lab-1', 'first boot'), loggedIn('lab-2', 'first boot')]);
       for (const j of [a.body.job.id, b.body.job.id]) expect((await server.leases.settle(j)).state).toBe('succeeded');
+      // bob's data on his disk, looked for again at the end
+      expect((await ssh('lab-2', 'echo bob-secret-marker > /root/marker && sync && echo WROTE')).out).toContain('WROTE');
       // Each board is in its tenant's private network; nothing is out of place in the datapath.
       const st = await server.network.state();
       expect(st.problems).toEqual([]);
@@ -186,10 +235,8 @@ describe('two tenants on one boot network, one of them hostile', () => {
 
   it('IP spoofing: lab-1 sending as lab-2 reaches nothing; its own boot script is closed once it has its kernel', async () => {
     const bobs = board('lab-2').ip;
-    // An image file the server gives any enrolled board: a request that got through as lab-2 would be served.
-    const DTB = 'images/test/dtbs/sun7i-a20-bananapi.dtb';
     // (busybox tftp deletes its local file when a GET fails: never point it at /dev/null.)
-    const fetch = (path: string, timeout = 20) => `timeout ${timeout} tftp -g -r ${path} -l /tmp/tftp.out ${BOOT_IP} && echo FETCHED || echo GOT-NOTHING; rm -f /tmp/tftp.out`;
+    const fetch = (path: string, timeout = 20) => `timeout ${timeout} tftp -g -r ${path} -l /run/tftp.out ${BOOT_IP} && echo FETCHED || echo GOT-NOTHING; rm -f /run/tftp.out`;
     const ctlMac = readFileSync(`/sys/class/net/${server.lab!.hostIf}/address`, 'utf8').trim();
     expect(await sh('lab-1', fetch(DTB))).toContain('FETCHED');
     // Its own boot script (this boot's iSCSI secret and metadata token): closed since it fetched its kernel.
@@ -237,7 +284,7 @@ describe('two tenants on one boot network, one of them hostile', () => {
     const http = (method: string, u: string) => {
       const path = u.replace(/^http:\/\/[^/]+/, '');
       const body = method === 'POST' ? 'Content-Length: 3\\r\\nContent-Type: application/x-www-form-urlencoded\\r\\n\\r\\nx=1' : '\\r\\n';
-      return `printf '${method} ${path} HTTP/1.0\\r\\n${body}' | timeout 8 nc ${BOOT_IP} ${port} > /tmp/md; grep -q '^HTTP/1.1 200' /tmp/md && echo GOT && cat /tmp/md || echo GOT-NOTHING; head -1 /tmp/md; rm -f /tmp/md`;
+      return `printf '${method} ${path} HTTP/1.0\\r\\n${body}' | timeout 8 nc ${BOOT_IP} ${port} > /run/md; grep -q '^HTTP/1.1 200' /run/md && echo GOT && cat /run/md || echo GOT-NOTHING; head -1 /run/md; rm -f /run/md`;
     };
     const get = (u: string) => http('GET', u);
     const post = (u: string) => http('POST', u);
@@ -273,7 +320,7 @@ describe('two tenants on one boot network, one of them hostile', () => {
     // Marker: the same relay reaches lab-1's own target (another initiator name, so lab-1's root session is untouched).
     const own = await iscsiLoginVia('lab-1', { ...mine, initiator: 'iqn.2026-11.cloud.dozen:attacker' });
     expect(own.out).toMatch(/Peripheral Device Type:DIRECT_ACCESS/);
-    await sh('lab-1', 'kill $(cat /tmp/relay.pid); killall nc; rm /tmp/relay.pid');
+    await sh('lab-1', 'kill $(cat /run/relay.pid); killall nc; rm /run/relay.pid');
     expect(await sh('lab-1', 'echo still-alive')).toContain('still-alive');
   }, 180_000);
 
@@ -331,20 +378,19 @@ describe('two tenants on one boot network, one of them hostile', () => {
   it("MAC and IP spoofing: lab-1 with lab-2's MAC and address reaches nothing, then works again as itself", async () => {
     const [mine, bobs] = [board('lab-1'), board('lab-2')];
     const ctlMac = readFileSync(`/sys/class/net/${server.lab!.hostIf}/address`, 'utf8').trim();
-    const DTB = 'images/test/dtbs/sun7i-a20-bananapi.dtb';
     const t0 = new Date().toISOString();
     // One line, so the board needs nothing from its (iSCSI) disk while its frames are dropped: busybox
     // is in memory. Its own address and MAC come back at the end of the same line.
     const out = await sh(
       'lab-1',
       `ip link set eth0 address ${bobs.mac} && ip addr add ${bobs.ip}/32 dev eth0 && ip route replace ${BOOT_IP}/32 dev eth0 src ${bobs.ip} && arp -s ${BOOT_IP} ${ctlMac}; ` +
-        `timeout 8 tftp -g -r ${DTB} -l /tmp/spoof.out ${BOOT_IP} && echo SPOOF-FETCHED || echo SPOOF-GOT-NOTHING; ` +
-        `ip route del ${BOOT_IP}/32 dev eth0; ip addr del ${bobs.ip}/32 dev eth0; arp -d ${BOOT_IP}; ip link set eth0 address ${mine.mac}; rm -f /tmp/spoof.out`,
+        `timeout 8 tftp -g -r ${DTB} -l /run/spoof.out ${BOOT_IP} && echo SPOOF-FETCHED || echo SPOOF-GOT-NOTHING; ` +
+        `ip route del ${BOOT_IP}/32 dev eth0; ip addr del ${bobs.ip}/32 dev eth0; arp -d ${BOOT_IP}; ip link set eth0 address ${mine.mac}; rm -f /run/spoof.out`,
       60_000,
     );
     expect(out).toContain('SPOOF-GOT-NOTHING');
     // Marker: as itself again it is served (its iSCSI root carried on too: the shell still answers).
-    expect(await sh('lab-1', `tftp -g -r ${DTB} -l /tmp/own.out ${BOOT_IP} && echo FETCHED; rm -f /tmp/own.out`, 60_000)).toContain('FETCHED');
+    expect(await sh('lab-1', `tftp -g -r ${DTB} -l /run/own.out ${BOOT_IP} && echo FETCHED; rm -f /run/own.out`, 60_000)).toContain('FETCHED');
     expect(server.events.list('lab-2').filter((e) => e.time >= t0 && (e.type === 'tftp' || e.type === 'error'))).toEqual([]);
     // The bridge still has lab-2's MAC on lab-2's port only (lab-1's frames moved nothing).
     const fdb = execFileSync('ip', ['netns', 'exec', server.lab!.o.netns, 'bridge', 'fdb', 'show', 'br', server.lab!.networkSpec().bridge], { encoding: 'utf8' });
@@ -352,11 +398,36 @@ describe('two tenants on one boot network, one of them hostile', () => {
     expect(lines.every((l) => l.includes(`dev ${bobs.port} `))).toBe(true);
   }, 120_000);
 
+  it("macvlan: a second interface on lab-1 with lab-2's MAC and address gets nothing, while eth0 carries on", async () => {
+    const [mine, bobs] = [board('lab-1'), board('lab-2')];
+    const ctlMac = readFileSync(`/sys/class/net/${server.lab!.hostIf}/address`, 'utf8').trim();
+    const t0 = new Date().toISOString();
+    // What leaves lab-1's port with lab-2's MAC: proof the spoofed frames were really sent.
+    const sent = capture(`ether src ${bobs.mac}`, { iface: mine.port, netns: server.lab!.o.netns });
+    await sent.ready;
+    // iproute2's ip (busybox's cannot make a macvlan); the controller's MAC pinned on mv0, so no ARP is needed.
+    const out = await sh(
+      'lab-1',
+      `I=$(PATH=/usr/sbin:/usr/bin:/sbin:/bin; command -v ip); $I link add link eth0 name mv0 address ${bobs.mac} type macvlan mode private && ` +
+        `$I addr add ${bobs.ip}/32 dev mv0 && $I link set mv0 up && $I route replace ${BOOT_IP}/32 dev mv0 src ${bobs.ip} && ` +
+        `$I neigh replace ${BOOT_IP} lladdr ${ctlMac} dev mv0 nud permanent && echo MACVLAN-UP; ` +
+        `timeout 8 tftp -g -r ${DTB} -l /run/mv.out ${BOOT_IP} && echo SPOOF-FETCHED || echo SPOOF-GOT-NOTHING; rm -f /run/mv.out; $I link del mv0`,
+      60_000,
+    );
+    await until("lab-2's MAC leaving lab-1's port", () => sent.lines.length > 0, 10_000);
+    sent.stop();
+    expect(out).toContain('MACVLAN-UP');
+    expect(out).toContain('SPOOF-GOT-NOTHING');
+    expect(server.events.list('lab-2').filter((e) => e.time >= t0 && (e.type === 'tftp' || e.type === 'error'))).toEqual([]);
+    // Marker: eth0, as itself, is served all along.
+    expect(await sh('lab-1', `tftp -g -r ${DTB} -l /run/own.out ${BOOT_IP} && echo FETCHED; rm -f /run/own.out`, 60_000)).toContain('FETCHED');
+  }, 120_000);
+
   it(
     'rogue DHCP: lab-1 runs a DHCP server while lab-2 power-cycles; lab-2 boots from the controller as before',
     async () => {
       const mac1 = board('lab-1').mac;
-      await sh('lab-1', `mkdir -p /var/lib/misc && printf 'start ${NET}.200\\nend ${NET}.210\\ninterface eth0\\nopt router ${board('lab-1').ip}\\nopt serverid ${board('lab-1').ip}\\nboot_file rogue.scr\\n' > /tmp/udhcpd.conf && (udhcpd -f /tmp/udhcpd.conf >/dev/null 2>&1 &)`);
+      await sh('lab-1', `mkdir -p /var/lib/misc && printf 'start ${NET}.200\\nend ${NET}.210\\ninterface eth0\\nopt router ${board('lab-1').ip}\\nopt serverid ${board('lab-1').ip}\\nboot_file rogue.scr\\n' > /run/udhcpd.conf && (udhcpd -f /run/udhcpd.conf >/dev/null 2>&1 &)`);
       // What reaches lab-2: frames the bridge sends out of its port (tap2, in the lab's namespace).
       const cap = capture('udp port 67 or udp port 68', { iface: board('lab-2').port, netns: server.lab!.o.netns });
       await cap.ready;
@@ -370,7 +441,7 @@ describe('two tenants on one boot network, one of them hostile', () => {
       expect(dhcp.some((e) => e.details?.kind === 'ack' && e.details?.ip === board('lab-2').ip)).toBe(true);
       expect(await sh('lab-2', "ip -4 -o addr show dev eth0 | awk '{print $4}'")).toContain(`${board('lab-2').ip}/24`);
       // Marker: lab-1's legitimate traffic to the controller arrives; its DHCP server's packets never did.
-      expect(await sh('lab-1', `tftp -g -r images/test/dtbs/sun7i-a20-bananapi.dtb -l /dev/null ${BOOT_IP} && echo FETCHED`)).toContain('FETCHED');
+      expect(await sh('lab-1', `tftp -g -r ${DTB} -l /dev/null ${BOOT_IP} && echo FETCHED`)).toContain('FETCHED');
       cap.stop();
       // The controller's offer reached lab-2; nothing from lab-1 did.
       const ctlMac = readFileSync(`/sys/class/net/${server.lab!.hostIf}/address`, 'utf8').trim();
@@ -382,18 +453,23 @@ describe('two tenants on one boot network, one of them hostile', () => {
   );
 
   it(
-    'both leases still work: consoles answer, and a reimage of each boots clean',
+    'both leases still work: ssh and consoles answer, bob\'s disk is his, a reboot and a reimage boot clean',
     async () => {
       expect(await sh('lab-1', 'echo alive-1')).toContain('alive-1');
       expect(await sh('lab-2', 'echo alive-2')).toContain('alive-2');
+      expect((await ssh('lab-1', 'echo ssh-1')).out).toContain('ssh-1');
+      expect((await ssh('lab-2', 'cat /root/marker; findmnt -no SOURCE /')).out.split('\n')).toEqual(['bob-secret-marker', '/dev/sda', '']);
       // A reboot from inside (no power call, same boot token): U-Boot's DHCP reopens the boot window.
       await cons['lab-1']!.type('reboot -f\n');
       await loggedIn('lab-1', 'after reboot -f');
-      expect(await sh('lab-1', 'timeout 20 tftp -g -r boot.scr.uimg -l /tmp/s ' + BOOT_IP + ' && echo FETCHED || echo GOT-NOTHING; rm -f /tmp/s')).toContain('GOT-NOTHING');
+      expect(await sh('lab-1', 'timeout 20 tftp -g -r boot.scr.uimg -l /run/s ' + BOOT_IP + ' && echo FETCHED || echo GOT-NOTHING; rm -f /run/s')).toContain('GOT-NOTHING');
       const ra = await api('POST', `/leases/${leases.alice!.id}/reimage`, {}, tokens.alice);
       expect(ra.status, JSON.stringify(ra.body)).toBe(202);
       await loggedIn('lab-1', 'after reimage');
       expect((await server.leases.settle(ra.body.job.id)).state).toBe('succeeded');
+      // A fresh disk from the image, still reachable over ssh with the lease's key; bob's is untouched.
+      expect((await ssh('lab-1', 'ls /root/marker 2>&1; findmnt -no SOURCE /')).out).toMatch(/No such file[\s\S]*\/dev\/sda/);
+      expect((await ssh('lab-2', 'cat /root/marker')).out).toBe('bob-secret-marker\n');
       for (const [t, l] of Object.entries(leases)) {
         const rel = await api('DELETE', `/leases/${l!.id}`, undefined, tokens[t]);
         expect((await server.leases.settle(rel.body.job.id)).state).toBe('succeeded');

@@ -34,17 +34,17 @@ export function startLabServer(o: LabServerOptions): Promise<RunningServer> {
 }
 
 /**
- * A lab whose leases boot the test image with iSCSI roots in `storageDir` (a btrfs loop fs), on subnet
+ * A lab whose leases boot the test image (or `image`) with iSCSI roots in `storageDir` (a btrfs loop fs), on subnet
  * `<prefix>.0/24` with the server on `.1`, boards powered off, the metadata port free on every address
  * (it binds the lab's boot IP) and our own tgtd on its own control port.
  */
-export async function iscsiLabConfig(o: { dataDir: string; prefix: string; boards: number; netns: string; storageDir: string; osTimeoutMs: number }): Promise<Config> {
+export async function iscsiLabConfig(o: { dataDir: string; prefix: string; boards: number; netns: string; storageDir: string; osTimeoutMs: number; image?: string }): Promise<Config> {
   return loadConfig(undefined, {
     dataDir: o.dataDir,
     api: '127.0.0.1:0',
     bootIp: `${o.prefix}.1`,
     subnet: `${o.prefix}.0/24`,
-    lab: { enabled: true, boards: o.boards, netns: o.netns, powerOn: false, image: 'test' },
+    lab: { enabled: true, boards: o.boards, netns: o.netns, powerOn: false, image: o.image ?? 'test' },
     storage: { enabled: true, dir: o.storageDir, tgt: { controlPort: freeControlPort() } },
     metadata: { port: await freePort('0.0.0.0') },
     leases: { osTimeoutMs: o.osTimeoutMs },
