@@ -12,7 +12,7 @@ export const FIRMWARE_DRIVERS: Record<string, (spec: FirmwareSpec) => FirmwareDr
 };
 
 export function firmwareDriver(spec: FirmwareSpec): FirmwareDriver {
-  const factory = FIRMWARE_DRIVERS[spec.driver];
+  const factory = Object.hasOwn(FIRMWARE_DRIVERS, spec.driver) ? FIRMWARE_DRIVERS[spec.driver] : undefined; // not "constructor" & co.
   if (!factory) throw new Error(`unknown firmware driver "${spec.driver}" (known: ${Object.keys(FIRMWARE_DRIVERS).join(', ')})`);
   try {
     return factory(spec);

@@ -57,7 +57,7 @@ export const NETWORK_DRIVERS: Record<string, (spec: NetworkSpec, log: Logger) =>
 };
 
 export function networkDriver(spec: NetworkSpec, log: Logger = rootLog): NetworkDriver {
-  const factory = NETWORK_DRIVERS[spec.driver];
+  const factory = Object.hasOwn(NETWORK_DRIVERS, spec.driver) ? NETWORK_DRIVERS[spec.driver] : undefined; // not "constructor" & co.
   if (!factory) throw new Error(`unknown network driver "${spec.driver}" (known: ${Object.keys(NETWORK_DRIVERS).join(', ')})`);
   try {
     return factory(spec, log);

@@ -23,7 +23,7 @@ export const POWER_DRIVERS: Record<string, (spec: PowerSpec, boardId: string) =>
 
 /** The driver for a board's power spec; the board id names it to people (manual) and in errors. */
 export function powerDriver(spec: PowerSpec, boardId = '(unnamed)'): PowerDriver {
-  const factory = POWER_DRIVERS[spec.driver];
+  const factory = Object.hasOwn(POWER_DRIVERS, spec.driver) ? POWER_DRIVERS[spec.driver] : undefined; // not "constructor" & co.
   if (!factory) throw new Error(`unknown power driver "${spec.driver}" (known: ${Object.keys(POWER_DRIVERS).join(', ')})`);
   try {
     return factory(spec, boardId);

@@ -4,13 +4,15 @@ import type { DiskStore } from './disk-store.js';
 import { IscsiBoardStorage } from './iscsi-storage.js';
 import { openDiskStore } from './open-store.js';
 import { claimStorage } from './identity.js';
+import { targetExporter } from './exporters.js';
 import { TgtDaemon } from './tgt-daemon.js';
-import { TgtExporter } from './tgt-exporter.js';
+import type { TargetExporter } from './tgt-exporter.js';
 
 export { storageConfigSchema, type StorageConfig } from './config.js';
 export { StorageError, type DiskStore, type DiskInfo, type ImageDisk } from './disk-store.js';
 export { IscsiBoardStorage, initiatorName } from './iscsi-storage.js';
 export { openDiskStore } from './open-store.js';
+export { TARGET_EXPORTERS, targetExporter, type TargetExporterSpec } from './exporters.js';
 export { TgtDaemon } from './tgt-daemon.js';
 export { TgtExporter } from './tgt-exporter.js';
 export { StorageOwnershipError } from './identity.js';
@@ -19,7 +21,7 @@ export interface RunningStorage {
   storage: IscsiBoardStorage;
   store: DiskStore;
   daemon: TgtDaemon;
-  exporter: TgtExporter;
+  exporter: TargetExporter;
   /** Why the disk store driver was chosen (for the start-up log and the status API). */
   driverReason: string;
   /** What the start-up reconcile fixed. */
@@ -43,10 +45,12 @@ export async function startIscsiStorage(
   // Ownership first: a directory of another controller is refused before anything in it is touched.
   const owner = await claimStorage(cfg.dir, o.controllerId, { adopt: cfg.adopt, stateFile: o.stateFile });
   const { store, reason } = await openDiskStore(cfg.dir, cfg.driver);
-  const daemon = new TgtDaemon({ controlPort: cfg.tgt.controlPort, portalIp: o.portalIp, portalPort: cfg.tgt.portalPort });
+  const tgtd = { controlPort: cfg.tgt.controlPort, portalIp: o.portalIp, portalPort: cfg.tgt.portalPort };
+  const daemon = new TgtDaemon(tgtd);
   await daemon.start();
   try {
-    const exporter = new TgtExporter(daemon.adm, daemon.portal, { directIo: cfg.tgt.directIo });
+    // The exporter drives the tgtd just started: same control port, same portal.
+    const exporter = targetExporter({ driver: 'tgt', ...tgtd, directIo: cfg.tgt.directIo });
     const storage = new IscsiBoardStorage({
       store,
       exporter,

@@ -27,7 +27,7 @@ export interface ExportedTarget {
   sessions: Array<{ initiator: string; ip?: string }>;
 }
 
-/** The iSCSI target seam (DESIGN.md): the tgt driver is the one implementation. */
+/** The iSCSI target seam (DESIGN.md): every implementation is listed in TARGET_EXPORTERS (exporters.ts) and runs test/storage/target-exporter.contract.test.ts. */
 export interface TargetExporter {
   /** Where initiators connect. */
   readonly portal: { ip: string; port: number };

@@ -150,6 +150,7 @@ for (const [name, make] of Object.entries(harnesses)) {
 describe('network driver registry and command templates', () => {
   it('an unknown driver or bad parameters name what is wrong', () => {
     expect(() => networkDriver({ driver: 'ovs' })).toThrow(/unknown network driver "ovs" \(known: linux-bridge, command, none\)/);
+    expect(() => networkDriver({ driver: 'constructor' })).toThrow(/unknown network driver "constructor"/);
     expect(() => networkDriver({ driver: 'linux-bridge', bridge: 'br0' })).toThrow(/bad parameters for network driver "linux-bridge"[\s\S]*uplink/);
     expect(() => networkDriver({ driver: 'command', attach: 'true' })).toThrow(/bad parameters for network driver "command"[\s\S]*detach/);
   });
