@@ -44,6 +44,9 @@ async function readOrHangup(port: UnixPort, buffer: Buffer, offset: number, leng
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK' && code !== 'EINTR') throw err;
+      // Closed while that read was in flight: the poller is destroyed, and waiting on it crashes the
+      // process (a segfault in Poller::poll, test/console/source.contract.test.ts found it).
+      if (!port.isOpen || port.fd === null) throw Object.assign(new Error('Port is not open'), { canceled: true });
       // Nothing to read yet: wait for the poller (it also wakes, with an error, on hangup).
       await new Promise<void>((res, rej) => port.poller!.once('readable', (e) => (e ? rej(e) : res())));
     }

@@ -44,6 +44,8 @@ export class SerialPort extends SerialPortStream {
 
   /** Resolves once the bytes are handed to the OS. */
   asyncWrite(bytes: Uint8Array): Promise<void> {
+    // serialport would hold the bytes until the port opens again, which a hung-up line never does.
+    if (!this.isOpen) return Promise.reject(new Error(`${this.path}: port is not open`));
     return new Promise((res, rej) => {
       this.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), (err) => (err ? rej(err) : res()));
     });
