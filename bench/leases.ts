@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { Store } from '../src/store/store.js';
 import { sessionConsole } from '../test/helpers/serial.js';
 import { apiHarness } from '../test/helpers/api-harness.js';
+import { holdRunLock, RUN_LOCK } from '../test/helpers/run-lock.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -117,5 +118,6 @@ export async function run(parts = ["allocation", "leaseToLogin"]) {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
+  if (!(await holdRunLock())) console.warn(`another test or benchmark run holds ${RUN_LOCK}`);
   run(process.argv.slice(2).length ? process.argv.slice(2) : undefined).then((r) => console.log(JSON.stringify(r, null, 2)));
 }

@@ -4,6 +4,7 @@
  * `npm run bench -- tftp-loopback uboot-tftp` runs only those.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { holdRunLock, RUN_LOCK } from '../test/helpers/run-lock.js';
 
 const BENCHES: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = {
   'tftp-loopback': () => import('./tftp-loopback.js'),
@@ -18,6 +19,9 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = 
   'boot-bounds': () => import('./boot-bounds.js'),
   'network-attach': () => import('./network-attach.js'),
 };
+
+// A test run starting meanwhile would take this run's lab namespaces for a killed run's leftovers.
+if (!(await holdRunLock())) console.warn(`another test or benchmark run holds ${RUN_LOCK}: run benchmarks alone`);
 
 const only = process.argv.slice(2);
 const results: Record<string, unknown> = {};

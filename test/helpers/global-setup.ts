@@ -8,33 +8,15 @@
  * A lock held for the whole run keeps a second run on this machine from cleaning up the first one's
  * live devices: when the lock is taken, the clean-up is skipped with a warning.
  */
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deleteLink, deleteNetns } from '../../src/lab/netns.js';
+import { holdRunLock, RUN_LOCK as LOCK } from './run-lock.js';
 
-const LOCK = '/run/dozen-test-run.lock';
 export const TEST_NETNS = /^dz[a-z]-[0-9a-f]{6,8}$/;
 export const TEST_LINK = /^(dz[a-z]-[0-9a-f]{6,8}-h|dz[a-z]-[0-9a-f]{4,6}-h|dzh[0-9a-f]{4,})$/;
-
-/** Hold LOCK while this process lives; resolves false when another live run holds it. */
-function holdRunLock(): Promise<boolean> {
-  return new Promise((resolve) => {
-    const child = spawn('flock', ['-w', '10', '-E', '75', LOCK, 'sh', '-c', 'echo locked; while kill -0 "$0" 2>/dev/null; do sleep 2; done', String(process.pid)], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      detached: true,
-    });
-    child.stdout.once('data', () => {
-      // Locked: from now on the holder must not keep vitest's main process alive after the run.
-      child.unref();
-      child.stdout.destroy();
-      resolve(true);
-    });
-    child.once('exit', () => resolve(false));
-    child.once('error', () => resolve(false));
-  });
-}
 
 function sh(cmd: string, args: string[]): string {
   try {
