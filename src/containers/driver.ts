@@ -109,12 +109,13 @@ export class ContainerLeaseDriver {
     return ctx.locks.lease(leaseId, async () => {
       const lease = await ctx.index.locate(leaseId);
       const host = usableHost(ctx.pool, lease.hostId);
-      await removeContainer(host, lease);
-      // Same board and port, no placement; but under `place` like every create, since placement reads
-      // memory and ports from the containers on each board. (The old one is gone before `place` is
-      // taken: a create meanwhile can take its memory, leaving this board over capacity, or its port,
-      // which start then replaces.)
-      const created = await ctx.locks.place(() => createContainer(ctx, host, lease.spec, lease.sshPort));
+      // Same board and port, no placement; the old container goes and the new one is created under one
+      // `place`, since placement reads memory and ports from the containers on each board: a create in
+      // between would otherwise see the memory and port free and take them, over-committing the board.
+      const created = await ctx.locks.place(async () => {
+        await removeContainer(host, lease);
+        return createContainer(ctx, host, lease.spec, lease.sshPort);
+      });
       return startContainer(ctx, host, created);
     });
   }

@@ -8,7 +8,7 @@ import { KeyedMutex } from './mutex.js';
  *                             to a lease at a time (they share its container name and SSH port).
  *   place                     Pool-wide. Placement's reads (free memory, quota support, SSH ports in
  *                             use) and the container create that claims them, so concurrent creates
- *                             see each other; reimage and start's port retry create under it too.
+ *                             see each other; reimage (its remove and create) and start's port retry create under it too.
  *                             reconcile holds it per board, so its listing never interleaves with a create.
  *   net:<hostId>:<tenantId>   One tenant's bridge on one board: ensuring it and creating a container
  *                             on it vs removing it when no container of the tenant is left.

@@ -33,22 +33,22 @@ export async function placeLease(ctx: DriverContext, spec: ContainerLeaseSpec, e
 async function candidate(ctx: DriverContext, host: ContainerHost, exclude: string[], quota: boolean): Promise<PlacementCandidate> {
   const pool = ctx.pool;
   const none = { id: host.id, freeMb: 0, cpus: 0, platforms: [] };
-  if (exclude.includes(host.id)) return { ...none, unavailable: 'is being left' };
+  if (exclude.includes(host.id)) return { ...none, unavailable: 'is being left', unavailableKind: 'leaving' };
   const down = pool.downReason(host.id);
-  if (down) return { ...none, unavailable: down };
+  if (down) return { ...none, unavailable: down, unavailableKind: 'down' };
   try {
     // One after the other: a dead board then costs one failed call (pool health counts calls).
     const facts = await host.facts();
-    if (quota && facts.quota.mode === 'no') return { ...none, unavailable: `cannot enforce a disk quota (${facts.quota.detail})` };
+    if (quota && facts.quota.mode === 'no') return { ...none, unavailable: `cannot enforce a disk quota (${facts.quota.detail})`, unavailableKind: 'quota' };
     if (ctx.fence.enabled) {
       const f = await ctx.fence.of(host);
-      if (f.error) return { ...none, unavailable: `is not fenced from the boot network (its probe failed: ${f.error})` };
-      if (!f.fenced) return { ...none, unavailable: `is not fenced from the boot network (a tenant's bridge reaches ${f.reached.join(', ')})` };
+      if (f.error) return { ...none, unavailable: `is not fenced from the boot network (its probe failed: ${f.error})`, unavailableKind: 'unfenced' };
+      if (!f.fenced) return { ...none, unavailable: `is not fenced from the boot network (a tenant's bridge reaches ${f.reached.join(', ')})`, unavailableKind: 'unfenced' };
     }
     const freeMb = await host.freeMemoryMb();
     return { id: host.id, unavailable: null, freeMb, cpus: facts.cpus, platforms: facts.platforms };
   } catch (err) {
     const why = err instanceof HostUnavailableError ? `is unreachable (${err.reason})` : `failed (${(err as Error).message})`;
-    return { ...none, unavailable: why };
+    return { ...none, unavailable: why, unavailableKind: 'down' };
   }
 }

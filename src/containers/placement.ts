@@ -6,6 +6,8 @@ export interface PlacementCandidate {
   id: string;
   /** Why it can't take anything ("is down", "is unreachable: ..."); null when it can. */
   unavailable: string | null;
+  /** What kind of reason `unavailable` is (the 409's headline names a missing quota or fence). */
+  unavailableKind?: 'down' | 'leaving' | 'quota' | 'unfenced';
   freeMb: number;
   cpus: number;
   platforms: Platform[];
@@ -45,8 +47,8 @@ export function choosePlacement(candidates: PlacementCandidate[], need: Placemen
   if (fits.length === 0) {
     // Per-board reasons carry the CPU and platform misfits, so the headline stays about memory.
     const why = reasons.length ? reasons.join(', ') : 'no shared board is configured';
-    const quota = candidates.some((c) => c.unavailable?.startsWith('cannot enforce a disk quota')) ? ' and enforces a disk quota' : '';
-    const fence = candidates.some((c) => c.unavailable?.startsWith('is not fenced from the boot network')) ? ' and is fenced from the boot network' : '';
+    const quota = candidates.some((c) => c.unavailableKind === 'quota') ? ' and enforces a disk quota' : '';
+    const fence = candidates.some((c) => c.unavailableKind === 'unfenced') ? ' and is fenced from the boot network' : '';
     throw new NoCapacityError(`no shared board has ${need.memoryMb} MiB free${quota}${fence}: ${why}`, candidates);
   }
   fits.sort((a, b) => b.freeMb - a.freeMb || a.id.localeCompare(b.id));

@@ -52,6 +52,15 @@ describe('placement', () => {
     // Unknown image platform: every board is a candidate (the driver checks after choosing).
     expect(choosePlacement(boards, { memoryMb: 512, cpus: 1, platform: null })).toBe('bpi-s1');
   });
+
+  it("the 409's headline names a missing disk quota or boot-network fence by the reason's kind, not its wording", () => {
+    const quota = board('bpi-s1', 0, { unavailable: 'cannot enforce a disk quota (overlay2 on extfs)', unavailableKind: 'quota' });
+    const fence = board('bpi-s2', 0, { unavailable: 'is not fenced from the boot network (probe reached 10.0.0.1:3260)', unavailableKind: 'unfenced' });
+    expect(() => choosePlacement([quota, fence], need)).toThrow(/^no shared board has 512 MiB free and enforces a disk quota and is fenced from the boot network: bpi-s1 cannot/);
+    // A reason worded alike but of another kind (a down board's error text) adds nothing to the headline.
+    const lookalike = board('bpi-s3', 0, { unavailable: 'cannot enforce a disk quota today: unreachable', unavailableKind: 'down' });
+    expect(() => choosePlacement([lookalike], need)).toThrow(/^no shared board has 512 MiB free: bpi-s3 cannot/);
+  });
 });
 
 describe('tar writer', () => {
