@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config.js';
 import { manualDesk } from '../../src/power/manual.js';
 import { ADMIN, apiHarness } from '../helpers/api-harness.js';
+import { until } from '../helpers/until.js';
 
 // The real `dozen` command against a real API server.
 let h: Awaited<ReturnType<typeof apiHarness>>;
@@ -77,15 +78,16 @@ describe('dozen CLI', () => {
     const provision = h.leases.settle(m.job.id);
     let ended = false;
     void provision.finally(() => (ended = true));
-    while (!ended) {
+    await until(`provision job ${m.job.id} ending while the operator confirms`, () => {
+      if (ended) return true;
       manualDesk.confirm('bpi-02'); // play the operator for the provision's power cycles
-      await new Promise((r) => setTimeout(r, 10));
-    }
+      return false;
+    }, { timeoutMs: 30_000, intervalMs: 10 });
     const started = await dozen('lease', 'power', m.lease.id, 'on', '--no-wait', '--json', ...as);
     expect(started.code).toBe(0);
     const job = JSON.parse(started.stdout).job;
     expect(job).toMatchObject({ kind: 'power', state: 'running' });
-    while (!manualDesk.waiting('bpi-02').length) await new Promise((r) => setTimeout(r, 10));
+    await until('the manual desk to ask for bpi-02', () => manualDesk.waiting('bpi-02').length > 0, { timeoutMs: 10_000, intervalMs: 10 });
     const cancelled = await dozen('job', 'cancel', job.id, ...as);
     expect([cancelled.code, cancelled.stdout.trim()]).toEqual([0, `job ${job.id}: failed (power cancelled)`]);
     expect(manualDesk.waiting('bpi-02')).toEqual([]);

@@ -11,7 +11,8 @@ import { log } from '../../src/log.js';
 import { consoleWebRouter } from '../../src/web/router.js';
 import { ADMIN, apiHarness } from '../helpers/api-harness.js';
 import { requireTools } from '../helpers/tools.js';
-import { startConsoleServer, until } from './harness.js';
+import { until } from '../helpers/until.js';
+import { startConsoleServer } from './harness.js';
 
 // Headless Chromium opens the lease page served by our router; the console behind it is the real one: a
 // session on a pty whose other end is a real bash (socat exec:…,pty), reached over the console WebSocket.
@@ -33,7 +34,7 @@ beforeAll(async () => {
     stdio: 'ignore',
     env: { PATH: process.env.PATH, PS1: 'board$ ', TERM: 'xterm-256color', HOME: dir },
   });
-  await until(() => existsSync(line), 5000, 'the shell pty');
+  await until('the shell pty', () => existsSync(line), { timeoutMs: 5000 });
   // A tenant leases board shell-1 through the API (its `command` power driver is `true`: the job runs, the board
   // never network-boots, so the lease ends in `error` — whatever its state, the page must show the API's).
   srv = await startConsoleServer({
@@ -66,13 +67,8 @@ const screen = (page: Page) =>
   });
 
 async function waitScreen(page: Page, re: RegExp, what: string, timeoutMs = 10_000): Promise<void> {
-  const t0 = Date.now();
-  for (;;) {
-    const text = await screen(page);
-    if (re.test(text)) return;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`no ${re} on the page’s terminal after ${timeoutMs} ms (${what}); screen:\n${text.trim().slice(-800)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  let text = '';
+  await until(`${re} on the page’s terminal (${what})`, async () => re.test((text = await screen(page))), { timeoutMs, intervalMs: 100, detail: () => `screen:\n${text.trim().slice(-800)}` });
 }
 
 describe('lease page in a browser', () => {

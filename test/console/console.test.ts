@@ -6,7 +6,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLOSE, SUBPROTOCOL } from '../../src/console/protocol.js';
 import { RingBuffer } from '../../src/console/ring.js';
 import { requireTools } from '../helpers/tools.js';
-import { openViewer, startConsoleServer, until, type ConsoleServer, type TestViewer } from './harness.js';
+import { until } from '../helpers/until.js';
+import { openViewer, startConsoleServer, type ConsoleServer, type TestViewer } from './harness.js';
 import { PtyPair } from './pty-pair.js';
 
 // Real ptys (socat), real serialport, real WebSockets and HTTP on loopback, and the API's own authorization:
@@ -38,7 +39,7 @@ beforeAll(async () => {
   admin = srv.admin;
   L1 = await srv.boardLease('b1', alice); // before the line is up: a lease's start clears the scrollback
   const s = await srv.sessions.ensure({ id: 'b1', serial: pair.line });
-  await until(() => s!.state().state === 'connected', 5000, 'console line connected');
+  await until('console line connected', () => s!.state().state === 'connected', { timeoutMs: 5000 });
 });
 
 afterEach(() => {
@@ -67,7 +68,7 @@ describe('console over WebSocket (pty line)', () => {
   it('a late joiner first receives the scrollback, then live output', async () => {
     const early = 'boot message before anyone watched\r\n';
     await board.port.asyncWrite(Buffer.from(early));
-    await until(() => srv.sessions.get('b1')!.state().bytesIn >= early.length, 5000, 'the whole boot message read by the session');
+    await until('the whole boot message read by the session', () => srv.sessions.get('b1')!.state().bytesIn >= early.length, { timeoutMs: 5000 });
     const v = await view(alice);
     const hello = v.messages.find((m) => m.type === 'info' && m.event === 'hello');
     expect(hello).toMatchObject({ board: 'b1', who: 'tenant alice', canType: true });
@@ -84,7 +85,7 @@ describe('console over WebSocket (pty line)', () => {
     const before = v.bytes().length;
     const garbage = Buffer.concat([Buffer.from(Array.from({ length: 256 }, (_, i) => i)), randomBytes(64 * 1024)]);
     await board.port.asyncWrite(garbage);
-    await until(() => v.bytes().length - before >= garbage.length, 5000, 'all garbage bytes at the viewer');
+    await until('all garbage bytes at the viewer', () => v.bytes().length - before >= garbage.length, { timeoutMs: 5000 });
     expect(v.bytes().subarray(before).equals(garbage)).toBe(true);
 
     const got: Buffer[] = [];
@@ -92,7 +93,7 @@ describe('console over WebSocket (pty line)', () => {
     board.port.on('data', onData);
     const up = Buffer.concat([Buffer.from(Array.from({ length: 256 }, (_, i) => 255 - i)), randomBytes(16 * 1024)]);
     for (let i = 0; i < up.length; i += 4096) v.ws.send(up.subarray(i, i + 4096));
-    await until(() => Buffer.concat(got).length >= up.length, 5000, 'all bytes typed reached the board');
+    await until('all bytes typed reached the board', () => Buffer.concat(got).length >= up.length, { timeoutMs: 5000 });
     board.port.off('data', onData);
     expect(Buffer.concat(got).equals(up)).toBe(true);
   });
@@ -108,7 +109,7 @@ describe('console over WebSocket (pty line)', () => {
     await a.waitMessage((m) => m.type === 'info' && m.event === 'typing' && m.who === 'admin', 5000, 'alice told the admin types');
     await a.type('from-alice');
     await b.waitMessage((m) => m.type === 'info' && m.event === 'typing' && m.who === 'tenant alice', 5000, 'the admin told alice types');
-    await until(() => Buffer.concat(got).toString().includes('from-alice'), 5000, 'both inputs at the board');
+    await until('both inputs at the board', () => Buffer.concat(got).toString().includes('from-alice'), { timeoutMs: 5000 });
     expect(Buffer.concat(got).toString()).toBe('from-admin from-alice');
     board.port.off('data', onData);
     // The admin's hello listed alice; alice was told the admin joined (who, may type, now two viewers).
@@ -144,7 +145,7 @@ describe('console over WebSocket (pty line)', () => {
     expect(w.messages.filter((m) => m.type === 'info' && m.event === 'denied')).toHaveLength(1); // told once
     // Markers from a typist, sent after: her bytes and her BREAK arrive, and nothing of the watcher's came before them.
     await a.type('typist-marker');
-    await until(() => Buffer.concat(got).toString().includes('typist-marker'), 5000, 'the typist’s marker at the board');
+    await until('the typist’s marker at the board', () => Buffer.concat(got).toString().includes('typist-marker'), { timeoutMs: 5000 });
     board.port.off('data', onData);
     expect(Buffer.concat(got).toString()).toBe('typist-marker');
     expect(srv.sessions.state('b1')!.bytesOut - outBefore).toBe('typist-marker'.length);
@@ -181,7 +182,7 @@ describe('device loss', () => {
     expect(down).toMatchObject({ type: 'state', state: 'disconnected' });
     expect(srv.sessions.states().b1).toMatchObject({ state: 'disconnected', viewers: 1 });
     await expect(srv.sessions.get('b1')!.source.write(Buffer.from('x'))).rejects.toThrow(/disconnected/);
-    await until(() => srv.sessions.state('b1')!.attempts >= 3, 15_000, 'three failed attempts while the device is absent');
+    await until('three failed attempts while the device is absent', () => srv.sessions.state('b1')!.attempts >= 3, { timeoutMs: 15_000 });
     expect(srv.sessions.state('b1')).toMatchObject({ state: 'disconnected', lastError: expect.any(String) });
     await pair.start();
     board = await pair.openBoard();
@@ -227,7 +228,7 @@ describe('slow viewers', () => {
     } finally {
       await flood;
     }
-    await until(() => fast.count() - base >= total, 60_000, 'every byte at the fast viewer');
+    await until('every byte at the fast viewer', () => fast.count() - base >= total, { timeoutMs: 60_000 });
     clearInterval(sampler);
     expect(fast.count() - base).toBe(total);
     expect(fast.hash()).toBe(hash.digest('hex'));
@@ -247,7 +248,7 @@ describe('lease logs (last: it releases the lease)', () => {
     const first = Buffer.from('A'.repeat(5000) + 'B'.repeat(5000));
     const inBefore = srv.sessions.state('b1')!.bytesIn;
     await board.port.asyncWrite(first);
-    await until(() => srv.sessions.state('b1')!.bytesIn >= inBefore + first.length, 5000, 'the first batch read by the session');
+    await until('the first batch read by the session', () => srv.sessions.state('b1')!.bytesIn >= inBefore + first.length, { timeoutMs: 5000 });
     const v = await view(alice, `/v1/leases/${L2}/console`);
     await v.out.waitFor('B'.repeat(5000), 3000, 'first batch');
     const get = (token?: string, id = L2) => fetch(`${srv.url}/v1/leases/${id}/console/log`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
@@ -258,7 +259,7 @@ describe('lease logs (last: it releases the lease)', () => {
     const second = randomBytes(10_000);
     const base = v.count();
     await board.port.asyncWrite(second);
-    await until(() => v.count() >= base + second.length, 3000, 'second batch');
+    await until('second batch', () => v.count() >= base + second.length, { timeoutMs: 3000 });
     res = await get(admin); // the admin reads every lease's log
     const all = Buffer.concat([first, second]);
     const kept = Buffer.from(await res.arrayBuffer());

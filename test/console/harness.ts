@@ -99,6 +99,7 @@ export interface TestViewer {
   out: OutputWatcher;
   waitMessage(pred: (m: ServerMessage) => boolean, timeoutMs: number, what: string): Promise<ServerMessage>;
   closed: Promise<{ code: number; reason: string }>;
+  /** With `delayMs`, one character at a time that far apart: a paced typist for an emulated UART's tiny FIFO. */
   type(s: string, delayMs?: number): Promise<void>;
 }
 
@@ -180,12 +181,4 @@ export function openViewer(base: string, path: string, token: string | undefined
     });
     ws.once('error', reject);
   });
-}
-
-export async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }

@@ -8,7 +8,8 @@ import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EscapeFilter, runConsole } from '../../src/cli/console.js';
 import { requireTools } from '../helpers/tools.js';
-import { openViewer, startConsoleServer, until } from './harness.js';
+import { until } from '../helpers/until.js';
+import { openViewer, startConsoleServer } from './harness.js';
 import { PtyPair } from './pty-pair.js';
 
 // Network serial servers on loopback: the real ser2net (Debian's package), in telnet mode and in raw TCP mode,
@@ -30,10 +31,10 @@ class Ser2net {
     proc.stderr!.on('data', (c) => (err += c));
     this.proc = proc;
     // listening on both ports = ready
-    await until(() => {
+    await until(`ser2net listening on ${this.ports.telnet} and ${this.ports.raw}`, () => {
       if (proc.exitCode !== null) throw new Error(`ser2net exited with ${proc.exitCode}: ${err}`);
       return listening(this.ports.telnet) && listening(this.ports.raw);
-    }, 10_000, `ser2net listening on ${this.ports.telnet} and ${this.ports.raw}`);
+    }, { timeoutMs: 10_000 });
   }
   async stop(): Promise<void> {
     const p = this.proc;
@@ -87,7 +88,7 @@ beforeAll(async () => {
   LR = await srv.boardLease('raw', tok);
   await srv.sessions.ensure({ id: 'tel', serial: `telnet://127.0.0.1:${ser2net.ports.telnet}` });
   await srv.sessions.ensure({ id: 'raw', serial: `tcp://127.0.0.1:${ser2net.ports.raw}` });
-  await until(() => srv.sessions.state('tel')?.state === 'connected' && srv.sessions.state('raw')?.state === 'connected', 10_000, 'both lines up');
+  await until('both lines up', () => srv.sessions.state('tel')?.state === 'connected' && srv.sessions.state('raw')?.state === 'connected', { timeoutMs: 10_000 });
 });
 
 afterAll(async () => {
@@ -105,7 +106,7 @@ describe('telnet serial server (ser2net telnet mode)', () => {
     await v.waitMessage((m) => m.type === 'state', 5000, 'state');
     const down = Buffer.from([0x41, 0xff, 0x00, 0x0d, 0x00, 0x0d, 0x0a, 0xff, 0xff, 0x42]);
     await telBoard.port.asyncWrite(down);
-    await until(() => v.count() >= down.length, 5000, 'bytes at the viewer');
+    await until('bytes at the viewer', () => v.count() >= down.length, { timeoutMs: 5000 });
     expect([...v.bytes()]).toEqual([...down]); // ser2net escapes IAC; we unescape; binary mode: CR NUL stays as sent
 
     const mark = telBoard.received().length;
@@ -127,7 +128,7 @@ describe('raw TCP serial server (ser2net raw mode)', () => {
     await v.waitMessage((m) => m.type === 'state', 5000, 'state');
     const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
     await rawBoard.port.asyncWrite(all);
-    await until(() => v.count() >= 256, 5000, 'bytes');
+    await until('bytes', () => v.count() >= 256, { timeoutMs: 5000 });
     expect(v.bytes().equals(all)).toBe(true);
     v.ws.send(JSON.stringify({ type: 'break' }));
     const err = await v.waitMessage((m) => m.type === 'info' && m.event === 'error', 5000, 'break refused');
@@ -135,11 +136,11 @@ describe('raw TCP serial server (ser2net raw mode)', () => {
 
     await ser2net.stop();
     await v.waitMessage((m) => m.type === 'state' && m.state === 'disconnected', 5000, 'disconnected');
-    await until(() => srv.sessions.state('raw')!.attempts >= 1, 10_000, 'a failed attempt while ser2net is down');
+    await until('a failed attempt while ser2net is down', () => srv.sessions.state('raw')!.attempts >= 1, { timeoutMs: 10_000 });
     await ser2net.start();
     const n = v.messages.length;
     await v.waitMessage((m) => m.type === 'state' && m.state === 'connected' && v.messages.indexOf(m) >= n, 10_000, 'reconnected');
-    await until(() => srv.sessions.state('tel')?.state === 'connected', 10_000, 'the telnet line back too');
+    await until('the telnet line back too', () => srv.sessions.state('tel')?.state === 'connected', { timeoutMs: 10_000 });
     await rawBoard.port.asyncWrite(Buffer.from('after restart'));
     await v.out.waitFor('after restart', 5000, 'data after reconnect');
     v.ws.send(Buffer.from('typed after restart'));
@@ -171,12 +172,12 @@ describe('dozen console (CLI)', () => {
     const { stdin, stdout, stderr, out, err } = terminal();
     const mark = telBoard.received().length;
     const done = runConsole({ url: srv.url, token: tok, kind: 'lease', id: LT, stdin, stdout, stderr });
-    await until(() => err().includes('~. quit'), 5000, 'the CLI banner');
+    await until('the CLI banner', () => err().includes('~. quit'), { timeoutMs: 5000 });
     await telBoard.port.asyncWrite(Buffer.from('board says hi\r\n'));
-    await until(() => out().includes('board says hi'), 5000, 'board output on stdout');
+    await until('board output on stdout', () => out().includes('board says hi'), { timeoutMs: 5000 });
     stdin.write('uname -a\r');
     stdin.write('~B');
-    await until(() => err().includes('alice sent BREAK'), 5000, 'BREAK sent to the serial server');
+    await until('BREAK sent to the serial server', () => err().includes('alice sent BREAK'), { timeoutMs: 5000 });
     stdin.write('after\r~.');
     expect(await done).toBe(0);
     await telBoard.out.waitFor('after\r', 5000, 'input after ~B at the board');
@@ -188,11 +189,11 @@ describe('dozen console (CLI)', () => {
     const { stdin, stdout, stderr, out, err } = terminal();
     const mark = telBoard.received().length;
     const done = runConsole({ url: srv.url, token: tok, kind: 'lease', id: LT, watch: true, stdin, stdout, stderr });
-    await until(() => err().includes('~. quit'), 5000, 'the CLI banner');
+    await until('the CLI banner', () => err().includes('~. quit'), { timeoutMs: 5000 });
     await telBoard.port.asyncWrite(Buffer.from('for the watcher\r\n'));
-    await until(() => out().includes('for the watcher'), 5000, 'board output on stdout');
+    await until('board output on stdout', () => out().includes('for the watcher'), { timeoutMs: 5000 });
     stdin.write('typed-while-watching\r');
-    await until(() => err().includes('may watch this console but not type'), 5000, 'the refusal, told to the watcher');
+    await until('the refusal, told to the watcher', () => err().includes('may watch this console but not type'), { timeoutMs: 5000 });
     // A typist's marker, sent after the refusal: the only bytes the line got.
     const typist = await openViewer(srv.url, `/v1/leases/${LT}/console`, tok);
     await typist.type('typist-marker');

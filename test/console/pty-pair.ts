@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { SerialPort } from '../../src/console/serial-port.js';
 import { OutputWatcher } from '../../src/util/wait-for.js';
+import { until } from '../helpers/until.js';
 
 /**
  * A real pty pair made by socat, reachable through two stable symlinks like a lab board's `<id>.tty`:
@@ -19,12 +20,10 @@ export class PtyPair {
   async start(): Promise<void> {
     const proc = spawn('socat', [`pty,raw,echo=0,link=${this.board}`, `pty,raw,echo=0,link=${this.line}`], { stdio: 'ignore' });
     this.proc = proc;
-    const t0 = Date.now();
-    while (!(existsSync(this.board) && existsSync(this.line))) {
+    await until('socat making both ptys', () => {
       if (proc.exitCode !== null) throw new Error(`socat exited with ${proc.exitCode}`);
-      if (Date.now() - t0 > 5000) throw new Error('socat made no ptys within 5 s');
-      await new Promise((r) => setTimeout(r, 20));
-    }
+      return existsSync(this.board) && existsSync(this.line);
+    }, { timeoutMs: 5000, intervalMs: 20 });
   }
 
   async stop(): Promise<void> {

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { ContainerHostConfig } from '../../src/containers/host.js';
 import { loadBuiltImage, type ContainerImageSource } from '../../src/containers/images.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 
 const HERE = resolve(fileURLToPath(import.meta.url), '..');
 const REPO = resolve(HERE, '../..');
@@ -121,12 +122,14 @@ export function ssh(key: string, host: string, port: number, cmd: string, timeou
 export async function waitForSsh(key: string, host: string, port: number, cmd: string, timeoutMs = 30_000): Promise<SshResult> {
   const deadline = Date.now() + timeoutMs;
   let last: SshResult = { code: null, stdout: '', stderr: 'never tried' };
-  while (Date.now() < deadline) {
-    last = await ssh(key, host, port, cmd, Math.max(1_000, deadline - Date.now()));
-    if (last.code === 0) return last;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`ssh root@${host}:${port} '${cmd}' never succeeded within ${timeoutMs} ms; last: code ${last.code}, ${last.stderr.trim()}`);
+  return until(
+    `ssh root@${host}:${port} '${cmd}' succeeding`,
+    async () => {
+      last = await ssh(key, host, port, cmd, Math.max(1_000, deadline - Date.now()));
+      return last.code === 0 ? last : undefined;
+    },
+    { timeoutMs, intervalMs: 200, detail: () => `last: code ${last.code}, ${last.stderr.trim()}` },
+  );
 }
 
 /** A short random suffix for tenant and lease ids, so runs and files never collide. */

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config.js';
 import { Lab } from '../../src/lab/lab.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 import { makeLoopFs } from '../storage/loop-fs.js';
 import { freeControlPort, freePort } from '../storage/tgt-fixture.js';
 
@@ -38,7 +39,7 @@ function start(): Promise<void> {
   server.stdout!.on('data', (d) => (logs += d));
   server.stderr!.on('data', (d) => (logs += d));
   // Polls its health endpoint (the interval is a poll, not a wait for something); 240 s at most.
-  return until('server answers /v1/health', async () => {
+  return untilLogged('server answers /v1/health', async () => {
     if (server!.exitCode !== null) throw new Error(`server exited: ${logs.slice(-2000)}`);
     return (await fetch(`http://127.0.0.1:${port}/v1/health`).then((r) => r.ok, () => false)) ? true : undefined;
   }, 240_000).then(() => undefined);
@@ -53,14 +54,9 @@ function showTargets(): string {
   return spawnSync('tgtadm', ['-C', String(controlPort), '--lld', 'iscsi', '--mode', 'target', '--op', 'show'], { encoding: 'utf8' }).stdout;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs / 1000} s; server log tail: ${logs.slice(-1500)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+/** Polls every 200 ms; a failure shows the server's log tail. */
+function untilLogged<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number) {
+  return until(what, fn, { timeoutMs, intervalMs: 200, detail: () => `server log tail: ${logs.slice(-1500)}` });
 }
 
 beforeAll(async () => {
@@ -81,7 +77,7 @@ describe('server killed with -9 mid-provision', () => {
     const tenant = (await api('POST', '/tenants', { id: 'alice', name: 'Alice' })).body.token;
     const { lease, job } = (await api('POST', '/leases', { image: 'test' }, tenant)).body;
     // wait until the board is booting (the job waits for its DHCP request or kernel fetch)
-    await until('job reaches a boot step', async () => {
+    await untilLogged('job reaches a boot step', async () => {
       const j = (await api('GET', `/jobs/${job.id}`, undefined, tenant)).body;
       return j.steps.some((s: any) => ['dhcp', 'kernel'].includes(s.name) && s.state === 'running') ? j : undefined;
     }, 60_000);
@@ -93,8 +89,8 @@ describe('server killed with -9 mid-provision', () => {
     // The lease's disk and target survived the crash and are the ones the board boots from. Polled: the
     // resumed boot step first power-cycles the board, and a new boot re-makes the target with new CHAP
     // secrets (remove, then create), so right after the restart it may be absent for a moment.
-    await until('the lease target is exported again', async () => (showTargets().includes(lease.id) ? true : undefined), 60_000);
-    const done = await until('job ends', async () => {
+    await untilLogged('the lease target is exported again', async () => (showTargets().includes(lease.id) ? true : undefined), 60_000);
+    const done = await untilLogged('job ends', async () => {
       const j = (await api('GET', `/jobs/${job.id}`, undefined, tenant)).body;
       return j.state === 'running' ? undefined : j;
     }, 400_000);
@@ -104,7 +100,7 @@ describe('server killed with -9 mid-provision', () => {
     expect((await api('GET', '/boards/lab-1')).body.state).toBe('active');
     // and it releases cleanly afterwards
     const rel = (await api('DELETE', `/leases/${lease.id}`, undefined, tenant)).body;
-    await until('release ends', async () => ((await api('GET', `/jobs/${rel.job.id}`, undefined, tenant)).body.state === 'succeeded' ? true : undefined), 60_000);
+    await untilLogged('release ends', async () => ((await api('GET', `/jobs/${rel.job.id}`, undefined, tenant)).body.state === 'succeeded' ? true : undefined), 60_000);
     expect((await api('GET', '/boards/lab-1')).body.state).toBe('available');
     // no orphan disk or target
     expect(readdirSync(fs.dir).filter((f) => f.includes(lease.id))).toEqual([]);

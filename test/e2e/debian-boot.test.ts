@@ -20,6 +20,7 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import type { Lease } from '../../src/store/schema.js';
 import { sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 import { freeControlPort, freePort, restarted } from '../storage/tgt-fixture.js';
 
 const BOOT_IP = '10.83.0.1';
@@ -111,8 +112,12 @@ describe('a lab board boots debian-12 with its root on iSCSI', () => {
 
   it('over SSH with the tenant’s key: / is the LUN of the lease’s target, iscsid holds the session', async () => {
     // sshd may come up a moment after the phone-home: wait for it to let us in (poll, 180 s at most).
-    let r = ssh('true');
-    for (const deadline = Date.now() + 180_000; r.status !== 0 && Date.now() < deadline; r = ssh('true')) await new Promise((res) => setTimeout(res, 500));
+    let refused = '';
+    let r = await until('sshd letting the tenant in', () => {
+      const tried = ssh('true');
+      refused = tried.stderr;
+      return tried.status === 0 ? tried : undefined;
+    }, { timeoutMs: 180_000, intervalMs: 500, detail: () => `last ssh: ${refused.trim()}` });
     expect(r.status, r.stderr).toBe(0);
     // iscsid must have taken over the initramfs's session: only it reconnects after a network blip or a tgtd restart.
     // username_in: Debian's initramfs took iscsi_in_username/password and logged in with mutual CHAP.

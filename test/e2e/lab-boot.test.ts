@@ -7,15 +7,8 @@ import { powerDriver } from '../../src/power/registry.js';
 import { type RunningServer } from '../../src/server.js';
 import { sessionConsole, type TestConsole } from '../helpers/serial.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 import { ip, runInNetns } from '../../src/lab/netns.js';
-
-async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 // Two emulated ARMv7 boards (QEMU virt + Debian's U-Boot) network-boot the test image from our own
 // DHCP and TFTP servers, all real: U-Boot's DHCP/TFTP clients, the kernel, busybox's tftp on the board.
@@ -86,10 +79,10 @@ describe('lab boards network-boot from our DHCP and TFTP servers', () => {
       body: JSON.stringify({ id: 'stranger', mac, model: 'qemu-virt', arch: 'armv7', ip: '10.79.0.150', port: 'dzu1', power: { driver: 'manual' }, image: 'test' }),
     });
     expect(enrol.status, await enrol.clone().text()).toBe(201);
-    await until(() => server.network.driver.ports().some((p) => p.boardId === 'stranger'), 10_000, 'the stranger attached');
+    await until('the stranger attached', () => server.network.driver.ports().some((p) => p.boardId === 'stranger'), { timeoutMs: 10_000, intervalMs: 50 });
     expect((await dhcp()).code).toBe(0);
     expect((await fetch(`${server.apiUrl}/v1/boards/stranger`, { method: 'DELETE', headers: admin })).status).toBe(204);
-    await until(() => !server.network.driver.ports().some((p) => p.boardId === 'stranger'), 10_000, 'the stranger detached');
+    await until('the stranger detached', () => !server.network.driver.ports().some((p) => p.boardId === 'stranger'), { timeoutMs: 10_000, intervalMs: 50 });
     await ip(['link', 'delete', 'dzu1'], ns);
   });
 

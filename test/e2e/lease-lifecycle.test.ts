@@ -9,6 +9,7 @@ import { type RunningServer } from '../../src/server.js';
 import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
 import { freeControlPort } from '../storage/tgt-fixture.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 
 // The whole product on one emulated board: tenant A leases it with an SSH key → Debian 12 boots
 // with its root on a per-lease iSCSI disk → A logs in over ssh and writes a file → reimage → the
@@ -68,14 +69,12 @@ function ssh(ip: string, command: string): { code: number | null; out: string } 
 
 /** sshd may come up a moment after the phone-home: waits for it to let us in, up to `timeoutMs`. */
 async function sshRetry(ip: string, command: string, timeoutMs = 180_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last = ssh(ip, command);
-  while (last.code !== 0) {
-    if (Date.now() > deadline) throw new Error(`ssh ${ip} '${command}' did not succeed within ${timeoutMs / 1000} s: ${last.out}\nconsole tail:\n${consoleText.slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 500)); // poll interval, not a wait for something
-    last = ssh(ip, command);
-  }
-  return last;
+  let last = { code: null as number | null, out: '' };
+  return until(`ssh ${ip} '${command}' succeeding`, () => ((last = ssh(ip, command)).code === 0 ? last : undefined), {
+    timeoutMs,
+    intervalMs: 500,
+    detail: () => `${last.out}\nconsole tail:\n${consoleText.slice(-2000)}`,
+  });
 }
 
 describe('a tenant’s whole lease of a board', () => {

@@ -5,6 +5,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { addVethPair, createNetns, deleteLink, deleteNetns, ip, linkUp, randomName, setAddr, setMac } from '../../src/lab/netns.js';
+import { until } from './until.js';
 
 export interface VethLab {
   /** Client namespace. */
@@ -71,9 +72,10 @@ export async function createVethLab(opts: { mac: string; clientAddress?: boolean
 
 /** Addresses on a fresh veth are "tentative"-free for IPv4, but the link needs a moment to report LOWER_UP. */
 async function waitForCarrier(ifname: string): Promise<void> {
-  for (let i = 0; i < 50; i++) {
-    if ((await ip(['-br', 'link', 'show', 'dev', ifname])).includes('LOWER_UP')) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${ifname} never came up`);
+  let link = '';
+  await until(`${ifname} up (LOWER_UP)`, async () => (link = await ip(['-br', 'link', 'show', 'dev', ifname])).includes('LOWER_UP'), {
+    timeoutMs: 2500,
+    intervalMs: 50,
+    detail: () => link.trim(),
+  });
 }

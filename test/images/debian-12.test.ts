@@ -20,6 +20,7 @@ import { manifestSchema } from '../../src/images/catalog.js';
 import { readDiskLayout } from '../../src/images/disk-layout.js';
 import { OutputWatcher } from '../../src/util/wait-for.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const BUILD_SH = join(REPO, 'images/debian-12/build.sh');
@@ -218,7 +219,7 @@ describe('Debian 12 image (images/debian-12)', () => {
 
     it('phoned home with its instance, hostname and this disk’s own SSH host key', async () => {
       // The console said it phoned home; the POST may still be in flight: poll for it (60 s at most).
-      for (const deadline = Date.now() + 60_000; !phoneHome.length && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 100));
+      await until('the phone-home POST', () => phoneHome.length > 0, { timeoutMs: 60_000, intervalMs: 100 });
       expect(phoneHome).toHaveLength(1);
       expect(phoneHome[0]).toMatchObject({ instance_id: 'i-test', hostname: 'deb-test', pub_key_ed25519: expect.stringMatching(/^ssh-ed25519 AAAA/) });
     }, 90_000);
@@ -231,8 +232,12 @@ describe('Debian 12 image (images/debian-12)', () => {
           { encoding: 'utf8', timeout: 60_000 },
         );
       // sshd starts right after the first-boot unit: wait for it to let us in (poll, 120 s at most).
-      let r = ssh('true');
-      for (const deadline = Date.now() + 120_000; r.status !== 0 && Date.now() < deadline; r = ssh('true')) await new Promise((res) => setTimeout(res, 500));
+      let refused = '';
+      let r = await until('sshd letting the tenant in', () => {
+        const tried = ssh('true');
+        refused = tried.stderr;
+        return tried.status === 0 ? tried : undefined;
+      }, { timeoutMs: 120_000, intervalMs: 500, detail: () => `last ssh: ${refused.trim()}` });
       expect(r.status, r.stderr).toBe(0);
       r = ssh('hostname; systemctl is-active dozen-firstboot ssh systemd-networkd; cat /etc/dozen-release; uname -m; cat /root/.ssh/authorized_keys; echo size=$(df -B1 --output=size / | tail -1); echo failed=$(systemctl --failed --no-legend --plain | tr -s " " | cut -d" " -f1 | paste -sd,); echo nics=$(ls /sys/class/net | paste -sd,)');
       expect(r.status, r.stderr).toBe(0);

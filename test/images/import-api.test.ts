@@ -21,6 +21,7 @@ import { imagesRouter } from '../../src/images/routes.js';
 import { HttpError } from '../../src/util/errors.js';
 import { makeImageRoot } from '../helpers/fixtures.js';
 import { requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 
 const ADMIN = 'Bearer admin-secret';
 const TENANT = 'Bearer tenant-secret';
@@ -188,13 +189,11 @@ async function call(method: string, path: string, opts: { json?: unknown; body?:
 
 /** Poll the job over HTTP until it ends. */
 async function waitJob(id: string): Promise<ImportJobView> {
-  for (let i = 0; i < 600; i++) {
+  return until(`import job ${id} ending`, async () => {
     const r = await call('GET', `/images/jobs/${id}`);
     expect(r.status).toBe(200);
-    if (r.body.state !== 'running') return r.body;
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new Error(`import job ${id} still running after 30 s`);
+    return r.body.state !== 'running' ? (r.body as ImportJobView) : undefined;
+  }, { timeoutMs: 30_000, intervalMs: 50 });
 }
 
 /** Imported image directories (and any leftovers: .import-*, .delete-*). */

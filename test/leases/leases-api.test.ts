@@ -6,20 +6,13 @@ import { metadataApp, newBootToken } from '../../src/leases/metadata.js';
 import { manualDesk } from '../../src/power/manual.js';
 import type { Job } from '../../src/store/schema.js';
 import { ADMIN, apiHarness } from '../helpers/api-harness.js';
+import { until } from '../helpers/until.js';
 
 // Boards here are switched by the `command` power driver (a shell `true`): real jobs run, and with
 // short timeouts a lease whose board never boots ends in `error` — enough to test the API's rules.
 let h: Awaited<ReturnType<typeof apiHarness>>;
 let tokenA: string;
 let tokenB: string;
-/** Poll until cond() holds; the timeout is generous and says what was awaited. */
-async function until(cond: () => boolean, timeoutMs: number, what: string, step: () => Promise<unknown> = () => new Promise((r) => setTimeout(r, 20))): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await step();
-  }
-}
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@laptop';
 
 const board = (i: number) => ({
@@ -186,17 +179,17 @@ describe('authorization matrix', () => {
       const [a, b] = await Promise.all([open(tokenA), open(tokenB)]);
       expect([a.status, a.type, b.status, b.type]).toEqual([200, 'text/event-stream', 200, 'text/event-stream']);
       // the preamble is written once the handler runs; it subscribes in the same tick
-      await until(() => a.text.includes(': dozen events') && b.text.includes(': dozen events'), 5000, 'both streams open');
+      await until('both streams open', () => a.text.includes(': dozen events') && b.text.includes(': dozen events'), { timeoutMs: 5000 });
 
       const r = await h.api('POST', '/leases', { image: 'test' }, tokenA);
       await h.leases.settle(r.body.job.id);
       await h.leases.settle((await h.leases.release('system', r.body.lease.id)).job.id);
-      await until(() => a.text.includes(`"state":"released"`) && a.text.includes(r.body.lease.id), 5000, 'A sees its lease released');
+      await until('A sees its lease released', () => a.text.includes(`"state":"released"`) && a.text.includes(r.body.lease.id), { timeoutMs: 5000 });
       expect(a.text).toMatch(/event: job/);
 
       const mine = await h.api('POST', '/leases', { image: 'test' }, tokenB);
       expect(mine.status).toBe(202);
-      await until(() => b.text.includes(mine.body.lease.id), 5000, 'B sees its own lease (the marker)');
+      await until('B sees its own lease (the marker)', () => b.text.includes(mine.body.lease.id), { timeoutMs: 5000 });
       expect(b.text).toMatch(/event: lease/);
       expect(b.text).not.toContain(r.body.lease.id);
       expect(b.text).not.toContain(r.body.job.id);
@@ -237,10 +230,11 @@ describe('bad input', () => {
     const expiresAt = Date.now() + 1000;
     const brief = (await h.api('POST', '/tenants/alice/tokens', { expiresAt: new Date(expiresAt).toISOString() })).body;
     const answers: Array<{ at: number; status: number; error?: string }> = [];
-    await until(() => answers.at(-1)?.status === 401, 15_000, 'the 1 s token to expire', async () => {
+    await until('the 1 s token to expire', async () => {
       const res = await h.api('GET', '/whoami', undefined, brief.token);
       answers.push({ at: Date.now(), status: res.status, error: res.body?.error });
-    });
+      return res.status === 401;
+    }, { timeoutMs: 15_000, intervalMs: 0 });
     expect(answers.filter((x) => x.at < expiresAt && x.status !== 200)).toEqual([]);
     expect(answers.at(-1)).toMatchObject({ status: 401, error: 'token expired' });
     expect(answers.at(-1)!.at).toBeGreaterThanOrEqual(expiresAt);
@@ -341,7 +335,7 @@ describe('power jobs', () => {
   let leaseId: string;
   /** Wait until the desk asks the operator for something on the board; returns the actions asked. */
   const asked = async () => {
-    await until(() => manualDesk.waiting(BOARD).length > 0, 5000, `the manual desk to ask for ${BOARD}`);
+    await until(`the manual desk to ask for ${BOARD}`, () => manualDesk.waiting(BOARD).length > 0, { timeoutMs: 5000 });
     return manualDesk.waiting(BOARD).map((w) => w.action);
   };
   /** Play the operator: confirm whatever the desk asks for the board until the job ends. */
@@ -349,10 +343,11 @@ describe('power jobs', () => {
     const done = h.leases.settle(jobId);
     let ended = false;
     void done.finally(() => (ended = true));
-    while (!ended) {
+    await until(`job ${jobId} ending while the operator confirms`, () => {
+      if (ended) return true;
       manualDesk.confirm(BOARD);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+      return false;
+    }, { timeoutMs: 30_000, intervalMs: 10 });
     return done;
   };
   const lease = () => h.store.state.leases.find((l) => l.id === leaseId)!;

@@ -12,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ip } from '../../src/lab/netns.js';
 import { LinuxBridgeNetwork } from '../../src/network/linux-bridge.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
-import { createSegment, pings, recorder, sh, sleep, tcpHello, udpAsk, udpSend, uniq, Watch, type Host, type Segment } from './topology.js';
+import { until } from '../helpers/until.js';
+import { createSegment, pings, recorder, sh, tcpHello, udpAsk, udpSend, uniq, Watch, type Host, type Segment } from './topology.js';
 
 requireRoot();
 requireTools('nft', 'bridge', 'socat', 'arping', 'dnsmasq', 'udhcpc', 'tcpdump', 'ping');
@@ -129,7 +130,10 @@ describe('linux-bridge network driver under attack', () => {
     expect(await neighbour(seg.ctl.ns, A.ip)).toBe(A.mac);
     expect(await neighbour(A.ns, seg.ctl.ip)).toBe(seg.ctl.mac);
     await ip(['neigh', 'flush', 'dev', 'eth0', 'to', C.ip], seg.ctl.ns);
-    await sleep(1200); // past the kernel's ARP locktime: from here a forged ARP would override the entries
+    // A fixed sleep on purpose: for locktime (net.ipv4.neigh.*.locktime, 1 s) after its last update a neighbour
+    // entry ignores a new MAC, and no event marks the end of it. Past it, a forged ARP would override the entries
+    // positiveControl() just refreshed, so tables unchanged below are the bridge's doing, not the kernel's lock.
+    await new Promise((r) => setTimeout(r, 1200));
     const capture = new Watch(A.ns, 'tcpdump', ['-i', 'eth0', '-l', '-n', '-e', 'arp']);
     watches.push(capture);
     await capture.waitFor(/listening on/, 10_000, 'tcpdump in A');
@@ -142,7 +146,7 @@ describe('linux-bridge network driver under attack', () => {
     await sh(C.ns, 'ip', ['addr', 'del', `${A.ip}/32`, 'dev', 'eth0']);
     // Markers on open paths: C's honest announcement reaches the controller; the controller's reaches A.
     await Promise.all([arping(C.ns, '-U', C.ip), arping(seg.ctl.ns, '-U', seg.ctl.ip)]);
-    for (let i = 0; i < 40 && (await neighbour(seg.ctl.ns, C.ip)) !== C.mac; i++) await sleep(50);
+    await until(`the controller's neighbour entry for C (${C.mac})`, async () => (await neighbour(seg.ctl.ns, C.ip)) === C.mac, { timeoutMs: 2000, intervalMs: 50 });
     expect(await neighbour(seg.ctl.ns, C.ip)).toBe(C.mac);
     await capture.waitFor(new RegExp(`^.*${seg.ctl.mac} > .*Request who-has ${seg.ctl.ip.replace(/\./g, '\\.')} .*tell ${seg.ctl.ip.replace(/\./g, '\\.')}`), 5000, 'controller ARP marker at A');
     capture.stop();

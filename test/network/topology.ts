@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { addBridge, addVethPair, createNetns, deleteNetns, execInNetns, ip, linkUp, randomMac, setAddr, setMac, setMaster } from '../../src/lab/netns.js';
 import { run } from '../../src/network/exec.js';
+import { until } from '../helpers/until.js';
 
 export const RECORDER = fileURLToPath(new URL('./recorder.mjs', import.meta.url));
 
@@ -85,17 +86,13 @@ export async function createSegment(boardNames: string[]): Promise<Segment> {
   }
 }
 
+/** eth0's IPv6 link-local address once duplicate address detection is done (no longer tentative). */
 async function linkLocal(ns: string): Promise<string> {
-  for (let i = 0; i < 100; i++) {
+  return until(`an IPv6 link-local address on eth0 in ${ns}`, async () => {
     const out = JSON.parse(await ip(['-j', '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'link'], ns)) as Array<{ addr_info: Array<{ local: string; tentative?: boolean }> }>;
-    const a = out[0]?.addr_info.find((x) => !x.tentative);
-    if (a) return a.local;
-    await sleep(50);
-  }
-  throw new Error(`no IPv6 link-local address on eth0 in ${ns}`);
+    return out[0]?.addr_info.find((x) => !x.tentative)?.local;
+  }, { timeoutMs: 5000, intervalMs: 50 });
 }
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A long-running process in a namespace whose stdout lines we can wait for. */
 export class Watch {
@@ -119,13 +116,11 @@ export class Watch {
   }
 
   async waitFor(re: RegExp, timeoutMs = 10_000, what = String(re)): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const hit = this.lines.find((l) => re.test(l)) ?? (re.test(this.err) ? this.err : undefined);
-      if (hit) return hit;
-      if (Date.now() > deadline) throw new Error(`no ${what} within ${timeoutMs} ms; saw:\n${this.lines.join('\n')}\nstderr: ${this.err}`);
-      await sleep(25);
-    }
+    return until(what, () => (this.lines.find((l) => re.test(l)) ?? (re.test(this.err) ? this.err : '')) || undefined, {
+      timeoutMs,
+      intervalMs: 25,
+      detail: () => `saw:\n${this.lines.join('\n')}\nstderr: ${this.err}`,
+    });
   }
 
   stop(): void {

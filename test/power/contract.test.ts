@@ -8,6 +8,7 @@ import { manualDesk } from '../../src/power/manual.js';
 import { powerDriver } from '../../src/power/registry.js';
 import { UBOOT_BIN } from '../../src/lab/preflight.js';
 import { requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 
 // One contract, run against every power driver: on → on, off → off, cycle → on, and errors are clear.
 const dir = mkdtempSync(join(tmpdir(), 'power-'));
@@ -46,11 +47,7 @@ const harnesses: Record<string, () => Promise<Harness>> = {
     const driver = powerDriver({ driver: 'manual' }, 'm1');
     // The operator waits for the desk to ask (never a fixed delay), checks what is asked, confirms it.
     const operator = async (expected: Action) => {
-      const deadline = Date.now() + 10_000;
-      while (!manualDesk.waiting('m1').length) {
-        if (Date.now() > deadline) throw new Error(`the manual desk was never asked to switch m1 ${expected}`);
-        await new Promise((r) => setTimeout(r, 5));
-      }
+      await until(`the manual desk asked to switch m1 ${expected}`, () => manualDesk.waiting('m1').length > 0, { timeoutMs: 10_000, intervalMs: 5 });
       expect(manualDesk.waiting('m1').map((w) => w.action)).toEqual([expected]);
       expect(manualDesk.confirm('m1')).toBe(true);
     };
@@ -88,11 +85,7 @@ const hanging: Record<string, () => { driver: PowerDriver; asked: () => Promise<
     return {
       driver,
       asked: async () => {
-        const deadline = Date.now() + 10_000;
-        while (!manualDesk.waiting('m2').length) {
-          if (Date.now() > deadline) throw new Error('the manual desk was never asked to switch m2');
-          await new Promise((r) => setTimeout(r, 5));
-        }
+        await until('the manual desk asked to switch m2', () => manualDesk.waiting('m2').length > 0, { timeoutMs: 10_000, intervalMs: 5 });
       },
       // the operator's list no longer shows it, and a late confirmation finds nothing to complete
       leftBehind: async () => {
@@ -110,19 +103,11 @@ const hanging: Record<string, () => { driver: PowerDriver; asked: () => Promise<
     return {
       driver,
       asked: async () => {
-        const deadline = Date.now() + 10_000;
-        while (!(pid = Number(readFileSync(pidFile, { encoding: 'utf8', flag: 'a+' }).trim()))) {
-          if (Date.now() > deadline) throw new Error('the hung command never started');
-          await new Promise((r) => setTimeout(r, 5));
-        }
+        pid = await until('the hung command started (its pid file)', () => Number(readFileSync(pidFile, { encoding: 'utf8', flag: 'a+' }).trim()) || undefined, { timeoutMs: 10_000, intervalMs: 5 });
       },
       // the command's processes are killed (the whole group), not left to run out their 30 s
       leftBehind: async () => {
-        const deadline = Date.now() + PROMPT_MS;
-        while (alive(pid)) {
-          if (Date.now() > deadline) throw new Error(`the hung command's sleep (pid ${pid}) still runs after its action was aborted`);
-          await new Promise((r) => setTimeout(r, 10));
-        }
+        await until(`the hung command's sleep (pid ${pid}) gone after its action was aborted`, () => !alive(pid), { timeoutMs: PROMPT_MS, intervalMs: 10 });
         writeFileSync(pidFile, '');
       },
     };
@@ -180,6 +165,7 @@ describe('power driver errors', () => {
     const d = powerDriver({ driver: 'command', on: 'sleep 30', off: 'true' });
     const ac = new AbortController();
     const p = d.on(ac.signal);
+    // Not a wait: the abort itself, 100 ms into the command (spawned before on() returned, so it runs by then).
     setTimeout(() => ac.abort(), 100);
     const t0 = Date.now();
     await expect(p).rejects.toThrow(/power on command cancelled \(aborted\): killed/);
@@ -190,6 +176,8 @@ describe('power driver errors', () => {
     const d = powerDriver({ driver: 'command', on: 'true', off: 'true', cycleDelayMs: 30_000 });
     const ac = new AbortController();
     const p = d.cycle(ac.signal);
+    // Not a wait: the abort itself, 100 ms in, so in the 30 s delay after the instant `off` (a machine so busy that
+    // `off` still ran would cancel that instead, with the same reason: the assertion holds either way).
     setTimeout(() => ac.abort('job cancelled'), 100);
     const t0 = Date.now();
     await expect(p).rejects.toThrow(/cancelled \(job cancelled\)/);
@@ -198,6 +186,7 @@ describe('power driver errors', () => {
 
   it('an unknown driver or bad parameters name what is wrong', () => {
     expect(() => powerDriver({ driver: 'relay9000' })).toThrow(/unknown power driver "relay9000" \(known: qemu, command, manual\)/);
+    expect(() => powerDriver({ driver: 'constructor' })).toThrow(/unknown power driver "constructor"/);
     expect(() => powerDriver({ driver: 'command', on: 'x' })).toThrow(/bad parameters for power driver "command"[\s\S]*off/);
   });
 

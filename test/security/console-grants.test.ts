@@ -12,6 +12,7 @@ import { CLOSE, SUBPROTOCOL } from '../../src/console/protocol.js';
 import type { RunningServer } from '../../src/server.js';
 import { startLabServer } from '../helpers/lab-server.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 
 let server: RunningServer;
 
@@ -58,10 +59,6 @@ function within<T>(p: Promise<T>, what: string, ms = 30_000): Promise<T> {
   return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms).unref())]);
 }
 
-async function until(cond: () => boolean, what: string, ms = 120_000) {
-  for (const end = Date.now() + ms; !cond(); await new Promise((r) => setTimeout(r, 50))) if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-}
-
 function curl(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => execFile('curl', args, { timeout: 30_000 }, (err, out, stderr) => resolve({ code: (err as { code?: number } | null)?.code ?? 0, out: out + stderr })));
 }
@@ -88,7 +85,7 @@ describe('#18.2 a console and an event stream live as long as their grant', () =
     await carolConsole.opened;
     await settled(c.job.id);
     // Carol's board booted with her lease id on its kernel command line (the metadata URL): she saw it.
-    await until(() => carolConsole.v.bytes.includes(c.lease.id), "Carol's lease id on her console");
+    await until("Carol's lease id on her console", () => carolConsole.v.bytes.includes(c.lease.id), { timeoutMs: 120_000, intervalMs: 50 });
 
     const rel = await api('DELETE', `/leases/${c.lease.id}`, undefined, carol);
     expect(rel.status).toBe(202);
@@ -101,7 +98,7 @@ describe('#18.2 a console and an event stream live as long as their grant', () =
     const daveConsole = openConsole(d.lease.id, dave);
     await daveConsole.opened;
     await settled(d.job.id);
-    await until(() => daveConsole.v.bytes.includes(d.lease.id), "Dave's lease id on his console");
+    await until("Dave's lease id on his console", () => daveConsole.v.bytes.includes(d.lease.id), { timeoutMs: 120_000, intervalMs: 50 });
     // Dave's view, scrollback included, holds nothing of Carol's boot; Carol is not among his viewers.
     expect(daveConsole.v.bytes.includes(c.lease.id)).toBe(false);
     expect(daveConsole.v.infos.join('\n')).not.toContain('carol');

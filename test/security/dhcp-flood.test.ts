@@ -17,6 +17,7 @@ import { ImageCatalog } from '../../src/images/catalog.js';
 import { Inventory } from '../../src/inventory/boards.js';
 import { Store } from '../../src/store/store.js';
 import { makeImageRoot } from '../helpers/fixtures.js';
+import { until } from '../helpers/until.js';
 import { onPrivatePort } from '../boot/udp-port.js';
 
 const work = mkdtempSync(join(tmpdir(), 'dozen-dhcp-flood-'));
@@ -100,11 +101,16 @@ it('5,000 DISCOVERs from random MACs: every real board DISCOVER is answered; abo
     }
     if (i % 200 === 0) await new Promise((r) => setImmediate(r)); // let replies in; the flood stays a flood
   }
-  // A real client retransmits (U-Boot every few seconds): a slow answer is fine, none is not.
-  for (let attempt = 0; attempt < 20 && boardXids.some((x) => replies.get(x) !== MsgType.OFFER); attempt++) {
-    await new Promise((r) => setTimeout(r, 500));
-    for (const x of boardXids) if (replies.get(x) !== MsgType.OFFER && attempt % 2 === 1) send(BOARD_MAC, x);
-  }
+  // A real client retransmits (U-Boot every few seconds): a slow answer is fine, none is not. Checked every
+  // 0.5 s; the unanswered ones are sent again every second.
+  const unanswered = () => boardXids.filter((x) => replies.get(x) !== MsgType.OFFER);
+  let checks = 0;
+  await until('an OFFER to every board DISCOVER', () => {
+    const missing = unanswered();
+    const check = checks++;
+    if (check > 0 && check % 2 === 0) for (const x of missing) send(BOARD_MAC, x);
+    return missing.length === 0;
+  }, { timeoutMs: 10_000, intervalMs: 500, detail: () => `unanswered xids: ${unanswered().join(', ')}` });
   expect(boardXids.filter((x) => replies.get(x) !== MsgType.OFFER)).toEqual([]);
   // every unknown MAC reached the state file in a few batched writes
   await inventory.noteUnknown('02:00:00:00:77:99');

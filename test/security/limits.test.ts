@@ -13,6 +13,7 @@ import { SUBPROTOCOL } from '../../src/console/protocol.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { PtyPair } from '../console/pty-pair.js';
 import { requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 import { unusedUdpPortPair } from '../boot/udp-port.js';
 
 const work = mkdtempSync(join(tmpdir(), 'dozen-limits-'));
@@ -138,12 +139,12 @@ describe('limits', () => {
     expect(s3.status).toBe(429);
     s1.close();
     let again = 0;
-    for (let i = 0; i < 100 && again !== 200; i++) {
+    await until('a stream slot freed by closing one', async () => {
       const s = await open();
       again = s.status;
       s.close();
-      if (again !== 200) await new Promise((r) => setTimeout(r, 50));
-    }
+      return again === 200;
+    }, { timeoutMs: 5000, intervalMs: 50, detail: () => `last answer ${again}` });
     expect(again).toBe(200);
     s2.close();
   });
