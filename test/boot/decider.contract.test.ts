@@ -47,9 +47,9 @@ async function inventoryFixture(): Promise<{ inventory: Inventory; images: Image
   const store = await Store.open(join(stateDir, 'state.json'));
   cleanups.push(() => store.close());
   const images = new ImageCatalog([{ dir: root, sub: 'build' }]);
-  const inventory = new Inventory({ store, images, subnet: '10.77.0.0/24', bootIp: '10.77.0.1' });
-  await inventory.create({ id: 'bpi', mac: '02:00:00:00:0a:01', model: 'bananapi', arch: 'armv7', ip: '10.77.0.11', power, image: 'test' });
-  await inventory.create({ id: 'virt', mac: '02:00:00:00:0b:02', model: 'qemu-virt', arch: 'armv7', ip: '10.77.0.12', power, image: 'slim' });
+  const inventory = new Inventory({ store, images, subnet: '10.177.0.0/24', bootIp: '10.177.0.1' });
+  await inventory.create({ id: 'bpi', mac: '02:00:00:00:0a:01', model: 'bananapi', arch: 'armv7', ip: '10.177.0.11', power, image: 'test' });
+  await inventory.create({ id: 'virt', mac: '02:00:00:00:0b:02', model: 'qemu-virt', arch: 'armv7', ip: '10.177.0.12', power, image: 'slim' });
   return { inventory, images };
 }
 
@@ -70,7 +70,7 @@ const harnesses: Record<string, () => Promise<Harness>> = {
           spec: {
             boardId: 'bpi',
             mac: '02:00:00:00:0a:01',
-            ip: '10.77.0.11',
+            ip: '10.177.0.11',
             arch: 'armv7',
             image: 'test',
             kernel: 'images/test/vmlinuz',
@@ -85,7 +85,7 @@ const harnesses: Record<string, () => Promise<Harness>> = {
           spec: {
             boardId: 'virt',
             mac: '02:00:00:00:0b:02',
-            ip: '10.77.0.12',
+            ip: '10.177.0.12',
             arch: 'armv7',
             image: 'slim',
             kernel: 'images/slim/zImage',
@@ -208,7 +208,7 @@ describe('inventory boot decider', () => {
     expect(await d.decide('02:00:00:00:0b:02')).toEqual({
       boardId: 'virt',
       mac: '02:00:00:00:0b:02',
-      ip: '10.77.0.12',
+      ip: '10.177.0.12',
       arch: 'armv7',
       image: 'test',
       kernel: 'images/test/vmlinuz',
@@ -227,11 +227,11 @@ describe('inventory boot decider', () => {
       imageFor: (b) => (b.id === 'virt' ? 'test' : b.image),
       extraArgs: (b: Board, image) => {
         seen.push([b.id, image.name]);
-        if (b.id === 'bpi') return 'iscsi_target_ip=10.77.0.1 ds=nocloud-net;s=http://10.77.0.1:8775/m/l1/';
+        if (b.id === 'bpi') return 'iscsi_target_ip=10.177.0.1 ds=nocloud-net;s=http://10.177.0.1:8775/m/l1/';
         return b.id === 'virt' ? '' : undefined;
       },
     });
-    expect((await d.decide('02:00:00:00:0a:01'))?.cmdline).toBe('console=ttyS0,115200 quiet iscsi_target_ip=10.77.0.1 ds=nocloud-net;s=http://10.77.0.1:8775/m/l1/');
+    expect((await d.decide('02:00:00:00:0a:01'))?.cmdline).toBe('console=ttyS0,115200 quiet iscsi_target_ip=10.177.0.1 ds=nocloud-net;s=http://10.177.0.1:8775/m/l1/');
     expect((await d.decide('02:00:00:00:0b:02'))?.cmdline).toBe('console=ttyAMA0,115200 quiet'); // '' adds nothing, not a trailing space
     expect(seen).toEqual([
       ['bpi', 'test'],
@@ -246,8 +246,8 @@ describe('inventory boot decider', () => {
   });
 
   it('a board that cannot boot its image is an error that says why, not a silent null', async () => {
-    await inventory.create({ id: 'big', mac: '02:00:00:00:0c:03', model: 'qemu-virt', arch: 'arm64', ip: '10.77.0.13', power, image: 'test' });
-    await inventory.create({ id: 'pro', mac: '02:00:00:00:0d:04', model: 'bananapro', arch: 'armv7', ip: '10.77.0.14', power, image: 'test' });
+    await inventory.create({ id: 'big', mac: '02:00:00:00:0c:03', model: 'qemu-virt', arch: 'arm64', ip: '10.177.0.13', power, image: 'test' });
+    await inventory.create({ id: 'pro', mac: '02:00:00:00:0d:04', model: 'bananapro', arch: 'armv7', ip: '10.177.0.14', power, image: 'test' });
     const d = decider();
     await expect(d.decide('02:00:00:00:0c:03')).rejects.toThrow('board big is arm64 but image test is armv7');
     await expect(d.decide('02:00:00:00:0d:04')).rejects.toThrow('image test has no device tree for model bananapro (bananapro)');
