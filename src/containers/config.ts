@@ -4,7 +4,8 @@ import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { ContainerLeaseDriver } from './driver.js';
 import type { FenceTarget } from './fence.js';
-import { containerHostConfigSchema, ContainerHost } from './host.js';
+import { containerHostConfigSchema } from './host.js';
+import { containerHost } from './hosts.js';
 import { BUILT_ARMHF_IMAGE_DIR, loadBuiltImage, type ContainerImageSource } from './images.js';
 import { ContainerPool } from './pool.js';
 
@@ -45,7 +46,7 @@ export interface ContainerBackend {
 /** Builds the pool and the driver from configuration; missing image builds are skipped (logged). */
 export function createContainerBackend(config: ContainersConfig, logger: Logger, bootServices: FenceTarget[] = []): ContainerBackend {
   const pool = new ContainerPool(
-    config.hosts.map((h) => new ContainerHost(h)),
+    config.hosts.map((h) => containerHost(h)),
     { failThreshold: config.failThreshold, pingTimeoutMs: config.pingTimeoutMs },
   );
   const images = config.imageDirs.flatMap((dir) => {

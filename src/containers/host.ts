@@ -98,7 +98,10 @@ function pem(v: string | undefined): string | undefined {
   return v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8');
 }
 
-/** One shared board's Docker engine. */
+/**
+ * One shared board's Docker engine, reached by either kind in CONTAINER_HOSTS (hosts.ts: `containerHost(config)`
+ * picks it). The driver's interface to a board: the pool, placement and every lease operation take this class.
+ */
 export class ContainerHost {
   readonly id: string;
   readonly config: z.output<typeof containerHostConfigSchema>;

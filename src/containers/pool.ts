@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { NotFoundError } from '../util/errors.js';
 import { HostUnavailableError } from './errors.js';
 import { ContainerHost, type ContainerHostConfig } from './host.js';
+import { containerHost } from './hosts.js';
 
 export type HostHealth = 'up' | 'down' | 'unknown';
 
@@ -39,7 +40,7 @@ export class ContainerPool extends EventEmitter {
     super();
     this.failThreshold = opts.failThreshold ?? 2;
     this.pingTimeoutMs = opts.pingTimeoutMs ?? 3_000;
-    for (const h of hosts) this.add(h instanceof ContainerHost ? h : new ContainerHost(h));
+    for (const h of hosts) this.add(h instanceof ContainerHost ? h : containerHost(h));
   }
 
   add(host: ContainerHost): void {
