@@ -32,7 +32,8 @@ say() { printf '\n\033[1m[ci-fresh] %s\033[0m\n' "$*"; }
 engine_pids() { pgrep -f 'dockerd --host unix:///run/(dozen-test-docker|dzt-[a-z0-9-]+)\.sock' || true; }
 test_netns() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(dz[a-z]-[0-9a-f]{6,8}|dzt-[a-z0-9-]+|dozen-lab)$' || true; }
 test_links() { ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(dz[a-z]-[0-9a-f]{4,8}-h|dzh[0-9a-f]{4,}|dzh-[a-z0-9-]+|dozen-lab-h)$' || true; }
-test_tmp() { find /tmp /var/tmp -maxdepth 1 \( -name 'dozen-*' -o -name 'dz?-*' -o -name 'ci-summary-*' -o -name 'preflight-*' -o -name 'tgt-*' -o -name 'iscsi-*' \) 2>/dev/null || true; }
+# Not dozen-test.lock: this script runs under it (deleting the file frees the lock for everyone else).
+test_tmp() { find /tmp /var/tmp -maxdepth 1 \( -name 'dozen-*' -o -name 'dz?-*' -o -name 'ci-summary-*' -o -name 'preflight-*' -o -name 'tgt-*' -o -name 'iscsi-*' \) ! -name 'dozen-test.lock' 2>/dev/null || true; }
 test_mounts() { findmnt -rno TARGET | grep -E '^(/tmp/|/var/tmp/|/var/lib/dozen|/var/lib/dzt-|/var/lib/dozen-test-)' || true; }
 test_loops() { losetup -nO NAME,BACK-FILE 2>/dev/null | grep -E ' (/tmp/|/var/tmp/|/var/lib/dozen|/var/lib/dozen-test-)' | awk '{print $1}' || true; }
 test_tgtd() { pgrep -x tgtd || true; }

@@ -58,7 +58,14 @@ async function create(s: ContainerLeaseSpec, d = driver): Promise<ContainerLease
 async function cgroupsOf(containerId: string, h = host): Promise<ProcessCgroups> {
   const pid = (await h.docker.getContainer(containerId).inspect()).State.Pid;
   expect(pid, `container ${containerId} has a running init`).toBeGreaterThan(0);
-  return processCgroups(pid);
+  try {
+    return processCgroups(pid);
+  } catch (err) {
+    // Seen once in CI (ENOENT on /proc/<pid>/cgroup): the init was gone by then. Say how it ended.
+    const st = (await h.docker.getContainer(containerId).inspect()).State;
+    const { Status, Pid, OOMKilled, ExitCode, Error: why, StartedAt, FinishedAt } = st;
+    throw new Error(`container ${containerId}'s init ${pid} is gone (${(err as Error).message}); now: ${JSON.stringify({ Status, Pid, OOMKilled, ExitCode, Error: why, StartedAt, FinishedAt })}`);
+  }
 }
 
 const MiB = 1024 * 1024;
