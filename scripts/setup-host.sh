@@ -3,7 +3,8 @@
 # Services shipped by these packages (tftpd-hpa, tgt, docker) are NOT started: the project starts its own.
 set -euo pipefail
 PKGS=(
-  qemu-system-arm u-boot-qemu u-boot-tools qemu-utils      # virtual lab: emulated ARMv7 boards with real U-Boot
+  qemu-system-arm u-boot-qemu u-boot-tools qemu-utils      # virtual lab: emulated ARMv7/arm64 boards with real U-Boot (QEMU 10: below)
+  mtools                                                    # the lab's Banana Pi SD cards: a FAT partition holding U-Boot's environment
   iproute2 iptables                                         # netns, bridge, tap
   tftp-hpa tftpd-hpa busybox udhcpc isc-dhcp-client kea-admin curl  # real TFTP/DHCP clients + reference tftpd
   cpio xz-utils zstd                                        # image builder
@@ -20,9 +21,20 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then echo "setup-host: all ${#PKGS[@]} packages present"; exit 0; fi
-if [ "$(id -u)" -ne 0 ]; then echo "setup-host: need root to install: ${missing[*]}" >&2; exit 1; fi
-echo "setup-host: installing ${missing[*]}"
+# QEMU 10 from bookworm-backports: Debian 12's QEMU 7.2 has no Banana Pi M2 Ultra (-M bpim2u). Only the
+# three system-emulator packages come from backports; qemu-utils and qemu-user-static stay bookworm's.
+BACKPORTS=/etc/apt/sources.list.d/dozen-backports.sources
+QEMU_BPO=(qemu-system-arm/bookworm-backports qemu-system-common/bookworm-backports qemu-system-data/bookworm-backports)
+qemu_major=$(dpkg-query -W -f='${Version}' qemu-system-arm 2>/dev/null | sed -E 's/^[0-9]+://; s/[^0-9].*//')
+need_qemu10=0
+[ "${qemu_major:-0}" -ge 10 ] || need_qemu10=1
+if [ $need_qemu10 = 1 ]; then # installed from backports below, not from bookworm first
+  for i in "${!missing[@]}"; do [ "${missing[$i]}" = qemu-system-arm ] && unset 'missing[i]'; done
+  missing=("${missing[@]}")
+fi
+if [ ${#missing[@]} -eq 0 ] && [ $need_qemu10 = 0 ]; then echo "setup-host: all ${#PKGS[@]} packages present (QEMU $qemu_major)"; exit 0; fi
+if [ "$(id -u)" -ne 0 ]; then echo "setup-host: need root to install: ${missing[*]} $([ $need_qemu10 = 1 ] && echo 'QEMU 10 from bookworm-backports')" >&2; exit 1; fi
+echo "setup-host: installing ${missing[*]:-}$([ $need_qemu10 = 1 ] && echo ' QEMU 10 (bookworm-backports)')"
 # Keep package maintainer scripts from starting daemons (tftpd-hpa would grab port 69).
 created_policy=0
 if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -31,8 +43,15 @@ fi
 trap '[ $created_policy = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
 export DEBIAN_FRONTEND=noninteractive
 # Refresh package lists when they are missing or older than a day.
-if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
+fresh_lists=0
+if [ ! -f "$BACKPORTS" ]; then
+  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' >"$BACKPORTS"
+  fresh_lists=1
+fi
+if [ $fresh_lists = 1 ] || [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
   apt-get update -q
 fi
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+[ ${#missing[@]} -eq 0 ] || apt-get install -y -q --no-install-recommends "${missing[@]}"
+[ $need_qemu10 = 0 ] || apt-get install -y -q --no-install-recommends "${QEMU_BPO[@]}"
+qemu-system-arm -M help | grep -q '^bpim2u ' || { echo "setup-host: qemu-system-arm has no -M bpim2u after the install" >&2; exit 1; }
 echo "setup-host: done"

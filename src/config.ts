@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { inSubnet, ipToInt, parseDhcpSubnet } from './util/net.js';
 import { storageConfigSchema } from './storage/config.js';
 import { containersConfigSchema } from './containers/config.js';
+import { parseLabBoards } from './lab/kinds.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -74,7 +75,11 @@ export const configSchema = z
     lab: z
       .object({
         enabled: z.boolean().default(true),
-        boards: z.number().int().min(0).max(16).default(2),
+        /** A number (that many QEMU virt ARMv7 boards) or a mix: `virt:2,bpim2u:2,arm64:1` (src/lab/kinds.ts). */
+        boards: z
+          .union([z.number().int().min(0).max(16), z.string().max(200)])
+          .default(2)
+          .refine((b) => { try { parseLabBoards(b); return true; } catch { return false; } }, { message: 'lab.boards: a number up to 16, or <kind>[:<count>],… with kinds virt, arm64, bpim2u' }),
         netns: z.string().regex(/^[a-z0-9-]{1,12}$/).default('dozen-lab'),
         memoryMb: z.number().int().min(128).default(512),
         image: z.string().default('test'),

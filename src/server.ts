@@ -112,7 +112,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const tftp = new TftpServer({ address: config.bootIp, port: t.port, maxTransfers: t.maxTransfers, maxPerClient: t.maxPerClient, maxClientTimeoutS: t.maxClientTimeoutS, handler: boot.files, onTransfer: boot.onTransfer });
     await tftp.start();
     cleanups.push(() => tftp.stop());
-    const dhcp = new DhcpServer({ serverAddress: config.bootIp, port: d.port, subnet, router, dns, domain, leaseSeconds: d.leaseSeconds, pool: d.pool, lookup: boot.lookup, onEvent: boot.onDhcpEvent });
+    // The lab pins each board's neighbour entry on the controller (src/lab/lab.ts): those get unicast replies.
+    const pinned = new Set((lab?.boards() ?? []).map((b) => `${b.mac}/${b.ip}`));
+    const dhcp = new DhcpServer({ serverAddress: config.bootIp, port: d.port, subnet, router, dns, domain, leaseSeconds: d.leaseSeconds, pool: d.pool, lookup: boot.lookup, onEvent: boot.onDhcpEvent, pinned: (mac, ip) => pinned.has(`${mac}/${ip}`) });
     await dhcp.start();
     cleanups.push(() => dhcp.stop());
     const metaServer = await serveMetadata({ store, signals, boardIp: (id) => inventory.list().find((b) => b.id === id)?.ip }, config.bootIp, config.metadata.port, config.limits);

@@ -1,8 +1,9 @@
 import type { Image, ImageCatalog } from '../images/catalog.js';
 import type { Inventory } from '../inventory/boards.js';
-import { modelInfo } from '../inventory/models.js';
+import { modelFor } from '../inventory/models.js';
 import type { Board } from '../store/schema.js';
 import { normalizeMac } from '../util/net.js';
+import { fitImage } from './image-fit.js';
 import type { BootDecider, BootSpec } from './spec.js';
 
 export interface DeciderOptions {
@@ -25,13 +26,12 @@ export class InventoryBootDecider implements BootDecider {
     const imageName = this.o.imageFor?.(board) ?? board.image;
     const image = await this.o.images.get(imageName);
     if (!image) throw new Error(`board ${board.id}: image ${imageName} is not in the catalog`);
-    const m = image.manifest;
-    if (m.arch !== board.arch) throw new Error(`board ${board.id} is ${board.arch} but image ${imageName} is ${m.arch}`);
-    const model = modelInfo(board.model);
-    const dtb = model.dtb ? m.dtbs[model.dtb] : undefined;
-    if (model.dtb && !dtb) throw new Error(`image ${imageName} has no device tree for model ${board.model} (${model.dtb})`);
+    const model = modelFor(board);
+    if (model.arch !== board.arch) throw new Error(`board ${board.id} is enrolled as ${board.arch} but its model ${model.id} is ${model.arch}`);
+    const fit = fitImage(image.name, image.manifest, model);
+    if ('error' in fit) throw new Error(`board ${board.id}: ${fit.error}`);
     const base = `images/${image.name}`;
-    const cmdline = [m.cmdline.replaceAll('{{console}}', model.console), this.o.extraArgs?.(board, image)]
+    const cmdline = [image.manifest.cmdline.replaceAll('{{console}}', model.console), model.kernelArgs, board.kernelArgs, this.o.extraArgs?.(board, image)]
       .filter(Boolean)
       .join(' ');
     return {
@@ -39,10 +39,12 @@ export class InventoryBootDecider implements BootDecider {
       mac: board.mac,
       ip: board.ip,
       arch: board.arch,
+      route: model.boot,
       image: image.name,
-      kernel: `${base}/${m.kernel}`,
-      initrd: m.initrd ? `${base}/${m.initrd}` : undefined,
-      fdt: dtb ? `${base}/${dtb}` : undefined,
+      kernel: `${base}/${fit.boot.kernel}`,
+      initrd: fit.boot.initrd ? `${base}/${fit.boot.initrd}` : undefined,
+      fdt: fit.dtb ? `${base}/${fit.dtb}` : undefined,
+      loadAddrs: model.loadAddrs,
       cmdline,
       tftp: { ...this.o.tftp },
     };

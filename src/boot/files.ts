@@ -4,7 +4,7 @@ import type { Inventory } from '../inventory/boards.js';
 import { TftpError, type TftpFile, type TftpHandler } from './tftp/server.js';
 import { fsHandler } from './tftp/fs-handler.js';
 import { bootScriptImage, pxelinuxName, renderPxelinux } from './render.js';
-import { BOOT_SCRIPT_NAME, type BootDecider } from './spec.js';
+import { BOOT_SCRIPT_NAME, type BootDecider, type BootSpec } from './spec.js';
 
 export interface BootFilesOptions {
   inventory: Inventory;
@@ -21,6 +21,7 @@ const ACCESS = 2;
  *   boot.scr.uimg                 the asking board's own boot script
  *   boards/<id>/boot.scr.uimg     a board's boot script by name — only to that board's reserved IP
  *   pxelinux.cfg/01-<mac>         a board's pxelinux config — only to that board's reserved IP
+ * A board gets the one of these its model boots through (BoardModel.boot); the other is refused.
  *   images/<name>/<file>          an image's boot files (kernel, initrd, device trees), to any enrolled board
  * Generated files carry the boot's secrets, so they go to the board's own IP and nowhere else, and only
  * until it has fetched its kernel (`closed`).
@@ -32,33 +33,37 @@ export function bootFilesHandler(o: BootFilesOptions): TftpHandler {
     const board = o.inventory.byIp(client.address);
     if (!board) throw new TftpError(ACCESS, `${client.address} is not an enrolled board`);
 
-    const own = async (forMac: string, render: (spec: NonNullable<Awaited<ReturnType<BootDecider['decide']>>>) => Buffer) => {
+    // The board's own generated file, when it is the one its model boots through.
+    const own = async (forMac: string, route: BootSpec['route'], render: (spec: BootSpec) => Buffer) => {
       if (forMac !== board.mac) throw new TftpError(ACCESS, `not ${board.id}'s file`);
       if (o.closed?.(board.id)) throw new TftpError(ACCESS, `${board.id} has fetched its kernel: its boot files open again when it boots again`);
       const spec = await o.decider.decide(board.mac);
       if (!spec) return null;
+      if (spec.route !== route) {
+        const other = spec.route === 'pxe' ? pxelinuxName(board.mac) : BOOT_SCRIPT_NAME;
+        throw new TftpError(ACCESS, `${board.id} (model ${board.model}) boots through ${other}`);
+      }
       return bufferFile(render(spec));
     };
 
-    if (path === BOOT_SCRIPT_NAME) return own(board.mac, (s) => bootScriptImage(s));
+    if (path === BOOT_SCRIPT_NAME) return own(board.mac, 'boot.scr', (s) => bootScriptImage(s));
     const byName = /^boards\/([^/]+)\/boot\.scr\.uimg$/.exec(path);
     if (byName) {
       const target = o.inventory.list().find((b) => b.id === byName[1]);
       if (!target) return null;
-      return own(target.mac, (s) => bootScriptImage(s));
+      return own(target.mac, 'boot.scr', (s) => bootScriptImage(s));
     }
     if (path.startsWith('pxelinux.cfg/')) {
       const target = o.inventory.list().find((b) => pxelinuxName(b.mac) === path.toLowerCase());
       if (!target) return null; // the IP-hex and default-* fallbacks: we always answer 01-<mac> first
-      return own(target.mac, (s) => Buffer.from(renderPxelinux(s)));
+      return own(target.mac, 'pxe', (s) => Buffer.from(renderPxelinux(s)));
     }
     const img = /^images\/([^/]+)\/(.+)$/.exec(path);
     if (img) {
       const image = await o.images.get(img[1]!);
       if (!image) return null;
-      // Only what U-Boot loads: not the root disk, not the manifest.
-      const m = image.manifest;
-      const bootFiles = new Set([m.kernel, m.initrd, ...Object.values(m.dtbs)].filter(Boolean));
+      // Only what U-Boot loads, of every arch: not the root disks, not the manifest.
+      const bootFiles = new Set(Object.values(image.manifest.arches).flatMap((a) => [a.kernel, a.initrd, ...Object.values(a.dtbs)]).filter(Boolean));
       if (!bootFiles.has(img[2]!)) return null;
       let h = imageHandlers.get(image.dir);
       if (!h) imageHandlers.set(image.dir, (h = fsHandler(image.dir)));

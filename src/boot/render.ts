@@ -12,7 +12,7 @@ const pxelinuxTemplate = readFileSync(`${PXE_DIR}pxelinux.cfg.tmpl`, 'utf8');
 const UNSAFE = /["$\\\n\r;`]/;
 
 function values(spec: BootSpec) {
-  for (const [k, v] of Object.entries({ kernel: spec.kernel, initrd: spec.initrd, fdt: spec.fdt, image: spec.image })) {
+  for (const [k, v] of Object.entries({ kernel: spec.kernel, initrd: spec.initrd, fdt: spec.fdt, image: spec.image, ...spec.loadAddrs })) {
     if (v !== undefined && (UNSAFE.test(v) || /\s/.test(v))) throw new Error(`unsafe character in boot spec ${k}: ${v}`);
   }
   // ';' is legal inside the quoted bootargs (cloud-init's ds=nocloud-net;s=...), '"' and '$' are not.
@@ -28,6 +28,9 @@ function values(spec: BootSpec) {
     blksize: spec.tftp.blksize,
     windowsize: spec.tftp.windowsize,
     bootCommand: spec.arch === 'arm64' ? 'booti' : 'bootz',
+    kernelAddr: spec.loadAddrs?.kernel,
+    ramdiskAddr: spec.loadAddrs?.ramdisk,
+    fdtAddr: spec.loadAddrs?.fdt,
   };
 }
 

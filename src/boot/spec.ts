@@ -6,11 +6,15 @@ export interface BootSpec {
   mac: string;
   ip: string;
   arch: Arch;
+  /** What the board's U-Boot asks for (its model's route): boot.scr.uimg, or pxelinux.cfg/01-<mac>. */
+  route: 'boot.scr' | 'pxe';
   image: string;
   kernel: string;
   initrd?: string;
   /** Device tree to load; absent → the firmware's own (QEMU passes one; U-Boot's ${fdtcontroladdr}). */
   fdt?: string;
+  /** The model's load addresses; absent: U-Boot's kernel_addr_r, ramdisk_addr_r, fdt_addr_r. */
+  loadAddrs?: { kernel: string; ramdisk: string; fdt: string };
   cmdline: string;
   tftp: { blksize: number; windowsize: number };
 }

@@ -112,9 +112,12 @@ export function registerClientCommands(program: Command): void {
     });
 
   const images = program.command('images').description('the image catalog');
-  common(images.command('ls').description('list images')).action(async (o: Common) =>
-    print(await (await client(o)).call('GET', '/images'), { ...o, columns: ['name', 'arch', 'kernel', 'initrd', 'rootDisk'] }),
-  );
+  common(images.command('ls').description('list images')).action(async (o: Common) => {
+    const list = (await (await client(o)).call('GET', '/images')) as Array<{ name: string; arches: Record<string, { kernel: string; rootDisk?: string | null; dtbs?: Record<string, string> }> }>;
+    // One row per image and arch: an image may carry several.
+    const rows = list.flatMap((i) => Object.entries(i.arches).map(([arch, a]) => ({ name: i.name, arch, kernel: a.kernel, rootDisk: a.rootDisk ?? '', dtbs: Object.keys(a.dtbs ?? {}).join(',') })));
+    print(o.json ? list : rows, { ...o, columns: ['name', 'arch', 'kernel', 'rootDisk', 'dtbs'] });
+  });
 
   common(images.command('import <disk>').description('import a disk image (raw, .xz, .gz, .zst, qcow2): a path on the server, or --upload'))
     .requiredOption('--name <name>', 'image name')
@@ -144,7 +147,7 @@ export function registerClientCommands(program: Command): void {
         process.exitCode = 1;
         if (!o.json) console.error(`import failed: ${job.error?.message}`);
       }
-      print(o.json ? job : job.state === 'succeeded' ? `imported ${job.image.name} (${job.image.arch})` : job.state, o);
+      print(o.json ? job : job.state === 'succeeded' ? `imported ${job.image.name} (${Object.keys(job.image.arches).join(', ')})` : job.state, o);
     });
 
   const lease = program.command('lease').description('lease boards (or containers), reimage, power, release');

@@ -17,6 +17,7 @@ interface ServeFlags {
   subnet?: string;
   lab: boolean;
   labBoards?: string;
+  boards?: string;
 }
 
 function configFrom(flags: ServeFlags) {
@@ -26,7 +27,7 @@ function configFrom(flags: ServeFlags) {
     bootIp: flags.bootIp,
     subnet: flags.subnet,
     adminToken: process.env.DOZEN_ADMIN_TOKEN || undefined,
-    lab: { enabled: flags.lab === false ? false : undefined, boards: flags.labBoards ? Number(flags.labBoards) : undefined },
+    lab: { enabled: flags.lab === false ? false : undefined, boards: labBoardsFlag(flags.labBoards ?? flags.boards) },
   });
 }
 
@@ -35,7 +36,7 @@ async function serve(flags: ServeFlags) {
   const server = await startServer(config);
   console.log(`DozenCloud API on ${server.apiUrl}  (admin token: ${config.adminToken ? 'from DOZEN_ADMIN_TOKEN/config' : resolve(config.dataDir, 'admin-token')})`);
   if (server.lab) {
-    for (const b of server.lab.boards()) console.log(`  lab board ${b.id}  mac ${b.mac}  ip ${b.ip}  serial ${b.serial}`);
+    for (const b of server.lab.boards()) console.log(`  lab board ${b.id}  ${b.model}  mac ${b.mac}  ip ${b.ip}  serial ${b.serial}`);
     console.log(`  watch a board boot:  screen ${server.lab.boards()[0]?.serial ?? ''} 115200   ·   lab stays up after exit; \`dozen lab down\` removes it`);
   }
   let stopping = false;
@@ -49,6 +50,11 @@ async function serve(flags: ServeFlags) {
   process.on('SIGTERM', stop);
 }
 
+/** --lab-boards 3 (that many virt boards) or --boards virt:2,bpim2u:2,arm64:1. */
+function labBoardsFlag(v: string | undefined): number | string | undefined {
+  return v === undefined ? undefined : /^\d+$/.test(v) ? Number(v) : v;
+}
+
 const withServeFlags = (c: Command) =>
   c
     .option('--config <file>', 'JSON configuration file (flags override it)')
@@ -57,11 +63,12 @@ const withServeFlags = (c: Command) =>
     .option('--boot-ip <ip>', 'address the DHCP/TFTP servers bind to and announce')
     .option('--subnet <cidr>', 'the boot network')
     .option('--no-lab', 'do not start the virtual lab of emulated boards')
-    .option('--lab-boards <n>', 'number of emulated boards in the lab');
+    .option('--lab-boards <n|mix>', 'the lab\'s boards: a number of QEMU virt boards, or a mix like virt:2,bpim2u:2,arm64:1')
+    .option('--boards <mix>', 'same as --lab-boards');
 
 withServeFlags(program.command('serve').description('run the provisioning server (DHCP, TFTP, API; the virtual lab unless --no-lab)')).action(serve);
 
-const lab = program.command('lab').description('the virtual lab: emulated ARMv7 boards with real U-Boot');
+const lab = program.command('lab').description('the virtual lab: emulated boards (QEMU virt ARMv7 and arm64, Banana Pi M2 Ultra) with real U-Boot');
 withServeFlags(lab.command('up').description('start the lab and the server that boots it (same as serve)')).action(serve);
 lab
   .command('down')

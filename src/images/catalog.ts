@@ -1,7 +1,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ARCHES } from '../store/schema.js';
+import { ARCHES, type Arch } from '../store/schema.js';
 
 export const ISCSI_SYNTAXES = ['debian', 'dracut'] as const;
 export type IscsiSyntax = (typeof ISCSI_SYNTAXES)[number];
@@ -11,15 +11,24 @@ const relPath = z
   .min(1)
   .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), 'must be a relative path inside the image');
 
-export const manifestSchema = z.object({
-  name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/),
-  arch: z.enum(ARCHES),
+/** What one architecture of an image boots: kernel, initrd, device trees and root disk. */
+export const archBootSchema = z.looseObject({
   kernel: relPath,
   initrd: relPath.optional(),
+  /** Device trees by the kernel's file name (what a board model names, src/inventory/models.ts). */
   dtbs: z.record(z.string(), relPath).default({}),
+  rootDisk: relPath.nullable().optional(),
+  /** Debian's kernel flavour (armmp, arm64): a model that needs another one cannot boot it. */
+  flavour: z.string().optional(),
+});
+export type ArchBoot = z.infer<typeof archBootSchema>;
+
+export const imageNameSchema = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/);
+
+const common = {
+  name: imageNameSchema,
   /** Kernel command line; `{{console}}` is replaced by the board model's console device. */
   cmdline: z.string(),
-  rootDisk: relPath.nullable().optional(),
   /**
    * How the image's initramfs is told its iSCSI root: 'debian' (initramfs-tools + open-iscsi:
    * `iscsi_initiator= iscsi_target_name= iscsi_target_ip= ...`) or 'dracut' (`root=iscsi:...`,
@@ -31,8 +40,39 @@ export const manifestSchema = z.object({
   imported: z
     .object({ at: z.string(), source: z.string(), format: z.string(), sha256: z.string().optional() })
     .optional(),
+};
+
+/** An image with several architectures in it: `arches.armv7`, `arches.arm64`. */
+const multiArchSchema = z.object({ ...common, arches: z.partialRecord(z.enum(ARCHES), archBootSchema) });
+/** The one-architecture form (imported images, older builds): read as `arches: { [arch]: {...} }`. */
+const singleArchSchema = z.object({
+  ...common,
+  arch: z.enum(ARCHES),
+  kernel: relPath,
+  initrd: relPath.optional(),
+  dtbs: z.record(z.string(), relPath).default({}),
+  rootDisk: relPath.nullable().optional(),
 });
+
+export const manifestSchema = z
+  .union([multiArchSchema, singleArchSchema])
+  .transform((m) => {
+    if (!('arch' in m)) return m;
+    const { arch, kernel, initrd, dtbs, rootDisk, ...rest } = m;
+    return { ...rest, arches: { [arch]: { kernel, initrd, dtbs, rootDisk } } as Partial<Record<Arch, ArchBoot>> };
+  })
+  .refine((m) => Object.keys(m.arches).length > 0, 'an image needs at least one architecture in "arches"');
 export type Manifest = z.infer<typeof manifestSchema>;
+
+/** The architectures an image boots, in ARCHES order. */
+export function imageArches(m: Manifest): Arch[] {
+  return ARCHES.filter((a) => m.arches[a]);
+}
+
+/** What an image boots on `arch`, or null when it has nothing for it. */
+export function archBoot(m: Manifest, arch: Arch): ArchBoot | null {
+  return m.arches[arch] ?? null;
+}
 
 export interface Image {
   name: string;

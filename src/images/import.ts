@@ -9,7 +9,7 @@ import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { ARCHES, type Arch } from '../store/schema.js';
 import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../util/errors.js';
-import { ISCSI_SYNTAXES, manifestSchema, type ImageCatalog, type Manifest } from './catalog.js';
+import { ISCSI_SYNTAXES, imageNameSchema, manifestSchema, type ImageCatalog, type Manifest } from './catalog.js';
 import { findBootFiles } from './boot-files.js';
 import { readDiskLayout, type DiskLayout } from './disk-layout.js';
 import { DISK_FORMATS, expandDisk, readHead, sha256File, sniffFormat, type DiskFormat } from './expand.js';
@@ -22,7 +22,7 @@ const serverPath = z.string().startsWith('/', 'an absolute path on the server');
 /** What `POST /v1/images` takes (as JSON; for an upload, the same fields without `source`). */
 export const importSpecSchema = z
   .object({
-    name: manifestSchema.shape.name,
+    name: imageNameSchema,
     /** Checked against the kernel; taken from the kernel when absent. */
     arch: z.enum(ARCHES).optional(),
     /** A disk image file on the server. Absent when the disk is the request body (an upload). */

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { Store } from '../store/store.js';
 import { boardSchema, discoveredSchema, type Board, type Discovered, type State } from '../store/schema.js';
 import { canTransition } from './lifecycle.js';
+import { findModel } from './models.js';
 import { ConflictError, BadRequestError, NotFoundError } from '../util/errors.js';
 import { inSubnet, parseCidr, type Subnet } from '../util/net.js';
 import type { ImageCatalog } from '../images/catalog.js';
@@ -73,6 +74,7 @@ export class Inventory {
     checkPower(input.power);
     if (input.firmware) checkFirmware(input.firmware);
     this.checkIp(input.ip);
+    checkModel(input);
     return this.o.store.update((s) => {
       this.checkUnique(s.boards, input);
       const board: Board = { ...input, state: 'enrolled', createdAt: new Date().toISOString() };
@@ -92,6 +94,7 @@ export class Inventory {
       const i = s.boards.findIndex((b) => b.id === id);
       if (i < 0) throw new NotFoundError(`board ${id}`);
       const next = { ...s.boards[i]!, ...patch };
+      checkModel(next);
       this.checkUnique(s.boards.filter((_, j) => j !== i), next);
       s.boards[i] = next;
       return { ...next };
@@ -230,4 +233,10 @@ function checkFirmware(spec: NonNullable<Board['firmware']>): void {
 
 function clean<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** A board of a known model has that model's arch (an unknown model is the operator's own: any arch). */
+function checkModel(b: Pick<Board, 'model' | 'arch'>): void {
+  const m = findModel(b.model);
+  if (m && m.arch !== b.arch) throw new BadRequestError(`arch: model ${b.model} is ${m.arch}, not ${b.arch}`);
 }

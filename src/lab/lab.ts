@@ -7,7 +7,10 @@ import { controllerTable } from '../network/nft-ruleset.js';
 import { qmp } from '../power/qmp.js';
 import { inSubnet, intToIp, ipToInt, parseCidr } from '../util/net.js';
 import { addBridge, addTap, addVethPair, createNetns, deleteLink, deleteNetns, ip, linkExists, netnsExists, linkUp, setAddr, setMaster } from './netns.js';
-import { UBOOT_BIN, assertLabReady } from './preflight.js';
+import { findModel } from '../inventory/models.js';
+import type { Arch } from '../store/schema.js';
+import { LAB_KINDS, parseLabBoards } from './kinds.js';
+import { assertLabReady } from './preflight.js';
 
 const execFileP = promisify(execFile);
 
@@ -16,7 +19,8 @@ export interface LabOptions {
   /** The boot server's address; it lives on the host end of the lab's veth. */
   bootIp: string;
   subnet: string;
-  boards: number;
+  /** How many boards of which kind: a number (that many QEMU virt ARMv7 boards) or `virt:2,bpim2u:2,arm64:1`. */
+  boards: number | string;
   memoryMb: number;
   /** Pid files, QMP sockets and serial links live here. */
   stateDir: string;
@@ -24,13 +28,20 @@ export interface LabOptions {
 
 export interface LabBoard {
   id: string;
+  /** Its kind (src/lab/kinds.ts) and the model and arch it is enrolled as. */
+  kind: string;
+  model: string;
+  arch: Arch;
+  kernelArgs?: string;
   mac: string;
   ip: string;
   /** A stable symlink to the board's serial pty (the pty itself changes with every QEMU start). */
   serial: string;
   qmp: string;
-  /** The board's own U-Boot image, loaded at QEMU start: its firmware, verified and restored at every release. */
+  /** The board's own firmware (U-Boot image loaded at QEMU start, or its SD card): verified and restored at every release. */
   firmware: string;
+  /** The known-good copy of it. */
+  golden: string;
   /** Its tap: the bridge port the network driver fences. */
   port: string;
 }
@@ -55,37 +66,55 @@ export class Lab {
     // one), so they never share MACs either, and a lab keeps its MACs across restarts.
     const net = ipToInt(subnet.network);
     const hex = (n: number) => (n & 0xff).toString(16).padStart(2, '0');
-    return Array.from({ length: this.o.boards }, (_, i) => {
+    return parseLabBoards(this.o.boards).map((kind, i) => {
       const id = `lab-${i + 1}`;
       const mac = ['52', '54', '00', hex(net >>> 16), hex(net >>> 8), hex(i + 1)].join(':');
+      const model = findModel(kind.model)!;
       return {
         id,
+        kind: kind.name,
+        model: model.id,
+        arch: model.arch,
+        ...(kind.kernelArgs ? { kernelArgs: kind.kernelArgs } : {}),
         mac,
         ip: intToIp(ipToInt(subnet.network) + 100 + i + 1),
         serial: join(this.o.stateDir, `${id}.tty`),
         qmp: join(this.o.stateDir, `${id}.qmp`),
-        firmware: join(this.o.stateDir, `${id}.u-boot.bin`),
+        firmware: join(this.o.stateDir, kind.firmwareFile(id)),
+        golden: kind.golden(this.o.stateDir, id),
         port: `tap${i + 1}`,
       };
     });
   }
 
   async up(): Promise<LabBoard[]> {
-    assertLabReady();
+    const kinds = parseLabBoards(this.o.boards);
+    assertLabReady(kinds);
     const { netns } = this.o;
     this.created = !netnsExists(netns);
     if (this.created) await this.assertSubnetFree();
     await mkdir(this.o.stateDir, { recursive: true });
     await createNetns(netns);
+    // Nothing may reach a board unasked: the emulated sunxi GMAC (QEMU 10) stops receiving for good when a
+    // frame arrives while U-Boot's receiver is off. So no IPv6 chatter (router solicitations, MLD) on the
+    // lab's links, and pinned neighbours below (no ARP broadcasts from the controller).
+    await execFileP('ip', ['netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
     await addBridge('br0', netns);
     await linkUp('br0', netns);
     if (!(await linkExists(this.hostIf))) await addVethPair(this.hostIf, 'uplink', { peerNetns: netns });
     await setMaster('uplink', 'br0', netns);
+    // The veth end was made in the host's namespace, before the sysctl defaults above applied to it.
+    await execFileP('ip', ['netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv6.conf.uplink.disable_ipv6=1', 'net.ipv6.conf.br0.disable_ipv6=1']);
     await linkUp('uplink', netns);
+    await execFileP('sysctl', ['-qw', `net.ipv6.conf.${this.hostIf}.disable_ipv6=1`]);
     await setAddr(this.hostIf, `${this.o.bootIp}/${parseCidr(this.o.subnet).prefix}`);
     await linkUp(this.hostIf);
     const boards = this.boards();
-    for (const b of boards) await this.startBoard(b, b.port);
+    for (const b of boards) {
+      // The controller knows each board's MAC: it never asks (ARP) and never learns one from a tenant.
+      await ip(['neigh', 'replace', b.ip, 'lladdr', b.mac, 'nud', 'permanent', 'dev', this.hostIf]);
+      await this.startBoard(b, b.port);
+    }
     return boards;
   }
 
@@ -150,16 +179,16 @@ export class Lab {
       log.info({ board: b.id }, 'lab: adopted running QEMU board');
     } else {
       await unlink(b.qmp).catch(() => {});
-      if (!(await stat(b.firmware).catch(() => null))) await copyFile(UBOOT_BIN, b.firmware);
+      const kind = LAB_KINDS[b.kind]!;
+      const files = { id: b.id, mac: b.mac, tap, firmware: b.firmware, golden: b.golden };
+      await kind.makeGolden?.(files);
+      if (!(await stat(b.firmware).catch(() => null))) await copyFile(b.golden, b.firmware);
       // prettier-ignore
       const args = [
-        'netns', 'exec', netns, 'qemu-system-arm',
-        '-M', 'virt', '-cpu', 'cortex-a15', '-m', String(this.o.memoryMb),
-        '-bios', b.firmware,
+        'netns', 'exec', netns, kind.qemu,
+        ...kind.args(files, this.o.memoryMb),
         '-display', 'none', '-monitor', 'none', '-serial', 'pty',
         '-qmp', `unix:${b.qmp},server=on,wait=off`,
-        '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
-        '-device', `virtio-net-device,netdev=n0,mac=${b.mac}`,
         '-name', `dozen-${b.id}`,
         '-S', '-daemonize', '-pidfile', `${b.qmp}.pid`,
       ];

@@ -3,7 +3,9 @@ import type { Principal } from '../auth/tokens.js';
 import { authz, consoleIdOf } from '../auth/authz.js';
 import { forPrincipal } from '../auth/redact.js';
 import type { Config } from '../config.js';
-import type { ImageCatalog } from '../images/catalog.js';
+import { fitImage } from '../boot/image-fit.js';
+import { imageArches, type Image, type ImageCatalog } from '../images/catalog.js';
+import { findModel, modelFor } from '../inventory/models.js';
 import { applyTransition, type Inventory } from '../inventory/boards.js';
 import type { BoardEvents } from '../inventory/events.js';
 import { log } from '../log.js';
@@ -100,7 +102,7 @@ export class LeaseService {
     if (input.kind !== 'container' && !image) {
       throw new BadRequestError(`image: unknown image "${input.image}" (known: ${(await this.d.images.list()).map((i) => i.name).join(', ')})`);
     }
-    if (image && input.arch && input.arch !== image.manifest.arch) throw new BadRequestError(`arch: image ${image.name} is ${image.manifest.arch}, not ${input.arch}`);
+    if (image && input.arch && !image.manifest.arches[input.arch]) throw new BadRequestError(`arch: image ${image.name} has no ${input.arch} build (it has ${imageArches(image.manifest).join(', ')})`);
     const containerImage = input.kind === 'container' ? input.image : input.kind === 'any' ? (input.containerImage ?? this.d.containers?.imageNames()[0]) : undefined;
     if (input.kind === 'container' || (input.kind === 'any' && input.containerImage)) {
       if (!this.d.containers) throw new ConflictError('no container hosts are configured');
@@ -129,7 +131,7 @@ export class LeaseService {
       }
       if (!wantContainer && image) {
         const fenced = (id: string) => this.d.network?.fenced?.(id) ?? true;
-        const board = pickBoard(s, input, image.manifest.arch, fenced);
+        const board = pickBoard(s, input, image, fenced);
         if (board) {
           applyTransition(s, board.id, 'provisioning', `lease ${id}`);
           const lease: Lease = { ...base, kind: 'board', boardId: board.id };
@@ -139,7 +141,7 @@ export class LeaseService {
           s.jobs.push(job);
           return { lease: structuredClone(lease), job: structuredClone(job) };
         }
-        if (input.kind === 'board' || !this.d.containers || !containerImage) throw new ConflictError(noBoardReason(s, input, image.manifest.arch, fenced));
+        if (input.kind === 'board' || !this.d.containers || !containerImage) throw new ConflictError(noBoardReason(s, input, image, fenced));
       }
       const size = { memoryMb: input.memory ?? 256, cpus: input.cpus ?? 1 };
       this.checkContainerQuota(s, tenantId, size);
@@ -179,7 +181,11 @@ export class LeaseService {
 
   async reimage(p: Principal, id: string, image?: string): Promise<{ lease: Lease; job: Job }> {
     const lease = authz.lease(this.d.store, p, id);
-    if (image && !(await this.d.images.get(image))) throw new BadRequestError(`image: unknown image "${image}"`);
+    const img = image ? await this.d.images.get(image) : null;
+    if (image && !img) throw new BadRequestError(`image: unknown image "${image}"`);
+    const board = img && lease.kind === 'board' ? this.d.store.state.boards.find((b) => b.id === lease.boardId) : undefined;
+    const fit = board && img && fitImage(img.name, img.manifest, modelFor(board));
+    if (fit && 'error' in fit) throw new ConflictError(`${fit.error} (board ${board!.id})`);
     if (lease.state !== 'active' && lease.state !== 'error') throw new ConflictError(`lease ${id} is ${lease.state}; reimage needs an active lease`);
     return this.beginJob(id, 'reimage', (l, s) => {
       if (l.state !== 'active' && l.state !== 'error') throw new ConflictError(`lease ${id} is ${l.state}; reimage needs an active lease`);
@@ -509,7 +515,7 @@ export class LeaseService {
             return;
           }
           const img = await image();
-          if (!this.d.storage || !img.manifest.rootDisk) return 'skipped';
+          if (!this.d.storage || !img.manifest.arches[board().arch]?.rootDisk) return 'skipped';
           if (job.kind === 'reimage') await this.d.storage.detach(lease()); // the tenant's changes go
           const rec = await this.d.storage.attach(lease(), board(), img);
           await this.d.store.update((s) => {
@@ -543,7 +549,8 @@ export class LeaseService {
         timeoutMs: t.bootMs,
         beforeRetry: cycle,
         run: async (signal) => {
-          const kernel = `images/${(await image()).name}/${(await image()).manifest.kernel}`;
+          const img = await image();
+          const kernel = `images/${img.name}/${img.manifest.arches[board().arch]?.kernel}`;
           await waitForBoardEvent(this.d.events, board().id, (e) => e.type === 'tftp' && e.details?.path === kernel, bootStart, signal);
         },
       },
@@ -633,19 +640,30 @@ export function publicLease(l: Lease): Lease {
   return iscsi ? { ...rest, iscsi: { ...iscsi, chapSecret: '(hidden)', ...(iscsi.targetSecret ? { targetSecret: '(hidden)' } : {}) } } : rest;
 }
 
-function matches(b: Board, input: CreateLease, arch: string): boolean {
-  return (!input.board || b.id === input.board) && (!input.model || b.model === input.model) && b.arch === arch;
+/** The board filters of a lease request: board, model (its aliases too) and arch. */
+function matches(b: Board, input: CreateLease): boolean {
+  const model = input.model && (findModel(input.model)?.id ?? input.model);
+  return (!input.board || b.id === input.board) && (!model || modelFor(b).id === model) && (!input.arch || b.arch === input.arch);
 }
 
-/** The first available board that matches and whose port is fenced (an unfenced one would be on the boot network open). */
-function pickBoard(s: State, input: CreateLease, arch: string, fenced: (id: string) => boolean): Board | undefined {
-  return s.boards.filter((b) => b.state === 'available' && matches(b, input, arch) && fenced(b.id)).sort((a, b) => a.id.localeCompare(b.id))[0];
+const fits = (b: Board, image: Image) => !('error' in fitImage(image.name, image.manifest, modelFor(b)));
+
+/** The first available board that matches, can boot the image, and whose port is fenced (an unfenced one would be on the boot network open). */
+function pickBoard(s: State, input: CreateLease, image: Image, fenced: (id: string) => boolean): Board | undefined {
+  return s.boards.filter((b) => b.state === 'available' && matches(b, input) && fits(b, image) && fenced(b.id)).sort((a, b) => a.id.localeCompare(b.id))[0];
 }
 
-function noBoardReason(s: State, input: CreateLease, arch: string, fenced: (id: string) => boolean): string {
-  const cands = s.boards.filter((b) => matches(b, input, arch));
-  const want = [input.board && `board ${input.board}`, input.model && `model ${input.model}`, `arch ${arch}`].filter(Boolean).join(', ');
-  if (!cands.length) return `no board matches ${want}`;
+function noBoardReason(s: State, input: CreateLease, image: Image, fenced: (id: string) => boolean): string {
+  const matching = s.boards.filter((b) => matches(b, input));
+  const want = [input.board && `board ${input.board}`, input.model && `model ${input.model}`, input.arch && `arch ${input.arch}`, `image ${image.name}`].filter(Boolean).join(', ');
+  if (!matching.length) return `no board matches ${want}`;
+  const cands = matching.filter((b) => fits(b, image));
+  if (!cands.length) {
+    // Name the image and each model it cannot boot, once per model.
+    const byModel = new Map(matching.map((b) => [modelFor(b).id, b] as const));
+    const why = [...byModel.values()].map((b) => `${(fitImage(image.name, image.manifest, modelFor(b)) as { error: string }).error} (board ${b.id})`);
+    return why.join('; ');
+  }
   const why = (b: Board) => (b.state === 'available' && !fenced(b.id) ? `${b.id} has no fenced network port (see GET /v1/network)` : `${b.id} is ${b.state}`);
   return `no free board for ${want}: ${cands.map(why).join(', ')}`;
 }

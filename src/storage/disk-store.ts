@@ -1,4 +1,18 @@
+import type { Arch } from '../store/schema.js';
 import { HttpError } from '../util/errors.js';
+
+/**
+ * The name a store keeps an image's root disk under: its name for armv7 (as before images had several
+ * arches), `<name>+<arch>` for another arch ('+' is never in an image name). removeImage(name) drops all.
+ */
+export function storeImageName(image: string, arch: Arch): string {
+  return arch === 'armv7' ? image : `${image}+${arch}`;
+}
+
+/** Does a store image name belong to this catalog image? */
+export function isStoreImageOf(storeName: string | undefined, image: string): boolean {
+  return storeName === image || !!storeName?.startsWith(`${image}+`);
+}
 
 /** What went wrong, for callers that react differently (the API maps each to an HTTP status). */
 export type StorageErrorCode =

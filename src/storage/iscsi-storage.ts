@@ -4,7 +4,7 @@ import type { Image } from '../images/catalog.js';
 import type { BoardStorage } from '../leases/ports.js';
 import { log } from '../log.js';
 import type { Board, IscsiRecord, Lease } from '../store/schema.js';
-import { StorageError, type DiskStore } from './disk-store.js';
+import { StorageError, isStoreImageOf, storeImageName, type DiskStore } from './disk-store.js';
 import type { TgtDaemon } from './tgt-daemon.js';
 import type { TargetExporter } from './tgt-exporter.js';
 
@@ -68,13 +68,13 @@ export class IscsiBoardStorage implements BoardStorage {
   }
 
   private async attachNow(lease: Lease, board: Board, image: Image): Promise<IscsiRecord> {
-    const m = image.manifest;
-    if (!m.rootDisk) throw new StorageError('NO_ROOT_DISK', `image ${image.name} has no root disk (manifest rootDisk) to export`);
-    if (m.arch !== board.arch) throw new StorageError('WRONG_ARCH', `board ${board.id} is ${board.arch} but image ${image.name} is ${m.arch}`);
+    const m = image.manifest.arches[board.arch];
+    if (!m) throw new StorageError('WRONG_ARCH', `board ${board.id} is ${board.arch} but image ${image.name} has no ${board.arch} build`);
+    if (!m.rootDisk) throw new StorageError('NO_ROOT_DISK', `image ${image.name} has no ${board.arch} root disk (manifest rootDisk) to export`);
     const diskId = lease.id;
     const hadDisk = !!(await this.o.store.size(diskId));
     const disk = await this.o.store.clone(
-      { image: image.name, path: join(image.dir, m.rootDisk), sha256: m.sha256?.[m.rootDisk], arch: m.arch },
+      { image: storeImageName(image.name, board.arch), path: join(image.dir, m.rootDisk), sha256: image.manifest.sha256?.[m.rootDisk], arch: board.arch },
       diskId,
       { sizeBytes: this.o.diskSizeBytes },
     );
@@ -198,7 +198,7 @@ export class IscsiBoardStorage implements BoardStorage {
 
   /** Leases (ids) whose disks were cloned from `image`: while there are any it must not be deleted. */
   async imageInUse(image: string): Promise<string[]> {
-    return (await this.o.store.list()).filter((d) => d.image === image).map((d) => d.id);
+    return (await this.o.store.list()).filter((d) => isStoreImageOf(d.image, image)).map((d) => d.id);
   }
 
   /** Drop the store's copies of an image; refused with IMAGE_IN_USE (409) while leases use it. */

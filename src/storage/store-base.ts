@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { log } from '../log.js';
-import { assertDiskId, StorageError, type CloneOptions, type DiskInfo, type DiskStore, type DiskStoreKind, type ImageDisk, type QuarantinedDisk } from './disk-store.js';
+import { assertDiskId, isStoreImageOf, StorageError, type CloneOptions, type DiskInfo, type DiskStore, type DiskStoreKind, type ImageDisk, type QuarantinedDisk } from './disk-store.js';
 import { checkImageDisk, growDisk, type DiskFormat } from './image-check.js';
 import { isNoSpace } from './run.js';
 import { HttpError } from '../util/errors.js';
@@ -239,10 +239,10 @@ export abstract class StoreBase implements DiskStore {
   }
 
   async removeImage(image: string): Promise<void> {
-    const users = (await this.list()).filter((d) => d.image === image).map((d) => d.id);
+    const users = (await this.list()).filter((d) => isStoreImageOf(d.image, image)).map((d) => d.id);
     if (users.length) throw new StorageError('IMAGE_IN_USE', `image ${image} is in use by disk${users.length > 1 ? 's' : ''} ${users.join(', ')}`, { details: { disks: users } });
     const keys = await readdir(join(this.dir, 'images')).catch(() => [] as string[]);
-    for (const k of keys.filter((k) => k.startsWith(`${image}@`))) await this.removeDir(join(this.dir, 'images', k));
+    for (const k of keys.filter((k) => k.includes('@') && isStoreImageOf(k.slice(0, k.lastIndexOf('@')), image))) await this.removeDir(join(this.dir, 'images', k));
   }
 
   async sweep(): Promise<string[]> {

@@ -45,6 +45,12 @@ export const boardSchema = z.object({
   arch: z.enum(ARCHES),
   ip: z.ipv4(),
   serial: serialSchema.optional(),
+  /** Kernel arguments this board's boots add (after the image's and the model's), e.g. maxcpus=1 on an emulated R40. */
+  kernelArgs: z
+    .string()
+    .max(256)
+    .regex(/^[A-Za-z0-9_.,=:/ +-]*$/, 'kernel arguments: letters, digits, spaces and _ . , = : / + -')
+    .optional(),
   /** Where the board plugs into the boot network: its bridge port (the lab: a tap) or switch port. The network driver fences it. */
   port: z.string().regex(/^[A-Za-z0-9_.:/-]{1,64}$/, 'a port name: 1-64 of A-Z a-z 0-9 _ . : / -').optional(),
   power: powerSchema,

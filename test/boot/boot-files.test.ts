@@ -54,25 +54,36 @@ function fetchAs(ip: string, path: string): Promise<{ ok: boolean; code: number;
 }
 
 describe('what each board may fetch over TFTP', () => {
-  it('a board gets its own boot script, rendered for its model', async () => {
-    const a = await fetchAs('127.0.0.2', 'boot.scr.uimg');
+  it('a board gets the boot file of its model’s route, rendered for its model; the other route is refused', async () => {
+    // bananapi: U-Boot's pxe target (sunxi boards try it before dhcp): pxelinux with the A20 device tree.
+    const a = await fetchAs('127.0.0.2', 'pxelinux.cfg/01-02-00-00-00-0a-01');
     expect(a.ok).toBe(true);
-    const script = decodeScriptImage(readFileSync(a.file)).script;
-    expect(script).toContain('dozen: board a (02:00:00:00:0a:01) boots image test');
-    expect(script).toContain('console=ttyS0,115200'); // bananapi
-    expect(script).toContain('tftpboot ${fdt_addr_r} images/test/dtbs/sun7i-a20-bananapi.dtb');
-    const b = decodeScriptImage(readFileSync((await fetchAs('127.0.0.3', 'boot.scr.uimg')).file)).script;
-    expect(b).toContain('console=ttyAMA0,115200'); // qemu-virt: no device tree file
-    expect(b).toContain('setenv dozen_fdt ${fdtcontroladdr}');
+    const cfg = readFileSync(a.file, 'utf8');
+    expect(cfg).toContain('menu label test on a');
+    expect(cfg).toContain('append console=ttyS0,115200 quiet');
+    expect(cfg).toContain('fdt images/test/dtbs/sun7i-a20-bananapi.dtb');
+    const noScript = await fetchAs('127.0.0.2', 'boot.scr.uimg');
+    expect(noScript.code).toBe(69); // refused (ERROR 2): U-Boot's dhcp autoload fails and its pxe target asks the pxelinux file
+    expect(existsSync(noScript.file) && readFileSync(noScript.file).length > 0).toBe(false);
+    // qemu-virt: the dhcp target's boot script, the firmware's device tree; its pxelinux file is refused.
+    const b = await fetchAs('127.0.0.3', 'boot.scr.uimg');
+    expect(b.ok).toBe(true);
+    const script = decodeScriptImage(readFileSync(b.file)).script;
+    expect(script).toContain('dozen: board b (02:00:00:00:0b:01) boots image test');
+    expect(script).toContain('console=ttyAMA0,115200');
+    expect(script).toContain('setenv dozen_fdt ${fdtcontroladdr}');
+    expect(script).not.toContain('kernel_addr_r 0x'); // no load addresses of its own: U-Boot's
+    expect((await fetchAs('127.0.0.3', 'pxelinux.cfg/01-02-00-00-00-0b-01')).code).toBe(69);
   });
 
   it('another board’s script or pxelinux file is refused; its own are served', async () => {
-    expect((await fetchAs('127.0.0.2', 'boards/a/boot.scr.uimg')).ok).toBe(true);
+    expect((await fetchAs('127.0.0.3', 'boards/b/boot.scr.uimg')).ok).toBe(true);
     const other = await fetchAs('127.0.0.2', 'boards/b/boot.scr.uimg');
     expect(other.ok).toBe(false);
     expect(other.code).toBe(69);
     expect(existsSync(other.file) && readFileSync(other.file).length > 0).toBe(false);
-    expect((await fetchAs('127.0.0.2', 'pxelinux.cfg/01-02-00-00-00-0b-01')).code).toBe(69);
+    expect((await fetchAs('127.0.0.3', 'boards/a/boot.scr.uimg')).code).toBe(69);
+    expect((await fetchAs('127.0.0.3', 'pxelinux.cfg/01-02-00-00-00-0a-01')).code).toBe(69);
     const own = await fetchAs('127.0.0.2', 'pxelinux.cfg/01-02-00-00-00-0a-01');
     expect(readFileSync(own.file, 'utf8')).toMatch(/kernel images\/test\/vmlinuz/);
   });
@@ -92,10 +103,11 @@ describe('what each board may fetch over TFTP', () => {
 
 describe('a boot window', () => {
   it('closes a board’s generated files once it has its kernel, keeps image files, and reopens at its next boot', async () => {
+    const aCfg = 'pxelinux.cfg/01-02-00-00-00-0a-01';
     boots.set('a', 'boot-1');
-    expect((await fetchAs('127.0.0.2', 'boot.scr.uimg')).ok).toBe(true); // U-Boot may ask again within a boot
+    expect((await fetchAs('127.0.0.2', aCfg)).ok).toBe(true); // U-Boot may ask again within a boot
     windows.close('a'); // the server does this when a's kernel transfer completes
-    for (const path of ['boot.scr.uimg', 'boards/a/boot.scr.uimg', 'pxelinux.cfg/01-02-00-00-00-0a-01']) {
+    for (const path of ['boot.scr.uimg', 'boards/a/boot.scr.uimg', aCfg]) {
       const r = await fetchAs('127.0.0.2', path);
       expect([path, r.code]).toEqual([path, 69]);
       expect(existsSync(r.file) && readFileSync(r.file).length > 0).toBe(false);
@@ -107,14 +119,14 @@ describe('a boot window', () => {
     expect((await fetchAs('127.0.0.3', 'boot.scr.uimg')).ok).toBe(true);
     // The next power-on makes a new boot token: open again.
     boots.set('a', 'boot-2');
-    expect((await fetchAs('127.0.0.2', 'boot.scr.uimg')).ok).toBe(true);
+    expect((await fetchAs('127.0.0.2', aCfg)).ok).toBe(true);
     // A reset without the API (same token): open again when the firmware asks for DHCP, not the booted OS.
     windows.close('a');
-    expect((await fetchAs('127.0.0.2', 'boot.scr.uimg')).code).toBe(69);
+    expect((await fetchAs('127.0.0.2', aCfg)).code).toBe(69);
     expect([fromFirmware({ vendorClass: 'Linux ipconfig' }), fromFirmware({ vendorClass: 'udhcp 1.35.0' }), fromFirmware({})]).toEqual([false, false, false]);
     expect([fromFirmware({ vendorClass: 'U-Boot.armv7' }), fromFirmware({ clientArch: 21 })]).toEqual([true, true]);
     windows.reopen('a');
-    expect((await fetchAs('127.0.0.2', 'boot.scr.uimg')).ok).toBe(true);
+    expect((await fetchAs('127.0.0.2', aCfg)).ok).toBe(true);
     boots.clear();
   });
 });

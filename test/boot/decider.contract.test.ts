@@ -42,6 +42,16 @@ async function inventoryFixture(): Promise<{ inventory: Inventory; images: Image
   dirs.push(root);
   addImage(root, { name: 'slim', arch: 'armv7', kernel: 'zImage', cmdline: 'console={{console}} root=/dev/vda earlycon={{console}}' });
   addImage(root, { name: 'wide', arch: 'arm64', kernel: 'Image', initrd: 'initrd.img', cmdline: 'console={{console}}' });
+  // Both arches in one image (the built-in images' form), each with its own kernel flavour.
+  addImage(root, {
+    name: 'multi',
+    cmdline: 'console={{console}}',
+    arches: {
+      armv7: { kernel: 'vmlinuz', initrd: 'initrd.img', flavour: 'armmp', dtbs: { 'sun8i-r40-bananapi-m2-ultra.dtb': 'dtbs/r40.dtb' } },
+      arm64: { kernel: 'arm64/Image', initrd: 'arm64/initrd.img', flavour: 'arm64' },
+    },
+  });
+  addImage(root, { name: 'odd', cmdline: 'console={{console}}', arches: { armv7: { kernel: 'vmlinuz', flavour: 'rpi' } } });
   const stateDir = mkdtempSync(join(tmpdir(), 'decider-'));
   dirs.push(stateDir);
   const store = await Store.open(join(stateDir, 'state.json'));
@@ -72,6 +82,7 @@ const harnesses: Record<string, () => Promise<Harness>> = {
             mac: '02:00:00:00:0a:01',
             ip: '10.177.0.11',
             arch: 'armv7',
+            route: 'pxe',
             image: 'test',
             kernel: 'images/test/vmlinuz',
             initrd: 'images/test/initrd.img',
@@ -87,6 +98,7 @@ const harnesses: Record<string, () => Promise<Harness>> = {
             mac: '02:00:00:00:0b:02',
             ip: '10.177.0.12',
             arch: 'armv7',
+            route: 'boot.scr',
             image: 'slim',
             kernel: 'images/slim/zImage',
             cmdline: 'console=ttyAMA0,115200 root=/dev/vda earlycon=ttyAMA0,115200',
@@ -210,6 +222,7 @@ describe('inventory boot decider', () => {
       mac: '02:00:00:00:0b:02',
       ip: '10.177.0.12',
       arch: 'armv7',
+      route: 'boot.scr',
       image: 'test',
       kernel: 'images/test/vmlinuz',
       initrd: 'images/test/initrd.img',
@@ -246,15 +259,33 @@ describe('inventory boot decider', () => {
   });
 
   it('a board that cannot boot its image is an error that says why, not a silent null', async () => {
-    await inventory.create({ id: 'big', mac: '02:00:00:00:0c:03', model: 'qemu-virt', arch: 'arm64', ip: '10.177.0.13', power, image: 'test' });
+    await inventory.create({ id: 'big', mac: '02:00:00:00:0c:03', model: 'qemu-virt-arm64', arch: 'arm64', ip: '10.177.0.13', power, image: 'wide' });
     await inventory.create({ id: 'pro', mac: '02:00:00:00:0d:04', model: 'bananapro', arch: 'armv7', ip: '10.177.0.14', power, image: 'test' });
-    const d = decider();
-    await expect(d.decide('02:00:00:00:0c:03')).rejects.toThrow('board big is arm64 but image test is armv7');
-    await expect(d.decide('02:00:00:00:0d:04')).rejects.toThrow('image test has no device tree for model bananapro (bananapro)');
+    const d = decider({ imageFor: (b) => (b.id === 'big' ? 'test' : b.image) });
+    await expect(d.decide('02:00:00:00:0c:03')).rejects.toThrow('board big: image test cannot boot model qemu-virt-arm64 (arm64): it has no arm64 build (it has armv7)');
+    await expect(d.decide('02:00:00:00:0d:04')).rejects.toThrow('board pro: image test cannot boot model bananapro (armv7): it has no device tree sun7i-a20-bananapro.dtb');
+    await expect(decider({ imageFor: () => 'odd' }).decide('02:00:00:00:0b:02')).rejects.toThrow('image odd cannot boot model qemu-virt-armv7 (armv7): its armv7 kernel is the rpi flavour, the model needs armmp');
     await expect(decider({ imageFor: () => 'gone' }).decide('02:00:00:00:0a:01')).rejects.toThrow('board bpi: image gone is not in the catalog');
     // The same boards with an image that fits boot.
     const fits = decider({ imageFor: (b) => (b.id === 'big' ? 'wide' : 'slim') });
-    expect(await fits.decide('02:00:00:00:0c:03')).toMatchObject({ boardId: 'big', arch: 'arm64', image: 'wide', kernel: 'images/wide/Image', initrd: 'images/wide/initrd.img', fdt: undefined });
-    await expect(fits.decide('02:00:00:00:0d:04')).rejects.toThrow('image slim has no device tree for model bananapro (bananapro)');
+    expect(await fits.decide('02:00:00:00:0c:03')).toMatchObject({ boardId: 'big', arch: 'arm64', route: 'boot.scr', image: 'wide', kernel: 'images/wide/Image', initrd: 'images/wide/initrd.img', fdt: undefined });
+    await expect(fits.decide('02:00:00:00:0d:04')).rejects.toThrow('image slim cannot boot model bananapro (armv7): it has no device tree sun7i-a20-bananapro.dtb');
+  });
+
+  it('a multi-arch image gives each model its arch’s kernel, initrd and device tree', async () => {
+    await inventory.create({ id: 'm2u', mac: '02:00:00:00:0e:05', model: 'bananapi-m2u', arch: 'armv7', ip: '10.177.0.15', power, image: 'multi', kernelArgs: 'maxcpus=1' });
+    const d = decider({ imageFor: () => 'multi' });
+    expect(await d.decide('02:00:00:00:0e:05')).toMatchObject({
+      route: 'pxe',
+      kernel: 'images/multi/vmlinuz',
+      initrd: 'images/multi/initrd.img',
+      fdt: 'images/multi/dtbs/r40.dtb',
+      cmdline: 'console=ttyS0,115200 maxcpus=1',
+    });
+    expect(await d.decide('02:00:00:00:0c:03')).toMatchObject({ route: 'boot.scr', arch: 'arm64', kernel: 'images/multi/arm64/Image', initrd: 'images/multi/arm64/initrd.img', fdt: undefined, cmdline: 'console=ttyAMA0,115200' });
+    // The ARMv7 virt board takes the armv7 build and no device tree (QEMU passes its own).
+    expect(await d.decide('02:00:00:00:0b:02')).toMatchObject({ route: 'boot.scr', arch: 'armv7', kernel: 'images/multi/vmlinuz', fdt: undefined });
+    // bananapi (A20): multi carries only the R40's device tree.
+    await expect(d.decide('02:00:00:00:0a:01')).rejects.toThrow('image multi cannot boot model bananapi (armv7): it has no device tree sun7i-a20-bananapi.dtb');
   });
 });

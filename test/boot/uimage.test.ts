@@ -11,6 +11,7 @@ import { requireTools } from '../helpers/tools.js';
 
 const T = 1_764_000_000;
 const spec: BootSpec = {
+  route: 'boot.scr',
   boardId: 'bpi-01',
   mac: '02:00:00:00:00:01',
   ip: '10.77.0.101',

@@ -38,7 +38,7 @@ export function startLabServer(o: LabServerOptions): Promise<RunningServer> {
  * `<prefix>.0/24` with the server on `.1`, boards powered off, the metadata port free on every address
  * (it binds the lab's boot IP) and our own tgtd on its own control port.
  */
-export async function iscsiLabConfig(o: { dataDir: string; prefix: string; boards: number; netns: string; storageDir: string; osTimeoutMs: number; image?: string }): Promise<Config> {
+export async function iscsiLabConfig(o: { dataDir: string; prefix: string; boards: number | string; netns: string; storageDir: string; osTimeoutMs: number; image?: string }): Promise<Config> {
   return loadConfig(undefined, {
     dataDir: o.dataDir,
     api: '127.0.0.1:0',

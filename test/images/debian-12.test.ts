@@ -80,16 +80,17 @@ describe('Debian 12 image (images/debian-12)', () => {
   }, 120_000);
 
   it('manifest: catalog schema, iSCSI syntax, root disk, device trees, and checksums that match', async () => {
-    expect(manifest).toMatchObject({ name: 'debian-12', arch: 'armv7', kernel: 'vmlinuz', initrd: 'initrd.img', rootDisk: 'root.img', iscsiSyntax: 'debian' });
+    expect(manifest).toMatchObject({ name: 'debian-12', arches: { armv7: { kernel: 'vmlinuz', initrd: 'initrd.img', rootDisk: 'root.img' } }, iscsiSyntax: 'debian' });
+    const a = manifest.arches.armv7!;
     expect(manifest.cmdline).toMatch(/^console=\{\{console\}\} root=UUID=[0-9a-f-]{36} ro$/);
-    expect(manifest.dtbs).toMatchObject({ bananapi: 'dtbs/sun7i-a20-bananapi.dtb', bananapro: 'dtbs/sun7i-a20-bananapro.dtb' });
+    expect(a.dtbs).toMatchObject({ bananapi: 'dtbs/sun7i-a20-bananapi.dtb', bananapro: 'dtbs/sun7i-a20-bananapro.dtb' });
     expect(manifest.kernelVersion).toMatch(/^6\.1\.0-\d+-armmp$/);
     expect(manifest.packages).toMatchObject({ 'openssh-server': expect.any(String), 'open-iscsi': expect.any(String), [`linux-image-${manifest.kernelVersion}`]: expect.any(String) });
-    const files = [manifest.kernel, manifest.initrd!, manifest.rootDisk!, ...Object.values(manifest.dtbs)];
+    const files = [a.kernel, a.initrd!, a.rootDisk!, ...Object.values(a.dtbs)];
     expect(Object.keys(manifest.sha256 ?? {}).sort()).toEqual(files.sort());
     for (const [f, h] of Object.entries(manifest.sha256!)) expect(await sha256File(join(OUT, f)), f).toBe(h);
     expect(readFileSync(join(OUT, 'vmlinuz')).readUInt32LE(0x24)).toBe(0x016f2818); // ARM zImage, for bootz
-    for (const d of Object.values(manifest.dtbs)) expect(readFileSync(join(OUT, d)).readUInt32BE(0)).toBe(0xd00dfeed);
+    for (const d of Object.values(a.dtbs)) expect(readFileSync(join(OUT, d)).readUInt32BE(0)).toBe(0xd00dfeed);
   }, 60_000);
 
   it('initramfs: initramfs-tools with the open-iscsi hook (iscsistart, its local-top script, iscsi_tcp) and the board drivers', () => {

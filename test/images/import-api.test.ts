@@ -203,7 +203,9 @@ function expectImageFiles(name: string, manifest: any) {
   const dir = join(imagesDir, name);
   const saved = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
   expect(saved).toEqual(manifest);
-  const files = [manifest.kernel, manifest.rootDisk, ...(manifest.initrd ? [manifest.initrd] : []), ...Object.values(manifest.dtbs)];
+  const a = manifest.arches.armv7;
+  expect(Object.keys(manifest.arches)).toEqual(['armv7']); // an import is one arch
+  const files = [a.kernel, a.rootDisk, ...(a.initrd ? [a.initrd] : []), ...Object.values(a.dtbs)];
   expect(Object.keys(manifest.sha256).sort()).toEqual([...files].sort());
   for (const [f, h] of Object.entries(manifest.sha256)) expect(shaFile(join(dir, f)), f).toBe(h);
 }
@@ -216,12 +218,15 @@ describe('importing disk images', () => {
     const m = r.body;
     expect(m).toMatchObject({
       name: 'rawfs',
-      arch: 'armv7',
-      kernel: 'vmlinuz',
-      initrd: 'initrd.img',
-      rootDisk: 'root.img',
+      arches: {
+        armv7: {
+          kernel: 'vmlinuz',
+          initrd: 'initrd.img',
+          rootDisk: 'root.img',
+          dtbs: { bananapi: 'dtbs/sun7i-a20-bananapi.dtb', bananapro: 'dtbs/sun7i-a20-bananapro.dtb' },
+        },
+      },
       iscsiSyntax: 'debian',
-      dtbs: { bananapi: 'dtbs/sun7i-a20-bananapi.dtb', bananapro: 'dtbs/sun7i-a20-bananapro.dtb' },
       imported: { source: 'upload', format: 'raw', sha256: sha(disk) },
     });
     const uuid = execFileSync('debugfs', ['-R', 'stats', rootfsDisk], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).match(/Filesystem UUID:\s+(\S+)/)![1];
@@ -235,7 +240,7 @@ describe('importing disk images', () => {
 
     const one = await call('GET', '/images/rawfs', { token: TENANT });
     expect(one.status).toBe(200);
-    expect(one.body).toMatchObject({ name: 'rawfs', builtIn: false, rootDisk: 'root.img' });
+    expect(one.body).toMatchObject({ name: 'rawfs', builtIn: false, arches: { armv7: { rootDisk: 'root.img' } } });
     const all = await call('GET', '/images', { token: TENANT });
     expect(all.body.map((i: any) => [i.name, i.builtIn])).toEqual(expect.arrayContaining([['rawfs', false], ['builtin', true]]));
   });
@@ -256,7 +261,7 @@ describe('importing disk images', () => {
       expect(job.phase).toBe('done');
       expect(job.notes.join('\n')).toMatch(/MBR partition table: 1: ext4 \d+ MiB \(boot\), 2: ext4/);
       expect(job.notes.join('\n')).toMatch(/from partition 1 \(ext4\): kernel \/vmlinuz, initrd \/initrd\.img, device trees bananapi=\/dtbs\/sun7i-a20-bananapi\.dtb/);
-      expect(job.image).toMatchObject({ name: 'xzdisk', dtbs: { bananapi: 'dtbs/sun7i-a20-bananapi.dtb' }, imported: { format: 'xz', sha256: shaFile(xz) } });
+      expect(job.image).toMatchObject({ name: 'xzdisk', arches: { armv7: { dtbs: { bananapi: 'dtbs/sun7i-a20-bananapi.dtb' } } }, imported: { format: 'xz', sha256: shaFile(xz) } });
       // root=PARTUUID of the root partition: MBR disk signature 1234abcd, partition 2.
       expect(job.image!.cmdline).toBe('console={{console}} root=PARTUUID=1234abcd-02 rw');
       expect(shaFile(join(imagesDir, 'xzdisk', 'root.img'))).toBe(shaFile(bootDisk));
@@ -281,7 +286,7 @@ describe('importing disk images', () => {
     const r = await call('POST', '/images?wait=true', { body: gz, headers: { 'x-dozen-import': JSON.stringify(spec), 'content-type': 'application/gzip' } });
     importer.jobs.off('progress', onProgress);
     expect(r.status, JSON.stringify(r.body)).toBe(201);
-    expect(r.body).toMatchObject({ name: 'gzdisk', initrd: 'initrd.img', dtbs: { bananapro: 'dtbs/sun7i-a20-bananapi.dtb' }, cmdline: spec.cmdline, imported: { format: 'gz' } });
+    expect(r.body).toMatchObject({ name: 'gzdisk', arches: { armv7: { initrd: 'initrd.img', dtbs: { bananapro: 'dtbs/sun7i-a20-bananapi.dtb' } } }, cmdline: spec.cmdline, imported: { format: 'gz' } });
     expect(updates.at(-1)).toBe(gz.length); // the upload's bytes were counted as they arrived
     expect(shaFile(join(imagesDir, 'gzdisk', 'root.img'))).toBe(shaFile(bootDisk));
     expectImageFiles('gzdisk', r.body);
@@ -292,7 +297,7 @@ describe('importing disk images', () => {
     execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', bootDisk, q]);
     const r = await call('POST', '/images?wait=1', { json: { name: 'qdisk', source: { path: q }, iscsiSyntax: 'dracut' } });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
-    expect(r.body).toMatchObject({ name: 'qdisk', arch: 'armv7', iscsiSyntax: 'dracut', imported: { format: 'qcow2', sha256: shaFile(q) } });
+    expect(r.body).toMatchObject({ name: 'qdisk', arches: { armv7: {} }, iscsiSyntax: 'dracut', imported: { format: 'qcow2', sha256: shaFile(q) } });
     expect(shaFile(join(imagesDir, 'qdisk', 'root.img'))).toBe(shaFile(bootDisk));
     expectImageFiles('qdisk', r.body);
   });
@@ -302,7 +307,7 @@ describe('importing disk images', () => {
       json: { name: 'given', source: { path: plainDisk }, files: { kernel: kernelFile, initrd: initrdFile, dtbs: { bananapi: dtbFile } } },
     });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
-    expect(r.body).toMatchObject({ arch: 'armv7', kernel: 'vmlinuz', initrd: 'initrd.img', dtbs: { bananapi: 'dtbs/sun7i-a20-bananapi.dtb' } });
+    expect(r.body).toMatchObject({ arches: { armv7: { kernel: 'vmlinuz', initrd: 'initrd.img', dtbs: { bananapi: 'dtbs/sun7i-a20-bananapi.dtb' } } } });
     expect(shaFile(join(imagesDir, 'given', 'vmlinuz'))).toBe(shaFile(kernelFile));
     expectImageFiles('given', r.body);
   });

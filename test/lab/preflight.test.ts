@@ -3,7 +3,8 @@ import { chmodSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config.js';
-import { labProblems, UBOOT_BIN } from '../../src/lab/preflight.js';
+import { LAB_KINDS, parseLabBoards, UBOOT_ARM, UBOOT_ARM64 } from '../../src/lab/kinds.js';
+import { labProblems } from '../../src/lab/preflight.js';
 import { requireTools } from '../helpers/tools.js';
 
 /** Runs `cmd args` as root; resolves with its exit code and output. */
@@ -51,14 +52,39 @@ describe('the lab refuses to start without what it needs, and says how to get it
     }
   });
 
-  it('names each missing tool with the package that brings it', () => {
-    const none = labProblems({ isRoot: () => true, hasCommand: () => false, exists: () => false });
-    expect(none).toEqual([
+  it('names each missing tool with the package that brings it, for the kinds of board asked for', () => {
+    const bare = { isRoot: () => true, hasCommand: () => false, exists: () => false, machines: () => [] };
+    expect(labProblems([LAB_KINDS.virt!], bare)).toEqual([
       '`ip` is missing: apt-get install iproute2',
-      '`qemu-system-arm` is missing: apt-get install qemu-system-arm',
-      `${UBOOT_BIN} is missing: apt-get install u-boot-qemu`,
       '/dev/net/tun is missing: load the tun module (modprobe tun)',
+      '`qemu-system-arm` is missing (virt boards): apt-get install qemu-system-arm',
+      `${UBOOT_ARM} is missing (virt boards): apt-get install u-boot-qemu`,
     ]);
-    expect(labProblems({ isRoot: () => true, hasCommand: () => true, exists: () => true })).toEqual([]);
+    const all = parseLabBoards('virt:2,bpim2u:1,arm64:1');
+    expect(labProblems(all, bare)).toEqual([
+      '`ip` is missing: apt-get install iproute2',
+      '/dev/net/tun is missing: load the tun module (modprobe tun)',
+      '`qemu-system-arm` is missing (virt boards): apt-get install qemu-system-arm',
+      `${UBOOT_ARM} is missing (virt boards): apt-get install u-boot-qemu`,
+      '`mkenvimage` is missing (bpim2u boards): apt-get install u-boot-tools',
+      '`mcopy` is missing (bpim2u boards): apt-get install mtools',
+      '`qemu-system-aarch64` is missing (arm64 boards): apt-get install qemu-system-arm',
+      `${UBOOT_ARM64} is missing (arm64 boards): apt-get install u-boot-qemu`,
+    ]);
+    // QEMU 7.2 (Debian 12's own) has everything but the Banana Pi machine.
+    const old = { isRoot: () => true, hasCommand: () => true, exists: () => true, machines: () => ['virt', 'orangepi-pc'] };
+    expect(labProblems(all, old)).toEqual([expect.stringMatching(/^qemu-system-arm has no -M bpim2u .*bookworm-backports/)]);
+    expect(labProblems([LAB_KINDS.virt!], old)).toEqual([]);
+    expect(labProblems(all, { ...old, machines: () => ['virt', 'bpim2u'] })).toEqual([]);
+  });
+
+  it('the lab’s board mix: kinds in order, a number is that many virt boards, and bad specs are named', () => {
+    expect(parseLabBoards('virt:2,bpim2u:2,arm64:1').map((k) => k.name)).toEqual(['virt', 'virt', 'bpim2u', 'bpim2u', 'arm64']);
+    expect(parseLabBoards('bpim2u, arm64').map((k) => k.model)).toEqual(['bananapi-m2u', 'qemu-virt-arm64']);
+    expect(parseLabBoards(3).map((k) => k.model)).toEqual(['qemu-virt-armv7', 'qemu-virt-armv7', 'qemu-virt-armv7']);
+    expect(parseLabBoards('')).toEqual([]);
+    expect(() => parseLabBoards('virt:2,rpi:1')).toThrow('lab boards: "rpi:1" is not <kind>[:<count>] with kind one of virt, arm64, bpim2u');
+    expect(() => parseLabBoards('constructor')).toThrow(/"constructor" is not/);
+    expect(() => parseLabBoards('virt:17')).toThrow('lab boards: 17 boards; the lab holds at most 16');
   });
 });

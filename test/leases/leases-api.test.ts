@@ -42,7 +42,7 @@ describe('allocation', () => {
     const conflict = results.filter((r) => r.status === 409);
     expect(ok).toHaveLength(4);
     expect(conflict).toHaveLength(196);
-    expect(conflict[0]!.body.error).toMatch(/no free board for arch armv7: bpi-01 is provisioning/);
+    expect(conflict[0]!.body.error).toMatch(/no free board for image test: bpi-01 is provisioning/);
     const boards = ok.map((r) => r.body.lease.boardId).sort();
     expect(boards).toEqual(['bpi-01', 'bpi-02', 'bpi-03', 'bpi-04']);
     // the store agrees: one live lease per board, each board provisioning
@@ -207,7 +207,14 @@ describe('bad input', () => {
   it('unknown image, no free board, invalid JSON or fields, expired or revoked tokens', async () => {
     expect((await h.api('POST', '/leases', { image: 'nope' }, tokenA)).body.error).toMatch(/image: unknown image "nope"/);
     const busy = await h.api('POST', '/leases', { image: 'test', board: 'bpi-77' }, tokenA);
-    expect([busy.status, busy.body.error]).toEqual([409, 'no board matches board bpi-77, arch armv7']);
+    expect([busy.status, busy.body.error]).toEqual([409, 'no board matches board bpi-77, image test']);
+    // A board whose model the image cannot boot: 409 naming both, for a lease and for a reimage onto it.
+    expect((await h.api('POST', '/boards', { ...board(60), id: 'pro-1', model: 'bananapro' })).status).toBe(201);
+    const misfit = await h.api('POST', '/leases', { image: 'test', board: 'pro-1' }, tokenA);
+    expect([misfit.status, misfit.body.error]).toEqual([409, 'image test cannot boot model bananapro (armv7): it has no device tree sun7i-a20-bananapro.dtb (board pro-1)']);
+    const wrongArch = await h.api('POST', '/leases', { image: 'test', arch: 'arm64' }, tokenA);
+    expect([wrongArch.status, wrongArch.body.error]).toEqual([400, 'arch: image test has no arm64 build (it has armv7)']);
+    expect((await h.api('DELETE', '/boards/pro-1')).status).toBe(204);
     const j = await h.api('POST', '/leases', '{"image":', tokenA);
     expect([j.status, j.body.error]).toEqual([400, expect.stringMatching(/invalid JSON/)]);
     const f = await h.api('POST', '/leases', { image: 'test', sshKeys: ['not a key'], hostname: 'Bad_Name', extra: 1 }, tokenA);
@@ -507,7 +514,7 @@ describe('allocation and the boot network', () => {
       const any = await net.api('POST', '/leases', { image: 'test', sshKeys: [KEY] }, t);
       expect([any.status, any.body.lease?.boardId]).toEqual([202, 'bpi-02']);
       const named = await net.api('POST', '/leases', { image: 'test', board: 'bpi-01', sshKeys: [KEY] }, t);
-      expect([named.status, named.body.error]).toEqual([409, 'no free board for board bpi-01, arch armv7: bpi-01 has no fenced network port (see GET /v1/network)']);
+      expect([named.status, named.body.error]).toEqual([409, 'no free board for board bpi-01, image test: bpi-01 has no fenced network port (see GET /v1/network)']);
     } finally {
       await net.close();
     }

@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { PowerDriver } from '../../src/power/driver.js';
 import { manualDesk } from '../../src/power/manual.js';
 import { powerDriver } from '../../src/power/registry.js';
-import { UBOOT_BIN } from '../../src/lab/preflight.js';
+import { UBOOT_ARM as UBOOT_BIN } from '../../src/lab/kinds.js';
 import { requireTools } from '../helpers/tools.js';
 import { until } from '../helpers/until.js';
 

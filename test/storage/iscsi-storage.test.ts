@@ -187,7 +187,7 @@ describe('bad input', () => {
   };
 
   it('wrong arch: an arm64 board, or an image whose binaries are not its manifest’s arch', async () => {
-    await expectCode(storage.attach(lease('l-arch1', 'rk-1'), board('rk-1', 'arm64'), image), 'WRONG_ARCH', /board rk-1 is arm64 but image test is armv7/);
+    await expectCode(storage.attach(lease('l-arch1', 'rk-1'), board('rk-1', 'arm64'), image), 'WRONG_ARCH', /board rk-1 is arm64 but image test has no arm64 build/);
     await nothingFor('l-arch1');
     const liar = makeImage('liar', { arch: 'armv7', contentArch: 'arm64' });
     await expectCode(storage.attach(lease('l-arch2', 'bpi-3'), board('bpi-3'), liar), 'WRONG_ARCH', /image liar: its root disk holds AArch64/);
@@ -197,7 +197,7 @@ describe('bad input', () => {
   it('a corrupt image (checksum mismatch) and an image without a root disk', async () => {
     await expectCode(storage.attach(lease('l-bad', 'bpi-3'), board('bpi-3'), makeImage('rotten', { badSum: true })), 'CORRUPT_IMAGE', /image rotten: root disk .* is corrupt/);
     await nothingFor('l-bad');
-    await expectCode(storage.attach(lease('l-nodisk', 'bpi-3'), board('bpi-3'), makeImage('ramdisk-only', { rootDisk: null })), 'NO_ROOT_DISK', /image ramdisk-only has no root disk/);
+    await expectCode(storage.attach(lease('l-nodisk', 'bpi-3'), board('bpi-3'), makeImage('ramdisk-only', { rootDisk: null })), 'NO_ROOT_DISK', /image ramdisk-only has no armv7 root disk/);
     expect(new StorageError('CORRUPT_IMAGE', 'x').status).toBe(422);
   });
 

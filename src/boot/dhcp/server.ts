@@ -94,6 +94,12 @@ export interface DhcpServerOptions {
   lookup: DhcpLookup;
   pool?: { start: string; end: string };
   onEvent?: (ev: DhcpEvent) => void;
+  /**
+   * True when the controller has a permanent neighbour entry for this client's address (the lab pins
+   * every board's): then an OFFER/ACK goes unicast to yiaddr, as RFC 2131 4.1 asks, and only that
+   * board's port sees it. Otherwise (no way to write an ARP entry from Node) it is broadcast.
+   */
+  pinned?: (mac: string, ip: string) => boolean;
 }
 
 const OFFER_HOLD_MS = 60_000; // an offered pool address is kept for the client this long
@@ -467,13 +473,13 @@ export class DhcpServer {
     const out = replyHeader(pkt, ciaddr, ip, hdr, options);
     if (type === MsgType.OFFER) this.stats.offers++;
     else this.stats.acks++;
-    this.transmit(out, pkt, false);
+    this.transmit(out, pkt, false, info.mac);
     const evType = inform ? 'inform' : type === MsgType.OFFER ? 'offer' : 'ack';
     this.emit({ type: evType, mac: info.mac, ...(ip !== ZERO ? { ip } : {}), info });
   }
 
   /** Where a reply goes (RFC 2131 4.1), restricted to our subnet; see the header comment. */
-  private transmit(out: DhcpPacket, req: DhcpPacket, isNak: boolean): void {
+  private transmit(out: DhcpPacket, req: DhcpPacket, isNak: boolean, mac?: string): void {
     const sock = this.send;
     if (!sock) return;
     const maxLen = Math.min(MAX_REPLY, Math.max(DEFAULT_MAX_MESSAGE, (req.options.get(Opt.MAX_MESSAGE_SIZE)?.readUInt16BE(0) ?? 0) - 28));
@@ -485,8 +491,10 @@ export class DhcpServer {
       port = this.port;
     } else if (!isNak && req.ciaddr !== ZERO && !(req.flags & FLAG_BROADCAST) && inSubnet(req.ciaddr, this.subnet)) {
       address = req.ciaddr;
+    } else if (!isNak && mac && out.yiaddr !== ZERO && !(req.flags & FLAG_BROADCAST) && inSubnet(out.yiaddr, this.subnet) && this.o.pinned?.(mac, out.yiaddr)) {
+      address = out.yiaddr; // its link address is pinned: no ARP, the frame goes to that board alone
     }
-    // Without a configured address the client can't receive unicast (we can't write its ARP entry
+    // Else, without a configured address the client can't receive unicast (we can't write its ARP entry
     // from Node), so yiaddr-unicast from RFC 2131 4.1 is replaced by broadcast on the boot link.
     sock.send(buf, port, address, (err) => {
       if (err) log.warn({ err, address, port }, 'dhcp: send failed');
