@@ -9,7 +9,7 @@ import { healthStats } from './api/health.js';
 import { serveApi } from './api/listen.js';
 import { networkRoutes } from './api/routes/network.js';
 import { storageRoutes } from './api/routes/storage.js';
-import { DhcpServer } from './boot/dhcp/server.js';
+import { DhcpServer, type DhcpEvent } from './boot/dhcp/server.js';
 import { enrollLabBoards, networkSpec, powerOnLabBoards } from './boot/lab-boards.js';
 import { BootService } from './boot/service.js';
 import { TftpServer } from './boot/tftp/server.js';
@@ -22,6 +22,8 @@ import { ImageImporter } from './images/import.js';
 import { Inventory } from './inventory/boards.js';
 import { BoardEvents } from './inventory/events.js';
 import { Lab } from './lab/lab.js';
+import { LAB_KINDS } from './lab/kinds.js';
+import { LabUnwedger } from './lab/unwedge.js';
 import { Bus, imageUsers, leaseConsoleHooks, leaseLimits, LeaseService, LeaseSignals, resumeBoardLeaseLogs, resumeContainerConsoles, serveMetadata } from './leases/index.js';
 import { log } from './log.js';
 import { BoardNetwork } from './network/board-network.js';
@@ -114,7 +116,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
     cleanups.push(() => tftp.stop());
     // The lab pins each board's neighbour entry on the controller (src/lab/lab.ts): those get unicast replies.
     const pinned = new Set((lab?.boards() ?? []).map((b) => `${b.mac}/${b.ip}`));
-    const dhcp = new DhcpServer({ serverAddress: config.bootIp, port: d.port, subnet, router, dns, domain, leaseSeconds: d.leaseSeconds, pool: d.pool, lookup: boot.lookup, onEvent: boot.onDhcpEvent, pinned: (mac, ip) => pinned.has(`${mac}/${ip}`) });
+    // Emulated boards whose NIC model can wedge are kicked when their DHCP goes unanswered (src/lab/unwedge.ts).
+    const wedgy = (lab?.boards() ?? []).filter((b) => LAB_KINDS[b.kind]?.unwedge);
+    const unwedger = wedgy.length
+      ? new LabUnwedger(new Map(wedgy.map((b) => [b.mac, { id: b.id, qmp: b.qmp }])), (id) => events.add(id, { type: 'power', message: 'lab: DHCP offers unanswered, QMP stop + cont (emulated GMAC receive wedge)' }))
+      : undefined;
+    const onDhcpEvent = unwedger ? (ev: DhcpEvent) => (boot.onDhcpEvent(ev), unwedger.onDhcpEvent(ev)) : boot.onDhcpEvent;
+    const dhcp = new DhcpServer({ serverAddress: config.bootIp, port: d.port, subnet, router, dns, domain, leaseSeconds: d.leaseSeconds, pool: d.pool, lookup: boot.lookup, onEvent: onDhcpEvent, pinned: (mac, ip) => pinned.has(`${mac}/${ip}`) });
     await dhcp.start();
     cleanups.push(() => dhcp.stop());
     const metaServer = await serveMetadata({ store, signals, boardIp: (id) => inventory.list().find((b) => b.id === id)?.ip }, config.bootIp, config.metadata.port, config.limits);

@@ -34,6 +34,8 @@ export interface LabKind {
   makeGolden?: (b: LabBoardFiles) => Promise<void>;
   /** The golden firmware for a board of this kind. */
   golden: (stateDir: string, id: string) => string;
+  /** Its NIC model can wedge its receiver: the lab watches its DHCP and unwedges it (src/lab/unwedge.ts). */
+  unwedge?: boolean;
   /** Firmware file name in the lab's state folder. */
   firmwareFile: (id: string) => string;
   /** QEMU arguments: machine, firmware, NIC (not serial, QMP, name, -S). */
@@ -76,6 +78,7 @@ export const LAB_KINDS: Record<string, LabKind> = {
     // Four TCG vCPUs cost ~50 s of TLB-flush stalls when dwmac-sun8i loads; -smp 1 is refused by the
     // machine, so the kernel is told to bring up one (/work/shared/BOARD-FACTS.md).
     kernelArgs: 'maxcpus=1',
+    unwedge: true,
     // Per board: U-Boot's environment on the card carries the board's MAC (ethaddr).
     golden: (stateDir, id) => `${stateDir}/${id}.sd.golden.img`,
     firmwareFile: (id) => `${id}.sd.img`,
