@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The slow half of the debian-12 image: a Debian bookworm armhf root file system, cached as a
-# tarball that build.sh unpacks and finishes. Run by build.sh; not meant to be run by hand.
-#   1. debootstrap --variant=minbase with images/debian-12/packages except linux-image-*, in one go:
-#      its second stage runs armhf dpkg through binfmt_misc + qemu-arm;
-#   2. the initramfs configuration (BASE_FILES below, from rootfs/) is put in place;
-#   3. the kernel .debs (images/lib/fetch-armhf-debs.sh) are installed with dpkg: their postinst
-#      builds the initramfs, with the open-iscsi hook, exactly once. (Installing the kernel with
-#      debootstrap builds it twice: once for the kernel, again when initramfs-tools' trigger runs.)
+# The slow half of the debian-12 image: a Debian bookworm root file system of one architecture
+# (armhf or arm64), cached as a tarball that build.sh unpacks and finishes. Run by build.sh; not
+# meant to be run by hand.
+#   1. debootstrap --variant=minbase with images/debian-12/packages (the lines for this architecture)
+#      except linux-image-*, in one go: its second stage runs the foreign dpkg through binfmt_misc +
+#      qemu-arm (armhf) or qemu-aarch64 (arm64);
+#   2. the initramfs configuration (BASE_FILES below, from rootfs/, and modules-ARCH as
+#      /etc/initramfs-tools/modules) is put in place;
+#   3. the kernel .debs (images/lib/fetch-debs.sh) are installed with dpkg: their postinst builds the
+#      initramfs, with the open-iscsi hook, exactly once. (Installing the kernel with debootstrap
+#      builds it twice: once for the kernel, again when initramfs-tools' trigger runs.)
 #
-# Usage: images/debian-12/base.sh KEY TARBALL
+# Usage: images/debian-12/base.sh ARCH KEY TARBALL
+#   ARCH     Debian architecture: armhf or arm64
 #   KEY      cache key computed by build.sh (written into the tarball as /etc/dozen-base-key)
 #   TARBALL  where to put the .tar.zst (written to TARBALL.tmp, renamed when complete)
 #
@@ -18,19 +22,29 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-KEY=${1:?usage: base.sh KEY TARBALL}
-TARBALL=${2:?usage: base.sh KEY TARBALL}
+ARCH=${1:?usage: base.sh ARCH KEY TARBALL}
+KEY=${2:?usage: base.sh ARCH KEY TARBALL}
+TARBALL=${3:?usage: base.sh ARCH KEY TARBALL}
 CACHE=${DOZEN_CACHE:-$REPO/.cache}/debian-12
 MIRROR=${DOZEN_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
-# Files of rootfs/ that the initramfs is built from; build.sh puts them in the base's cache key.
-BASE_FILES="etc/initramfs-tools/conf.d/dozen etc/initramfs-tools/modules etc/iscsi/iscsi.initramfs"
+# Files of rootfs/ that the initramfs is built from; build.sh puts them, and modules-ARCH (the
+# initramfs' module list, installed as /etc/initramfs-tools/modules), in the base's cache key.
+BASE_FILES="etc/initramfs-tools/conf.d/dozen etc/iscsi/iscsi.initramfs"
 
 T0=$(date +%s)
-log() { printf '[debian-12/base] %4ds %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
-die() { printf '[debian-12/base] ERROR: %s\n' "$*" >&2; exit 1; }
+log() { printf '[debian-12/base-%s] %4ds %s\n' "$ARCH" "$(($(date +%s) - T0))" "$*" >&2; }
+die() { printf '[debian-12/base-%s] ERROR: %s\n' "$ARCH" "$*" >&2; exit 1; }
 
-ALL=$(sed 's/#.*//' "$HERE/packages" | tr -s ' \t\n' '\n' | sed '/^$/d')
+case "$ARCH" in
+  armhf) QEMU=qemu-arm ;;
+  arm64) QEMU=qemu-aarch64 ;;
+  *) die "unsupported architecture $ARCH (armhf or arm64)" ;;
+esac
+[ -f "$HERE/modules-$ARCH" ] || die "no initramfs module list $HERE/modules-$ARCH"
+# The package list for ARCH: "ARCH:pkg" lines only for that architecture, plain names for all.
+ALL=$(sed 's/#.*//' "$HERE/packages" | tr -s ' \t\n' '\n' | sed '/^$/d' |
+  awk -v a="$ARCH" '{ n = split($0, f, ":"); if (n == 1) print; else if (f[1] == a) print f[2] }')
 INCLUDE=$(echo "$ALL" | grep -v '^linux-image-' | paste -sd, -)
 KERNEL_META=$(echo "$ALL" | grep '^linux-image-' | head -1)
 [ -n "$KERNEL_META" ] || die "images/debian-12/packages names no linux-image-* package"
@@ -46,9 +60,9 @@ cleanup() { umount_all; rm -rf "$W"; }
 trap cleanup EXIT
 
 # --- 1. debootstrap ----------------------------------------------------------------------------------
-log "debootstrap $SUITE armhf minbase + $(echo "$INCLUDE" | tr ',' ' ') from $MIRROR"
-log "(dpkg runs under qemu-arm emulation: several minutes on a cold cache; progress every 30 s)"
-debootstrap --arch=armhf --variant=minbase --components=main --include="$INCLUDE" \
+log "debootstrap $SUITE $ARCH minbase + $(echo "$INCLUDE" | tr ',' ' ') from $MIRROR"
+log "(dpkg runs under $QEMU emulation: several minutes on a cold cache; progress every 30 s)"
+debootstrap --arch="$ARCH" --variant=minbase --components=main --include="$INCLUDE" \
   --cache-dir="$CACHE/debs" "$SUITE" "$R" "$MIRROR" >"$W/debootstrap.log" 2>&1 &
 DB=$!
 while kill -0 "$DB" 2>/dev/null; do
@@ -67,12 +81,13 @@ log "debootstrap done ($(grep -c '^I: Retrieving' "$W/debootstrap.log" || true) 
 for f in $BASE_FILES; do
   install -D -m 644 "$HERE/rootfs/$f" "$R/$f"
 done
+install -D -m 644 "$HERE/modules-$ARCH" "$R/etc/initramfs-tools/modules"
 # A placeholder initiator name: the real one comes from iscsi_initiator= per lease (dozen-firstboot).
 printf 'GenerateName=yes\n' >"$R/etc/iscsi/initiatorname.iscsi"
 
 # --- 3. the kernel ------------------------------------------------------------------------------------
-KDEBS=$(bash "$REPO/images/lib/fetch-armhf-debs.sh" "$KERNEL_META" \
-  $(bash "$REPO/images/lib/fetch-armhf-debs.sh" --depends "$KERNEL_META" | grep '^linux-image-'))
+FETCH=("$REPO/images/lib/fetch-debs.sh" --arch "$ARCH")
+KDEBS=$(bash "${FETCH[@]}" "$KERNEL_META" $(bash "${FETCH[@]}" --depends "$KERNEL_META" | grep '^linux-image-'))
 mkdir -p "$R/tmp/kernel"
 cp $KDEBS "$R/tmp/kernel/"
 log "installing $(cd "$R/tmp/kernel" && ls | tr '\n' ' ')(builds the initramfs: a few minutes under emulation)"

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Runs INSIDE the image's root (chroot, armhf binaries under qemu-arm) after build.sh has copied
-# images/debian-12/rootfs over it: enables our units and strips what must differ per board. (The
-# initramfs was built by base.sh, with rootfs/'s initramfs configuration.)
+# Runs INSIDE the image's root (chroot; armhf or arm64 binaries under qemu-arm / qemu-aarch64) after
+# build.sh has copied images/debian-12/rootfs over it: enables our units and strips what must differ
+# per board. (The initramfs was built by base.sh, with rootfs/'s initramfs configuration.)
 set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 
