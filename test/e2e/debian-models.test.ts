@@ -1,0 +1,136 @@
+/**
+ * Debian 12 on the lab's Banana Pi M2 Ultra (u-boot-sunxi from its SD card, pxelinux, armmp kernel with
+ * the R40 device tree, the GMAC in the initramfs) and on an arm64 board (qemu_arm64 U-Boot, booti, the
+ * arm64 build of the same image), each with its root on its lease's iSCSI disk: ssh with the lease's
+ * key, a root shell on the model's serial console, and release.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../../src/config.js';
+import { Lab } from '../../src/lab/lab.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import { iscsiLabConfig } from '../helpers/lab-server.js';
+import { runOnConsole, sessionConsole, type TestConsole } from '../helpers/serial.js';
+import { requireRoot, requireTools } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
+import { makeLoopFs, type LoopFs } from '../storage/loop-fs.js';
+
+const BOOT_IP = '10.95.0.1';
+const LAB = 'bpim2u:1,arm64:1';
+const BOOT_MS = 600_000;
+const JOB_MS = 900_000;
+const ROOT_PW = `pw-${randomBytes(6).toString('hex')}`;
+const BOARDS = [
+  { id: 'lab-1', model: 'bananapi-m2u', machine: 'armv7l', tty: '/dev/ttyS0' },
+  { id: 'lab-2', model: 'qemu-virt-arm64', machine: 'aarch64', tty: '/dev/ttyAMA0' },
+];
+let server: RunningServer;
+let fs: LoopFs;
+let token = '';
+const work = mkdtempSync(join(tmpdir(), 'deb-models-'));
+const netns = `dzn-${randomBytes(3).toString('hex')}`;
+const key = join(work, 'id_ed25519');
+const consoles = new Map<string, TestConsole>();
+const leaseOf = new Map<string, string>();
+
+async function api(method: string, path: string, body?: unknown, t = token) {
+  const r = await fetch(`${server.apiUrl}/v1${path}`, { method, headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: r.status, body: (await r.json().catch(() => undefined)) as any };
+}
+
+async function jobSucceeds(jobId: string, boardId: string) {
+  const job = await server.leases.settle(jobId);
+  const events = () => server.events.list(boardId).map((e) => `${e.time} ${e.type} ${e.message}`).join('\n');
+  expect([job.state, job.error ?? ''], events()).toEqual(['succeeded', '']);
+}
+
+/** stdout in `out`; ssh's own notes (known hosts) and errors in `err`. */
+function ssh(ip: string, command: string): { code: number | null; out: string; err: string } {
+  const r = spawnSync('ssh', ['-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', `root@${ip}`, command], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, out: r.stdout ?? '', err: r.stderr ?? '' };
+}
+
+/** sshd may answer a moment after the phone-home: up to 180 s. */
+async function sshOk(ip: string, command: string) {
+  let last = { code: null as number | null, out: '', err: '' };
+  return until(`ssh ${ip} '${command}'`, () => ((last = ssh(ip, command)).code === 0 ? last : undefined), { timeoutMs: 180_000, intervalMs: 1000, detail: () => last.out + last.err });
+}
+
+/** Root's password over ssh, then a root shell on the board's serial console. */
+async function consoleLogin(b: (typeof BOARDS)[number], ip: string, what: string) {
+  const con = consoles.get(b.id)!;
+  expect((await sshOk(ip, `echo root:${ROOT_PW} | chpasswd && echo PW-SET`)).out).toContain('PW-SET');
+  await con.type('\n');
+  await con.out.waitFor(/login: /, 60_000, `${b.id} (${what}: login prompt)`);
+  await con.type('root\n');
+  await con.out.waitFor('Password:', 30_000, `${b.id} (${what}: password prompt)`);
+  await con.type(`${ROOT_PW}\n`);
+  await con.out.waitFor('# ', 60_000, `${b.id} (${what}: root shell)`);
+  await runOnConsole(con, 'dmesg -n 1', { what: b.id });
+}
+
+beforeAll(async () => {
+  requireRoot();
+  requireTools('qemu-system-arm', 'qemu-system-aarch64', 'mkenvimage', 'mcopy', 'tgtd', 'tgtadm', 'ssh', 'ssh-keygen', 'mkfs.btrfs', 'debootstrap');
+  execFileSync('bash', [join(REPO_ROOT, 'images/debian-12/build.sh')], { stdio: 'ignore', timeout: 2_400_000 });
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+  fs = makeLoopFs('btrfs', 8192);
+  server = await startServer(await iscsiLabConfig({ dataDir: join(work, 'data'), prefix: '10.95.0', boards: LAB, netns, storageDir: fs.dir, osTimeoutMs: BOOT_MS, image: 'debian-12' }));
+  for (const b of BOARDS) consoles.set(b.id, sessionConsole(server.consoles, b.id));
+  token = (await api('POST', '/tenants', { id: 'erin', name: 'Erin' }, server.adminToken)).body.token;
+}, 2_700_000);
+
+afterAll(async () => {
+  for (const c of consoles.values()) await c.close();
+  if (server) await server.stop({ labDown: true });
+  else await new Lab({ netns, bootIp: BOOT_IP, subnet: '10.95.0.0/24', boards: LAB, memoryMb: 512, stateDir: join(work, 'data', 'lab') }).down();
+  fs?.cleanup();
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('debian-12 on each board model', () => {
+  it(
+    'a lease reaches ssh with its iSCSI root; the model’s serial console shows the boot and gives a root shell',
+    async () => {
+      const pub = readFileSync(`${key}.pub`, 'utf8').trim();
+      await Promise.all(
+        BOARDS.map(async (b) => {
+          const created = await api('POST', '/leases', { image: 'debian-12', model: b.model, sshKeys: [pub], hostname: `erin-${b.machine}` });
+          expect(created.status, JSON.stringify(created.body)).toBe(202);
+          expect(created.body.lease.boardId).toBe(b.id);
+          leaseOf.set(b.id, created.body.lease.id);
+          await consoles.get(b.id)!.out.waitFor(/Linux version 6\./, BOOT_MS, `${b.id} (kernel on the console)`);
+          await jobSucceeds(created.body.job.id, b.id);
+          const ip = server.inventory.get(b.id).ip;
+          const got = await sshOk(ip, 'hostname; uname -m; findmnt -n -o SOURCE /');
+          expect(got.out.split('\n').filter(Boolean)).toEqual([`erin-${b.machine}`, b.machine, '/dev/sda']);
+          await consoleLogin(b, ip, 'first boot');
+          expect((await runOnConsole(consoles.get(b.id)!, 'tty; uname -m', { what: b.id })).split(/\r?\n/).filter(Boolean)).toEqual([b.tty, b.machine]);
+        }),
+      );
+    },
+    JOB_MS * 2,
+  );
+
+  // Reimage on these models is proven with the test image (test/e2e/board-models.test.ts): with debian-12 it
+  // passed here but took 892 s for the pair (at least one boot retried), which is being looked into.
+  it(
+    'release frees each board and removes its disk',
+    async () => {
+      await Promise.all(
+        BOARDS.map(async (b) => {
+          const id = leaseOf.get(b.id)!;
+          const rel = await api('DELETE', `/leases/${id}`);
+          await jobSucceeds(rel.body.job.id, b.id);
+          expect(server.inventory.get(b.id).state).toBe('available');
+          expect((await server.storage!.store.list()).map((d) => d.id)).not.toContain(id);
+        }),
+      );
+    },
+    JOB_MS * 2,
+  );
+});
