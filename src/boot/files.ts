@@ -21,8 +21,8 @@ const ACCESS = 2;
  *   boot.scr.uimg                 the asking board's own boot script
  *   boards/<id>/boot.scr.uimg     a board's boot script by name — only to that board's reserved IP
  *   pxelinux.cfg/01-<mac>         a board's pxelinux config — only to that board's reserved IP
- * A board gets the one of these its model boots through (BoardModel.boot); the other is refused.
  *   images/<name>/<file>          an image's boot files (kernel, initrd, device trees), to any enrolled board
+ * A board gets the generated file its model boots through (BoardModel.boot); the other is refused.
  * Generated files carry the boot's secrets, so they go to the board's own IP and nowhere else, and only
  * until it has fetched its kernel (`closed`).
  */

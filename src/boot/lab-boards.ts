@@ -15,7 +15,8 @@ import { powerDriver } from '../power/registry.js';
 export async function enrollLabBoards(inventory: Inventory, boards: LabBoard[], image: string): Promise<void> {
   for (const b of boards) {
     const power = { driver: 'qemu', qmp: b.qmp };
-    const firmware = { driver: 'file', path: b.firmware, golden: b.golden };
+    // An SD card stays open in QEMU: restored in place (src/firmware/file.ts).
+    const firmware = { driver: 'file', path: b.firmware, golden: b.golden, ...(b.kind === 'bpim2u' ? { inPlace: true } : {}) };
     const kernelArgs = b.kernelArgs;
     // By MAC, or by id for a lab board enrolled under an earlier MAC scheme or kind.
     const existing = inventory.byMac(b.mac) ?? inventory.list().find((x) => x.id === b.id && LAB_MODELS.has(findModel(x.model)?.id ?? ''));

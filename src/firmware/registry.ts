@@ -7,7 +7,7 @@ export type FirmwareSpec = { driver: string } & Record<string, unknown>;
 
 /** Every firmware driver, by the name a board's `firmware.driver` uses. */
 export const FIRMWARE_DRIVERS: Record<string, (spec: FirmwareSpec) => FirmwareDriver> = {
-  file: (spec) => new FileFirmware(z.object({ path: z.string().min(1), golden: z.string().min(1) }).parse(spec)),
+  file: (spec) => new FileFirmware(z.object({ path: z.string().min(1), golden: z.string().min(1), inPlace: z.boolean().optional() }).parse(spec)),
   command: (spec) => new CommandFirmware(z.object({ verify: z.string().min(1), restore: z.string().min(1), timeoutMs: z.number().int().positive().optional() }).parse(spec)),
 };
 

@@ -4,7 +4,7 @@
  * tampered firmware is restored before the board goes back to the pool, and a firmware that cannot be
  * restored keeps the board out of the pool, visibly.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -27,6 +27,16 @@ const drivers: Array<{ name: string; make: (dir: string) => { fw: FirmwareDriver
       writeFileSync(golden, GOOD);
       writeFileSync(path, GOOD);
       return { fw: firmwareDriver({ driver: 'file', path, golden }), tamper: () => writeFileSync(path, EVIL), read: () => readFileSync(path) };
+    },
+  },
+  {
+    name: 'file in place',
+    make: (dir) => {
+      const path = join(dir, 'sd.img');
+      const golden = join(dir, 'golden.img');
+      writeFileSync(golden, GOOD);
+      writeFileSync(path, GOOD);
+      return { fw: firmwareDriver({ driver: 'file', path, golden, inPlace: true }), tamper: () => writeFileSync(path, EVIL), read: () => readFileSync(path) };
     },
   },
   {
@@ -58,6 +68,33 @@ describe.each(drivers)('FirmwareDriver contract: $name', ({ name, make }) => {
     await fw.restore();
     expect(read().equals(GOOD)).toBe(true);
     expect((await fw.verify()).ok).toBe(true);
+  });
+});
+
+describe('file firmware in place', () => {
+  it('a reader that holds the file open (QEMU and its SD card) sees the restored image, not the tenant’s', async () => {
+    const dir = mkdtempSync(join(work, 'open-'));
+    const path = join(dir, 'sd.img');
+    const golden = join(dir, 'golden.img');
+    writeFileSync(golden, GOOD);
+    writeFileSync(path, GOOD);
+    const fd = openSync(path, 'r+');
+    try {
+      writeSync(fd, EVIL, 0, EVIL.length, 0); // the tenant rewrites its card through the board
+      const fw = firmwareDriver({ driver: 'file', path, golden, inPlace: true });
+      expect((await fw.verify()).ok).toBe(false);
+      await fw.restore();
+      const seen = Buffer.alloc(GOOD.length);
+      readSync(fd, seen, 0, seen.length, 0);
+      expect(seen.equals(GOOD)).toBe(true);
+      // Without inPlace (a rename), the open file would still hold the tenant's bytes.
+      writeSync(fd, EVIL, 0, EVIL.length, 0);
+      await firmwareDriver({ driver: 'file', path, golden }).restore();
+      readSync(fd, seen, 0, EVIL.length, 0);
+      expect(seen.subarray(0, EVIL.length).equals(EVIL)).toBe(true);
+    } finally {
+      closeSync(fd);
+    }
   });
 });
 
