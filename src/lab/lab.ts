@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, readFile, rm, stat, symlink, unlink } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { log } from '../log.js';
@@ -175,9 +175,22 @@ export class Lab {
     await addTap(tap, netns);
     await setMaster(tap, 'br0', netns);
     await linkUp(tap, netns);
-    if ((await this.pid(b)) && (await qmp(b.qmp, [{ execute: 'query-status' }], 2000).then(() => true, () => false))) {
+    const pid = await this.pid(b);
+    const running = pid && (await qmp(b.qmp, [{ execute: 'query-status' }], 2000).then(() => true, () => false));
+    // What kind of board that QEMU is (labs from before kinds ran only virt boards).
+    const runningKind = running ? ((await readFile(`${b.qmp}.kind`, 'utf8').catch(() => 'virt')).trim()) : null;
+    if (running && runningKind === b.kind) {
       log.info({ board: b.id }, 'lab: adopted running QEMU board');
     } else {
+      if (running && pid) {
+        // The lab's mix changed under a running lab: that QEMU is another machine now.
+        log.info({ board: b.id, was: runningKind, now: b.kind }, 'lab: replacing a running QEMU board of another kind');
+        await qmp(b.qmp, [{ execute: 'quit' }], 2000).catch(() => {});
+        killQuietly(pid);
+        // Its tap is free only once it is gone.
+        for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+        await rm(b.firmware, { force: true }); // its firmware belonged to the old kind
+      }
       await unlink(b.qmp).catch(() => {});
       const kind = LAB_KINDS[b.kind]!;
       const files = { id: b.id, mac: b.mac, tap, firmware: b.firmware, golden: b.golden };
@@ -197,7 +210,8 @@ export class Lab {
       } catch (err) {
         throw new Error(`lab: QEMU for ${b.id} did not start: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, { cause: err });
       }
-      log.info({ board: b.id, mac: b.mac }, 'lab: started QEMU board (powered off)');
+      await writeFile(`${b.qmp}.kind`, b.kind);
+      log.info({ board: b.id, mac: b.mac, kind: b.kind }, 'lab: started QEMU board (powered off)');
     }
     await this.linkSerial(b);
   }
@@ -209,6 +223,15 @@ export class Lab {
     if (!pty) throw new Error(`lab: ${b.id} has no serial pty`);
     await unlink(b.serial).catch(() => {});
     await symlink(pty, b.serial);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }
 
