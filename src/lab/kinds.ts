@@ -44,33 +44,25 @@ export interface LabKind {
   needs: Array<[string, string]>;
 }
 
-const virtioNic = (b: LabBoardFiles) => ['-netdev', `tap,id=n0,ifname=${b.tap},script=no,downscript=no`, '-device', `virtio-net-device,netdev=n0,mac=${b.mac}`];
+/** A QEMU `virt` board: Debian's U-Boot for it as -bios (copied per board), a virtio NIC on its tap. */
+function qemuVirt(name: string, model: string, qemu: string, cpu: string, uboot: string): LabKind {
+  return {
+    name,
+    model,
+    qemu,
+    golden: () => uboot,
+    firmwareFile: (id) => `${id}.u-boot.bin`,
+    args: (b, mem) => ['-M', 'virt', '-cpu', cpu, '-m', String(mem), '-bios', b.firmware, '-netdev', `tap,id=n0,ifname=${b.tap},script=no,downscript=no`, '-device', `virtio-net-device,netdev=n0,mac=${b.mac}`],
+    needs: [
+      [qemu, 'apt-get install qemu-system-arm'],
+      [uboot, 'apt-get install u-boot-qemu'],
+    ],
+  };
+}
 
 export const LAB_KINDS: Record<string, LabKind> = {
-  virt: {
-    name: 'virt',
-    model: 'qemu-virt-armv7',
-    qemu: 'qemu-system-arm',
-    golden: () => UBOOT_ARM,
-    firmwareFile: (id) => `${id}.u-boot.bin`,
-    args: (b, mem) => ['-M', 'virt', '-cpu', 'cortex-a15', '-m', String(mem), '-bios', b.firmware, ...virtioNic(b)],
-    needs: [
-      ['qemu-system-arm', 'apt-get install qemu-system-arm'],
-      [UBOOT_ARM, 'apt-get install u-boot-qemu'],
-    ],
-  },
-  arm64: {
-    name: 'arm64',
-    model: 'qemu-virt-arm64',
-    qemu: 'qemu-system-aarch64',
-    golden: () => UBOOT_ARM64,
-    firmwareFile: (id) => `${id}.u-boot.bin`,
-    args: (b, mem) => ['-M', 'virt', '-cpu', 'cortex-a53', '-m', String(mem), '-bios', b.firmware, ...virtioNic(b)],
-    needs: [
-      ['qemu-system-aarch64', 'apt-get install qemu-system-arm'],
-      [UBOOT_ARM64, 'apt-get install u-boot-qemu'],
-    ],
-  },
+  virt: qemuVirt('virt', 'qemu-virt-armv7', 'qemu-system-arm', 'cortex-a15', UBOOT_ARM),
+  arm64: qemuVirt('arm64', 'qemu-virt-arm64', 'qemu-system-aarch64', 'cortex-a53', UBOOT_ARM64),
   bpim2u: {
     name: 'bpim2u',
     model: 'bananapi-m2u',
