@@ -16,6 +16,7 @@ PKGS=(
   socat ser2net                                             # console tests: real pty pairs standing in for serial lines; a real network serial server
   nftables iputils-arping iputils-ping dnsmasq-base tcpdump # board isolation (nft bridge table) and its attack tests: ARP, rogue DHCP, sniffing
   openssh-client                                            # tenants' ssh into leased boards (e2e)
+  kea-dhcp4-server                                          # benchmarks: Kea (memfile) is a DHCP reference beside ours (never started as a service)
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -25,7 +26,7 @@ done
 # three system-emulator packages come from backports; qemu-utils and qemu-user-static stay bookworm's.
 BACKPORTS=/etc/apt/sources.list.d/dozen-backports.sources
 QEMU_BPO=(qemu-system-arm/bookworm-backports qemu-system-common/bookworm-backports qemu-system-data/bookworm-backports)
-qemu_major=$(dpkg-query -W -f='${Version}' qemu-system-arm 2>/dev/null | sed -E 's/^[0-9]+://; s/[^0-9].*//')
+qemu_major=$( (dpkg-query -W -f='${Version}' qemu-system-arm 2>/dev/null || true) | sed -E 's/^[0-9]+://; s/[^0-9].*//')  # not installed: empty
 need_qemu10=0
 [ "${qemu_major:-0}" -ge 10 ] || need_qemu10=1
 if [ $need_qemu10 = 1 ]; then # installed from backports below, not from bookworm first
