@@ -51,6 +51,8 @@ export const configSchema = z
         maxPerClient: z.number().int().positive().default(4),
         /** The largest RFC 2349 timeout (s) a client may choose; larger ones are ignored. */
         maxClientTimeoutS: z.number().int().min(1).max(255).default(5),
+        /** Serve on a thread of its own (src/boot/tftp/thread.ts), off the event loop of the API and consoles. */
+        thread: z.boolean().default(true),
       })
       .prefault({}),
     /** iSCSI root disks for leased boards (src/storage/config.ts). */

@@ -13,6 +13,7 @@ import { DhcpServer, type DhcpEvent } from './boot/dhcp/server.js';
 import { enrollLabBoards, networkSpec, powerOnLabBoards } from './boot/lab-boards.js';
 import { BootService } from './boot/service.js';
 import { TftpServer } from './boot/tftp/server.js';
+import { TftpThread } from './boot/tftp/thread.js';
 import type { Config } from './config.js';
 import { ConsoleSessions, type ConsoleWebSocket } from './console/index.js';
 import { createContainerBackend, watchFailover, type FailoverResult } from './containers/index.js';
@@ -45,7 +46,7 @@ export interface RunningServer {
   images: ImageCatalog;
   lab?: Lab;
   network: BoardNetwork;
-  tftp: TftpServer;
+  tftp: TftpServer | TftpThread;
   dhcp: DhcpServer;
   http: HttpServer;
   apiUrl: string;
@@ -111,7 +112,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
     // The boot network's services: TFTP, DHCP, metadata. What they answer comes from the inventory and the leases.
     const boot = new BootService({ config, inventory, images, events, leaseOnBoard: (id) => leases.leaseOnBoard(id), storage: storage?.storage });
     const { tftp: t, dhcp: d, subnet, router, dns, domain } = config;
-    const tftp = new TftpServer({ address: config.bootIp, port: t.port, maxTransfers: t.maxTransfers, maxPerClient: t.maxPerClient, maxClientTimeoutS: t.maxClientTimeoutS, handler: boot.files, onTransfer: boot.onTransfer });
+    const bounds = { address: config.bootIp, port: t.port, maxTransfers: t.maxTransfers, maxPerClient: t.maxPerClient, maxClientTimeoutS: t.maxClientTimeoutS, onTransfer: boot.onTransfer };
+    const tftp = t.thread ? new TftpThread({ ...bounds, resolve: boot.resolveFile }) : new TftpServer({ ...bounds, handler: boot.files });
     await tftp.start();
     cleanups.push(() => tftp.stop());
     // The lab pins each board's neighbour entry on the controller (src/lab/lab.ts): those get unicast replies.

@@ -1,8 +1,7 @@
-import { Readable } from 'node:stream';
 import type { ImageCatalog } from '../images/catalog.js';
 import type { Inventory } from '../inventory/boards.js';
-import { TftpError, type TftpFile, type TftpHandler } from './tftp/server.js';
-import { fsHandler } from './tftp/fs-handler.js';
+import { resolverHandler, type Resolved, type TftpResolver } from './tftp/resolved.js';
+import { TftpError, type TftpHandler } from './tftp/server.js';
 import { bootScriptImage, pxelinuxName, renderPxelinux } from './render.js';
 import { BOOT_SCRIPT_NAME, type BootDecider, type BootSpec } from './spec.js';
 
@@ -25,9 +24,10 @@ const ACCESS = 2;
  * A board gets the generated file its model boots through (BoardModel.boot); the other is refused.
  * Generated files carry the boot's secrets, so they go to the board's own IP and nowhere else, and only
  * until it has fetched its kernel (`closed`).
+ * Resolved as data (src/boot/tftp/resolved.ts), so the decision stays here and the serving can run on
+ * the TFTP thread.
  */
-export function bootFilesHandler(o: BootFilesOptions): TftpHandler {
-  const imageHandlers = new Map<string, TftpHandler>();
+export function bootFilesResolver(o: BootFilesOptions): TftpResolver {
   return async (rawPath, client) => {
     const path = rawPath.replace(/^\/+/, '');
     const board = o.inventory.byIp(client.address);
@@ -43,7 +43,7 @@ export function bootFilesHandler(o: BootFilesOptions): TftpHandler {
         const other = spec.route === 'pxe' ? pxelinuxName(board.mac) : BOOT_SCRIPT_NAME;
         throw new TftpError(ACCESS, `${board.id} (model ${board.model}) boots through ${other}`);
       }
-      return bufferFile(render(spec));
+      return { bytes: render(spec) } satisfies Resolved;
     };
 
     if (path === BOOT_SCRIPT_NAME) return own(board.mac, 'boot.scr', (s) => bootScriptImage(s));
@@ -65,14 +65,11 @@ export function bootFilesHandler(o: BootFilesOptions): TftpHandler {
       // Only what U-Boot loads, of every arch: not the root disks, not the manifest.
       const bootFiles = new Set(Object.values(image.manifest.arches).flatMap((a) => [a.kernel, a.initrd, ...Object.values(a.dtbs)]).filter(Boolean));
       if (!bootFiles.has(img[2]!)) return null;
-      let h = imageHandlers.get(image.dir);
-      if (!h) imageHandlers.set(image.dir, (h = fsHandler(image.dir)));
-      return h(img[2]!, client);
+      return { file: { root: image.dir, name: img[2]! } } satisfies Resolved;
     }
     return null;
   };
 }
 
-function bufferFile(buf: Buffer): TftpFile {
-  return { stream: Readable.from([buf]), size: buf.length };
-}
+/** The same namespace served on this thread. */
+export const bootFilesHandler = (o: BootFilesOptions): TftpHandler => resolverHandler(bootFilesResolver(o));

@@ -9,7 +9,8 @@ import type { Board, Lease } from '../store/schema.js';
 import { BootWindows, fromFirmware } from './boot-window.js';
 import { bootDecider } from './deciders.js';
 import type { DhcpEvent, DhcpRequestInfo, DhcpReservation } from './dhcp/server.js';
-import { bootFilesHandler } from './files.js';
+import { bootFilesResolver } from './files.js';
+import { resolverHandler, type TftpResolver } from './tftp/resolved.js';
 import { BOOT_SCRIPT_NAME, type BootDecider } from './spec.js';
 import type { TftpHandler, TransferEvent } from './tftp/server.js';
 
@@ -31,7 +32,9 @@ export interface BootServiceDeps {
  */
 export class BootService {
   readonly decider: BootDecider;
-  /** The TFTP namespace the boards see (src/boot/files.ts). */
+  /** The TFTP namespace the boards see (src/boot/files.ts), resolved as data for the TFTP thread. */
+  readonly resolveFile: TftpResolver;
+  /** The same, served on this thread. */
   readonly files: TftpHandler;
   private readonly windows: BootWindows;
   private readonly metadataBase: string;
@@ -47,7 +50,8 @@ export class BootService {
     });
     // A board's generated boot files close once it has its kernel, until its next power-on (a new boot token).
     this.windows = new BootWindows((boardId) => d.leaseOnBoard(boardId)?.bootToken);
-    this.files = bootFilesHandler({ inventory: d.inventory, images: d.images, decider: this.decider, closed: (id) => this.windows.isClosed(id) });
+    this.resolveFile = bootFilesResolver({ inventory: d.inventory, images: d.images, decider: this.decider, closed: (id) => this.windows.isClosed(id) });
+    this.files = resolverHandler(this.resolveFile);
   }
 
   /** A leased board boots with its iSCSI root (when its image has a root disk) and its metadata URLs. */
