@@ -61,12 +61,33 @@ export class Inventory {
     return { ...b };
   }
 
+  /** Every DHCP packet and TFTP request looks a board up: by index, so the cost does not grow with the rack. */
   byMac(mac: string): Board | undefined {
-    return this.o.store.state.boards.find((b) => b.mac === mac);
+    return this.lookup('mac', mac);
   }
 
   byIp(ip: string): Board | undefined {
-    return this.o.store.state.boards.find((b) => b.ip === ip);
+    return this.lookup('ip', ip);
+  }
+
+  /**
+   * Positions in the state's boards array by MAC and by IP. Rebuilt when Inventory changes a board (it is
+   * the only writer of MACs and IPs), when the array is another one (a rolled-back update), or when the
+   * board at a position no longer matches.
+   */
+  private index: { boards: readonly Board[]; mac: Map<string, number>; ip: Map<string, number> } | undefined;
+
+  private lookup(key: 'mac' | 'ip', value: string): Board | undefined {
+    const boards = this.o.store.state.boards;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (this.index?.boards !== boards) this.index = { boards, mac: new Map(boards.map((b, i) => [b.mac, i])), ip: new Map(boards.map((b, i) => [b.ip, i])) };
+      const i = this.index[key].get(value);
+      if (i === undefined) return undefined;
+      const b = boards[i];
+      if (b?.[key] === value) return b;
+      this.index = undefined;
+    }
+    return undefined;
   }
 
   async create(input: BoardInput): Promise<Board> {
@@ -76,6 +97,7 @@ export class Inventory {
     this.checkIp(input.ip);
     checkModel(input);
     return this.o.store.update((s) => {
+      this.index = undefined;
       this.checkUnique(s.boards, input);
       const board: Board = { ...input, state: 'enrolled', createdAt: new Date().toISOString() };
       s.boards.push(board);
@@ -96,6 +118,7 @@ export class Inventory {
       const next = { ...s.boards[i]!, ...patch };
       checkModel(next);
       this.checkUnique(s.boards.filter((_, j) => j !== i), next);
+      this.index = undefined;
       s.boards[i] = next;
       return { ...next };
     }).finally(() => this.changed());
@@ -106,6 +129,7 @@ export class Inventory {
       const b = s.boards.find((x) => x.id === id);
       if (!b) throw new NotFoundError(`board ${id}`);
       if (BUSY.has(b.state)) throw new ConflictError(`board ${id} is ${b.state}; release its lease first`);
+      this.index = undefined;
       s.boards = s.boards.filter((x) => x.id !== id);
     }).finally(() => this.changed());
   }
