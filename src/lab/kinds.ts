@@ -38,6 +38,8 @@ export interface LabKind {
   unwedge?: boolean;
   /** Firmware file name in the lab's state folder. */
   firmwareFile: (id: string) => string;
+  /** QEMU arguments for the machine alone (CPU, memory, clocks): what a direct `-kernel` boot shares with the board. */
+  machine: (memoryMb: number) => string[];
   /** QEMU arguments: machine, firmware, NIC (not serial, QMP, name, -S). */
   args: (b: LabBoardFiles, memoryMb: number) => string[];
   /** Debian packages and files it needs on the host, for the lab's preflight: [path or command, how to get it]. */
@@ -46,13 +48,15 @@ export interface LabKind {
 
 /** A QEMU `virt` board: Debian's U-Boot for it as -bios (copied per board), a virtio NIC on its tap. */
 function qemuVirt(name: string, model: string, qemu: string, cpu: string, uboot: string): LabKind {
+  const machine = (mem: number) => ['-M', 'virt', '-cpu', cpu, '-m', String(mem)];
   return {
     name,
     model,
     qemu,
     golden: () => uboot,
     firmwareFile: (id) => `${id}.u-boot.bin`,
-    args: (b, mem) => ['-M', 'virt', '-cpu', cpu, '-m', String(mem), '-bios', b.firmware, '-netdev', `tap,id=n0,ifname=${b.tap},script=no,downscript=no`, '-device', `virtio-net-device,netdev=n0,mac=${b.mac}`],
+    machine,
+    args: (b, mem) => [...machine(mem), '-bios', b.firmware, '-netdev', `tap,id=n0,ifname=${b.tap},script=no,downscript=no`, '-device', `virtio-net-device,netdev=n0,mac=${b.mac}`],
     needs: [
       [qemu, 'apt-get install qemu-system-arm'],
       [uboot, 'apt-get install u-boot-qemu'],
@@ -81,12 +85,15 @@ export const LAB_KINDS: Record<string, LabKind> = {
         throw new Error(`lab: the SD card of ${b.id} could not be made: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, { cause: err });
       }
     },
-    args: (b, mem) => [
+    machine: (mem) => [
       '-M', 'bpim2u', '-m', String(Math.max(mem, 1024)), // the R40 board has 1 GiB
-      '-drive', `if=sd,format=raw,file=${b.firmware}`,
-      '-nic', `tap,ifname=${b.tap},script=no,downscript=no,model=gmac,mac=${b.mac}`,
       // U-Boot programs CNTFRQ as the R40's 24 MHz; QEMU's counter would tick at 62.5 MHz and Linux's clock run 2.6x fast.
       '-global', 'driver=cortex-a7-arm-cpu,property=cntfrq,value=24000000',
+    ],
+    args: (b, mem) => [
+      ...LAB_KINDS.bpim2u!.machine(mem),
+      '-drive', `if=sd,format=raw,file=${b.firmware}`,
+      '-nic', `tap,ifname=${b.tap},script=no,downscript=no,model=gmac,mac=${b.mac}`,
     ],
     needs: [
       ['qemu-system-arm', 'apt-get install -t bookworm-backports qemu-system-arm (QEMU 10 has -M bpim2u; scripts/setup-host.sh)'],
