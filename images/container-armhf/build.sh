@@ -52,8 +52,8 @@ BUILD_NAME=container-armhf
 # shellcheck source=../lib/build-log.sh
 . "$REPO/images/lib/build-log.sh"
 
-# shellcheck source=../lib/fetch-armhf-debs.sh
-. "$REPO/images/lib/fetch-armhf-debs.sh"
+# shellcheck source=../lib/fetch-debs.sh
+. "$REPO/images/lib/fetch-debs.sh"
 need dpkg-deb dpkg
 need tar tar
 need sha256sum coreutils
@@ -67,9 +67,9 @@ exec 9>"$OUT/.lock"
 flock -w 900 9 || die "another build holds $OUT/.lock for too long"
 
 # --- 1. resolve the dependency closure and fetch it -----------------------------------------
-armhf_init
-armhf_lock
-armhf_ensure_lists "$REFRESH"
+debs_init armhf
+debs_lock
+debs_ensure_lists "$REFRESH"
 resolve_all() {
   declare -gA SEEN=()
   PKGS=()
@@ -79,14 +79,14 @@ resolve_all() {
     [ -n "${SEEN[$p]:-}" ] && continue
     SEEN[$p]=1
     PKGS+=("$p")
-    for d in $(armhf_depends "$p"); do [ -n "${SEEN[$d]:-}" ] || queue+=("$d"); done
+    for d in $(debs_depends "$p"); do [ -n "${SEEN[$d]:-}" ] || queue+=("$d"); done
   done
   DEBS=()
-  for p in "${PKGS[@]}"; do DEBS+=("$(armhf_fetch_one "$p")") || return 1; done
+  for p in "${PKGS[@]}"; do DEBS+=("$(debs_fetch_one "$p")") || return 1; done
 }
 # Resolving costs ~30 apt calls (~9 s); the result only changes with the package lists, so it is
 # kept in OUT/.resolved keyed by the lists' names, sizes and mtimes.
-lists_stamp() { echo "${ROOTS[*]}"; ls -l --time-style=+%s "$ARMHF_CACHE"/lists/*_Packages* 2>/dev/null | awk '{print $5, $6, $7}'; }
+lists_stamp() { echo "${ROOTS[*]}"; ls -l --time-style=+%s "$DEBS_CACHE"/lists/*_Packages* 2>/dev/null | awk '{print $5, $6, $7}'; }
 STAMP=$(lists_stamp | sha256sum | cut -c1-64)
 load_resolved() {
   [ -f "$OUT/.resolved" ] && [ "$(head -1 "$OUT/.resolved")" = "$STAMP" ] || return 1
@@ -97,15 +97,15 @@ load_resolved() {
 }
 if ! load_resolved; then
   if ! resolve_all; then
-    [ "$ARMHF_LISTS_FRESH" = 0 ] || die "could not resolve or download the armhf packages (see above)"
+    [ "$DEBS_LISTS_FRESH" = 0 ] || die "could not resolve or download the armhf packages (see above)"
     log "retrying with fresh package lists (the archive may have moved on)"
-    armhf_update
+    debs_update
     resolve_all || die "could not resolve or download the armhf packages (see above)"
   fi
   STAMP=$(lists_stamp | sha256sum | cut -c1-64)
   { echo "$STAMP"; echo "${PKGS[*]}"; printf '%s\n' "${DEBS[@]}"; } >"$OUT/.resolved"
 fi
-armhf_unlock
+debs_unlock
 log "packages: ${PKGS[*]}"
 
 # --- 2. up to date? --------------------------------------------------------------------------

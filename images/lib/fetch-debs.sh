@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # Fetches Debian .debs of any architecture (armhf, arm64, ...) on any Debian host WITHOUT touching the
-# system's apt configuration: the arch-generic form of fetch-armhf-debs.sh, with the same layout, so
-# for armhf it shares that script's cache, lists and lock (same sources.list: same versions). A private
-# apt state (sources, lists, cache) per architecture lives under
+# system's apt configuration. A private apt state (sources, lists, cache) per architecture lives under
 #   ${DOZEN_CACHE:-<repo>/.cache}/apt-<arch>/
 # and every apt call gets it through -o options. The system's sources.list, lists and dpkg status are
 # never read or written.
@@ -13,9 +11,20 @@
 # or source it and call the debs_* functions: `debs_init ARCH` selects the architecture (and sets
 # DEBS_ARCH, DEBS_CACHE, DEBS_APT, DEBS_LISTS_FRESH); the others act on the one selected last.
 #
-# Caching, refresh and environment: as fetch-armhf-debs.sh (DOZEN_CACHE, DOZEN_DEBIAN_MIRROR,
-# DOZEN_DEBIAN_SUITES, DOZEN_DEBIAN_KEYRING, DOZEN_APT_REFRESH). Lists are fetched once per
-# architecture and reused until a refresh, so a cache keeps resolving the same versions.
+# Caching and reproducibility: package lists are fetched once per architecture and then reused until
+# --refresh (or DOZEN_APT_REFRESH=1), so the same cache always resolves the same versions. A .deb already
+# in the cache with the archive's SHA256 is never downloaded again; a fully warm cache works offline.
+# If the archive has moved on and a cached list names a .deb that is gone (404), the lists are
+# refreshed once and the download retried.
+#
+# Environment:
+#   DOZEN_CACHE            cache root (default: <repo>/.cache)
+#   DOZEN_DEBIAN_MIRROR    default http://deb.debian.org/debian
+#   DOZEN_DEBIAN_SUITES    default "bookworm bookworm-updates" (Debian 12; main component only).
+#                          bookworm-security is left out on purpose: its armhf index has been seen
+#                          half-synced on the mirror ("File has unexpected size"), which would make
+#                          resolution flaky.
+#   DOZEN_DEBIAN_KEYRING   default /usr/share/keyrings/debian-archive-keyring.gpg
 set -euo pipefail
 
 DEBS_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -80,8 +89,7 @@ debs_init() {
   )
 }
 
-# The cache lock of the selected architecture on fd 8 (the same file fetch-armhf-debs.sh locks for
-# armhf; apt's own locking is off). One architecture at a time: unlock before selecting another.
+# The cache lock of the selected architecture on fd 8 (apt's own locking is off). One architecture at a time: unlock before selecting another.
 debs_lock() {
   exec 8>"$DEBS_CACHE/.lock"
   flock -w 600 8 || debs_die "timed out waiting for the lock on $DEBS_CACHE"

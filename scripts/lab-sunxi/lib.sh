@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shared helpers for scripts/lab-sunxi/*.sh (sourced, not run).
 #
-# Private apt state per architecture, in the same spirit as images/lib/fetch-armhf-debs.sh (whose
+# Private apt state per architecture, in the same spirit as images/lib/fetch-debs.sh (whose
 # cache and lists this never touches): sources, lists and .debs live under
 #   ${DOZEN_CACHE:-<repo>/.cache}/lab-sunxi/apt-<arch>/
 # and every apt call gets them through -o options; the system's apt configuration and dpkg status

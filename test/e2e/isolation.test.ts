@@ -185,7 +185,7 @@ beforeAll(async () => {
   execFileSync('bash', [join(REPO_ROOT, `images/${IMAGE}/build.sh`)], { stdio: 'ignore', timeout: 1_500_000 });
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'tenant@isolation-e2e', '-f', key]);
   // The attacker's tools: Debian's static armhf busybox (the same cache the test image is built from).
-  const deb = execFileSync('bash', [join(REPO_ROOT, 'images/lib/fetch-armhf-debs.sh'), 'busybox-static'], { encoding: 'utf8', timeout: 600_000 }).trim().split('\n').pop()!;
+  const deb = execFileSync('bash', [join(REPO_ROOT, 'images/lib/fetch-debs.sh'), '--arch', 'armhf', 'busybox-static'], { encoding: 'utf8', timeout: 600_000 }).trim().split('\n').pop()!;
   mkdirSync(join(work, 'bb'));
   execFileSync('dpkg-deb', ['-x', deb, join(work, 'bb')]);
   busybox = join(work, 'bb', 'bin', 'busybox');
