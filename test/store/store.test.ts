@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -33,27 +33,71 @@ describe('state store', () => {
     await again.close();
   });
 
-  it('runs concurrent updates one at a time, each seeing the last', async () => {
+  it('runs concurrent updates one at a time, each seeing the last; each resolves once it is on disk; they share writes', async () => {
     const d = dir();
     const s = await Store.open(join(d, 'state.json'));
     const file = join(d, 'state.json');
     const counts = (st: { discovered: Array<{ count: number }> }) => st.discovered.map((x) => x.count);
     const onDisk = () => counts(JSON.parse(readFileSync(file, 'utf8')));
-    // What each mutation saw when it ran, in memory and in the file: all the earlier ones, in order, already on disk.
-    const seen: Array<{ i: number; memory: number[]; disk: number[] }> = [];
+    // What each mutation saw in memory when it ran (all the earlier ones, in order), and the file when its promise resolved.
+    const seen: Array<{ i: number; memory: number[] }> = [];
+    const durable: Array<{ i: number; onDisk: boolean }> = [];
     await Promise.all(
       Array.from({ length: 50 }, (_, i) =>
-        s.update((st) => {
-          seen.push({ i, memory: counts(st), disk: onDisk() });
-          st.discovered.push({ mac: `02:00:00:00:01:${(i + 16).toString(16)}`, firstSeen: 'x', lastSeen: 'x', count: i });
-        }),
+        s
+          .update((st) => {
+            seen.push({ i, memory: counts(st) });
+            st.discovered.push({ mac: `02:00:00:00:01:${(i + 16).toString(16)}`, firstSeen: 'x', lastSeen: 'x', count: i });
+            return i;
+          })
+          .then((r) => durable.push({ i: r, onDisk: onDisk().includes(i) })),
       ),
     );
     const upTo = (n: number) => Array.from({ length: n }, (_, k) => k);
-    expect(seen).toEqual(upTo(50).map((i) => ({ i, memory: upTo(i), disk: upTo(i) })));
+    expect(seen).toEqual(upTo(50).map((i) => ({ i, memory: upTo(i) })));
+    expect(durable.sort((a, b) => a.i - b.i)).toEqual(upTo(50).map((i) => ({ i, onDisk: true })));
     expect(counts(s.state)).toEqual(upTo(50));
     expect(onDisk()).toEqual(upTo(50)); // the last write on disk is the last update, not an earlier one
+    // Group commit: 50 concurrent updates took far fewer than 50 durable writes.
+    expect(s.stats.updates).toBe(50);
+    expect(s.stats.writes).toBeLessThanOrEqual(5);
     await s.close();
+  });
+
+  it('a mutation that throws among concurrent ones loses only its own change', async () => {
+    const d = dir();
+    const s = await Store.open(join(d, 'state.json'));
+    const ids = (st: { boards: Array<{ id: string }> }) => st.boards.map((b) => b.id);
+    const results = await Promise.allSettled([
+      s.update((st) => void st.boards.push(board('a'))),
+      s.update((st) => {
+        st.boards.push(board('bb'));
+        throw new Error('nope');
+      }),
+      s.update((st) => void st.boards.push(board('ccc'))),
+      s.update((st) => {
+        st.boards.splice(0); // a partial change, then a failure: all of it undone
+        throw new Error('again');
+      }),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'rejected']);
+    expect(ids(s.state)).toEqual(['a', 'ccc']);
+    expect(ids(JSON.parse(readFileSync(join(d, 'state.json'), 'utf8')))).toEqual(['a', 'ccc']);
+    await s.close();
+  });
+
+  it('a write that fails rejects every mutation it carried and leaves memory as on disk', async () => {
+    const d = dir();
+    const file = join(d, 'state.json');
+    const s = await Store.open(file);
+    await s.update((st) => void st.boards.push(board('a')));
+    rmSync(d, { recursive: true }); // the next write cannot create its temp file
+    const results = await Promise.allSettled([s.update((st) => void st.boards.push(board('bb'))), s.update((st) => void st.boards.push(board('ccc')))]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    expect(s.state.boards.map((b) => b.id)).toEqual(['a']);
+    mkdirSync(d);
+    await s.update((st) => void st.boards.push(board('dddd'))); // the store works again, from the state before the failure
+    expect(JSON.parse(readFileSync(file, 'utf8')).boards.map((b: { id: string }) => b.id)).toEqual(['a', 'dddd']);
   });
 
   it('a failed mutation leaves memory and disk unchanged', async () => {
