@@ -28,9 +28,12 @@ export function leaseConsoleHooks(consoles: ConsoleSessions, containerTty?: (lea
   };
 }
 
-/** After a restart, before anything powers on (so no boot line is missed): live board leases keep logging. */
+/**
+ * After a restart, before anything powers on (so no boot line is missed): live board leases keep logging.
+ * A board without a serial line has no session and nothing to log: it must not stop the start.
+ */
 export async function resumeBoardLeaseLogs(consoles: ConsoleSessions, leases: Lease[]): Promise<void> {
-  for (const l of leases.filter((x) => x.boardId && x.state !== 'released')) await consoles.startLeaseLog(l.boardId!, l.id);
+  for (const l of leases.filter((x) => x.boardId && x.state !== 'released' && consoles.state(x.boardId) !== undefined)) await consoles.startLeaseLog(l.boardId!, l.id);
 }
 
 /** After a restart: active container leases get their TTY back as a console, and keep logging. */
