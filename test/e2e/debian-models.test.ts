@@ -2,7 +2,7 @@
  * Debian 12 on the lab's Banana Pi M2 Ultra (u-boot-sunxi from its SD card, pxelinux, armmp kernel with
  * the R40 device tree, the GMAC in the initramfs) and on an arm64 board (qemu_arm64 U-Boot, booti, the
  * arm64 build of the same image), each with its root on its lease's iSCSI disk: ssh with the lease's
- * key, a root shell on the model's serial console, and release.
+ * key, a root shell on the model's serial console, reimage to a fresh disk, and release.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -116,8 +116,26 @@ describe('debian-12 on each board model', () => {
     JOB_MS * 2,
   );
 
-  // Reimage on these models is proven with the test image (test/e2e/board-models.test.ts): with debian-12 it
-  // passed here but took 892 s for the pair (at least one boot retried), which is being looked into.
+  it(
+    'reimage gives each board a fresh disk: what the tenant wrote is gone, ssh and the console work again',
+    async () => {
+      await Promise.all(
+        BOARDS.map(async (b) => {
+          const ip = server.inventory.get(b.id).ip;
+          expect((await sshOk(ip, 'echo was-here > /root/proof && sync && echo WROTE')).out).toContain('WROTE');
+          const t0 = Date.now();
+          const re = await api('POST', `/leases/${leaseOf.get(b.id)}/reimage`, {});
+          expect(re.status, JSON.stringify(re.body)).toBe(202);
+          await jobSucceeds(re.body.job.id, b.id);
+          console.log(`${b.id} (${b.model}) reimage job ${Date.now() - t0} ms`);
+          expect((await sshOk(ip, 'test -e /root/proof && echo STILL-THERE || echo GONE')).out).toContain('GONE');
+          await consoleLogin(b, ip, 'after reimage');
+        }),
+      );
+    },
+    JOB_MS * 2,
+  );
+
   it(
     'release frees each board and removes its disk',
     async () => {
