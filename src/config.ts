@@ -68,8 +68,10 @@ export const configSchema = z
         bootTimeoutMs: z.number().int().positive().default(120_000),
         osTimeoutMs: z.number().int().positive().default(900_000),
         reapIntervalMs: z.number().int().positive().default(30_000),
-        /** Released leases and their jobs stay visible this long, then are forgotten. */
+        /** Finished jobs and released leases stay readable (GET by id, from <dataDir>/history) this long, then are deleted. */
         keepReleasedDays: z.number().positive().default(30),
+        /** A released lease, and every finished job but a lease's current one, leave the state file for the history after this long. */
+        archiveAfterMs: z.number().int().nonnegative().default(3_600_000),
       })
       .prefault({}),
     /** Where images are found: built-in ones under images/<name>/build, imported ones under <dataDir>/images. */

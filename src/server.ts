@@ -14,6 +14,7 @@ import { enrollLabBoards, networkSpec, powerOnLabBoards } from './boot/lab-board
 import { BootService } from './boot/service.js';
 import { TftpServer } from './boot/tftp/server.js';
 import { TftpThread } from './boot/tftp/thread.js';
+import { HistoryLog } from './store/history.js';
 import type { Config } from './config.js';
 import { ConsoleSessions, type ConsoleWebSocket } from './console/index.js';
 import { createContainerBackend, watchFailover, type FailoverResult } from './containers/index.js';
@@ -106,7 +107,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       leave: (board: string) => network!.leave(board),
       fenced: (board: string) => network?.fenced(board) ?? false,
     };
-    const leases = new LeaseService({ store, inventory, images, events, bus, signals, storage: storage?.storage, containers, console: consoleHooks, network: networkHooks, ...leaseLimits(config) });
+    const history = new HistoryLog(join(config.dataDir, 'history'), config.leases.keepReleasedDays);
+    const leases = new LeaseService({ store, inventory, images, events, bus, signals, storage: storage?.storage, containers, console: consoleHooks, network: networkHooks, history, ...leaseLimits(config) });
     await leases.markDisksMissing(storage?.missingDisks ?? []);
 
     // The boot network's services: TFTP, DHCP, metadata. What they answer comes from the inventory and the leases.
@@ -166,7 +168,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       const onResult = (r: FailoverResult) => void leases.recordFailover(failoverOutcome(r)).catch((err) => log.warn({ err }, 'failover bookkeeping'));
       watchFailover(ct.driver, { records: () => containerRecords(store.state.leases), onResult });
     }
-    const stopReaper = leases.startReaper(config.leases.reapIntervalMs, config.leases.keepReleasedDays * 86_400_000);
+    const stopReaper = leases.startReaper(config.leases.reapIntervalMs, config.leases.keepReleasedDays * 86_400_000, config.leases.archiveAfterMs);
     cleanups.push(async () => stopReaper());
 
     log.info({ api: apiUrl, bootIp: config.bootIp, lab: lab ? lab.boards().map((b) => b.id) : [] }, 'DozenCloud is serving');

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Principal } from '../auth/tokens.js';
 import { authz, consoleIdOf } from '../auth/authz.js';
 import { forPrincipal } from '../auth/redact.js';
+import type { HistoryLog } from '../store/history.js';
 import type { Config } from '../config.js';
 import { fitImage } from '../boot/image-fit.js';
 import { imageArches, type Image, type ImageCatalog } from '../images/catalog.js';
@@ -13,7 +14,7 @@ import { powerDriver } from '../power/registry.js';
 import { firmwareDriver } from '../firmware/registry.js';
 import type { Board, Job, Lease, State } from '../store/schema.js';
 import type { Store } from '../store/store.js';
-import { BadRequestError, ConflictError, HttpError } from '../util/errors.js';
+import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../util/errors.js';
 import type { Bus } from './bus.js';
 import { JobRunner, newJob, stepList, type StepImpl, type StepImpls } from './jobs.js';
 import type { BoardStorage, ConsoleHooks, ContainerFailover, ContainerLeases, NetworkHooks } from './ports.js';
@@ -49,6 +50,8 @@ export interface LeaseServiceDeps {
   powerCallsPerMinute?: number;
   /** Memory (MiB) and CPUs one tenant's live container leases may hold together (default: unbounded). */
   containerQuota?: { memoryMb: number; cpus: number };
+  /** Where finished jobs and long-released leases go (src/store/history.ts); without it they are deleted after keepMs. */
+  history?: HistoryLog;
 }
 
 /** What config.leases and config.limits ask of the lease service. */
@@ -85,6 +88,14 @@ export class LeaseService {
 
   get(p: Principal, id: string): Lease {
     return forPrincipal(p, 'lease', publicLease(authz.lease(this.d.store, p, id)));
+  }
+
+  /** A lease, from the state or, long released, from the history. */
+  async getAny(p: Principal, id: string): Promise<Lease> {
+    if (this.d.store.state.leases.some((l) => l.id === id) || !this.d.history) return this.get(p, id);
+    const r = await this.d.history.find('lease', id);
+    if (!r || !authz.canSeeLease(p, { tenantId: r.tenantId })) throw new NotFoundError(`lease ${id}`);
+    return forPrincipal(p, 'lease', publicLease(r.data as Lease));
   }
 
   /** The lease that holds a board now, if any. */
@@ -310,6 +321,14 @@ export class LeaseService {
     return forPrincipal(p, 'job', job);
   }
 
+  /** A job, from the state or, finished and superseded, from the history. */
+  async jobAny(p: Principal, id: string): Promise<Job> {
+    if (this.d.store.state.jobs.some((j) => j.id === id) || !this.d.history) return this.job(p, id);
+    const r = await this.d.history.find('job', id);
+    if (!r || !authz.canSeeEvent(p, r.tenantId)) throw new HttpError(404, `job ${id} not found`);
+    return forPrincipal(p, 'job', r.data as Job);
+  }
+
   /** Wait for a job to end (tests and the CLI use the SSE stream or this). */
   async settle(jobId: string): Promise<Job> {
     return (await this.running.get(jobId)) ?? this.jobs.get(jobId)!;
@@ -326,7 +345,7 @@ export class LeaseService {
     return resumed;
   }
 
-  /** Forget released leases (and their jobs) after `keepMs`, so the state file does not grow forever. */
+  /** Forget released leases (and their jobs) after `keepMs`, so the state file does not grow forever (no history log). */
   async prune(keepMs: number, now = Date.now()): Promise<number> {
     const old = (l: Lease) => l.state === 'released' && l.releasedAt !== undefined && Date.parse(l.releasedAt) < now - keepMs;
     if (!this.d.store.state.leases.some(old)) return 0;
@@ -336,6 +355,36 @@ export class LeaseService {
       s.jobs = s.jobs.filter((j) => !gone.has(j.leaseId));
       return gone.size;
     });
+  }
+
+  /**
+   * Moves what the state no longer needs to the history log: leases released over `afterMs` ago with all
+   * their jobs, and every other finished job except a lease's current one (`jobId`) and its provision job
+   * (a reimage reads its parameters). Appended first, removed second: a crash in between leaves a record
+   * in both places, never in neither. Returns how many records moved.
+   */
+  async archive(afterMs: number, now = Date.now()): Promise<number> {
+    const history = this.d.history;
+    if (!history) return 0;
+    const s = this.d.store.state;
+    const leasesOut = s.leases.filter((l) => l.state === 'released' && l.releasedAt !== undefined && Date.parse(l.releasedAt) < now - afterMs);
+    const outLeases = new Set(leasesOut.map((l) => l.id));
+    const keep = new Set<string>();
+    for (const l of s.leases) if (!outLeases.has(l.id) && l.jobId) keep.add(l.jobId);
+    for (const j of s.jobs) if (j.kind === 'provision' && !outLeases.has(j.leaseId)) keep.add(j.id);
+    const jobsOut = s.jobs.filter((j) => j.state !== 'running' && !keep.has(j.id));
+    if (!leasesOut.length && !jobsOut.length) return 0;
+    const at = new Date(now).toISOString();
+    await history.append([
+      ...jobsOut.map((j) => ({ kind: 'job' as const, id: j.id, tenantId: j.tenantId, at, data: j })),
+      ...leasesOut.map((l) => ({ kind: 'lease' as const, id: l.id, tenantId: l.tenantId, at, data: l })),
+    ]);
+    const outJobs = new Set(jobsOut.map((j) => j.id));
+    await this.d.store.update((st) => {
+      st.leases = st.leases.filter((l) => !outLeases.has(l.id));
+      st.jobs = st.jobs.filter((j) => !outJobs.has(j.id));
+    });
+    return leasesOut.length + jobsOut.length;
   }
 
   /** Release leases whose time is up. */
@@ -349,11 +398,18 @@ export class LeaseService {
     return due.map((l) => l.id);
   }
 
-  /** Every `intervalMs`: release the leases whose time is up, forget those released over `keepMs` ago. Returns a stop function. */
-  startReaper(intervalMs: number, keepMs: number): () => void {
+  /**
+   * Every `intervalMs`: release the leases whose time is up; move finished jobs and leases released over
+   * `archiveAfterMs` ago to the history (which keeps them `keepMs`), or without a history, forget leases
+   * released over `keepMs` ago. Returns a stop function.
+   */
+  startReaper(intervalMs: number, keepMs: number, archiveAfterMs = 3_600_000): () => void {
     const reaper = setInterval(() => {
       void this.reap();
-      void this.prune(keepMs);
+      if (this.d.history) {
+        this.archive(archiveAfterMs).catch((err) => log.warn({ err }, 'archiving finished jobs and released leases'));
+        this.d.history.prune().catch((err) => log.warn({ err }, 'pruning the history'));
+      } else void this.prune(keepMs);
     }, intervalMs);
     return () => clearInterval(reaper);
   }

@@ -20,7 +20,7 @@ export function leaseRoutes(d: { leases: LeaseService; bus: Bus; store: Store; l
       handler: ({ p, body }) => d.leases.create(p, body),
     }),
     route({ method: 'get', path: '/leases', summary: 'Your leases (admin: all)', access: 'any', handler: ({ p }) => d.leases.list(p) }),
-    route({ method: 'get', path: '/leases/:id', summary: 'Show a lease', access: 'any', handler: ({ p, params }) => d.leases.get(p, params.id!) }),
+    route({ method: 'get', path: '/leases/:id', summary: 'Show a lease', access: 'any', handler: ({ p, params }) => d.leases.getAny(p, params.id!) }),
     route({
       method: 'post',
       path: '/leases/:id/reimage',
@@ -47,7 +47,7 @@ export function leaseRoutes(d: { leases: LeaseService; bus: Bus; store: Store; l
       status: 202,
       handler: ({ p, params }) => d.leases.release(p, params.id!),
     }),
-    route({ method: 'get', path: '/jobs/:id', summary: 'A job and its steps', access: 'any', handler: ({ p, params }) => d.leases.job(p, params.id!) }),
+    route({ method: 'get', path: '/jobs/:id', summary: 'A job and its steps', access: 'any', handler: ({ p, params }) => d.leases.jobAny(p, params.id!) }),
     route({
       method: 'post',
       path: '/jobs/:id/cancel',
