@@ -98,10 +98,28 @@ export class LeaseService {
     return forPrincipal(p, 'lease', publicLease(r.data as Lease));
   }
 
-  /** The lease that holds a board now, if any. */
+  /**
+   * The lease that holds a board now, if any. Every DHCP answer and TFTP request asks, so it is an index:
+   * board → position of its live lease, rebuilt when the leases array is another one or has another
+   * length (a lease added, archived, a rolled-back write), and checked at every hit.
+   */
   leaseOnBoard(boardId: string): Lease | undefined {
-    return this.d.store.state.leases.find((l) => l.boardId === boardId && LIVE.includes(l.state));
+    const leases = this.d.store.state.leases;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (this.onBoard?.leases !== leases || this.onBoard.length !== leases.length) {
+        const byBoard = new Map<string, number>();
+        leases.forEach((l, i) => l.boardId && LIVE.includes(l.state) && byBoard.set(l.boardId, i));
+        this.onBoard = { leases, length: leases.length, byBoard };
+      }
+      const i = this.onBoard.byBoard.get(boardId);
+      if (i === undefined) return undefined;
+      const l = leases[i];
+      if (l?.boardId === boardId && LIVE.includes(l.state)) return l;
+      this.onBoard = undefined; // that lease has ended: look again
+    }
+    return undefined;
   }
+  private onBoard: { leases: readonly Lease[]; length: number; byBoard: Map<string, number> } | undefined;
 
   async create(p: Principal, input: CreateLease): Promise<{ lease: Lease; job: Job }> {
     const tenantId = p.role === 'admin' ? input.tenant : p.tenantId;
