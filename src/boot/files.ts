@@ -49,12 +49,13 @@ export function bootFilesResolver(o: BootFilesOptions): TftpResolver {
     if (path === BOOT_SCRIPT_NAME) return own(board.mac, 'boot.scr', (s) => bootScriptImage(s));
     const byName = /^boards\/([^/]+)\/boot\.scr\.uimg$/.exec(path);
     if (byName) {
-      const target = o.inventory.list().find((b) => b.id === byName[1]);
+      const target = o.inventory.find(byName[1]!);
       if (!target) return null;
       return own(target.mac, 'boot.scr', (s) => bootScriptImage(s));
     }
     if (path.startsWith('pxelinux.cfg/')) {
-      const target = o.inventory.list().find((b) => pxelinuxName(b.mac) === path.toLowerCase());
+      const m = /^pxelinux\.cfg\/01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$/.exec(path.toLowerCase());
+      const target = m ? o.inventory.byMac(m[1]!.replaceAll('-', ':')) : undefined;
       if (!target) return null; // the IP-hex and default-* fallbacks: we always answer 01-<mac> first
       return own(target.mac, 'pxe', (s) => Buffer.from(renderPxelinux(s)));
     }

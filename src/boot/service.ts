@@ -101,7 +101,7 @@ export class BootService {
     const lease = this.d.leaseOnBoard(boardId);
     const boot = lease?.bootToken; // the boot this fetch belonged to, read before anything awaits
     const img = lease && (await this.d.images.get(lease.image));
-    const arch = this.d.inventory.list().find((b) => b.id === boardId)?.arch;
+    const arch = this.d.inventory.find(boardId)?.arch;
     const kernel = img && arch && img.manifest.arches[arch]?.kernel;
     if (img && kernel && path.replace(/^\/+/, '') === `images/${img.name}/${kernel}`) this.windows.close(boardId, boot);
   }

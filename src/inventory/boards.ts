@@ -55,6 +55,11 @@ export class Inventory {
     return this.o.store.state.boards.map((b) => ({ ...b }));
   }
 
+  /** The board itself (read-only), or undefined: for the boot path, which must not copy the rack per request. */
+  find(id: string): Readonly<Board> | undefined {
+    return this.lookup('id', id);
+  }
+
   get(id: string): Board {
     const b = this.o.store.state.boards.find((x) => x.id === id);
     if (!b) throw new NotFoundError(`board ${id}`);
@@ -71,16 +76,19 @@ export class Inventory {
   }
 
   /**
-   * Positions in the state's boards array by MAC and by IP. Rebuilt when Inventory changes a board (it is
-   * the only writer of MACs and IPs), when the array is another one (a rolled-back update), or when the
-   * board at a position no longer matches.
+   * Positions in the state's boards array by id, MAC and IP. Rebuilt when Inventory changes a board (it
+   * is the only writer of ids, MACs and IPs), when the array is another one (a rolled-back update) or has
+   * another length, or when the board at a position no longer matches.
    */
-  private index: { boards: readonly Board[]; mac: Map<string, number>; ip: Map<string, number> } | undefined;
+  private index: { boards: readonly Board[]; length: number; id: Map<string, number>; mac: Map<string, number>; ip: Map<string, number> } | undefined;
 
-  private lookup(key: 'mac' | 'ip', value: string): Board | undefined {
+  private lookup(key: 'id' | 'mac' | 'ip', value: string): Board | undefined {
     const boards = this.o.store.state.boards;
     for (let attempt = 0; attempt < 2; attempt++) {
-      if (this.index?.boards !== boards) this.index = { boards, mac: new Map(boards.map((b, i) => [b.mac, i])), ip: new Map(boards.map((b, i) => [b.ip, i])) };
+      if (this.index?.boards !== boards || this.index.length !== boards.length) {
+        const by = (k: 'id' | 'mac' | 'ip') => new Map(boards.map((b, i) => [b[k], i]));
+        this.index = { boards, length: boards.length, id: by('id'), mac: by('mac'), ip: by('ip') };
+      }
       const i = this.index[key].get(value);
       if (i === undefined) return undefined;
       const b = boards[i];
