@@ -18,6 +18,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = 
   'api-bounds': () => import('./api-bounds.js'),
   'boot-bounds': () => import('./boot-bounds.js'),
   'network-attach': () => import('./network-attach.js'),
+  models: () => import('./models.js'),
 };
 
 // A test run starting meanwhile would take this run's lab namespaces for a killed run's leftovers.
