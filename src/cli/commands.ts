@@ -87,7 +87,7 @@ export function registerClientCommands(program: Command): void {
     });
 
   const boards = program.command('boards').description('the board inventory (admin)');
-  common(boards.command('ls').description('list boards')).action(async (o: Common) => print(await (await client(o)).call('GET', '/boards'), { ...o, columns: BOARD_COLS }));
+  common(boards.command('ls').description('list boards')).action(async (o: Common) => print(await (await client(o)).list('/boards'), { ...o, columns: BOARD_COLS }));
   common(boards.command('add <id>').description('enroll a board'))
     .requiredOption('--mac <mac>')
     .requiredOption('--ip <ip>', 'reserved address on the boot network')
@@ -184,7 +184,7 @@ export function registerClientCommands(program: Command): void {
       print(o.json ? { lease: await api.call('GET', `/leases/${r.lease.id}`), job } : await api.call('GET', `/leases/${r.lease.id}`), o);
       if (job.state === 'failed') process.exitCode = 1;
     });
-  common(lease.command('ls').description('list your leases')).action(async (o: Common) => print(await (await client(o)).call('GET', '/leases'), { ...o, columns: LEASE_COLS }));
+  common(lease.command('ls').description('list your leases')).action(async (o: Common) => print(await (await client(o)).list('/leases'), { ...o, columns: LEASE_COLS }));
   common(lease.command('show <id>').description('show a lease')).action(async (id: string, o: Common) => print(await (await client(o)).call('GET', `/leases/${id}`), o));
   common(lease.command('reimage <id>').description('a fresh disk from the image, then boot'))
     .option('--image <name>', 'switch to another image')

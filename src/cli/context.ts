@@ -1,6 +1,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { nextPage } from '../api/paging.js';
 
 /** Where `dozen login` keeps the server URL and token (mode 0600). */
 export const LOGIN_FILE = process.env.DOZEN_LOGIN_FILE ?? join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'dozen', 'login.json');
@@ -52,6 +53,22 @@ export class ApiClient {
     const json = text ? JSON.parse(text) : undefined;
     if (!res.ok) throw new ApiError(res.status, `${res.status}: ${json?.error ?? text}`);
     return json as T;
+  }
+
+  /** A list, every page of it: follows the API's `Link: <…>; rel="next"` (src/api/paging.ts). */
+  async list<T = any>(path: string): Promise<T[]> {
+    const out: T[] = [];
+    for (let next: string | undefined = path; next; ) {
+      const res: Response = await fetch(`${this.login.url}/v1${next}`, { headers: { authorization: `Bearer ${this.login.token}` } }).catch((err: Error) => {
+        throw new Error(`cannot reach ${this.login.url}: ${err.cause ?? err.message}`);
+      });
+      const text = await res.text();
+      const json = text ? JSON.parse(text) : undefined;
+      if (!res.ok) throw new ApiError(res.status, `${res.status}: ${json?.error ?? text}`);
+      out.push(...(json as T[]));
+      next = nextPage(res.headers.get('link'));
+    }
+    return out;
   }
 
   /** Follow the SSE stream, calling fn for each event until it returns true (or the stream ends). */

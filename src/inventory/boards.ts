@@ -55,6 +55,16 @@ export class Inventory {
     return this.o.store.state.boards.map((b) => ({ ...b }));
   }
 
+  /** Every board, read-only and uncopied (callers copy what they return). */
+  all(): readonly Readonly<Board>[] {
+    return this.o.store.state.boards;
+  }
+
+  /** A board's place in all(), from the index; -1 if unknown. */
+  position(id: string): number {
+    return this.lookup('id', id) ? this.index!.id.get(id)! : -1;
+  }
+
   /** The board itself (read-only), or undefined: for the boot path, which must not copy the rack per request. */
   find(id: string): Readonly<Board> | undefined {
     return this.lookup('id', id);

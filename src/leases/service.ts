@@ -83,7 +83,17 @@ export class LeaseService {
   }
 
   list(p: Principal): Lease[] {
-    return this.d.store.state.leases.filter((l) => authz.canSeeLease(p, l)).map((l) => forPrincipal(p, 'lease', publicLease(l)));
+    return this.present(p, this.visible(p));
+  }
+
+  /** The leases `p` may see, uncopied (for paging before presenting). */
+  visible(p: Principal): readonly Lease[] {
+    return p.role === 'admin' ? this.d.store.state.leases : this.d.store.state.leases.filter((l) => authz.canSeeLease(p, l));
+  }
+
+  /** Leases as `p` may see them: copies, secrets left out. */
+  present(p: Principal, leases: readonly Lease[]): Lease[] {
+    return leases.map((l) => forPrincipal(p, 'lease', publicLease(l)));
   }
 
   get(p: Principal, id: string): Lease {

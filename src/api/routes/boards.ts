@@ -4,6 +4,7 @@ import type { BoardEvents } from '../../inventory/events.js';
 import { manualDesk } from '../../power/manual.js';
 import { powerDriver } from '../../power/registry.js';
 import { ConflictError } from '../../util/errors.js';
+import { MAX_PAGE, page } from '../paging.js';
 import { route, type Route } from '../route.js';
 
 const boardStateSchema = z.object({ state: z.enum(['available', 'maintenance']), reason: z.string().min(1).max(500) }).strict();
@@ -14,10 +15,12 @@ export function boardRoutes(d: { inventory: Inventory; events: BoardEvents }): R
     route({
       method: 'get',
       path: '/boards',
-      summary: 'List boards (tenants: id, model, arch and whether free)',
+      summary: `List boards (tenants: id, model, arch and whether free); paged: ?limit= (at most ${MAX_PAGE}) &after=<id>, Link rel="next"`,
       access: 'any',
-      handler: ({ p }) =>
-        p.role === 'admin' ? d.inventory.list() : d.inventory.list().map((b) => ({ id: b.id, model: b.model, arch: b.arch, available: b.state === 'available' })),
+      handler: ({ p, req, res }) => {
+        const boards = page(req, res, d.inventory.all(), (id) => d.inventory.position(id));
+        return p.role === 'admin' ? boards.map((b) => ({ ...b })) : boards.map((b) => ({ id: b.id, model: b.model, arch: b.arch, available: b.state === 'available' }));
+      },
     }),
     route({ method: 'post', path: '/boards', summary: 'Enroll a board', access: 'admin', body: boardInputSchema, status: 201, handler: ({ body }) => d.inventory.create(body) }),
     route({ method: 'get', path: '/boards/:id', summary: 'Show a board', access: 'admin', handler: ({ params }) => d.inventory.get(params.id!) }),

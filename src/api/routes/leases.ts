@@ -5,6 +5,7 @@ import type { Store } from '../../store/store.js';
 import { createLeaseSchema, powerActionSchema, reimageSchema } from '../../leases/schemas.js';
 import type { LeaseService } from '../../leases/service.js';
 import { HttpError } from '../../util/errors.js';
+import { MAX_PAGE, page } from '../paging.js';
 import { route, type Route } from '../route.js';
 
 export function leaseRoutes(d: { leases: LeaseService; bus: Bus; store: Store; limits?: { eventStreamsPerToken: number } }): Route[] {
@@ -19,7 +20,13 @@ export function leaseRoutes(d: { leases: LeaseService; bus: Bus; store: Store; l
       status: 202,
       handler: ({ p, body }) => d.leases.create(p, body),
     }),
-    route({ method: 'get', path: '/leases', summary: 'Your leases (admin: all)', access: 'any', handler: ({ p }) => d.leases.list(p) }),
+    route({
+      method: 'get',
+      path: '/leases',
+      summary: `Your leases (admin: all): live ones and those released in the last hour (older: GET /leases/:id); paged: ?limit= (at most ${MAX_PAGE}) &after=<id>, Link rel="next"`,
+      access: 'any',
+      handler: ({ p, req, res }) => d.leases.present(p, page(req, res, d.leases.visible(p))),
+    }),
     route({ method: 'get', path: '/leases/:id', summary: 'Show a lease', access: 'any', handler: ({ p, params }) => d.leases.getAny(p, params.id!) }),
     route({
       method: 'post',
