@@ -37,6 +37,8 @@ export const configSchema = z
         leaseSeconds: z.number().int().positive().default(3600),
         /** Dynamic addresses for unknown MACs (discovery); off unless set. */
         pool: z.object({ start: z.ipv4(), end: z.ipv4() }).optional(),
+        /** Serve on a thread of its own (src/boot/dhcp/thread.ts): only the reservation lookup runs on the main thread. */
+        thread: z.boolean().default(true),
       })
       .prefault({}),
     tftp: z

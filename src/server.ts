@@ -10,6 +10,7 @@ import { serveApi } from './api/listen.js';
 import { networkRoutes } from './api/routes/network.js';
 import { storageRoutes } from './api/routes/storage.js';
 import { DhcpServer, type DhcpEvent } from './boot/dhcp/server.js';
+import { DhcpThread } from './boot/dhcp/thread.js';
 import { enrollLabBoards, networkSpec, powerOnLabBoards } from './boot/lab-boards.js';
 import { BootService } from './boot/service.js';
 import { TftpServer } from './boot/tftp/server.js';
@@ -48,7 +49,7 @@ export interface RunningServer {
   lab?: Lab;
   network: BoardNetwork;
   tftp: TftpServer | TftpThread;
-  dhcp: DhcpServer;
+  dhcp: DhcpServer | DhcpThread;
   http: HttpServer;
   apiUrl: string;
   adminToken: string;
@@ -126,10 +127,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
       ? new LabUnwedger(new Map(wedgy.map((b) => [b.mac, { id: b.id, qmp: b.qmp }])), (id) => events.add(id, { type: 'power', message: 'lab: DHCP offers unanswered, QMP stop + cont (emulated GMAC receive wedge)' }))
       : undefined;
     const onDhcpEvent = unwedger ? (ev: DhcpEvent) => (boot.onDhcpEvent(ev), unwedger.onDhcpEvent(ev)) : boot.onDhcpEvent;
-    const dhcp = new DhcpServer({ serverAddress: config.bootIp, port: d.port, subnet, router, dns, domain, leaseSeconds: d.leaseSeconds, pool: d.pool, lookup: boot.lookup, onEvent: onDhcpEvent, pinned: (mac, ip) => pinned.has(`${mac}/${ip}`) });
+    const dhcpOptions = { serverAddress: config.bootIp, port: d.port, subnet, router, dns, domain, leaseSeconds: d.leaseSeconds, pool: d.pool, lookup: boot.lookup, onEvent: onDhcpEvent };
+    const dhcp = d.thread ? new DhcpThread({ ...dhcpOptions, pinned: [...pinned] }) : new DhcpServer({ ...dhcpOptions, pinned: (mac, ip) => pinned.has(`${mac}/${ip}`) });
     await dhcp.start();
     cleanups.push(() => dhcp.stop());
-    const metaServer = await serveMetadata({ store, signals, boardIp: (id) => inventory.list().find((b) => b.id === id)?.ip }, config.bootIp, config.metadata.port, config.limits);
+    const metaServer = await serveMetadata({ store, signals, boardIp: (id) => inventory.find(id)?.ip }, config.bootIp, config.metadata.port, config.limits);
     cleanups.push(() => closeHttp(metaServer));
 
     // Board ports fenced before any board powers on or any job runs: only now are the services' ports known.

@@ -82,6 +82,15 @@ export type DhcpEvent = {
   info?: DhcpRequestInfo;
 };
 
+export interface DhcpStats {
+  received: number;
+  malformed: number;
+  offers: number;
+  acks: number;
+  naks: number;
+  ignored: number;
+}
+
 export interface DhcpServerOptions {
   serverAddress: string;
   port?: number;
@@ -225,7 +234,7 @@ type Resolved = { ip: string; res: DhcpReservation | null } | { skip: DhcpEvent 
 
 export class DhcpServer {
   /** Counters since start. `ignored` includes 'unknown' (a MAC nobody enrolled gets no reply). */
-  readonly stats = { received: 0, malformed: 0, offers: 0, acks: 0, naks: 0, ignored: 0 };
+  readonly stats: DhcpStats = { received: 0, malformed: 0, offers: 0, acks: 0, naks: 0, ignored: 0 };
 
   private readonly port: number;
   private readonly subnet: Subnet;
@@ -267,6 +276,11 @@ export class DhcpServer {
       }
     }
     log.info({ serverAddress: this.o.serverAddress, listen, port: this.port }, 'dhcp: listening');
+  }
+
+  /** Where it answers from. */
+  address(): { address: string; port: number } {
+    return { address: this.o.serverAddress, port: this.port };
   }
 
   async stop(): Promise<void> {
