@@ -405,7 +405,8 @@ export class LeaseService {
     const at = new Date(now).toISOString();
     await history.append([
       ...jobsOut.map((j) => ({ kind: 'job' as const, id: j.id, tenantId: j.tenantId, at, data: j })),
-      ...leasesOut.map((l) => ({ kind: 'lease' as const, id: l.id, tenantId: l.tenantId, at, data: l })),
+      // Without its secrets: the target and the boot are gone, and the history outlives the state.
+      ...leasesOut.map((l) => ({ kind: 'lease' as const, id: l.id, tenantId: l.tenantId, at, data: publicLease(l) })),
     ]);
     const outJobs = new Set(jobsOut.map((j) => j.id));
     await this.d.store.update((st) => {

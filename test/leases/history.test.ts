@@ -2,7 +2,7 @@
  * The history log (src/store/history.ts): finished jobs and long-released leases leave the state file,
  * and stay readable by id, to their tenant only, until the history's keep period ends.
  */
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -40,11 +40,15 @@ it('a lease released long ago leaves the state with its jobs, and is still shown
   const jobIds = h.store.state.jobs.filter((j) => j.leaseId === id).map((j) => j.id);
   expect(jobIds).toHaveLength(2);
 
+  expect(h.store.state.leases.find((l) => l.id === id)!.bootToken).toEqual(expect.any(String)); // a secret the history must not keep
   expect(await h.leases.archive(3_600_000)).toBe(0); // released just now: it stays
   expect(await h.leases.archive(3_600_000, Date.now() + 3_700_000)).toBe(3);
   expect(h.store.state.leases.map((l) => l.id)).not.toContain(id);
   expect(h.store.state.jobs.filter((j) => j.leaseId === id)).toEqual([]);
-  expect(readdirSync(join(dir, 'history'))).toEqual([expect.stringMatching(/^history-\d{4}-\d{2}-\d{2}\.jsonl$/)]);
+  const files = readdirSync(join(dir, 'history'));
+  expect(files).toEqual([expect.stringMatching(/^history-\d{4}-\d{2}-\d{2}\.jsonl$/)]);
+  const line = readFileSync(join(dir, 'history', files[0]!), 'utf8').split('\n').find((l) => l.includes('"kind":"lease"'))!;
+  expect(JSON.parse(line).data.bootToken).toBeUndefined(); // no secrets in the history
 
   const shown = await h.api('GET', `/leases/${id}`, undefined, tokenA);
   expect([shown.status, shown.body.state, shown.body.id]).toEqual([200, 'released', id]);
