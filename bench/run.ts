@@ -19,6 +19,8 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = 
   'boot-bounds': () => import('./boot-bounds.js'),
   'network-attach': () => import('./network-attach.js'),
   models: () => import('./models.js'),
+  'state-growth': () => import('./state-growth.js'),
+  'dhcp-rate': () => import('./dhcp-rate.js'),
 };
 
 // A test run starting meanwhile would take this run's lab namespaces for a killed run's leftovers.
