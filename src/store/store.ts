@@ -11,12 +11,15 @@ export class StoreError extends Error {}
 export class DurableJsonAdapter {
   /** The file is missing or older than this server: write it once at open. */
   stale = false;
+  /** The document as it is on disk (last read or written): what memory goes back to when a change fails. */
+  onDisk = '';
   constructor(readonly path: string) {}
 
   async read(): Promise<State | null> {
     const text = await readFileIfExists(this.path);
     this.stale = text === null;
     if (text === null) return null;
+    this.onDisk = text;
     let raw: any;
     try {
       raw = JSON.parse(text);
@@ -43,7 +46,14 @@ export class DurableJsonAdapter {
 
   /** Compact: the file is rewritten on every change, and indentation made it ~40% larger and slower to write. */
   async write(data: State): Promise<void> {
-    await writeFileDurable(this.path, JSON.stringify(data) + '\n');
+    const text = JSON.stringify(data) + '\n';
+    await writeFileDurable(this.path, text);
+    this.onDisk = text;
+  }
+
+  /** The state as it is on disk, parsed afresh (our own text, checked when it was read or made). */
+  fromDisk(): State {
+    return JSON.parse(this.onDisk) as State;
   }
 }
 
@@ -104,6 +114,7 @@ export class Store {
   readonly stats = { writes: 0, updates: 0 };
   private constructor(
     private readonly db: Low<State>,
+    private readonly adapter: DurableJsonAdapter,
     private readonly unlock: () => Promise<void>,
     readonly path: string,
   ) {}
@@ -116,7 +127,7 @@ export class Store {
       const db = new Low<State>(adapter, emptyState());
       await db.read();
       if (adapter.stale) await db.write(); // new or migrated; an up-to-date file is not rewritten at every start
-      return new Store(db, unlock, path);
+      return new Store(db, adapter, unlock, path);
     } catch (err) {
       await unlock();
       throw err;
@@ -147,20 +158,22 @@ export class Store {
       });
   }
 
-  /** Applies what is pending and writes it once; again while more arrived meanwhile. */
+  /**
+   * Applies what is pending and writes it once; again while more arrived meanwhile. No copy of the state
+   * is taken per change (at a full rack that copy cost more than the write): when a change throws,
+   * memory goes back to what is on disk and the batch's earlier changes are applied again, so a failed
+   * change leaves what the others did and nothing of its own.
+   */
   private async flush(): Promise<void> {
     while (this.pending.length) {
       const batch = this.pending.splice(0);
-      let before: State | undefined; // the state as it is on disk, never the live object
-      const applied: Array<{ u: PendingUpdate; value: unknown }> = [];
+      let applied: Array<{ u: PendingUpdate; value: unknown }> = [];
       for (const u of batch) {
-        const snapshot = structuredClone(this.db.data);
-        before ??= snapshot;
         try {
           applied.push({ u, value: u.fn(this.db.data) });
         } catch (err) {
-          this.db.data = snapshot === before ? structuredClone(snapshot) : snapshot; // a failed mutation leaves what the others did
           u.reject(err);
+          applied = this.replay(applied);
         }
       }
       if (!applied.length) continue;
@@ -170,9 +183,29 @@ export class Store {
         this.stats.updates += applied.length;
         for (const a of applied) a.u.resolve(a.value);
       } catch (err) {
-        this.db.data = before!; // a failed write leaves memory as it is on disk
+        this.db.data = this.adapter.fromDisk(); // a failed write leaves memory as it is on disk
         for (const a of applied) a.u.reject(err);
       }
+    }
+  }
+
+  /** Memory back to what is on disk, then `applied` again on it (their results are the ones returned). */
+  private replay(applied: Array<{ u: PendingUpdate; value: unknown }>): Array<{ u: PendingUpdate; value: unknown }> {
+    for (;;) {
+      this.db.data = this.adapter.fromDisk();
+      const again: typeof applied = [];
+      let failed = -1;
+      for (const [i, a] of applied.entries()) {
+        try {
+          again.push({ u: a.u, value: a.u.fn(this.db.data) });
+        } catch (err) {
+          a.u.reject(err); // it worked a moment ago on the same state; if not now, it is out, and never half-applied
+          failed = i;
+          break;
+        }
+      }
+      if (failed < 0) return again;
+      applied = applied.filter((_, i) => i !== failed);
     }
   }
 

@@ -86,6 +86,28 @@ describe('state store', () => {
     await s.close();
   });
 
+  it('no copy per change: after a change throws, the batch’s earlier ones are applied again on the state as on disk', async () => {
+    const d = dir();
+    const s = await Store.open(join(d, 'state.json'));
+    await s.update((st) => void st.boards.push(board('a')));
+    let runs = 0;
+    const [first, second] = await Promise.allSettled([
+      s.update((st) => {
+        runs++;
+        st.boards.push(board('bb'));
+        return st.boards.length;
+      }),
+      s.update((st) => {
+        st.boards[0]!.image = 'changed, then thrown away';
+        throw new Error('nope');
+      }),
+    ]);
+    expect([first, second.status]).toEqual([{ status: 'fulfilled', value: 2 }, 'rejected']);
+    expect(runs).toBe(2); // applied, then applied again once the failed one was undone
+    expect(s.state.boards.map((b) => [b.id, b.image])).toEqual([['a', 'test'], ['bb', 'test']]);
+    await s.close();
+  });
+
   it('a write that fails rejects every mutation it carried and leaves memory as on disk', async () => {
     const d = dir();
     const file = join(d, 'state.json');
