@@ -21,6 +21,7 @@ const SERIAL = [
   'test/boot/boot-files.test.ts',
   'test/api/boards.test.ts',
   'test/store/store.test.ts',
+  'test/storm/**/*.test.ts',
 ];
 
 export default defineConfig({

@@ -21,6 +21,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<unknown> }>> = 
   models: () => import('./models.js'),
   'state-growth': () => import('./state-growth.js'),
   'dhcp-rate': () => import('./dhcp-rate.js'),
+  storm: () => import('./storm.js'),
 };
 
 // A test run starting meanwhile would take this run's lab namespaces for a killed run's leftovers.
