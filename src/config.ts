@@ -48,7 +48,12 @@ export const configSchema = z
         /** What the boot script tells U-Boot to ask for (tftpblocksize, tftpwindowsize). */
         blksize: z.number().int().min(512).max(65464).default(1468),
         windowsize: z.number().int().min(1).max(64).default(16),
-        maxTransfers: z.number().int().positive().default(64),
+        /**
+         * Transfers at once; past it a request waits for a slot. A rack's boot storm must fit: U-Boot gives up
+         * on a request after ~55 s of retransmits, so 1,000 boards queued behind 64 slots lost a quarter of them
+         * (npm run bench -- storm). Each transfer holds ~128 KiB of read-ahead.
+         */
+        maxTransfers: z.number().int().positive().default(1024),
         /** Per client address; past either bound a request waits for a slot (a slower boot, never a refused one). */
         maxPerClient: z.number().int().positive().default(4),
         /** The largest RFC 2349 timeout (s) a client may choose; larger ones are ignored. */

@@ -299,6 +299,7 @@ export class DhcpServer {
       s.once('error', fail);
       s.bind({ address, port: this.port }, () => {
         s.off('error', fail);
+        s.setRecvBufferSize(1 << 20); // a rack powering on at once: absorb the burst (the kernel caps it at rmem_max)
         s.on('error', (err) => log.warn({ err }, 'dhcp: socket error'));
         s.on('message', (buf, rinfo) => this.onMessage(buf, rinfo));
         resolve(s);

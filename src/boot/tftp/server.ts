@@ -288,7 +288,8 @@ class Transfer {
 
     this.neg = this.negotiate(file.size);
     const { blksize, windowsize } = this.neg;
-    this.source = new BlockSource(file.stream, blksize, Math.min(8 << 20, Math.max(256 << 10, 2 * blksize * windowsize)));
+    // Two windows ahead, at least 64 KiB: enough to never wait on the page cache, small enough for 1,000 at once.
+    this.source = new BlockSource(file.stream, blksize, Math.min(8 << 20, Math.max(64 << 10, 2 * blksize * windowsize)));
     if (this.neg.oack) {
       this.phase = 'oack';
       this.oackPkt = encodeOack(this.neg.oack);
