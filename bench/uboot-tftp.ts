@@ -14,7 +14,9 @@ const REF_IP = '10.81.0.2';
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 
 export async function run() {
-  const server = await startLabServer({ net: 81, prefix: 'dzb' });
+  // No port fences here: they let a board reach the controller's boot IP alone, and the reference listens
+  // on its own address; both servers' packets then cross the same plain bridge.
+  const server = await startLabServer({ net: 81, prefix: 'dzb', extra: { network: { driver: 'none' } } });
   const config = server.config;
   const board = server.inventory.list()[0]!;
   const image = (await server.images.get('test'))!;
