@@ -127,6 +127,7 @@ export class Store {
       const db = new Low<State>(adapter, emptyState());
       await db.read();
       if (adapter.stale) await db.write(); // new or migrated; an up-to-date file is not rewritten at every start
+      else adapter.onDisk = JSON.stringify(db.data) + '\n'; // as checked (schema defaults filled): what a failed change goes back to
       return new Store(db, adapter, unlock, path);
     } catch (err) {
       await unlock();
