@@ -27,6 +27,7 @@ import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from '../src/config.js';
 import { holdRunLock, RUN_LOCK } from '../test/helpers/run-lock.js';
 import { buildServedFiles, type ServedFiles } from './storm/files.js';
+import { chattySerial, startApiProbe, type ApiProbeResult } from './storm/api-probe.js';
 import { makePlan, runClients } from './storm/harness.js';
 import { createStormNet, removeStaleStormNets, type StormNet } from './storm/net.js';
 import { RELAY_IP, STORM_SUBNET, stormBoards, udpRcvbufErrors, type StormBoard, type StormResult } from './storm/plan.js';
@@ -36,10 +37,13 @@ const NS = (process.env.BENCH_STORM_N ?? '10,100,300,1000').split(',').map(Numbe
 const SERVERS = (process.env.BENCH_STORM_SERVERS ?? SERVER_NAMES.join(',')).split(',') as ServerName[];
 const WINDOWS = (process.env.BENCH_STORM_PASSES ?? '1,16').split(',').map(Number);
 const DEADLINE_MS = Number(process.env.BENCH_STORM_DEADLINE_S ?? 600) * 1000;
-/** Our server's shipped tftp.maxTransfers: `ours-max` is only run where N exceeds it. */
-const OURS_DEFAULT_MAX_TRANSFERS = 64;
+/** Our server's shipped tftp.maxTransfers (src/config.ts): `ours-max` is only run where N exceeds it. */
+const OURS_DEFAULT_MAX_TRANSFERS = 1024;
 
 export interface Row {
+  /** Ours: GET /v1/boards p99 during the storm, with 10 console viewers attached (goal < 100 ms). */
+  apiGetBoardsP99Ms?: number;
+  api?: ApiProbeResult;
   n: number;
   windowsize: number;
   server: ServerName;
@@ -108,12 +112,12 @@ function summarize(n: number, windowsize: number, server: ServerName, r: StormRe
   };
 }
 
-async function startNamed(name: ServerName, dir: string, net: StormNet, boards: StormBoard[], tftpRoot: string, served: ServedFiles): Promise<RunningServer> {
+async function startNamed(name: ServerName, dir: string, net: StormNet, boards: StormBoard[], tftpRoot: string, served: ServedFiles, consoleSerial: string): Promise<RunningServer> {
   switch (name) {
     case 'ours':
-      return startOurs(dir, boards);
+      return startOurs(dir, boards, undefined, consoleSerial);
     case 'ours-max':
-      return startOurs(dir, boards, boards.length);
+      return startOurs(dir, boards, boards.length, consoleSerial);
     case 'dnsmasq':
       return startDnsmasq(dir, net.hostIf, boards, tftpRoot, served);
     case 'kea':
@@ -161,6 +165,7 @@ export async function run(): Promise<object> {
   let net: StormNet | undefined;
   let server: RunningServer | undefined;
   const dirs: string[] = [];
+  const serial = await chattySerial();
   const onSignal = (sig: NodeJS.Signals): void => {
     for (const c of children) c.kill('SIGKILL');
     void (net?.cleanup() ?? Promise.resolve()).finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
@@ -181,18 +186,21 @@ export async function run(): Promise<object> {
         const order = SERVERS.filter((s) => !(s === 'ours-max' && n <= OURS_DEFAULT_MAX_TRANSFERS));
         const rotated = [...order.slice(i % order.length), ...order.slice(0, i % order.length)];
         for (const name of rotated) {
-          server = await startNamed(name, dir, net, boards, tftpRoot, served);
+          server = await startNamed(name, dir, net, boards, tftpRoot, served, serial.url);
           settings[name] = server.settings;
           try {
             for (const w of WINDOWS) {
               const meter = new Meter(server.pids, server.cpu);
               const before = await server.stats?.();
               const drops0 = udpRcvbufErrors(readFileSync('/proc/net/snmp', 'utf8'));
+              // Ours: console viewers on busy lines and the API polled, all through the storm.
+              const probe = server.api && (await startApiProbe(server.api.url, server.api.token, server.api.consoleBoards));
               meter.start();
               const r = await runClients(net.ns, dir, makePlan(boards, served, w, DEADLINE_MS));
               const cost = { ...meter.stop(), serverRcvbufErrors: udpRcvbufErrors(readFileSync('/proc/net/snmp', 'utf8')) - drops0 };
+              const api = probe ? await probe.stop() : undefined;
               const after = await server.stats?.();
-              const row = summarize(n, w, name, r, cost, after && before ? { before, after } : undefined);
+              const row = { ...summarize(n, w, name, r, cost, after && before ? { before, after } : undefined), ...(api ? { apiGetBoardsP99Ms: api.getBoards.p99Ms, api } : {}) };
               rows.push(row);
               const { serverStats: _s, errors, ...brief } = row;
               console.error(`storm: ${JSON.stringify(brief)}${errors ? ` errors ${JSON.stringify(errors)}` : ''}`);
@@ -212,6 +220,7 @@ export async function run(): Promise<object> {
     await server?.stop().catch(() => {});
     await net?.cleanup();
     for (const d of dirs) await rm(d, { recursive: true, force: true });
+    await serial.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

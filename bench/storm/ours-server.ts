@@ -16,7 +16,12 @@ interface Args {
   /** config tftp.maxTransfers; absent: the shipped default. */
   maxTransfers?: number;
   boards: StormBoard[];
+  /** A serial line (tcp://…) for the first CONSOLE_BOARDS boards: consoles with viewers during the storm. */
+  consoleSerial?: string;
 }
+
+/** Boards with a busy console and a viewer each during the storm (issue #13 point 2 asks for 10). */
+const CONSOLE_BOARDS = 10;
 
 const args = JSON.parse(process.argv[2] ?? '{}') as Args;
 const send = (m: unknown): void => void process.send?.(m);
@@ -35,9 +40,12 @@ const config = loadConfig(undefined, {
 });
 const server = await startServer(config);
 const t0 = performance.now();
-for (const b of args.boards) {
+const consoleBoards: string[] = [];
+for (const [i, b] of args.boards.entries()) {
   const { state: _s, createdAt: _c, ...input } = boardRecord(b);
-  await server.inventory.create(input);
+  const serial = args.consoleSerial && i < CONSOLE_BOARDS ? args.consoleSerial : undefined;
+  if (serial) consoleBoards.push(b.id);
+  await server.inventory.create(serial ? { ...input, serial } : input);
 }
 const enrollMs = Math.round(performance.now() - t0);
 const states = new Set(server.inventory.list().map((b) => b.state));
@@ -49,4 +57,4 @@ process.on('message', (m) => {
   }
 });
 process.on('disconnect', () => void server.stop().finally(() => process.exit(0)));
-send({ ready: true, enrollMs, boards: server.inventory.list().length, states: [...states], image: IMAGE, tftp: config.tftp });
+send({ ready: true, enrollMs, boards: server.inventory.list().length, states: [...states], image: IMAGE, tftp: config.tftp, api: { url: server.apiUrl, token: server.adminToken, consoleBoards } });

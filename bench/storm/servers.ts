@@ -3,7 +3,7 @@
  * cost: CPU seconds and peak RSS of their process trees, read from /proc (in.tftpd forks a process per
  * transfer, so a tree is summed; the kernel's VmHWM of each root is reset per pass via clear_refs).
  *
- *   ours      startServer() (bench/storm/ours-server.ts), shipped TFTP defaults (maxTransfers 64)
+ *   ours      startServer() (bench/storm/ours-server.ts), shipped TFTP defaults (maxTransfers 1024)
  *   ours-max  the same with tftp.maxTransfers = N (as dnsmasq gets --tftp-max ≥ N)
  *   dnsmasq   DHCP + TFTP, one process
  *   kea       kea-dhcp4 (memfile leases) + tftp-hpa in.tftpd
@@ -29,6 +29,8 @@ export interface RunningServer {
   settings: Record<string, unknown>;
   /** Server-side counters (ours only). */
   stats?: () => Promise<Record<string, unknown>>;
+  /** Ours: its API and the boards with a busy console, for the probe (bench/storm/api-probe.ts). */
+  api?: { url: string; token: string; consoleBoards: string[] };
   stop(): Promise<void>;
 }
 
@@ -94,12 +96,12 @@ async function waitPorts(p: ChildProcess, ports: number[], what: string, log: st
   throw new Error(`${what} did not bind UDP ${ports.join(', ')} within 10 s: ${log.join('').slice(-800)}`);
 }
 
-export async function startOurs(dir: string, boards: StormBoard[], maxTransfers?: number): Promise<RunningServer> {
+export async function startOurs(dir: string, boards: StormBoard[], maxTransfers?: number, consoleSerial?: string): Promise<RunningServer> {
   const log: string[] = [];
   const dataDir = join(dir, `ours-${maxTransfers ?? 'default'}`);
   await mkdir(dataDir, { recursive: true });
   const p = track(
-    spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench/storm/ours-server.ts'), JSON.stringify({ dataDir, maxTransfers, boards })], {
+    spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench/storm/ours-server.ts'), JSON.stringify({ dataDir, maxTransfers, boards, consoleSerial })], {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       env: { ...process.env, LOG_LEVEL: process.env.BENCH_STORM_LOG_LEVEL ?? 'warn' },
@@ -140,6 +142,7 @@ export async function startOurs(dir: string, boards: StormBoard[], maxTransfers?
     cpu,
     settings: { enrollMs: ready.enrollMs, enrolled: ready.boards, boardStates: ready.states, image: ready.image, tftp: ready.tftp, network: 'none', lab: false },
     stats,
+    api: ready.api as RunningServer['api'],
     stop: async () => {
       if (p.connected) p.send('stop');
       const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
