@@ -36,20 +36,27 @@ function ipBatch(lines: string[], netns?: string): Promise<void> {
   });
 }
 
-/** Our own leftovers from a killed run (names dzs-*, dzsh*): only those, and only when their address is ours. */
+/**
+ * Our own leftovers from a killed run: a `dzw-` namespace (no test or other benchmark uses that prefix)
+ * that holds the relay's address, and its host link with the server's. Nothing else: a live test lab
+ * has a name of the same shape (`dz?-<hex>`), and deleting it would kill that run's boards.
+ */
 export async function removeStaleStormNets(): Promise<void> {
   const links = await ip(['-o', '-4', 'addr', 'show']);
-  for (const m of links.matchAll(/^\d+:\s+(dzsh[0-9a-f]{6})\s+inet 10\.98\.0\.1\//gm)) await deleteLink(m[1]!).catch(() => {});
+  for (const m of links.matchAll(/^\d+:\s+(dzwh[0-9a-f]{6})\s+inet 10\.98\.0\.1\//gm)) await deleteLink(m[1]!).catch(() => {});
   const nss = await ip(['netns', 'list']).catch(() => '');
-  for (const m of nss.matchAll(/^(dzs-[0-9a-f]{6})\b/gm)) await deleteNetns(m[1]!, { killProcesses: true }).catch(() => {});
+  for (const m of nss.matchAll(/^(dzw-[0-9a-f]{6})\b/gm)) {
+    const addrs = await ip(['-n', m[1]!, '-o', '-4', 'addr', 'show']).catch(() => '');
+    if (addrs.includes(` inet ${RELAY_IP}/`)) await deleteNetns(m[1]!, { killProcesses: true }).catch(() => {});
+  }
 }
 
 export async function createStormNet(boards: StormBoard[]): Promise<StormNet> {
   const id = randomBytes(3).toString('hex');
   const net: StormNet = {
-    ns: `dzs-${id}`,
-    hostIf: `dzsh${id}`,
-    nsIf: `dzsc${id}`,
+    ns: `dzw-${id}`,
+    hostIf: `dzwh${id}`,
+    nsIf: `dzwc${id}`,
     cleanup: async () => {
       if (netnsExists(net.ns)) await deleteNetns(net.ns, { killProcesses: true }).catch(() => {});
       if (await linkExists(net.hostIf).catch(() => false)) await deleteLink(net.hostIf).catch(() => {});
