@@ -5,12 +5,7 @@
  * (the floor any allocation that survives kill -9 has to pay).
  */
 import { startLabServer } from '../test/helpers/lab-server.js';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import express from 'express';
-import type { AddressInfo } from 'node:net';
-import { Store } from '../src/store/store.js';
+import { fsyncReference } from './fsync-reference.js';
 import { sessionConsole } from '../test/helpers/serial.js';
 import { apiHarness } from '../test/helpers/api-harness.js';
 import { holdRunLock, RUN_LOCK } from '../test/helpers/run-lock.js';
@@ -82,20 +77,12 @@ async function allocation() {
     const granted = ours.filter((r) => r.status === 202).length;
 
     // Reference: one durable state write per request, nothing else.
-    const store = await Store.open(join(mkdtempSync(join(tmpdir(), 'bench-ref-')), 'state.json'));
-    const app = express();
-    app.post('/w', async (_req, res) => {
-      await store.update((s) => void s.discovered.push({ mac: '02:00:00:00:00:01', firstSeen: 'x', lastSeen: 'x', count: 0 }));
-      res.status(202).json({});
-    });
-    const srv = app.listen(0, '127.0.0.1');
-    await new Promise((r) => srv.once('listening', r));
-    const url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}/w`;
+    const reference = await fsyncReference();
+    const url = reference.url;
     const t1 = Date.now();
     const ref = await Promise.all(Array.from({ length: N }, () => timed(() => fetch(url, { method: 'POST' }).then(async (r) => (await r.text(), r)))));
     const refWall = Date.now() - t1;
-    srv.close();
-    await store.close();
+    await reference.close();
     // end the jobs (they wait for DHCP that never comes): a release cancels each one
     await Promise.all(h.store.state.leases.map(async (l) => h.leases.settle((await h.leases.release('system', l.id, 'bench')).job.id)));
     return {

@@ -4,13 +4,12 @@
  * wrote, then each per-request cost measured. Prints `RESULT <json>` on stdout and exits.
  */
 import { cpSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import express from 'express';
 import { loadConfig } from '../../src/config.js';
 import type { DhcpRequestInfo } from '../../src/boot/dhcp/server.js';
 import { startServer } from '../../src/server.js';
+import { fsyncReference } from '../fsync-reference.js';
 import { Store } from '../../src/store/store.js';
 import { unusedUdpPortPair } from '../../test/boot/udp-port.js';
 import { boardAt, bootService, IMAGE, MARK, replayBoot, type WorkerSpec } from './state.js';
@@ -131,22 +130,12 @@ async function main(spec: WorkerSpec) {
   const token = (await api('POST', '/tenants', { id: 'bench', name: 'bench' })).body.token as string;
 
   // The reference first (our jobs would write beside it): one durable state write per request, nothing else.
-  const refDir = mkdtempSync(join(tmpdir(), 'sg-ref-'));
-  const store = await Store.open(join(refDir, 'state.json'));
-  const app = express();
-  app.post('/w', async (_req, res) => {
-    await store.update((s) => void s.discovered.push({ mac: '02:00:00:00:00:01', firstSeen: 'x', lastSeen: 'x', count: 0 }));
-    res.status(202).json({});
-  });
-  const srv = app.listen(0, '127.0.0.1');
-  await new Promise((r) => srv.once('listening', r));
-  const url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}/w`;
+  const reference = await fsyncReference();
+  const url = reference.url;
   const refStart = nowMs();
   const ref = await Promise.all(Array.from({ length: spec.batch }, () => timed(() => fetch(url, { method: 'POST' }).then(async (r) => (await r.text(), r.status)))));
   const refWall = nowMs() - refStart;
-  srv.close();
-  await store.close();
-  rmSync(refDir, { recursive: true, force: true });
+  await reference.close();
 
   // Ours, one at a time: each request once the last one's job has done its writes and waits for DHCP.
   const seq: number[] = [];

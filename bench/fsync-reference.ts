@@ -1,0 +1,30 @@
+/**
+ * The allocation benchmarks' reference (bench/leases.ts, bench/state-growth): an HTTP endpoint that does
+ * nothing but one durable state write per request — the floor any allocation that survives kill -9 pays.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import express from 'express';
+import { Store } from '../src/store/store.js';
+
+export async function fsyncReference(): Promise<{ url: string; close(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-ref-'));
+  const store = await Store.open(join(dir, 'state.json'));
+  const app = express();
+  app.post('/w', async (_req, res) => {
+    await store.update((s) => void s.discovered.push({ mac: '02:00:00:00:00:01', firstSeen: 'x', lastSeen: 'x', count: 0 }));
+    res.status(202).json({});
+  });
+  const srv = app.listen(0, '127.0.0.1');
+  await new Promise((r) => srv.once('listening', r));
+  return {
+    url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/w`,
+    close: async () => {
+      await new Promise((r) => srv.close(r));
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
