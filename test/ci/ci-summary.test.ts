@@ -1,6 +1,6 @@
 /**
  * CI's closing line (scripts/ci-summary.mjs) from a real vitest run of small fixture files: a failing
- * hook and a skipped test count as failures, and the failing files are named above the line.
+ * hook and a skipped test count as failures, and the failing files are named above the line with why.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -46,6 +46,13 @@ describe('CI closing line', () => {
     expect(r.code).toBe(1);
     expect(r.out).toMatch(/^FAILED test\/ci\/fixtures\/skips\.fixture\.ts$/m);
     expect(r.out.trim().split('\n').at(-1)).toBe('vitest: 1 passed, 1 failed');
+  });
+
+  it('shows why a test failed under its name, not only that it did', async () => {
+    const r = await summarize(['fails']);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^  failed: fails with a reason\n    AssertionError: ssh lab-1: expected 'the board never answered' to be 'login'/m);
+    expect(r.out.trim().split('\n').at(-1)).toBe('vitest: 0 passed, 1 failed');
   });
 
   it('all green is 0 failed and exit 0', async () => {
