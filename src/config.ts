@@ -105,6 +105,11 @@ export const configSchema = z
      */
     network: z.looseObject({ driver: z.string().min(1) }).optional(),
     adminToken: z.string().min(16).optional(),
+    /**
+     * Prometheus metrics: at the API's `/metrics` for the admin token, or, with `listen` (HOST:PORT), there
+     * alone and without a token (a management address the operator chose), and no longer on the API.
+     */
+    metrics: z.object({ listen: hostPort.optional() }).prefault({}),
     /** Bounds on what one client or tenant can hold (README "Limits"). */
     limits: z
       .object({

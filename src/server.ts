@@ -13,7 +13,7 @@ import { DhcpServer, type DhcpEvent } from './boot/dhcp/server.js';
 import { DhcpThread } from './boot/dhcp/thread.js';
 import { enrollLabBoards, networkSpec, powerOnLabBoards } from './boot/lab-boards.js';
 import { BootService } from './boot/service.js';
-import { TftpServer } from './boot/tftp/server.js';
+import { TftpServer, type TransferEvent } from './boot/tftp/server.js';
 import { TftpThread } from './boot/tftp/thread.js';
 import { HistoryLog } from './store/history.js';
 import type { Config } from './config.js';
@@ -35,6 +35,7 @@ import { claimStorage, readStorageOwner } from './storage/identity.js';
 import { startIscsiStorage, type RunningStorage } from './storage/index.js';
 import { Store } from './store/store.js';
 import { consoleWebRouter } from './web/router.js';
+import { createMetrics, metricsRouter, serveMetricsAlone } from './metrics/index.js';
 
 export interface RunningServer {
   config: Config;
@@ -100,6 +101,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
 
     // Leases: the one writer of lease state. Those whose disk storage could not find are marked so first.
     const bus = new Bus();
+    const metrics = createMetrics({
+      leases: () => store.state.leases,
+      boardStates: () => inventory.list().map((b) => b.state),
+      consoleViewers: () => Object.values(consoles.states()).reduce((n, c) => n + c.viewers, 0),
+    });
+    const unsubscribeMetrics = bus.subscribe(metrics.onBus);
+    cleanups.push(async () => unsubscribeMetrics());
     const signals = new LeaseSignals();
     const consoleHooks = leaseConsoleHooks(consoles, containers && ((id) => containers.connector(id)));
     let network: BoardNetwork | undefined; // started below, once the boot services' ports are known; jobs run only after that
@@ -115,7 +123,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
     // The boot network's services: TFTP, DHCP, metadata. What they answer comes from the inventory and the leases.
     const boot = new BootService({ config, inventory, images, events, leaseOnBoard: (id) => leases.leaseOnBoard(id), storage: storage?.storage });
     const { tftp: t, dhcp: d, subnet, router, dns, domain } = config;
-    const bounds = { address: config.bootIp, port: t.port, maxTransfers: t.maxTransfers, maxPerClient: t.maxPerClient, maxClientTimeoutS: t.maxClientTimeoutS, onTransfer: boot.onTransfer };
+    const onTransfer = (ev: TransferEvent) => (metrics.onTransfer(ev), boot.onTransfer(ev));
+    const bounds = { address: config.bootIp, port: t.port, maxTransfers: t.maxTransfers, maxPerClient: t.maxPerClient, maxClientTimeoutS: t.maxClientTimeoutS, onTransfer };
     const tftp = t.thread ? new TftpThread({ ...bounds, resolve: boot.resolveFile }) : new TftpServer({ ...bounds, handler: boot.files });
     await tftp.start();
     cleanups.push(() => tftp.stop());
@@ -126,7 +135,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const unwedger = wedgy.length
       ? new LabUnwedger(new Map(wedgy.map((b) => [b.mac, { id: b.id, qmp: b.qmp }])), (id) => events.add(id, { type: 'power', message: 'lab: DHCP offers unanswered, QMP stop + cont (emulated GMAC receive wedge)' }))
       : undefined;
-    const onDhcpEvent = unwedger ? (ev: DhcpEvent) => (boot.onDhcpEvent(ev), unwedger.onDhcpEvent(ev)) : boot.onDhcpEvent;
+    const onDhcpEvent = (ev: DhcpEvent) => (metrics.onDhcpEvent(ev), boot.onDhcpEvent(ev), unwedger?.onDhcpEvent(ev));
     const dhcpOptions = { serverAddress: config.bootIp, port: d.port, subnet, router, dns, domain, leaseSeconds: d.leaseSeconds, pool: d.pool, lookup: boot.lookup, onEvent: onDhcpEvent };
     const dhcp = d.thread ? new DhcpThread({ ...dhcpOptions, pinned: [...pinned] }) : new DhcpServer({ ...dhcpOptions, pinned: (mac, ip) => pinned.has(`${mac}/${ip}`) });
     await dhcp.start();
@@ -154,7 +163,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
     let consoleWs: ConsoleWebSocket | undefined;
     const stats = healthStats({ network: net, tftp, dhcp, console: () => consoleWs });
     const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net })];
-    const app = createApp({ adminToken: token, store, inventory, events, images, leases, bus, log, stats, consoles, importer, routers: [consoleWebRouter()], extraRoutes, limits: config.limits });
+    const routers = [consoleWebRouter()];
+    if (config.metrics.listen) {
+      const [host, port] = [config.metrics.listen.replace(/:\d+$/, ''), Number(config.metrics.listen.split(':').pop())];
+      const alone = await serveMetricsAlone(metrics.registry, host, port);
+      cleanups.push(() => closeHttp(alone));
+    } else routers.push(metricsRouter(metrics.registry, { store, adminToken: token }));
+    const app = createApp({ adminToken: token, store, inventory, events, images, leases, bus, log, stats, consoles, importer, routers, extraRoutes, limits: config.limits });
     const { http, url: apiUrl } = await serveApi(app, config.api, config.limits);
     cleanups.push(() => closeHttp(http));
     consoleWs = attachLeaseConsoles(http, { store, adminToken: token, consoles, bus, limits: config.limits });
