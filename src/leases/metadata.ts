@@ -68,7 +68,9 @@ export function metadataApp(d: MetadataDeps): Express {
     }
     if (file === 'user-data') {
       const keys = lease.sshKeys.map((k) => `  - ${JSON.stringify(k)}`).join('\n');
-      return void res.type('text').send(`#cloud-config\nhostname: ${lease.hostname}\nssh_authorized_keys:\n${keys || '  []'}\n`);
+      // cloud-init's chpasswd `users` form; dozen-firstboot reads the same lines (images/debian-12).
+      const password = lease.consolePasswordHash ? `chpasswd:\n  expire: false\n  users:\n    - name: root\n      type: hash\n      password: ${JSON.stringify(lease.consolePasswordHash)}\n` : '';
+      return void res.type('text').send(`#cloud-config\nhostname: ${lease.hostname}\nssh_authorized_keys:\n${keys || '  []'}\n${password}`);
     }
     if (file === 'ssh-keys') return void res.type('text').send(lease.sshKeys.join('\n') + '\n');
     if (file === 'vendor-data') return void res.type('text').send('');

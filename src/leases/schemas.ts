@@ -20,6 +20,11 @@ export const createLeaseSchema = z
     arch: z.enum(ARCHES).optional(),
     sshKeys: z.array(sshKeySchema).max(32).default([]),
     hostname: hostnameSchema.optional(),
+    /**
+     * Board leases: root's password on the serial console. Kept only as its crypt hash; the board gets the
+     * hash through its metadata. Printable ASCII, no newline (it is typed at a login prompt).
+     */
+    consolePassword: z.string().min(8, 'at least 8 characters').max(128).regex(/^[\x20-\x7e]+$/, 'printable ASCII characters only').optional(),
     expiresAt: z.iso.datetime({ offset: true }).refine((t) => Date.parse(t) > Date.now(), 'must be in the future').optional(),
     /** kind any: the container image to fall back to (default: the first built one). */
     containerImage: z.string().min(1).optional(),

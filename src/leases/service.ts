@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Principal } from '../auth/tokens.js';
 import { authz, consoleIdOf } from '../auth/authz.js';
 import { forPrincipal } from '../auth/redact.js';
+import { hashConsolePassword } from './console-password.js';
 import type { HistoryLog } from '../store/history.js';
 import type { Config } from '../config.js';
 import { fitImage } from '../boot/image-fit.js';
@@ -150,6 +151,8 @@ export class LeaseService {
       }
     }
 
+    if (input.consolePassword && input.kind === 'container') throw new BadRequestError('consolePassword: only board leases have a serial console login');
+    const consolePasswordHash = input.consolePassword ? await hashConsolePassword(input.consolePassword) : undefined;
     const id = `l-${randomBytes(5).toString('hex')}`;
     const base = {
       id,
@@ -157,6 +160,7 @@ export class LeaseService {
       image: image?.name ?? containerImage!,
       sshKeys: input.sshKeys,
       hostname: input.hostname ?? id,
+      ...(consolePasswordHash ? { consolePasswordHash } : {}),
       state: 'provisioning' as const,
       createdAt: new Date().toISOString(),
       ...(input.expiresAt ? { expiresAt: new Date(input.expiresAt).toISOString() } : {}),
@@ -721,7 +725,8 @@ function powerAction(job: Job): PowerAction {
 
 /** A lease as the API shows it: CHAP secrets stay on the server. */
 export function publicLease(l: Lease): Lease {
-  const { iscsi, bootToken: _token, ...rest } = structuredClone(l);
+  const { iscsi, bootToken: _token, consolePasswordHash, ...rest } = structuredClone(l);
+  if (consolePasswordHash) Object.assign(rest, { consolePasswordHash: '(hidden)' });
   return iscsi ? { ...rest, iscsi: { ...iscsi, chapSecret: '(hidden)', ...(iscsi.targetSecret ? { targetSecret: '(hidden)' } : {}) } } : rest;
 }
 

@@ -130,6 +130,8 @@ export const leaseSchema = z.object({
   image: z.string(),
   sshKeys: z.array(z.string()),
   hostname: z.string(),
+  /** Root's console password as a SHA-512 crypt hash (never the password): to the board via metadata. */
+  consolePasswordHash: z.string().optional(),
   state: z.enum(LEASE_STATES),
   stateReason: z.string().optional(),
   createdAt: z.string(),

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -256,10 +257,34 @@ describe('bad input', () => {
   });
 });
 
+const CONSOLE_PW = 'correct horse battery';
+/** The crypt of `password` with the salt of `hash`: equal to `hash` exactly when it is that password's. */
+const cryptAgain = (password: string, hash: string) => execFileSync('openssl', ['passwd', '-6', '-salt', hash.split('$')[2]!, '-stdin'], { input: password, encoding: 'utf8' }).trim();
+
+describe('console password', () => {
+  it('is refused when too short, not printable, or asked for a container', async () => {
+    for (const [consolePassword, why] of [['short', /at least 8/], ['tab\there-and-more', /printable ASCII/], ['x'.repeat(129), /too big|at most|<=128/i]] as const) {
+      const r = await h.api('POST', '/leases', { image: 'test', sshKeys: [KEY], consolePassword }, tokenA);
+      expect(r.status).toBe(400);
+      expect(JSON.stringify(r.body)).toMatch(why);
+    }
+    const c = await h.api('POST', '/leases', { kind: 'container', image: 'test', consolePassword: CONSOLE_PW }, tokenA);
+    expect(c.status).toBe(c.body?.error?.includes('no container hosts') ? 409 : 400);
+  });
+});
+
 describe('metadata service', () => {
   it('serves a lease’s metadata only to its board’s IP with the current boot’s token', async () => {
-    const r = await h.api('POST', '/leases', { image: 'test', board: 'bpi-03', sshKeys: [KEY], hostname: 'alice-box' }, tokenA);
+    const r = await h.api('POST', '/leases', { image: 'test', board: 'bpi-03', sshKeys: [KEY], hostname: 'alice-box', consolePassword: CONSOLE_PW }, tokenA);
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
     const leaseId = r.body.lease.id;
+    // The console password is kept only as its SHA-512 crypt hash, and the API never shows even that.
+    const hash = h.store.state.leases.find((l) => l.id === leaseId)!.consolePasswordHash!;
+    expect(hash).toMatch(/^\$6\$[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}$/);
+    expect(cryptAgain(CONSOLE_PW, hash)).toBe(hash);
+    expect(JSON.stringify(h.store.state)).not.toContain(CONSOLE_PW);
+    expect(r.body.lease.consolePasswordHash).toBe('(hidden)');
+    expect(JSON.stringify((await h.api('GET', `/leases/${leaseId}`, undefined, tokenA)).body)).not.toContain(hash);
     const app = metadataApp({ store: h.store, signals: h.signals, boardIp: (id) => (id === 'bpi-03' ? '127.0.0.3' : '127.0.0.4') });
     const srv = app.listen(0, '127.0.0.1');
     await new Promise((res) => srv.once('listening', res));
@@ -287,7 +312,9 @@ describe('metadata service', () => {
       expect(token).toMatch(/^[A-Za-z0-9]{24}$/);
       const own = await get(`/m/${leaseId}/${token}/meta-data`, '127.0.0.3');
       expect(own).toEqual({ status: 200, body: `instance-id: ${leaseId}\nlocal-hostname: alice-box\n` });
-      expect((await get(`/m/${leaseId}/${token}/user-data`, '127.0.0.3')).body).toContain(KEY);
+      const userData = (await get(`/m/${leaseId}/${token}/user-data`, '127.0.0.3')).body;
+      expect(userData).toContain(KEY);
+      expect(userData).toContain(`chpasswd:\n  expire: false\n  users:\n    - name: root\n      type: hash\n      password: "${hash}"\n`);
       // B's board (another IP) asking for A's lease, even with A's token: not found
       expect((await get(`/m/${leaseId}/${token}/user-data`, '127.0.0.4')).status).toBe(404);
       expect((await get(`/m/${leaseId}/${token}/phone-home`, '127.0.0.4', 'POST')).status).toBe(404);
