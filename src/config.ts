@@ -85,7 +85,8 @@ export const configSchema = z
     imagesDir: z.string().default(resolve(REPO_ROOT, 'images')),
     lab: z
       .object({
-        enabled: z.boolean().default(true),
+        /** Off unless asked for (config or `dozen serve --lab`): a real controller has no emulated boards. `npm start` uses config/lab.json. */
+        enabled: z.boolean().default(false),
         /** A number (that many QEMU virt ARMv7 boards) or a mix: `virt:2,bpim2u:2,arm64:1` (src/lab/kinds.ts). */
         boards: z
           .union([z.number().int().min(0).max(16), z.string().max(200)])

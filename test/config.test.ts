@@ -3,21 +3,38 @@
  * (src/boot/dhcp/server.ts), with the value and, for host bits, the network probably meant.
  */
 import { describe, expect, it } from 'vitest';
-import { configSchema, loadConfig } from '../src/config.js';
+import { join } from 'node:path';
+import { configSchema, loadConfig, REPO_ROOT } from '../src/config.js';
+
+/** A controller's network choice, which every config without the lab must make (see 'production defaults'). */
+const FENCED = { network: { driver: 'linux-bridge' } };
 
 /** The config's error messages, with the path each is at. */
 function issues(input: Record<string, unknown>): string[] {
-  const r = configSchema.safeParse(input);
+  const r = configSchema.safeParse({ ...FENCED, ...input });
   return r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
 }
 
 const NET = '192.168.50.0/24';
 const BOOT = '192.168.50.1';
 
+describe('production defaults', () => {
+  it('start no lab unless asked, and make the operator choose how board ports are fenced', () => {
+    expect(configSchema.parse(FENCED).lab.enabled).toBe(false);
+    expect(configSchema.safeParse({}).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`)).toEqual([
+      expect.stringMatching(/^network: choose how board ports are fenced/),
+    ]);
+    // `npm start` (scripts/quickstart.sh) serves config/lab.json: the lab is on there, and fenced by its bridge.
+    const lab = loadConfig(join(REPO_ROOT, 'config/lab.json'), {});
+    expect([lab.lab.enabled, lab.network]).toEqual([true, undefined]);
+    expect(loadConfig(join(REPO_ROOT, 'config/lab.json'), { lab: { enabled: false }, network: { driver: 'none' } }).lab.enabled).toBe(false);
+  });
+});
+
 describe('boot subnet validation', () => {
   it('accepts the defaults and a served subnet', () => {
     expect(issues({})).toEqual([]);
-    expect(configSchema.parse({}).subnet).toBe('10.77.0.0/24');
+    expect(configSchema.parse(FENCED).subnet).toBe('10.77.0.0/24');
     expect(issues({ subnet: NET, bootIp: BOOT })).toEqual([]);
     expect(issues({ subnet: '127.0.0.0/8', bootIp: '127.0.0.1' })).toEqual([]);
     expect(issues({ subnet: '192.168.50.4/30', bootIp: '192.168.50.5' })).toEqual([]);
@@ -25,7 +42,7 @@ describe('boot subnet validation', () => {
 
   it('refuses a subnet with host bits set, naming the network probably meant', () => {
     expect(issues({ subnet: '10.0.0.5/24', bootIp: '10.0.0.1' })).toEqual(['subnet: subnet 10.0.0.5/24 has host bits set: did you mean 10.0.0.0/24?']);
-    expect(() => loadConfig(undefined, { subnet: '192.168.50.7/24', bootIp: BOOT })).toThrow(
+    expect(() => loadConfig(undefined, { ...FENCED, subnet: '192.168.50.7/24', bootIp: BOOT })).toThrow(
       'invalid configuration:\n✖ subnet 192.168.50.7/24 has host bits set: did you mean 192.168.50.0/24?\n  → at subnet',
     );
   });
