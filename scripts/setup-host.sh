@@ -11,7 +11,7 @@ PKGS=(
   tgt libiscsi-bin btrfs-progs xfsprogs                     # iSCSI root disks: tgtd, libiscsi test tools, CoW stores
   e2fsprogs binutils                                        # root disks: mkfs.ext4 -d, debugfs, resize2fs; readelf (armhf libs)
   debootstrap qemu-user-static binfmt-support               # debian-12 image, armhf userlands on x86
-  docker.io openssl                                         # container fallback (tests start their own dockerd; openssl: its TLS certs, console password hashes)
+  docker.io openssl openssh-server                          # containers (tests start their own dockerd), TLS certs and console password hashes; sshd: the SSH gateway tests' boards
   chromium tmux                                             # browser console test (playwright-core drives Debian's chromium)
   socat ser2net                                             # console tests: real pty pairs standing in for serial lines; a real network serial server
   nftables iputils-arping iputils-ping dnsmasq-base tcpdump # board isolation (nft bridge table) and its attack tests: ARP, rogue DHCP, sniffing

@@ -107,6 +107,19 @@ export const configSchema = z
     network: z.looseObject({ driver: z.string().min(1) }).optional(),
     adminToken: z.string().min(16).optional(),
     /**
+     * The SSH gateway (src/gateway): `ssh -J <lease>@HOST:PORT root@<board>` and `ssh console+<lease>@HOST`,
+     * with the lease's keys. Bind it where tenants reach the controller; port 0 picks a free one (tests).
+     */
+    gateway: z
+      .object({
+        enabled: z.boolean().default(true),
+        listen: hostPort.default('127.0.0.1:2222'),
+        /** Its ed25519 host key, made once (0600); default <dataDir>/ssh-gateway/host_ed25519. */
+        hostKey: z.string().optional(),
+        maxConnections: z.number().int().positive().default(256),
+      })
+      .prefault({}),
+    /**
      * Prometheus metrics: at the API's `/metrics` for the admin token, or, with `listen` (HOST:PORT), there
      * alone and without a token (a management address the operator chose), and no longer on the API.
      */

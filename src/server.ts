@@ -6,7 +6,7 @@ import { adminToken } from './api/admin-token.js';
 import { createApp } from './api/app.js';
 import { attachLeaseConsoles } from './api/console-socket.js';
 import { healthStats } from './api/health.js';
-import { serveApi } from './api/listen.js';
+import { serveApi, splitHostPort } from './api/listen.js';
 import { networkRoutes } from './api/routes/network.js';
 import { storageRoutes } from './api/routes/storage.js';
 import { DhcpServer, type DhcpEvent } from './boot/dhcp/server.js';
@@ -36,6 +36,8 @@ import { startIscsiStorage, type RunningStorage } from './storage/index.js';
 import { Store } from './store/store.js';
 import { consoleWebRouter } from './web/router.js';
 import { createMetrics, metricsRouter, serveMetricsAlone } from './metrics/index.js';
+import { startSshGateway, type SshGateway } from './gateway/gateway.js';
+import { gatewayDeps } from './gateway/lease-view.js';
 
 export interface RunningServer {
   config: Config;
@@ -53,6 +55,7 @@ export interface RunningServer {
   dhcp: DhcpServer | DhcpThread;
   http: HttpServer;
   apiUrl: string;
+  gateway?: SshGateway;
   adminToken: string;
   stop(opts?: { labDown?: boolean }): Promise<void>;
 }
@@ -165,7 +168,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net })];
     const routers = [consoleWebRouter()];
     if (config.metrics.listen) {
-      const [host, port] = [config.metrics.listen.replace(/:\d+$/, ''), Number(config.metrics.listen.split(':').pop())];
+      const [host, port] = splitHostPort(config.metrics.listen);
       const alone = await serveMetricsAlone(metrics.registry, host, port);
       cleanups.push(() => closeHttp(alone));
     } else routers.push(metricsRouter(metrics.registry, { store, adminToken: token }));
@@ -175,6 +178,18 @@ export async function startServer(config: Config): Promise<RunningServer> {
     consoleWs = attachLeaseConsoles(http, { store, adminToken: token, consoles, bus, limits: config.limits });
     const ws = consoleWs;
     cleanups.push(() => ws.close()); // runs before http.close (cleanups run in reverse)
+
+    // The SSH gateway: tenants reach their boards and consoles with their leases' keys.
+    let gateway: SshGateway | undefined;
+    if (config.gateway.enabled) {
+      const [host, port] = splitHostPort(config.gateway.listen);
+      const gw = await startSshGateway({ host, port, hostKeyPath: config.gateway.hostKey ?? join(dataDir, 'ssh-gateway', 'host_ed25519'), deps: gatewayDeps({ store, inventory, consoles }), log, maxConnections: config.gateway.maxConnections });
+      cleanups.push(() => gw.close());
+      const unsubscribe = bus.subscribe((ev) => ev.type === 'lease' && gw.recheck());
+      cleanups.push(async () => unsubscribe());
+      gateway = gw;
+      log.info({ ssh: `${gw.host}:${gw.port}` }, 'SSH gateway');
+    }
 
     // All is listening: lab boards power on, interrupted jobs resume, container leases get their consoles back and fail over.
     if (lab && config.lab.powerOn) await powerOnLabBoards(lab, inventory, events);
@@ -196,7 +211,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
         await net.stop().catch((err) => log.warn({ err }, 'network: removing the lab datapath failed'));
       }
     };
-    return { config, store, inventory, events, leases, bus, consoles, storage, images, lab, network: net, tftp, dhcp, http, apiUrl, adminToken: token, stop };
+    return { config, store, inventory, events, leases, bus, consoles, storage, images, lab, network: net, tftp, dhcp, http, apiUrl, gateway, adminToken: token, stop };
   } catch (err) {
     for (const c of cleanups.reverse()) await c().catch(() => {});
     if (lab?.created) await lab.down().catch(() => {}); // a lab made by this failed start goes with it

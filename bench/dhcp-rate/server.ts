@@ -58,6 +58,7 @@ async function main(): Promise<void> {
     network: { driver: 'none' }, // no ports to fence: the bench's boards are MACs only
     tftp: { port: 0 },
     metadata: { port: 0 },
+    gateway: { enabled: false },
   });
   const server = await startServer(config);
   let stopping = false;

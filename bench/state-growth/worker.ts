@@ -40,7 +40,7 @@ async function main(spec: WorkerSpec) {
   // Server start-up on that state.
   const config = loadConfig(undefined, {
     dataDir: spec.dataDir, imagesDir: spec.imagesDir, api: '127.0.0.1:0', bootIp: '127.0.0.1', subnet: '127.0.0.0/8',
-    dhcp: { port: await unusedUdpPortPair() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false }, network: { driver: 'none' },
+    dhcp: { port: await unusedUdpPortPair() }, tftp: { port: 0 }, metadata: { port: 0 }, gateway: { enabled: false }, lab: { enabled: false }, network: { driver: 'none' },
     // jobs of the allocation measurements wait for DHCP: never time out (and retry, and write) while we measure
     leases: { bootTimeoutMs: 3_600_000, osTimeoutMs: 3_600_000 },
     limits: { leasesPerTenant: 100_000 },

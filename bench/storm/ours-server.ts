@@ -36,6 +36,7 @@ const config = loadConfig(undefined, {
   // The storm's veth is ours alone: nothing to fence.
   network: { driver: 'none' },
   metadata: { port: 0 },
+  gateway: { enabled: false },
   ...(args.maxTransfers ? { tftp: { maxTransfers: args.maxTransfers } } : {}),
 });
 const server = await startServer(config);

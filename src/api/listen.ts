@@ -20,7 +20,7 @@ export async function serveApi(app: Listener, address: string, limits: { headers
   return { http, url: `http://${host}:${typeof addr === 'object' && addr ? addr.port : port}` };
 }
 
-function splitHostPort(s: string): [string, number] {
+export function splitHostPort(s: string): [string, number] {
   const i = s.lastIndexOf(':');
   return [s.slice(0, i), Number(s.slice(i + 1))];
 }

@@ -29,6 +29,7 @@ beforeAll(async () => {
     loadConfig(undefined, {
       dataDir,
       api: '127.0.0.1:0',
+      gateway: { listen: '127.0.0.1:0' },
       bootIp: '10.84.0.1',
       subnet: '10.84.0.0/24',
       lab: { enabled: true, boards: 1, netns: `dzc-${randomBytes(3).toString('hex')}`, powerOn: false },

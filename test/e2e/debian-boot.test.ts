@@ -61,6 +61,7 @@ beforeAll(async () => {
       bootIp: BOOT_IP,
       subnet: '10.83.0.0/24',
       metadata: { port: await freePort('0.0.0.0') }, // free on every address: it binds the lab's boot IP
+      gateway: { listen: '127.0.0.1:0' },
       lab: { enabled: true, boards: 1, netns: `dzd-${randomBytes(3).toString('hex')}`, powerOn: false },
       // The disk store probes its directory (btrfs → reflink → copy); a plain tmp dir copies root.img.
       storage: { enabled: true, dir: join(work, 'storage'), tgt: { controlPort: freeControlPort() } },

@@ -52,6 +52,19 @@ async function api(method: string, path: string, body?: unknown, token = server.
 
 let consoleText = '';
 
+/** GET /metrics as the operator, as `name{labels}` → value. */
+async function scrape(): Promise<Map<string, number>> {
+  const r = await fetch(`${server.apiUrl}/metrics`, { headers: { authorization: `Bearer ${server.adminToken}` } });
+  expect(r.status).toBe(200);
+  expect(r.headers.get('content-type')).toMatch(/^text\/plain/);
+  const m = new Map<string, number>();
+  for (const line of (await r.text()).split('\n')) {
+    const hit = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (hit) m.set(hit[1]!, Number(hit[2]));
+  }
+  return m;
+}
+
 async function jobEnds(jobId: string) {
   const job = await server.leases.settle(jobId);
   if (job.state !== 'succeeded') {
@@ -90,11 +103,36 @@ describe('a tenant’s whole lease of a board', () => {
       expect(shown.state).toBe('active');
       expect(shown.iscsi.chapSecret).toBe('(hidden)');
       const ip = server.inventory.get(lease.boardId).ip;
+      // The operator's scrape after a lease came up: the boot it took is counted (README "Metrics").
+      const m = await scrape();
+      expect(m.get('dozen_dhcp_replies_total{type="ack"}'), 'DHCP acks').toBeGreaterThan(0);
+      expect(m.get('dozen_tftp_transfers_total{result="ok"}'), 'TFTP transfers').toBeGreaterThanOrEqual(3);
+      expect(m.get('dozen_tftp_bytes_total'), 'TFTP bytes').toBeGreaterThan(1_000_000);
+      expect(m.get('dozen_leases{kind="board",state="active"}')).toBe(1);
+      expect(m.get('dozen_iscsi_targets')).toBe(1);
+      expect(m.get(`dozen_boards{state="active"}`)).toBe(1);
+      expect(m.get('dozen_job_step_seconds_count{kind="provision",step="phone-home",outcome="done"}'), [...m.keys()].filter((k) => k.startsWith('dozen_job')).join(' ')).toBe(1);
+      expect(m.get('dozen_jobs_total{kind="provision",outcome="succeeded"}')).toBe(1);
+      // Only operators read it: a tenant's token is refused, and so is no token.
+      expect((await fetch(`${server.apiUrl}/metrics`, { headers: { authorization: `Bearer ${tokenA}` } })).status).toBe(403);
+      expect((await fetch(`${server.apiUrl}/metrics`)).status).toBe(401);
 
       const first = await sshRetry(ip, 'hostname; findmnt -n -o SOURCE /; echo A-WAS-HERE > /root/proof && sync && cat /root/proof');
       expect(first.out).toMatch(/alice-bpi/);
       expect(first.out).toMatch(/\/dev\/sd/); // root is the iSCSI LUN
       expect(first.out).toMatch(/A-WAS-HERE/);
+
+      // The same board through the controller's SSH gateway, as a tenant outside the boot network reaches
+      // it (README "SSH gateway"): with the lease's key it gets in; with another key it gets nothing.
+      const gw = `${lease.id}@127.0.0.1`;
+      const jump = (k: string) => spawnSync('ssh', ['-i', k, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10',
+        '-o', `ProxyCommand=ssh -i ${k} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p ${server.gateway!.port} -W %h:%p ${gw}`, `root@${ip}`, 'hostname'], { encoding: 'utf8', timeout: 60_000 });
+      const through = jump(key);
+      expect([through.status, through.stdout.trim()], through.stderr).toEqual([0, 'alice-bpi']);
+      execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(work, 'other')]);
+      const stranger = jump(join(work, 'other'));
+      expect(stranger.status).not.toBe(0);
+      expect(stranger.stderr).toMatch(/Permission denied \(publickey\)/);
 
       const re = await api('POST', `/leases/${lease.id}/reimage`, {}, tokenA);
       expect(re.status).toBe(202);
@@ -109,6 +147,8 @@ describe('a tenant’s whole lease of a board', () => {
       expect(disks.map((d) => d.id).filter((id) => id.includes(lease.id))).toEqual([]);
       const targets = execFileSync('tgtadm', ['-C', String(server.config.storage.tgt.controlPort), '--lld', 'iscsi', '--mode', 'target', '--op', 'show'], { encoding: 'utf8' });
       expect(targets).not.toContain(lease.id);
+      const end = await scrape();
+      expect([end.get('dozen_leases{kind="board",state="active"}'), end.get('dozen_iscsi_targets'), end.get('dozen_jobs_total{kind="reimage",outcome="succeeded"}'), end.get('dozen_jobs_total{kind="release",outcome="succeeded"}')]).toEqual([0, 0, 1, 1]);
     },
     JOB_TIMEOUT * 3,
   );

@@ -22,6 +22,7 @@ export function labConfig(o: LabServerOptions): Config {
   return loadConfig(undefined, {
     dataDir: mkdtempSync(join(tmpdir(), `${o.prefix}-`)),
     api: '127.0.0.1:0',
+    gateway: { listen: '127.0.0.1:0' },
     bootIp: `10.${o.net}.0.1`,
     subnet: `10.${o.net}.0.0/24`,
     lab: { enabled: true, boards: o.boards ?? 1, netns: `${o.prefix}-${randomBytes(3).toString('hex')}`, powerOn: false, ...lab },
@@ -38,15 +39,16 @@ export function startLabServer(o: LabServerOptions): Promise<RunningServer> {
  * `<prefix>.0/24` with the server on `.1`, boards powered off, the metadata port free on every address
  * (it binds the lab's boot IP) and our own tgtd on its own control port.
  */
-export async function iscsiLabConfig(o: { dataDir: string; prefix: string; boards: number | string; netns: string; storageDir: string; osTimeoutMs: number; image?: string }): Promise<Config> {
+export async function iscsiLabConfig(o: { dataDir: string; prefix: string; boards: number | string; netns: string; storageDir: string; osTimeoutMs: number; bootTimeoutMs?: number; image?: string }): Promise<Config> {
   return loadConfig(undefined, {
     dataDir: o.dataDir,
     api: '127.0.0.1:0',
+    gateway: { listen: '127.0.0.1:0' },
     bootIp: `${o.prefix}.1`,
     subnet: `${o.prefix}.0/24`,
     lab: { enabled: true, boards: o.boards, netns: o.netns, powerOn: false, image: o.image ?? 'test' },
     storage: { enabled: true, dir: o.storageDir, tgt: { controlPort: freeControlPort() } },
     metadata: { port: await freePort('0.0.0.0') },
-    leases: { osTimeoutMs: o.osTimeoutMs },
+    leases: { osTimeoutMs: o.osTimeoutMs, ...(o.bootTimeoutMs ? { bootTimeoutMs: o.bootTimeoutMs } : {}) },
   });
 }

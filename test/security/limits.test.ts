@@ -26,7 +26,7 @@ beforeAll(async () => {
   server = await startServer(
     loadConfig(undefined, {
       dataDir: join(work, 'data'), api: '127.0.0.1:0', bootIp: '127.0.0.1', subnet: '127.0.0.0/8',
-      dhcp: { port: await unusedUdpPortPair() }, tftp: { port: 0 }, metadata: { port: 0 }, lab: { enabled: false }, network: { driver: 'none' },
+      dhcp: { port: await unusedUdpPortPair() }, tftp: { port: 0 }, metadata: { port: 0 }, gateway: { listen: '127.0.0.1:0' }, lab: { enabled: false }, network: { driver: 'none' },
       limits: { leasesPerTenant: 2, eventStreamsPerToken: 2, consolesPerToken: 2, viewersPerConsole: 3, powerCallsPerMinute: 3 },
     }),
   );

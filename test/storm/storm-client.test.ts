@@ -44,6 +44,7 @@ beforeAll(async () => {
           lab: { enabled: false },
           network: { driver: 'none' },
           metadata: { port: 0 },
+          gateway: { enabled: false },
           dhcp: { port },
           tftp: { port: 0 },
         }),
