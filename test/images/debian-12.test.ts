@@ -13,7 +13,7 @@
  *     server through guestfwd), phones home, and lets us in over SSH.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { manifestSchema } from '../../src/images/catalog.js';
 import { readDiskLayout } from '../../src/images/disk-layout.js';
+import { hashConsolePassword } from '../../src/leases/console-password.js';
 import { OutputWatcher } from '../../src/util/wait-for.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { until } from '../helpers/until.js';
@@ -310,9 +311,10 @@ describe('Debian 12 image (images/debian-12): armv7 + arm64', () => {
   });
 
   describe.each([
-    { arch: 'armv7' as const, bin: 'qemu-system-arm', cpu: 'cortex-a15', uname: 'armv7l', log: 'debian-12-boot.log' },
-    { arch: 'arm64' as const, bin: 'qemu-system-aarch64', cpu: 'cortex-a53', uname: 'aarch64', log: 'debian-12-boot-arm64.log' },
-  ])('$arch boots on QEMU virt (direct kernel, root disk as a virtio disk, no iSCSI)', ({ arch, bin, cpu, uname, log }) => {
+    // armv7's metadata carries a console password (as its hash, the way the server sends it); arm64's none.
+    { arch: 'armv7' as const, bin: 'qemu-system-arm', cpu: 'cortex-a15', uname: 'armv7l', log: 'debian-12-boot.log', password: `pw-${randomBytes(6).toString('hex')}` },
+    { arch: 'arm64' as const, bin: 'qemu-system-aarch64', cpu: 'cortex-a53', uname: 'aarch64', log: 'debian-12-boot-arm64.log', password: undefined },
+  ])('$arch boots on QEMU virt (direct kernel, root disk as a virtio disk, no iSCSI)', ({ arch, bin, cpu, uname, log, password }) => {
     let work: string;
     let qemu: ChildProcess;
     let out: OutputWatcher;
@@ -329,10 +331,13 @@ describe('Debian 12 image (images/debian-12): armv7 + arm64', () => {
       work = mkdtempSync(join(tmpdir(), `debian-12-boot-${arch}-`));
       execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'tenant@test', '-f', join(work, 'id')]);
       const pub = readFileSync(join(work, 'id.pub'), 'utf8').trim();
-      // The metadata service's layout (src/leases/metadata.ts): keys as JSON-quoted YAML list items.
+      // The metadata service's layout (src/leases/metadata.ts): keys as JSON-quoted YAML list items, the
+      // console password as cloud-init's chpasswd users entry with the hash the server keeps.
+      const hash = password && (await hashConsolePassword(password));
+      const chpasswd = hash ? `chpasswd:\n  expire: false\n  users:\n    - name: root\n      type: hash\n      password: ${JSON.stringify(hash)}\n` : '';
       meta = createServer((req, res) => {
         if (req.method === 'GET' && req.url === '/m/i-test/meta-data') return void res.end('instance-id: i-test\nlocal-hostname: deb-test\n');
-        if (req.method === 'GET' && req.url === '/m/i-test/user-data') return void res.end(`#cloud-config\nhostname: deb-test\nssh_authorized_keys:\n  - ${JSON.stringify(pub)}\n`);
+        if (req.method === 'GET' && req.url === '/m/i-test/user-data') return void res.end(`#cloud-config\nhostname: deb-test\nssh_authorized_keys:\n  - ${JSON.stringify(pub)}\n${chpasswd}`);
         if (req.method === 'POST' && req.url === '/m/i-test/phone-home') {
           let body = '';
           req.on('data', (d) => (body += d));
@@ -438,6 +443,24 @@ describe('Debian 12 image (images/debian-12): armv7 + arm64', () => {
       // The host key we were shown is the one it phoned home.
       const known = readFileSync(join(work, 'known_hosts'), 'utf8');
       expect(known).toContain(phoneHome[0]!.pub_key_ed25519!.split(' ')[1]!);
+    }, 180_000);
+
+    it(password ? 'takes a root login on the serial console with the lease’s console password' : 'without a console password, the console’s login banner says how to set one', async () => {
+      if (!password) {
+        expect(consoleLog).toContain('root has no console password on this board');
+        expect(consoleLog).not.toMatch(/set root's console password/);
+        return;
+      }
+      await wait(firstboot, "dozen-firstboot: set root's console password", 60_000, 'the first-boot unit setting the console password');
+      const con = new OutputWatcher(qemu.stdout!, 1 << 20);
+      qemu.stdin!.write('\n');
+      await wait(con, /login: /, 60_000, 'a fresh login prompt');
+      qemu.stdin!.write('root\n');
+      await wait(con, 'Password:', 30_000, 'the password prompt');
+      qemu.stdin!.write(`${password}\n`);
+      await wait(con, /root@deb-test:~# /, 60_000, 'a root shell after the console password');
+      qemu.stdin!.write('echo "uid=$(id -u) banner=$(ls /etc/issue.d | paste -sd,)"\n');
+      await wait(con, /uid=0 banner=\r?\n/, 30_000, 'root, and the no-password banner gone');
     }, 180_000);
   });
 });
