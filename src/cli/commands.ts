@@ -1,19 +1,16 @@
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { pipeline, Readable } from 'node:stream';
 import type { Command } from 'commander';
 import type { StepName } from '../leases/steps.js';
 import type { Job, JobStep } from '../store/schema.js';
-import { ApiClient, resolveLogin, saveLogin } from './context.js';
+import { boardEventsCommand } from './events.js';
+import { ApiClient, ApiError, client, common, saveLogin, type Common } from './context.js';
 import { print } from './output.js';
+import { counting, Progress } from './progress.js';
 
-interface Common {
-  url?: string;
-  token?: string;
-  json?: boolean;
-}
-
-const client = async (o: Common) => new ApiClient(await resolveLogin(o));
-const common = (c: Command) => c.option('--url <url>', 'server URL').option('--token <token>', 'API token').option('--json', 'print JSON');
 const BOARD_COLS = ['id', 'model', 'arch', 'mac', 'ip', 'image', 'state', 'stateReason'];
+const TENANT_BOARD_COLS = ['id', 'model', 'arch', 'available'];
 const LEASE_COLS = ['id', 'kind', 'boardId', 'image', 'hostname', 'state', 'stateReason', 'expiresAt'];
 
 /** A lease job as the API shows it; its step names are the server's (src/leases/steps.ts). */
@@ -44,31 +41,44 @@ async function follow(api: ApiClient, jobId: string, json?: boolean): Promise<Le
   return final ?? now;
 }
 
-/** One line of progress on stderr: phase, bar, bytes. */
-function progressBar(job: { phase: string; bytesDone: number; bytesTotal: number | null }): void {
-  const mb = (n: number) => `${(n / 1e6).toFixed(0)} MB`;
-  const frac = job.bytesTotal ? Math.min(1, job.bytesDone / job.bytesTotal) : 0;
-  const bar = job.bytesTotal ? `[${'#'.repeat(Math.round(frac * 30)).padEnd(30)}] ${(frac * 100).toFixed(0)}%` : '';
-  process.stderr.write(`\r  ${job.phase.padEnd(10)} ${bar} ${mb(job.bytesDone)}${job.bytesTotal ? ` / ${mb(job.bytesTotal)}` : ''}   `);
+/** An import source: a file on this machine, or an http(s) URL the CLI downloads and passes on. */
+async function openSource(source: string): Promise<{ body: Readable; length: number | null }> {
+  if (/^https?:\/\//i.test(source)) {
+    const res = await fetch(source, { headers: { 'accept-encoding': 'identity' } }).catch((err: Error) => {
+      throw new Error(`cannot fetch ${source}: ${(err.cause as Error | undefined)?.message ?? err.message}`, { cause: err });
+    });
+    if (!res.ok || !res.body) throw new Error(`cannot fetch ${source}: ${res.status} ${res.statusText}`);
+    const length = Number(res.headers.get('content-length') ?? NaN);
+    return { body: Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), length: Number.isFinite(length) ? length : null };
+  }
+  const size = await stat(source).then(
+    (st) => st.size,
+    (err: Error) => {
+      throw new Error(`cannot read ${source}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err });
+    },
+  );
+  return { body: createReadStream(source), length: size };
 }
 
-/** Stream a local file as the request body; the spec travels in a header. */
-async function upload(api: ApiClient, file: string, spec: object): Promise<any> {
-  const { createReadStream, statSync } = await import('node:fs');
-  const { Readable } = await import('node:stream');
+/** Stream the disk image as the request body (progress: the bytes sent); the spec travels in a header. */
+async function upload(api: ApiClient, source: { body: Readable; length: number | null }, spec: object, progress?: Progress): Promise<any> {
+  const counted = pipeline(source.body, counting((n) => progress?.update({ phase: 'upload', bytesDone: n, bytesTotal: source.length })), () => {});
   const res = await fetch(`${api.login.url}/v1/images`, {
     method: 'POST',
     headers: {
       authorization: `Bearer ${api.login.token}`,
       'content-type': 'application/octet-stream',
-      'content-length': String(statSync(file).size),
+      ...(source.length !== null ? { 'content-length': String(source.length) } : {}),
       'x-dozen-import': JSON.stringify(spec),
     },
-    body: Readable.toWeb(createReadStream(file)) as unknown as BodyInit,
+    body: Readable.toWeb(counted) as unknown as BodyInit,
     duplex: 'half',
-  } as RequestInit);
-  const json = (await res.json()) as any;
-  if (!res.ok) throw new Error(`${res.status}: ${json?.error ?? res.statusText}`);
+  } as RequestInit).catch((err: Error) => {
+    throw new Error(`upload to ${api.login.url} failed: ${(err.cause as Error | undefined)?.message ?? err.message}`, { cause: err });
+  });
+  const text = await res.text();
+  const json = text ? JSON.parse(text) : undefined;
+  if (!res.ok) throw new ApiError(res.status, `${res.status}: ${json?.error ?? res.statusText}`);
   return json;
 }
 
@@ -87,7 +97,11 @@ export function registerClientCommands(program: Command): void {
     });
 
   const boards = program.command('boards').description('the board inventory (admin)');
-  common(boards.command('ls').description('list boards')).action(async (o: Common) => print(await (await client(o)).list('/boards'), { ...o, columns: BOARD_COLS }));
+  common(boards.command('ls').description('list boards')).action(async (o: Common) => {
+    const list = await (await client(o)).list('/boards');
+    // a tenant sees which boards exist and whether they are free, not their addresses
+    print(list, { ...o, columns: list.length && !('mac' in list[0]) ? TENANT_BOARD_COLS : BOARD_COLS });
+  });
   common(boards.command('add <id>').description('enroll a board'))
     .requiredOption('--mac <mac>')
     .requiredOption('--ip <ip>', 'reserved address on the boot network')
@@ -100,6 +114,7 @@ export function registerClientCommands(program: Command): void {
       const body = { id, mac: o.mac, ip: o.ip, image: o.image, model: o.model, arch: o.arch, power: JSON.parse(o.power!), ...(o.serial ? { serial: o.serial } : {}) };
       print(await (await client(o)).call('POST', '/boards', body), o);
     });
+  boardEventsCommand(boards);
   common(boards.command('rm <id>').description('remove a board')).action(async (id: string, o: Common) => {
     await (await client(o)).call('DELETE', `/boards/${id}`);
     print(o.json ? { removed: id } : `removed ${id}`, o);
@@ -119,15 +134,15 @@ export function registerClientCommands(program: Command): void {
     print(o.json ? list : rows, { ...o, columns: ['name', 'arch', 'kernel', 'rootDisk', 'dtbs'] });
   });
 
-  common(images.command('import <disk>').description('import a disk image (raw, .xz, .gz, .zst, qcow2): a path on the server, or --upload'))
+  common(images.command('import <source>').description('import a disk image (raw, .xz, .gz, .zst, qcow2): a path on the server, a file sent with --upload, or an http(s) URL the CLI downloads and sends'))
     .requiredOption('--name <name>', 'image name')
     .option('--arch <arch>', 'armv7 or arm64 (default: from the kernel)')
     .option('--sha256 <hex>', 'expected SHA-256 of the file')
     .option('--kernel <path>', 'kernel file on the server (default: from the disk’s boot partition)')
     .option('--initrd <path>', 'initrd file on the server')
     .option('--cmdline <template>', 'kernel command-line template')
-    .option('--upload', 'send the file from this machine instead of naming a path on the server')
-    .action(async (disk: string, o: Common & Record<string, any>) => {
+    .option('--upload', 'send the file from this machine instead of naming a path on the server (a URL is always sent)')
+    .action(async (source: string, o: Common & Record<string, any>) => {
       const api = await client(o);
       const spec = {
         name: o.name,
@@ -136,13 +151,18 @@ export function registerClientCommands(program: Command): void {
         ...(o.cmdline ? { cmdline: o.cmdline } : {}),
         ...(o.kernel ? { files: { kernel: o.kernel, ...(o.initrd ? { initrd: o.initrd } : {}) } } : {}),
       };
-      let job = o.upload ? await upload(api, disk, spec) : await api.call('POST', '/images', { ...spec, source: { path: disk } });
+      // a bar on a terminal, plain lines in logs and pipes, nothing with --json
+      const progress = o.json ? undefined : new Progress({ tty: Boolean(process.stderr.isTTY), write: (t) => process.stderr.write(t) });
+      const sent = o.upload || /^https?:\/\//i.test(source);
+      let job = sent ? await upload(api, await openSource(source), spec, progress) : await api.call('POST', '/images', { ...spec, source: { path: source } });
+      // 201: the import ended while we sent it, and the answer is the image itself
+      if (job && !('state' in job) && 'arches' in job) job = { state: 'succeeded', image: job };
       while (job.state === 'running') {
-        if (!o.json) progressBar(job);
+        progress?.update(job);
         await new Promise((r) => setTimeout(r, 500));
         job = await api.call('GET', `/images/jobs/${job.id}`);
       }
-      if (!o.json) process.stderr.write('\n');
+      progress?.done();
       if (job.state === 'failed') {
         process.exitCode = 1;
         if (!o.json) console.error(`import failed: ${job.error?.message}`);

@@ -1,3 +1,4 @@
+import type { Command } from 'commander';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -95,3 +96,14 @@ export class ApiClient {
     }
   }
 }
+
+export interface Common {
+  url?: string;
+  token?: string;
+  json?: boolean;
+}
+
+/** A client for the login that the flags, the environment or `dozen login` give. */
+export const client = async (o: Common): Promise<ApiClient> => new ApiClient(await resolveLogin(o));
+/** The options every client command takes: where, as whom, and --json (raw API JSON, one document). */
+export const common = (c: Command) => c.option('--url <url>', 'server URL').option('--token <token>', 'API token').option('--json', 'print JSON');

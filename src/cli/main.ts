@@ -1,11 +1,11 @@
 import { Command } from 'commander';
 import { resolve } from 'node:path';
 import { loadConfig } from '../config.js';
-import { Lab } from '../lab/lab.js';
 import { log } from '../log.js';
-import { startServer } from '../server.js';
+import { discoveredCommands, tenantCommands } from './admin.js';
 import { registerClientCommands } from './commands.js';
 import { consoleCommand } from './console.js';
+import { sshCommand } from './ssh.js';
 
 const program = new Command('dozen').description('DozenCloud: rent real ARM boards').showHelpAfterError();
 
@@ -15,7 +15,8 @@ interface ServeFlags {
   api?: string;
   bootIp?: string;
   subnet?: string;
-  lab: boolean;
+  /** --lab / --no-lab; neither: the config's lab.enabled (off by default). */
+  lab?: boolean;
   labBoards?: string;
   boards?: string;
 }
@@ -27,12 +28,14 @@ function configFrom(flags: ServeFlags) {
     bootIp: flags.bootIp,
     subnet: flags.subnet,
     adminToken: process.env.DOZEN_ADMIN_TOKEN || undefined,
-    lab: { enabled: flags.lab === false ? false : undefined, boards: labBoardsFlag(flags.labBoards ?? flags.boards) },
+    lab: { enabled: flags.lab, boards: labBoardsFlag(flags.labBoards ?? flags.boards) },
   });
 }
 
+// The server and the lab are loaded only by the commands that run them: client commands start faster.
 async function serve(flags: ServeFlags) {
   const config = configFrom(flags);
+  const { startServer } = await import('../server.js');
   const server = await startServer(config);
   console.log(`DozenCloud API on ${server.apiUrl}  (admin token: ${config.adminToken ? 'from DOZEN_ADMIN_TOKEN/config' : resolve(config.dataDir, 'admin-token')})`);
   if (server.lab) {
@@ -62,14 +65,15 @@ const withServeFlags = (c: Command) =>
     .option('--api <host:port>', 'HTTP API address')
     .option('--boot-ip <ip>', 'address the DHCP/TFTP servers bind to and announce')
     .option('--subnet <cidr>', 'the boot network')
-    .option('--no-lab', 'do not start the virtual lab of emulated boards')
+    .option('--lab', 'start the virtual lab of emulated boards (default: the config\'s lab.enabled, off unless set)')
+    .option('--no-lab', 'do not start the virtual lab, whatever the config says')
     .option('--lab-boards <n|mix>', 'the lab\'s boards: a number of QEMU virt boards, or a mix like virt:2,bpim2u:2,arm64:1')
     .option('--boards <mix>', 'same as --lab-boards');
 
-withServeFlags(program.command('serve').description('run the provisioning server (DHCP, TFTP, API; the virtual lab unless --no-lab)')).action(serve);
+withServeFlags(program.command('serve').description('run the provisioning server (DHCP, TFTP, API; the virtual lab only with --lab or lab.enabled)')).action(serve);
 
 const lab = program.command('lab').description('the virtual lab: emulated boards (QEMU virt ARMv7 and arm64, Banana Pi M2 Ultra) with real U-Boot');
-withServeFlags(lab.command('up').description('start the lab and the server that boots it (same as serve)')).action(serve);
+withServeFlags(lab.command('up').description('start the lab and the server that boots it (serve --lab)')).action((flags: ServeFlags) => serve({ ...flags, lab: flags.lab ?? true }));
 lab
   .command('down')
   .description('stop the lab boards and remove the lab network namespace')
@@ -77,12 +81,16 @@ lab
   .option('--data-dir <dir>')
   .action(async (flags: ServeFlags) => {
     const config = configFrom({ ...flags, lab: true });
+    const { Lab } = await import('../lab/lab.js');
     await new Lab({ ...config.lab, bootIp: config.bootIp, subnet: config.subnet, stateDir: resolve(config.dataDir, 'lab') }).down();
     console.log(`lab ${config.lab.netns} removed`);
   });
 
 registerClientCommands(program);
+tenantCommands(program);
+discoveredCommands(program);
 consoleCommand(program);
+sshCommand(program);
 
 program.parseAsync().catch((err: Error) => {
   log.debug({ err }, 'command failed');

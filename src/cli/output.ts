@@ -8,8 +8,8 @@ export function print(value: unknown, opts: { json?: boolean; columns?: string[]
     const cols = opts.columns ?? Object.keys(value[0] ?? {});
     const rows = value.map((v) => cols.map((c) => cell((v as Record<string, unknown>)[c])));
     const widths = cols.map((c, i) => Math.max(c.length, ...rows.map((r) => r[i]!.length)));
-    console.log(cols.map((c, i) => c.toUpperCase().padEnd(widths[i]!)).join('  '));
-    for (const r of rows) console.log(r.map((x, i) => x.padEnd(widths[i]!)).join('  '));
+    console.log(cols.map((c, i) => c.toUpperCase().padEnd(widths[i]!)).join('  ').trimEnd());
+    for (const r of rows) console.log(r.map((x, i) => x.padEnd(widths[i]!)).join('  ').trimEnd());
     if (!value.length) console.log('(none)');
     return;
   }

@@ -177,7 +177,7 @@ export class LeaseService {
         const board = pickBoard(s, input, image, fenced);
         if (board) {
           applyTransition(s, board.id, 'provisioning', `lease ${id}`);
-          const lease: Lease = { ...base, kind: 'board', boardId: board.id };
+          const lease: Lease = { ...base, kind: 'board', boardId: board.id, ...(board.ip ? { boardIp: board.ip } : {}) };
           const job = newJob('provision', id, tenantId, jobSteps('board', 'provision'));
           lease.jobId = job.id;
           s.leases.push(lease);

@@ -127,6 +127,8 @@ export const leaseSchema = z.object({
   tenantId: tenantIdSchema,
   kind: z.enum(['board', 'container']),
   boardId: z.string().optional(),
+  /** The board's reserved address, as the tenant reaches it (ssh -J through the gateway); set at allocation. */
+  boardIp: z.ipv4().optional(),
   image: z.string(),
   sshKeys: z.array(z.string()),
   hostname: z.string(),
