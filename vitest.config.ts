@@ -17,6 +17,7 @@ const SERIAL = [
   'test/power/**/*.test.ts',
   'test/console/lab-console.test.ts',
   'test/console/browser.test.ts',
+  'test/web/**/*.test.ts',
   'test/boot/dhcp-*.test.ts',
   'test/boot/boot-files.test.ts',
   'test/api/boards.test.ts',

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Router } from 'express';
-import { authenticate, bearerOf, type Principal } from '../auth/tokens.js';
+import type { Principal } from '../auth/tokens.js';
 import type { ImageCatalog } from '../images/catalog.js';
 import type { Inventory } from '../inventory/boards.js';
 import type { BoardEvents } from '../inventory/events.js';
@@ -16,6 +16,7 @@ import { leaseRoutes } from './routes/leases.js';
 import { consoleRoutes } from './routes/consoles.js';
 import type { ConsoleSessions } from '../console/index.js';
 import { tenantRoutes } from './routes/tenants.js';
+import { principalFrom, sessionRoutes } from './routes/session.js';
 import { imageRoutes } from '../images/routes.js';
 import type { ImageImporter } from '../images/import.js';
 import { parseBody } from './validate.js';
@@ -46,9 +47,12 @@ declare module 'express-serve-static-core' {
   }
 }
 
-/** The caller's principal, for handlers outside the route table (WebSocket upgrades use the same rule). */
-export function principalOf(store: Store, adminToken: string, req: Pick<Request, 'headers'>): Principal {
-  return authenticate(store, adminToken, bearerOf(req.headers.authorization));
+/**
+ * The caller's principal, for handlers outside the route table too (WebSocket upgrades use the same rule):
+ * `Authorization: Bearer`, or the web UI's session cookie (unsafe methods: same-origin only; routes/session.ts).
+ */
+export function principalOf(store: Store, adminToken: string, req: Pick<Request, 'headers'> & { method?: string }): Principal {
+  return principalFrom(store, adminToken, req);
 }
 
 export function createApp(d: ApiDeps): Express {
@@ -57,6 +61,7 @@ export function createApp(d: ApiDeps): Express {
 
   const routes: Route[] = [
     { method: 'get', path: '/health', summary: 'Liveness and protocol counters', access: 'public', handler: () => ({ ok: true, ...(d.stats?.() ?? {}) }) },
+    ...sessionRoutes(d),
     ...tenantRoutes(d),
     ...boardRoutes(d),
     ...imageRoutes({ catalog: d.images, importer: d.importer }),

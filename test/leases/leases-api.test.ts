@@ -104,6 +104,10 @@ describe('authorization matrix', () => {
     ['GET', `/leases/${leaseA}/console`, undefined, NOT_B, 426, 426],
     ['GET', `/leases/${leaseA}/console/log`, undefined, NOT_B, 404, 404],
     ['DELETE', `/leases/${leaseA}`, undefined, NOT_B, 202, 202],
+    // the browser session (src/api/routes/session.ts): a Bearer caller has no cookie to read or clear
+    ['GET', '/session', undefined, 200, 200, 200],
+    ['POST', '/session', { token: 'nope' }, 401, 401, 401],
+    ['DELETE', '/session', undefined, 204, 204, 204],
     ['GET', '/boards/bpi-02', undefined, 403, 403, 200],
     ['POST', '/boards', board(9), 403, 403, 201],
     ['PATCH', '/boards/bpi-09', { model: 'bananapro' }, 403, 403, 200],

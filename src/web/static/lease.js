@@ -45,7 +45,8 @@
   async function api(method, path, body) {
     const res = await fetch(path, {
       method,
-      headers: Object.assign({ authorization: 'Bearer ' + token() }, body ? { 'content-type': 'application/json' } : {}),
+      // No token in this tab: the web UI's session cookie (HttpOnly, sent by the browser) authenticates instead.
+      headers: Object.assign(token() ? { authorization: 'Bearer ' + token() } : {}, body ? { 'content-type': 'application/json' } : {}),
       body: body ? JSON.stringify(body) : undefined,
     });
     let data = null;
@@ -83,7 +84,7 @@
   function connect() {
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/v1/leases/' + encodeURIComponent(leaseId) + '/console';
     // Browsers cannot set Authorization on a WebSocket: the token travels as the `bearer.<token>` subprotocol.
-    const sock = new WebSocket(url, [SUBPROTOCOL, 'bearer.' + token()]);
+    const sock = new WebSocket(url, token() ? [SUBPROTOCOL, 'bearer.' + token()] : [SUBPROTOCOL]);
     ws = sock;
     sock.binaryType = 'arraybuffer';
     status('connecting…');
@@ -127,7 +128,8 @@
   });
 
   async function start() {
-    if (!token()) return askToken();
+    // Signed in to the web UI (/)? Its session cookie serves here too, and no token is asked for or kept.
+    if (!token() && !(await api('GET', '/v1/session')).data?.signedIn) return askToken();
     if ((await loadLease()) === false) return;
     connect();
     term.focus();
