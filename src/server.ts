@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { adminToken } from './api/admin-token.js';
 import { createApp } from './api/app.js';
 import { attachLeaseConsoles } from './api/console-socket.js';
-import { healthStats } from './api/health.js';
+import { healthDetailRoutes, healthStats } from './api/health.js';
 import { serveApi, splitHostPort } from './api/listen.js';
 import { networkRoutes } from './api/routes/network.js';
 import { storageRoutes } from './api/routes/storage.js';
@@ -165,7 +165,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const token = await adminToken(config, dataDir);
     let consoleWs: ConsoleWebSocket | undefined;
     const stats = healthStats({ network: net, tftp, dhcp, console: () => consoleWs });
-    const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net })];
+    const detail = healthDetailRoutes({
+      storage: storage && { dir: config.storage.dir, driver: storage.driverReason, tgtdPid: () => storage.daemon.pid },
+      docker: config.containers.hosts.length ? () => ct.pool.hosts().map((h) => ct.pool.state(h.id)) : undefined,
+      lab: lab && (() => ({ netns: config.lab.netns, boards: lab!.boards().length })),
+      network: () => net.health(),
+    });
+    const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net }), ...detail];
     const routers = [consoleWebRouter()];
     if (config.metrics.listen) {
       const [host, port] = splitHostPort(config.metrics.listen);

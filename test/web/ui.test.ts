@@ -568,6 +568,8 @@ describe('operator view', () => {
     await page.click('nav a[href="#/health"]');
     await page.waitForSelector('#health dl');
     expect(await page.textContent('#health')).toMatch(/Server ok/);
+    // GET /v1/health/detail: tgtd, the storage's free space, the network driver
+    expect(await page.textContent('#health')).toMatch(/tgtd[\s\S]*running[\s\S]*freeBytes[\s\S]*driver\s*none/);
     await phoneShot(page, 'admin-health');
     await page.click('nav a[href="#/leases"]');
     await page.waitForSelector(`#lease-table tr[data-lease="${leaseB}"]`);

@@ -280,11 +280,13 @@ function tree(o) {
 
 export function healthView(ctx) {
   const box = h('div', { id: 'health' }, 'loading…');
-  ctx.main.append(h('h1', {}, 'Health'), h('p', { className: 'muted small' }, 'From GET /v1/health: board isolation, the network driver, the DHCP, TFTP and console counters.'), box);
+  ctx.main.append(h('h1', {}, 'Health'), h('p', { className: 'muted small' }, 'From GET /v1/health/detail (tgtd, storage space, Docker engines, board isolation, the lab) and GET /v1/health (the DHCP, TFTP and console counters).'), box);
   const p = poll(async () => {
     try {
-      const hl = await api('GET', '/health');
-      fill(box, h('div', { className: 'card' }, h('p', {}, 'Server ', badge(hl.ok ? 'ok' : 'failing', hl.ok ? 'ok' : 'error')), tree(hl)));
+      const [d, hl] = await Promise.all([api('GET', '/health/detail'), api('GET', '/health')]);
+      const problems = d.problems.length ? h('ul', { id: 'health-problems' }, ...d.problems.map((x) => h('li', {}, x))) : h('p', { className: 'muted small' }, 'No problems.');
+      const { ok: _ok, problems: _p, ...parts } = d;
+      fill(box, h('div', { className: 'card' }, h('p', {}, 'Server ', badge(d.ok ? 'ok' : 'problems', d.ok ? 'ok' : 'error')), problems, tree(parts), h('h2', {}, 'Counters'), tree(hl)));
     } catch (err) {
       report(err);
     }
