@@ -139,10 +139,6 @@ export async function startServer(config: Config): Promise<RunningServer> {
       ? new LabUnwedger(new Map(wedgy.map((b) => [b.mac, { id: b.id, qmp: b.qmp }])), (id) => events.add(id, { type: 'power', message: 'lab: DHCP offers unanswered, QMP stop + cont (emulated GMAC receive wedge)' }))
       : undefined;
     const onDhcpEvent = (ev: DhcpEvent) => (metrics.onDhcpEvent(ev), boot.onDhcpEvent(ev), unwedger?.onDhcpEvent(ev));
-    if (unwedger) {
-      const stopTicking = unwedger.tick(5000);
-      cleanups.push(async () => stopTicking());
-    }
     const dhcpOptions = { serverAddress: config.bootIp, port: d.port, subnet, router, dns, domain, leaseSeconds: d.leaseSeconds, pool: d.pool, lookup: boot.lookup, onEvent: onDhcpEvent };
     const dhcp = d.thread ? new DhcpThread({ ...dhcpOptions, pinned: [...pinned] }) : new DhcpServer({ ...dhcpOptions, pinned: (mac, ip) => pinned.has(`${mac}/${ip}`) });
     await dhcp.start();

@@ -18,25 +18,6 @@ export class LabUnwedger {
     private readonly offers = 3,
   ) {}
 
-  /**
-   * The same wedge hits Linux's dwmac-sun8i under load: its receive ring fills during a boot's burst of
-   * iSCSI reads, QEMU queues what follows and never flushes it, the root disk's connection drops, and the
-   * iSCSI session's recovery times out (I/O errors, a read-only root: seen on a Banana Pi's reimage). No
-   * DHCP shows it, so every `periodMs` each such board that runs gets a stop + cont (a pause of a few
-   * ms); a wedge then lasts at most that long. Returns the function that stops the ticking.
-   */
-  tick(periodMs: number, onTick: (boardId: string) => void = () => {}): () => void {
-    let busy = false;
-    const timer = setInterval(() => {
-      if (busy) return;
-      busy = true;
-      const each = [...this.boards.values()].map(async (b) => (await kick(b.qmp).catch(() => false)) && onTick(b.id));
-      void Promise.all(each).finally(() => (busy = false));
-    }, periodMs);
-    timer.unref();
-    return () => clearInterval(timer);
-  }
-
   /** Feed it every DHCP event (offer and ack matter). */
   readonly onDhcpEvent = (ev: { type: string; mac?: string }): void => {
     const b = ev.mac ? this.boards.get(ev.mac) : undefined;
@@ -58,10 +39,8 @@ export class LabUnwedger {
   };
 }
 
-/** stop + cont, only while the board runs: a board the server has switched off stays off. True if it kicked. */
-async function kick(socket: string): Promise<boolean> {
+/** stop + cont, only while the board runs: a board the server has switched off stays off. */
+async function kick(socket: string): Promise<void> {
   const [status] = (await qmp(socket, [{ execute: 'query-status' }], 5000)) as Array<{ running: boolean }>;
-  if (!status?.running) return false;
-  await qmp(socket, [{ execute: 'stop' }, { execute: 'cont' }], 5000);
-  return true;
+  if (status?.running) await qmp(socket, [{ execute: 'stop' }, { execute: 'cont' }], 5000);
 }
