@@ -24,6 +24,9 @@ const key = join(work, 'id_ed25519');
 beforeAll(async () => {
   requireRoot();
   requireTools('qemu-system-arm', 'tgtd', 'tgtadm', 'ssh', 'ssh-keygen', 'mkfs.btrfs', 'debootstrap');
+  // The lab enrols its boards with the test image; the lease boots debian-12. Both built here: no file may
+  // count on another having built them.
+  execFileSync('bash', [join(REPO_ROOT, 'images/test/build.sh')], { stdio: 'ignore', timeout: 600_000 });
   execFileSync('bash', [join(REPO_ROOT, 'images/debian-12/build.sh')], { stdio: 'ignore', timeout: 1_500_000 });
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
   fs = makeLoopFs('btrfs', 4096);
