@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config.js';
 import { Lab } from '../../src/lab/lab.js';
+import { buildLabImage } from '../helpers/lab-server.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { until } from '../helpers/until.js';
 import { makeLoopFs } from '../storage/loop-fs.js';
@@ -26,6 +27,7 @@ const config = {
   bootIp: '10.85.0.1',
   subnet: '10.85.0.0/24',
   metadata: { port: await freePort('0.0.0.0') }, // free on every address: it binds the lab's boot IP
+  gateway: { listen: '127.0.0.1:0' },
   lab: { enabled: true, boards: 1, netns, powerOn: false },
   leases: { bootTimeoutMs: 60_000, osTimeoutMs: 180_000 },
   storage: { enabled: true, dir: fs.dir, tgt: { controlPort } },
@@ -62,8 +64,9 @@ function untilLogged<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
 beforeAll(async () => {
   requireRoot();
   requireTools('qemu-system-arm', 'ip');
+  buildLabImage('test'); // the lab's boards are enrolled with it
   await start();
-}, 300_000);
+}, 900_000);
 
 afterAll(async () => {
   server?.kill('SIGKILL');

@@ -19,6 +19,7 @@ import { loadConfig, REPO_ROOT } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import type { Lease } from '../../src/store/schema.js';
 import { sessionConsole, type TestConsole } from '../helpers/serial.js';
+import { buildLabImage } from '../helpers/lab-server.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { until } from '../helpers/until.js';
 import { freeControlPort, freePort, restarted } from '../storage/tgt-fixture.js';
@@ -52,6 +53,7 @@ function ssh(command: string) {
 beforeAll(async () => {
   requireRoot();
   requireTools('qemu-system-arm', 'ip', 'mkimage', 'tgtd', 'tgtadm', 'ssh', 'ssh-keygen', 'debootstrap');
+  buildLabImage('test'); // what the lab enrols its board with; the lease boots debian-12
   execFileSync('bash', [join(REPO_ROOT, 'images/debian-12/build.sh')], { stdio: 'ignore', timeout: 1_500_000 });
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'tenant@e2e', '-f', key]);
   server = await startServer(

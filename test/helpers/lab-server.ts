@@ -1,8 +1,9 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, type Config } from '../../src/config.js';
+import { loadConfig, REPO_ROOT, type Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { freeControlPort, freePort } from '../storage/tgt-fixture.js';
 
@@ -16,9 +17,18 @@ export interface LabServerOptions {
   extra?: Record<string, any>;
 }
 
+/**
+ * Builds an image the lab enrols its boards with (cached: a second build is a checksum pass). No test file
+ * may count on another having built it first.
+ */
+export function buildLabImage(image: string): void {
+  if (image === 'test' || image === 'debian-12') execFileSync('bash', [join(REPO_ROOT, `images/${image}/build.sh`)], { stdio: 'ignore', timeout: 1_800_000 });
+}
+
 /** Configuration for a server with its own lab, boards powered off so consoles can attach first. */
 export function labConfig(o: LabServerOptions): Config {
   const { lab, ...rest } = o.extra ?? {};
+  buildLabImage(lab?.image ?? 'test');
   return loadConfig(undefined, {
     dataDir: mkdtempSync(join(tmpdir(), `${o.prefix}-`)),
     api: '127.0.0.1:0',
@@ -40,6 +50,7 @@ export function startLabServer(o: LabServerOptions): Promise<RunningServer> {
  * (it binds the lab's boot IP) and our own tgtd on its own control port.
  */
 export async function iscsiLabConfig(o: { dataDir: string; prefix: string; boards: number | string; netns: string; storageDir: string; osTimeoutMs: number; bootTimeoutMs?: number; image?: string }): Promise<Config> {
+  buildLabImage(o.image ?? 'test');
   return loadConfig(undefined, {
     dataDir: o.dataDir,
     api: '127.0.0.1:0',
