@@ -1,5 +1,5 @@
 import { startLabServer } from '../helpers/lab-server.js';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,12 +128,17 @@ describe('a tenant’s whole lease of a board', () => {
       // The same board through the controller's SSH gateway, as a tenant outside the boot network reaches
       // it (README "SSH gateway"): with the lease's key it gets in; with another key it gets nothing.
       const gw = `${lease.id}@127.0.0.1`;
-      const jump = (k: string) => spawnSync('ssh', ['-i', k, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10',
-        '-o', `ProxyCommand=ssh -i ${k} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p ${server.gateway!.port} -W %h:%p ${gw}`, `root@${ip}`, 'hostname'], { encoding: 'utf8', timeout: 60_000 });
-      const through = jump(key);
+      // Asynchronous: the gateway runs in this process, and a blocking ssh would stall it.
+      const jump = (k: string) =>
+        new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) =>
+          execFile('ssh', ['-i', k, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10',
+            '-o', `ProxyCommand=ssh -i ${k} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p ${server.gateway!.port} -W %h:%p ${gw}`, `root@${ip}`, 'hostname'],
+            { encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr })),
+        );
+      const through = await jump(key);
       expect([through.status, through.stdout.trim()], through.stderr).toEqual([0, 'alice-bpi']);
       execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(work, 'other')]);
-      const stranger = jump(join(work, 'other'));
+      const stranger = await jump(join(work, 'other'));
       expect(stranger.status).not.toBe(0);
       expect(stranger.stderr).toMatch(/Permission denied \(publickey\)/);
 
