@@ -38,6 +38,7 @@ import { consoleWebRouter } from './web/router.js';
 import { createMetrics, metricsRouter, serveMetricsAlone } from './metrics/index.js';
 import { startSshGateway, type SshGateway } from './gateway/gateway.js';
 import { gatewayDeps } from './gateway/lease-view.js';
+import { sshGatewayRoute } from './gateway/route.js';
 
 export interface RunningServer {
   config: Config;
@@ -171,7 +172,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       lab: lab && (() => ({ netns: config.lab.netns, boards: lab!.boards().length })),
       network: () => net.health(),
     });
-    const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net }), ...detail];
+    let gateway: SshGateway | undefined; // started once the API listens, below
+    const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net }), ...detail, sshGatewayRoute(() => gateway?.port ?? null)];
     const routers = [consoleWebRouter()];
     if (config.metrics.listen) {
       const [host, port] = splitHostPort(config.metrics.listen);
@@ -186,7 +188,6 @@ export async function startServer(config: Config): Promise<RunningServer> {
     cleanups.push(() => ws.close()); // runs before http.close (cleanups run in reverse)
 
     // The SSH gateway: tenants reach their boards and consoles with their leases' keys.
-    let gateway: SshGateway | undefined;
     if (config.gateway.enabled) {
       const [host, port] = splitHostPort(config.gateway.listen);
       const gw = await startSshGateway({ host, port, hostKeyPath: config.gateway.hostKey ?? join(dataDir, 'ssh-gateway', 'host_ed25519'), deps: gatewayDeps({ store, inventory, consoles }), log, maxConnections: config.gateway.maxConnections });

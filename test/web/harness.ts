@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { createApp } from '../../src/api/app.js';
 import { healthDetailRoutes } from '../../src/api/health.js';
+import { sshGatewayRoute } from '../../src/gateway/route.js';
 import { ImageImporter } from '../../src/images/import.js';
 import { log } from '../../src/log.js';
 import { consoleWebRouter } from '../../src/web/router.js';
@@ -19,7 +20,7 @@ import { startConsoleServer } from '../console/harness.js';
  */
 export function startWebServer(o: { onRequest?: (req: IncomingMessage) => void } = {}) {
   return startConsoleServer({
-    app: (a) => withRecorder(o.onRequest, createApp({ adminToken: ADMIN, store: a.store, inventory: a.inventory, events: a.events, images: a.images, leases: a.leases, bus: a.bus, log, consoles: a.consoles, importer: new ImageImporter({ catalog: a.images, dir: mkdtempSync(join(tmpdir(), 'imported-')), log, inUse: () => null }), routers: [consoleWebRouter()], extraRoutes: healthDetailRoutes({ storage: { dir: tmpdir(), driver: 'copy (the harness has no tgtd)', tgtdPid: () => process.pid }, network: () => ({ driver: 'none', boardIsolation: 'none', problems: [] }) }) })),
+    app: (a) => withRecorder(o.onRequest, createApp({ adminToken: ADMIN, store: a.store, inventory: a.inventory, events: a.events, images: a.images, leases: a.leases, bus: a.bus, log, consoles: a.consoles, importer: new ImageImporter({ catalog: a.images, dir: mkdtempSync(join(tmpdir(), 'imported-')), log, inUse: () => null }), routers: [consoleWebRouter()], extraRoutes: [sshGatewayRoute(() => null), ...healthDetailRoutes({ storage: { dir: tmpdir(), driver: 'copy (the harness has no tgtd)', tgtdPid: () => process.pid }, network: () => ({ driver: 'none', boardIsolation: 'none', problems: [] }) })] })),
   });
 }
 

@@ -8,7 +8,8 @@
   const $ = (id) => document.getElementById(id);
   $('lease-id').textContent = leaseId;
 
-  const term = new Terminal({ cursorBlink: true, scrollback: 10000, convertEol: false, fontSize: 14 });
+  // logLevel off: a serial line carries broken escapes (systemd cuts its colour codes at 80 columns).
+  const term = new Terminal({ logLevel: 'off', cursorBlink: true, scrollback: 10000, convertEol: false, fontSize: 14 });
   const fit = new FitAddon.FitAddon();
   term.loadAddon(fit);
   term.open($('terminal'));

@@ -6,7 +6,9 @@ const SUBPROTOCOL = 'dozen.console.v1';
 
 /** Opens the console of lease `leaseId` in `el`; onStatus(text, 'up'|'down'|'muted'). Returns { close }. */
 export function openConsole(el, leaseId, onStatus = () => {}) {
-  const term = new Terminal({ cursorBlink: true, scrollback: 5000, convertEol: false, fontSize: 13 });
+  // logLevel off: a serial line carries broken escapes (systemd cuts its colour codes at 80 columns), and
+  // xterm would report each one as a console error.
+  const term = new Terminal({ logLevel: 'off', cursorBlink: true, scrollback: 5000, convertEol: false, fontSize: 13 });
   const fit = new FitAddon.FitAddon();
   term.loadAddon(fit);
   term.open(el);

@@ -68,7 +68,7 @@ async function newLeaseForm(box, ctx) {
   const image = h('select', { id: 'lease-image', name: 'image', required: true }, images.map((i) => h('option', { value: i.name }, i.name + (i.description ? ' — ' + i.description : ''))));
   const model = h('select', { id: 'lease-model', name: 'model' }, h('option', { value: '' }, 'any model'), [...models].map(([m, n]) => h('option', { value: m }, `${m} (${n.free} of ${n.total} free)`)));
   const keys = h('textarea', { id: 'lease-keys', name: 'sshKeys', placeholder: 'ssh-ed25519 AAAA… you@laptop (one per line)', rows: 3, spellcheck: 'false' });
-  const hostname = h('input', { id: 'lease-hostname', name: 'hostname', placeholder: 'optional', pattern: '[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?' });
+  const hostname = h('input', { id: 'lease-hostname', name: 'hostname', placeholder: 'optional', pattern: '[a-z0-9]([a-z0-9\\-]{0,61}[a-z0-9])?' }); // Chromium compiles patterns with the v flag: a bare - in [] is an error
   const memory = h('input', { id: 'lease-memory', name: 'memory', type: 'number', min: 16, max: 65536, step: 1, placeholder: 'MiB' });
   const cpus = h('input', { id: 'lease-cpus', name: 'cpus', type: 'number', min: 0.1, max: 64, step: 0.1, placeholder: 'e.g. 1.5' });
   const tenant = ctx.me.role === 'admin' ? h('input', { id: 'lease-tenant', name: 'tenant', placeholder: 'tenant id', required: true }) : null;
@@ -110,10 +110,14 @@ async function newLeaseForm(box, ctx) {
   fill(box, form);
 }
 
-/** The SSH command for a board lease, through the SSH gateway on the controller (port 2222). */
-export function sshCommand(lease, host) {
+/** The SSH gateway's port, as the server says (GET /v1/ssh-gateway); 2222 until it has answered. */
+let gatewayPort = 2222;
+const gatewayKnown = api('GET', '/ssh-gateway').then((g) => (gatewayPort = g.port ?? gatewayPort)).catch(() => {});
+
+/** The SSH command for a board lease, through the SSH gateway on the controller. */
+export function sshCommand(lease, host, port = gatewayPort) {
   const ip = lease.boardIp || (lease.iscsi && lease.iscsi.initiatorAddress) || '<board-ip>';
-  return `ssh -J ${lease.id}@${host}:2222 root@${ip}`;
+  return `ssh -J ${lease.id}@${host}:${port} root@${ip}`;
 }
 
 export function leaseView(ctx, id) {
@@ -145,6 +149,12 @@ export function leaseView(ctx, id) {
   let con = null;
   let alive = true;
 
+  function renderSsh(l) {
+    fill(ssh, l.kind === 'board' && !GONE.has(l.state)
+      ? [h('h2', {}, 'SSH'), h('code', { className: 'ssh', id: 'ssh-command' }, sshCommand(l, location.hostname)), h('p', { className: 'muted small' }, 'With one of the lease’s SSH keys. Console over SSH: ', h('code', {}, `ssh -t -p ${gatewayPort} console+${l.id}@${location.hostname}`))]
+      : []);
+  }
+
   function closeConsole(why) {
     con?.close();
     con = null;
@@ -154,6 +164,7 @@ export function leaseView(ctx, id) {
 
   function renderLease(l) {
     lease = l;
+    void gatewayKnown.then(() => lease === l && renderSsh(l));
     fill(title.querySelector('#lease-state'), badge(l.state));
     fill(meta, dl([
       ['State', l.state + (l.stateReason ? ' — ' + l.stateReason : '')],
@@ -167,9 +178,7 @@ export function leaseView(ctx, id) {
       ['Expires', when(l.expiresAt)],
       ['Released', when(l.releasedAt)],
     ], { id: 'lease-dl' }));
-    fill(ssh, l.kind === 'board' && !GONE.has(l.state)
-      ? [h('h2', {}, 'SSH'), h('code', { className: 'ssh', id: 'ssh-command' }, sshCommand(l, location.hostname)), h('p', { className: 'muted small' }, 'With one of the lease’s SSH keys. Console over SSH: ', h('code', {}, `ssh -t -p 2222 console+${l.id}@${location.hostname}`))]
-      : []);
+    renderSsh(l);
     const gone = GONE.has(l.state);
     for (const b of Object.values(buttons)) b.disabled = gone;
     if (gone) closeConsole('console closed: lease ' + l.state);
