@@ -14,7 +14,9 @@ const DIM = '\x1b[2m';
 const RESET = '\x1b[0m';
 
 const two = (n: number, w = 2) => String(n).padStart(w, '0');
-const value = (v: unknown) => (typeof v === 'string' ? (/^[^\s"=]+$/.test(v) ? v : JSON.stringify(v)) : JSON.stringify(v));
+// Control characters are always quoted (escaped): a client-chosen string (an SSH user name) must not
+// reach the operator's terminal as escape sequences.
+const value = (v: unknown) => (typeof v === 'string' ? (/^[^\s"=\x00-\x1f\x7f]+$/.test(v) ? v : JSON.stringify(v)) : JSON.stringify(v));
 
 /**
  * One pino JSON line as one human line: `12:04:05.123 INFO  message key=value …` (local time). An

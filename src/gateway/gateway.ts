@@ -62,6 +62,8 @@ export interface SshGatewayOptions {
   boardSshPort?: number;
   /** Open TCP connections at most; more are closed at once (default 256). */
   maxConnections?: number;
+  /** Connections one client address may hold at once (default 16): one host cannot take every slot. */
+  maxPerAddress?: number;
   /** A connection not authenticated by then is closed (default 30 s), as are ones that fail `maxAuthTries` times (default 6). */
   authTimeoutMs?: number;
   maxAuthTries?: number;
@@ -111,6 +113,7 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
   if (hostKey.created) log.info({ path: o.hostKeyPath }, 'ssh gateway: new host key created');
   const boardPort = o.boardSshPort ?? 22;
   const maxConnections = o.maxConnections ?? 256;
+  const maxPerAddress = o.maxPerAddress ?? 16;
   const authTimeoutMs = o.authTimeoutMs ?? 30_000;
   const maxAuthTries = o.maxAuthTries ?? 6;
   const maxChannels = o.maxChannels ?? 8;
@@ -379,7 +382,9 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
 
   const tcp = createServer((socket) => {
     socket.on('error', () => {});
-    if (conns.size >= maxConnections) {
+    let fromThere = 0;
+    for (const c of conns) if (c.socket.remoteAddress === socket.remoteAddress) fromThere++;
+    if (conns.size >= maxConnections || fromThere >= maxPerAddress) {
       refusedConnections++;
       socket.destroy();
       return;

@@ -20,6 +20,7 @@ export function hashConsolePassword(password: string): Promise<string> {
       if (code === 0 && SHA512_CRYPT.test(hash)) resolve(hash);
       else reject(new Error(`openssl passwd -6 failed (exit ${code}): ${err.trim() || 'unexpected output'}`));
     });
+    p.stdin.on('error', () => {}); // an openssl that exits early (or is missing) closes the pipe: its exit says why
     p.stdin.end(`${password}\n`);
   });
 }

@@ -188,7 +188,9 @@ export class LeaseService {
       }
       const size = { memoryMb: input.memory ?? 256, cpus: input.cpus ?? 1 };
       this.checkContainerQuota(s, tenantId, size);
-      const lease: Lease = { ...base, kind: 'container', image: containerImage! };
+      // A board's console password means nothing to a container (kind any that fell back): not kept.
+      const { consolePasswordHash: _unused, ...noPassword } = base as typeof base & { consolePasswordHash?: string };
+      const lease: Lease = { ...noPassword, kind: 'container', image: containerImage! };
       const job = newJob('provision', id, tenantId, jobSteps('container', 'provision'), { memoryMb: String(size.memoryMb), cpus: String(size.cpus) });
       lease.jobId = job.id;
       s.leases.push(lease);

@@ -136,3 +136,38 @@ describe('ssh gateway bounds', () => {
     await serves();
   });
 });
+
+describe('ssh gateway: one client address', () => {
+  let gw: SshGateway;
+  beforeAll(async () => {
+    requireSshTools();
+    gw = await startGateway(tmp.path, { lease: () => undefined, attachConsole: () => undefined }, { maxConnections: 10, maxPerAddress: 2 });
+  });
+  afterAll(async () => gw?.close());
+
+  const open = async (from: string): Promise<Socket> => {
+    const s = connect({ host: '127.0.0.1', port: gw.port, localAddress: from });
+    s.on('error', () => {});
+    s.resume();
+    await new Promise((r) => s.once('connect', r));
+    return s;
+  };
+
+  it('cannot hold more than maxPerAddress connections; another address still gets in', async () => {
+    const held = [await open('127.0.0.1'), await open('127.0.0.1')];
+    const third = await open('127.0.0.1');
+    const closed = await new Promise<boolean>((resolve) => {
+      third.once('close', () => resolve(true));
+      setTimeout(() => resolve(false), 1000);
+    });
+    expect(closed).toBe(true);
+    const other = await open('127.0.0.3');
+    const otherClosed = await new Promise<boolean>((resolve) => {
+      other.once('close', () => resolve(true));
+      setTimeout(() => resolve(false), 1000);
+    });
+    expect(otherClosed).toBe(false);
+    expect(gw.stats().refusedConnections).toBe(1);
+    for (const s of [...held, other]) s.destroy();
+  });
+});

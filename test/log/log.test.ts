@@ -16,6 +16,11 @@ describe('pretty log lines', () => {
     expect(prettyLine(err, { colour: false })).toBe('03:04:05.067 ERROR failed err="TypeError: x is undefined"\n');
   });
 
+  it('a field a client chose cannot reach the terminal as escape sequences', () => {
+    const line = JSON.stringify({ level: 30, time: at, user: '\x1b]52;c;ZXZpbA==\x07lease', msg: 'ssh gateway: login refused' });
+    expect(prettyLine(line, { colour: false })).toBe('03:04:05.067 INFO  ssh gateway: login refused user="\\u001b]52;c;ZXZpbA==\\u0007lease"\n');
+  });
+
   it('colours the level and dims the rest on a terminal; passes through what is not JSON', () => {
     expect(prettyLine(JSON.stringify({ level: 30, time: at, msg: 'up', port: 8080 }), { colour: true })).toBe('\x1b[2m03:04:05.067\x1b[0m \x1b[32mINFO \x1b[0m up \x1b[2mport=8080\x1b[0m\n');
     expect(prettyLine('not json', { colour: true })).toBe('not json\n');
