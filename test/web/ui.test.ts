@@ -565,6 +565,19 @@ describe('operator view', () => {
     expect(await page.textContent('#import-error')).toMatch(/nonexistent|no such|not found|ENOENT/i);
     expect(w.expected).toEqual([`HTTP 400: POST ${srv.url}/v1/images`]);
     w.allowStatus = [];
+    // Upload from the browser, with progress: 2 MiB that are no disk image. The upload completes (the
+    // progress bar reaches 100 %), the import job starts and then fails, and the jobs table says why.
+    await page.fill('#upload-form input[name=name]', 'from-upload');
+    await page.setInputFiles('#upload-form input[name=file]', { name: 'junk.img', mimeType: 'application/octet-stream', buffer: Buffer.alloc(2 << 20, 0x5a) });
+    await page.click('#upload-form button[type=submit]');
+    await page.waitForFunction(() => /import job \S+ started/.test(document.querySelector('#upload-status')?.textContent ?? ''), undefined, { timeout: 15_000 });
+    expect(await page.$eval('#upload-progress', (el) => (el as HTMLProgressElement).value)).toBe(100);
+    await page.waitForFunction(() => /from-upload[\s\S]*failed/i.test(document.querySelector('#import-jobs')?.textContent ?? ''), undefined, { timeout: 20_000 });
+    // The page's own API (its importer), read with the page's session.
+    const jobs = (await page.evaluate(() => fetch('/v1/images/jobs').then((r) => r.json()))) as Array<{ name: string; state: string; error?: { message: string } }>;
+    const up = jobs.find((j) => j.name === 'from-upload');
+    expect(up?.state, JSON.stringify(jobs).slice(0, 600)).toBe('failed');
+    expect(await page.textContent('#import-jobs')).toContain(up!.error!.message.slice(0, 40));
     await page.click('nav a[href="#/health"]');
     await page.waitForSelector('#health dl');
     expect(await page.textContent('#health')).toMatch(/Server ok/);
