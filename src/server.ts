@@ -173,7 +173,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       network: () => net.health(),
     });
     let gateway: SshGateway | undefined; // started once the API listens, below
-    const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net }), ...detail, sshGatewayRoute(() => gateway?.port ?? null)];
+    const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net }), ...detail, sshGatewayRoute(() => gateway)];
     const routers = [consoleWebRouter()];
     if (config.metrics.listen) {
       const [host, port] = splitHostPort(config.metrics.listen);

@@ -79,13 +79,15 @@ export function sshCommand(program: Command): void {
     .description('ssh to a leased board as root, through the controller\'s SSH gateway (arguments after -- go to ssh)')
     .option('--url <url>', 'server URL')
     .option('--token <token>', 'API token')
-    .option('--gateway <host:port>', `the SSH gateway (default: $DOZEN_SSH_GATEWAY, else the API's host, port ${DEFAULT_GATEWAY_PORT})`)
+    .option('--gateway <host:port>', `the SSH gateway (default: $DOZEN_SSH_GATEWAY, else the API's host and the port GET /v1/ssh-gateway names, ${DEFAULT_GATEWAY_PORT} if none)`)
     .option('--ip <address>', "the board's address (default: from the lease, or the board record for an admin)")
     .option('--print', 'print the ssh command instead of running it')
     .option('--json', 'with --print: the argv as a JSON array')
     .action(async (leaseId: string, sshArgs: string[], o: Common & { gateway?: string; ip?: string; print?: boolean }) => {
       const api = await client(o);
       const gw = gatewayFor(o.gateway, process.env.DOZEN_SSH_GATEWAY || undefined, api.login.url);
+      // Neither flag nor environment: the port the server says its gateway has (an older server: 2222).
+      if (!o.gateway && !process.env.DOZEN_SSH_GATEWAY) gw.port = (await api.call<{ port: number | null }>('GET', '/ssh-gateway').catch(() => undefined))?.port ?? gw.port;
       const lease = await api.call<Lease>('GET', `/leases/${encodeURIComponent(leaseId)}`);
       const ip = o.ip ?? (await boardIpOf(api, lease));
       const argv = sshArgv(lease.id, ip, gw, sshArgs);

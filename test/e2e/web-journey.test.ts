@@ -246,6 +246,8 @@ describe('a new user’s journey through the web UI', () => {
       // The gateway's real port (GET /v1/ssh-gateway): the command works as shown.
       expect([jumpUser, jumpHost, Number(jumpPort), boardIp]).toEqual([leaseId, new URL(server.apiUrl).hostname, server.gateway!.port, server.inventory.get(BOARD).ip]);
       expect(await page.textContent('#lease-dl')).toContain(HOSTNAME);
+      // The gateway's host key, to check on first use: the key the gateway really serves.
+      expect((await page.textContent('#ssh-host-key'))!.trim()).toBe(`[${jumpHost}]:${jumpPort} ${server.gateway!.hostPublicKey}`);
       // The jump ssh gets its options from -F (OpenSSH passes -F on to the ProxyJump hop, not -o).
       const cfg = join(work, 'ssh_config');
       writeFileSync(cfg, `Host *\n  IdentityFile ${key}\n  IdentitiesOnly yes\n  BatchMode yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  ConnectTimeout 10\n  LogLevel ERROR\n`);

@@ -20,7 +20,7 @@ import { startConsoleServer } from '../console/harness.js';
  */
 export function startWebServer(o: { onRequest?: (req: IncomingMessage) => void } = {}) {
   return startConsoleServer({
-    app: (a) => withRecorder(o.onRequest, createApp({ adminToken: ADMIN, store: a.store, inventory: a.inventory, events: a.events, images: a.images, leases: a.leases, bus: a.bus, log, consoles: a.consoles, importer: new ImageImporter({ catalog: a.images, dir: mkdtempSync(join(tmpdir(), 'imported-')), log, inUse: () => null }), routers: [consoleWebRouter()], extraRoutes: [sshGatewayRoute(() => null), ...healthDetailRoutes({ storage: { dir: tmpdir(), driver: 'copy (the harness has no tgtd)', tgtdPid: () => process.pid }, network: () => ({ driver: 'none', boardIsolation: 'none', problems: [] }) })] })),
+    app: (a) => withRecorder(o.onRequest, createApp({ adminToken: ADMIN, store: a.store, inventory: a.inventory, events: a.events, images: a.images, leases: a.leases, bus: a.bus, log, consoles: a.consoles, importer: new ImageImporter({ catalog: a.images, dir: mkdtempSync(join(tmpdir(), 'imported-')), log, inUse: () => null }), routers: [consoleWebRouter()], extraRoutes: [sshGatewayRoute(() => undefined), ...healthDetailRoutes({ storage: { dir: tmpdir(), driver: 'copy (the harness has no tgtd)', tgtdPid: () => process.pid }, network: () => ({ driver: 'none', boardIsolation: 'none', problems: [] }) })] })),
   });
 }
 

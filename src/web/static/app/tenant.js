@@ -112,7 +112,13 @@ async function newLeaseForm(box, ctx) {
 
 /** The SSH gateway's port, as the server says (GET /v1/ssh-gateway); 2222 until it has answered. */
 let gatewayPort = 2222;
-const gatewayKnown = api('GET', '/ssh-gateway').then((g) => (gatewayPort = g.port ?? gatewayPort)).catch(() => {});
+let gatewayHostKey = null;
+const gatewayKnown = api('GET', '/ssh-gateway')
+  .then((g) => {
+    gatewayPort = g.port ?? gatewayPort;
+    gatewayHostKey = g.hostKey ?? null;
+  })
+  .catch(() => {});
 
 /** The SSH command for a board lease, through the SSH gateway on the controller. */
 export function sshCommand(lease, host, port = gatewayPort) {
@@ -151,7 +157,8 @@ export function leaseView(ctx, id) {
 
   function renderSsh(l) {
     fill(ssh, l.kind === 'board' && !GONE.has(l.state)
-      ? [h('h2', {}, 'SSH'), h('code', { className: 'ssh', id: 'ssh-command' }, sshCommand(l, location.hostname)), h('p', { className: 'muted small' }, 'With one of the lease’s SSH keys. Console over SSH: ', h('code', {}, `ssh -t -p ${gatewayPort} console+${l.id}@${location.hostname}`))]
+      ? [h('h2', {}, 'SSH'), h('code', { className: 'ssh', id: 'ssh-command' }, sshCommand(l, location.hostname)), h('p', { className: 'muted small' }, 'With one of the lease’s SSH keys. Console over SSH: ', h('code', {}, `ssh -t -p ${gatewayPort} console+${l.id}@${location.hostname}`)),
+        ...(gatewayHostKey ? [h('p', { className: 'muted small' }, 'The gateway’s host key, for ~/.ssh/known_hosts (check it before you trust the first connection): ', h('code', { id: 'ssh-host-key', className: 'wrap' }, `[${location.hostname}]:${gatewayPort} ${gatewayHostKey}`))] : [])]
       : []);
   }
 
