@@ -2,7 +2,8 @@ import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { launchChromium, terminalText } from '../helpers/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config.js';
 import { type RunningServer } from '../../src/server.js';
@@ -48,10 +49,7 @@ beforeAll(async () => {
     },
   });
   server.consoles.get(BOARD)!.on('data', (d: Buffer) => (consoleText = (consoleText + d.toString()).slice(-400_000)));
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 }, 1_800_000);
 
 afterAll(async () => {
@@ -107,17 +105,6 @@ async function signIn(w: Watched, token: string): Promise<void> {
 }
 
 const shot = (page: Page, name: string) => page.screenshot({ path: join(ART, `journey-${name}.png`), fullPage: true });
-
-/** The embedded terminal's whole buffer (scrollback and screen), as text; '' before the console opened. */
-const terminalText = (page: Page) =>
-  page.evaluate(() => {
-    const t = (window as unknown as { dozenTerm?: { buffer: { active: { length: number; getLine(i: number): { translateToString(trim: boolean): string } | undefined } } } }).dozenTerm;
-    if (!t) return '';
-    const b = t.buffer.active;
-    const lines: string[] = [];
-    for (let i = 0; i < b.length; i++) lines.push(b.getLine(i)?.translateToString(true) ?? '');
-    return lines.join('\n');
-  });
 
 /** What the lease page shows: the lease's state badge, the job's head and each step's state. */
 const pageProgress = (page: Page) =>

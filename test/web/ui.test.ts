@@ -6,7 +6,8 @@ import { randomInt } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { launchChromium, terminalText } from '../helpers/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BootService } from '../../src/boot/service.js';
 import { DhcpServer } from '../../src/boot/dhcp/server.js';
@@ -80,10 +81,7 @@ beforeAll(async () => {
       await server.stop();
     },
   );
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 }, 60_000);
 
 afterAll(async () => {
@@ -155,16 +153,6 @@ async function leaks(page: Page, token: string): Promise<string[]> {
   for (const [k, v] of Object.entries(s)) if (v.includes(token)) found.push(k);
   return found;
 }
-
-const screen = (page: Page) =>
-  page.evaluate(() => {
-    const t = (window as unknown as { dozenTerm?: { buffer: { active: { length: number; getLine(i: number): { translateToString(trim: boolean): string } | undefined } } } }).dozenTerm;
-    if (!t) return '';
-    const b = t.buffer.active;
-    const lines: string[] = [];
-    for (let i = 0; i < b.length; i++) lines.push(b.getLine(i)?.translateToString(true) ?? '');
-    return lines.join('\n');
-  });
 
 /** Saves a phone-width screenshot and checks the page does not scroll sideways. */
 async function phoneShot(page: Page, name: string): Promise<void> {
@@ -295,14 +283,14 @@ describe('tenant view', () => {
     await page.click('#console');
     await page.keyboard.type('echo UI-$((6*7)) from $(uname -s)\n');
     let text = '';
-    await until('UI-42 on the embedded console', async () => /UI-42 from Linux/.test((text = await screen(page))), { timeoutMs: 10_000, intervalMs: 100, detail: () => text.slice(-500) });
+    await until('UI-42 on the embedded console', async () => /UI-42 from Linux/.test((text = await terminalText(page))), { timeoutMs: 10_000, intervalMs: 100, detail: () => text.slice(-500) });
     expect(a.problems).toEqual([]);
     // The full-screen lease page (/leases/:id) takes the same session: no token asked for, none stored.
     const full = await watchedPage(ctxA);
     await full.page.goto(srv.url + (await page.getAttribute('#console-full', 'href')));
     await full.page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('console connected'), null, { timeout: 10_000 });
     expect(await full.page.isHidden('#token-form')).toBe(true);
-    await until('scrollback on the full-screen page', async () => /UI-42 from Linux/.test((text = await screen(full.page))), { timeoutMs: 10_000, intervalMs: 100, detail: () => text.slice(-500) });
+    await until('scrollback on the full-screen page', async () => /UI-42 from Linux/.test((text = await terminalText(full.page))), { timeoutMs: 10_000, intervalMs: 100, detail: () => text.slice(-500) });
     expect(await leaks(full.page, A)).toEqual([]);
     expect(full.problems).toEqual([]);
     await full.page.close();
