@@ -233,7 +233,11 @@ build_arch() {
   tar -C "$HERE/rootfs" --owner=0 --group=0 --numeric-owner -cf - . | tar -C "$R" --no-overwrite-dir -xf -
   # The list the initramfs was built from (base.sh), for the tenant's own update-initramfs.
   install -m 644 "$HERE/modules-$da" "$R/etc/initramfs-tools/modules"
-  printf 'UUID=%s\t/\text4\tdefaults,errors=remount-ro\t0\t1\n' "$ROOT_UUID" >"$R/etc/fstab"
+  # noatime: when iscsid takes over the initramfs's session it stops the connection and logs in again;
+  # a read that updates an atime in that window starts an ext4 journal handle, which waits on a journal
+  # commit queued behind the stopped connection: iscsid never sends its login, and the root dies at the
+  # 120-s recovery timeout (seen on the emulated Banana Pi: "comm iscsid: Detected aborted journal").
+  printf 'UUID=%s\t/\text4\tdefaults,noatime,errors=remount-ro\t0\t1\n' "$ROOT_UUID" >"$R/etc/fstab"
   echo dozen >"$R/etc/hostname"
   printf '127.0.0.1\tlocalhost\n127.0.1.1\tdozen\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$R/etc/hosts"
   cp "$HERE/configure.sh" "$R/tmp/configure.sh"
