@@ -90,6 +90,15 @@ export interface ImageRoot {
 /** Images found under the configured roots; the first root wins a name. Rescanned at most every `ttlMs`. */
 export class ImageCatalog {
   private cache: { at: number; images: Map<string, Image>; problems: string[] } | null = null;
+  /**
+   * The scan in flight, shared: when the cache expires under load (a DHCP storm asks for every
+   * request), one scan of the image folders serves every caller instead of one scan each.
+   */
+  private inflight: { gen: number; scan: Promise<NonNullable<ImageCatalog['cache']>> } | null = null;
+  /** Bumped by invalidate(): a scan begun before it may have missed the change, so nobody after it waits on it. */
+  private gen = 0;
+  /** Scans of the image folders done (tests and metrics: concurrent callers share one). */
+  readonly stats = { scans: 0 };
   constructor(
     private readonly roots: ImageRoot[],
     private readonly ttlMs = 2000,
@@ -110,10 +119,28 @@ export class ImageCatalog {
 
   invalidate(): void {
     this.cache = null;
+    this.gen++;
   }
 
-  private async scan() {
-    if (this.cache && Date.now() - this.cache.at < this.ttlMs) return this.cache;
+  private scan(): Promise<NonNullable<ImageCatalog['cache']>> {
+    if (this.cache && Date.now() - this.cache.at < this.ttlMs) return Promise.resolve(this.cache);
+    if (this.inflight?.gen === this.gen) return this.inflight.scan;
+    const gen = this.gen;
+    const scan = this.scanFolders().then((found) => {
+      if (gen === this.gen) this.cache = found; // an invalidate() meanwhile wants a scan that starts after it
+      return found;
+    });
+    const entry = { gen, scan };
+    this.inflight = entry;
+    const clear = () => {
+      if (this.inflight === entry) this.inflight = null;
+    };
+    scan.then(clear, clear);
+    return scan;
+  }
+
+  private async scanFolders(): Promise<NonNullable<ImageCatalog['cache']>> {
+    this.stats.scans++;
     const images = new Map<string, Image>();
     const problems: string[] = [];
     for (const root of this.roots) {
@@ -136,7 +163,6 @@ export class ImageCatalog {
         }
       }
     }
-    this.cache = { at: Date.now(), images, problems };
-    return this.cache;
+    return { at: Date.now(), images, problems };
   }
 }

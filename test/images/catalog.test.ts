@@ -1,0 +1,43 @@
+/**
+ * The image catalog's cache: callers that arrive while a scan of the image folders runs share it (a DHCP
+ * storm asks the catalog on every request; one scan each stalled the main thread), and invalidate() makes
+ * the next caller see what changed even while an older scan is still in flight.
+ */
+import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ImageCatalog } from '../../src/images/catalog.js';
+import { makeImageRoot } from '../helpers/fixtures.js';
+
+const root = makeImageRoot('alpha');
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+describe('ImageCatalog', () => {
+  it('serves concurrent callers from one scan, and rescans only after the cache expires', async () => {
+    const catalog = new ImageCatalog([{ dir: root, sub: 'build' }], 60_000);
+    const got = await Promise.all(Array.from({ length: 50 }, () => catalog.get('alpha')));
+    expect(got.every((i) => i?.name === 'alpha')).toBe(true);
+    expect(catalog.stats.scans).toBe(1);
+    await catalog.list();
+    expect(catalog.stats.scans).toBe(1);
+    const short = new ImageCatalog([{ dir: root, sub: 'build' }], 0);
+    await short.get('alpha');
+    await short.get('alpha');
+    expect(short.stats.scans).toBe(2);
+  });
+
+  it('after invalidate(), a caller never gets a scan that began before it', async () => {
+    const catalog = new ImageCatalog([{ dir: root, sub: 'build' }], 60_000);
+    const early = catalog.get('beta'); // a scan in flight, begun before beta existed
+    cpSync(join(root, 'alpha'), join(root, 'beta'), { recursive: true });
+    const m = join(root, 'beta', 'build', 'manifest.json');
+    writeFileSync(m, readFileSync(m, 'utf8').replace('"alpha"', '"beta"'));
+    catalog.invalidate();
+    const late = await catalog.get('beta');
+    expect(late?.name).toBe('beta');
+    expect(catalog.stats.scans, 'the late caller waited on the scan begun before invalidate()').toBe(2);
+    await early; // it may or may not have seen beta (its readdir raced the copy); either way:
+    expect((await catalog.get('beta'))?.name).toBe('beta');
+    expect(catalog.stats.scans).toBe(2);
+  });
+});
