@@ -88,9 +88,33 @@ export function isIpv4(s: string): boolean {
   return isIPv4(s);
 }
 
+/**
+ * ipToInt for the per-packet path: the same strict dotted quad as isIPv4 (no leading zeros, octets up to
+ * 255, nothing else), without its regex, split and array; throws the same error for anything else.
+ */
+export function ipv4ToInt(ip: string): number {
+  let n = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i) - 48;
+    if (c === -2 && digits > 0 && dots < 3 && octet <= 255) {
+      n = n * 256 + octet;
+      octet = digits = 0;
+      dots++;
+    } else if (c >= 0 && c <= 9 && digits < 3 && !(digits === 1 && octet === 0)) {
+      octet = octet * 10 + c;
+      digits++;
+    } else throw new Error(`invalid IPv4 address: ${ip}`);
+  }
+  if (dots !== 3 || digits === 0 || octet > 255) throw new Error(`invalid IPv4 address: ${ip}`);
+  return n * 256 + octet;
+}
+
 export function ipToBuf(ip: string): Buffer {
   const b = Buffer.alloc(4);
-  b.writeUInt32BE(ipToInt(ip));
+  b.writeUInt32BE(ipv4ToInt(ip));
   return b;
 }
 
@@ -115,12 +139,16 @@ export function parseCidr(cidr: string): Subnet {
 }
 
 export function inSubnet(ip: string | number, s: Subnet): boolean {
-  const n = typeof ip === 'number' ? ip : ipToInt(ip);
+  const n = typeof ip === 'number' ? ip : ipv4ToInt(ip);
   return (n & s.mask) >>> 0 === s.network;
 }
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
 export function macToString(chaddr: Buffer, hlen = 6): string {
-  return [...chaddr.subarray(0, hlen)].map((x) => x.toString(16).padStart(2, '0')).join(':');
+  let s = '';
+  for (let i = 0; i < hlen; i++) s += i ? ':' + HEX[chaddr[i]!]! : HEX[chaddr[i]!]!;
+  return s;
 }
 
 export function macToBuf(mac: string): Buffer {
@@ -269,6 +297,18 @@ function optionWireSize(v: Buffer): number {
   return v.length + 2 * Math.max(1, Math.ceil(v.length / 255));
 }
 
+/** Takes option `code` into `chosen` if it fits the budget left; returns what is left then. */
+function choose(code: number, v: Buffer | undefined, chosen: Set<number>, budget: number, enc: EncodeOptions, max: number): number {
+  if (!v || chosen.has(code)) return budget;
+  const need = optionWireSize(v);
+  if (need <= budget) {
+    chosen.add(code);
+    return budget - need;
+  }
+  if (enc.required?.has(code)) throw new Error(`option ${code} does not fit in ${max} bytes`);
+  return budget;
+}
+
 /**
  * Encodes a packet. Which options fit is decided by `priority` then insertion order; the chosen
  * ones are written in insertion order (so a reply can follow the client's option 55 order while
@@ -278,15 +318,8 @@ export function encodePacket(p: DhcpPacket, enc: EncodeOptions = {}): Buffer {
   const max = Math.max(MIN_PACKET_LEN, enc.maxLength ?? 1500);
   const chosen = new Set<number>();
   let budget = max - HEADER_LEN - 1; // one byte for END
-  for (const code of [...(enc.priority ?? []), ...p.options.keys()]) {
-    const v = p.options.get(code);
-    if (!v || chosen.has(code)) continue;
-    const need = optionWireSize(v);
-    if (need <= budget) {
-      chosen.add(code);
-      budget -= need;
-    } else if (enc.required?.has(code)) throw new Error(`option ${code} does not fit in ${max} bytes`);
-  }
+  for (const code of enc.priority ?? []) budget = choose(code, p.options.get(code), chosen, budget, enc, max);
+  for (const [code, v] of p.options) budget = choose(code, v, chosen, budget, enc, max);
 
   const buf = Buffer.alloc(max);
   buf[0] = p.op;
@@ -296,10 +329,10 @@ export function encodePacket(p: DhcpPacket, enc: EncodeOptions = {}): Buffer {
   buf.writeUInt32BE(p.xid >>> 0, 4);
   buf.writeUInt16BE(p.secs, 8);
   buf.writeUInt16BE(p.flags, 10);
-  ipToBuf(p.ciaddr).copy(buf, 12);
-  ipToBuf(p.yiaddr).copy(buf, 16);
-  ipToBuf(p.siaddr).copy(buf, 20);
-  ipToBuf(p.giaddr).copy(buf, 24);
+  buf.writeUInt32BE(ipv4ToInt(p.ciaddr), 12);
+  buf.writeUInt32BE(ipv4ToInt(p.yiaddr), 16);
+  buf.writeUInt32BE(ipv4ToInt(p.siaddr), 20);
+  buf.writeUInt32BE(ipv4ToInt(p.giaddr), 24);
   p.chaddr.copy(buf, 28, 0, 16);
   writeCString(buf, 44, 64, p.sname);
   writeCString(buf, 108, 128, p.file);

@@ -243,6 +243,8 @@ export class DhcpServer {
   private recv: dgram.Socket | null = null;
   private send: dgram.Socket | null = null;
   private inflight = 0;
+  /** Option values that are the same in every reply, encoded once. */
+  private readonly fixed: FixedOptions;
 
   constructor(private readonly o: DhcpServerOptions) {
     if (!isIpv4(o.serverAddress)) throw new Error(`invalid serverAddress: ${o.serverAddress}`);
@@ -252,6 +254,7 @@ export class DhcpServer {
     if (!Number.isInteger(this.port) || this.port < 1 || this.port > 65534) throw new Error(`invalid port: ${o.port}`);
     this.subnet = parseCidr(o.subnet);
     this.leaseSeconds = o.leaseSeconds ?? 3600;
+    this.fixed = fixedOptions(o, this.subnet, this.leaseSeconds);
     if (o.pool) {
       const s = ipToInt(o.pool.start);
       const e = ipToInt(o.pool.end);
@@ -310,7 +313,7 @@ export class DhcpServer {
   private emit(ev: DhcpEvent): void {
     if (ev.type === 'malformed') this.stats.malformed++;
     if (ev.type === 'ignored' || ev.type === 'unknown') this.stats.ignored++;
-    log.debug({ dhcp: { ...ev, info: undefined } }, `dhcp: ${ev.type}`);
+    if (log.isLevelEnabled('debug')) log.debug({ dhcp: { ...ev, info: undefined } }, `dhcp: ${ev.type}`); // no copy per packet unless logged
     try {
       this.o.onEvent?.(ev);
     } catch (err) {
@@ -339,12 +342,18 @@ export class DhcpServer {
     if (this.inflight >= MAX_INFLIGHT) return this.emit({ type: 'ignored', mac, reason: 'server busy' });
     const info = requestInfo(pkt, mac, mt);
     this.inflight++;
-    this.handle(pkt, info)
-      .catch((err: unknown) => {
-        log.error({ err }, 'dhcp: handler failed');
-        this.emit({ type: 'ignored', mac, reason: `internal error: ${String(err)}`, info });
-      })
-      .finally(() => this.inflight--);
+    void this.handleSafely(pkt, info);
+  }
+
+  private async handleSafely(pkt: DhcpPacket, info: DhcpRequestInfo): Promise<void> {
+    try {
+      await this.handle(pkt, info);
+    } catch (err) {
+      log.error({ err }, 'dhcp: handler failed');
+      this.emit({ type: 'ignored', mac: info.mac, reason: `internal error: ${String(err)}`, info });
+    } finally {
+      this.inflight--;
+    }
   }
 
   private async handle(pkt: DhcpPacket, info: DhcpRequestInfo): Promise<void> {
@@ -435,8 +444,8 @@ export class DhcpServer {
 
   private nak(pkt: DhcpPacket, info: DhcpRequestInfo, reason: string): void {
     const options = new Map<number, Buffer>([
-      [Opt.MSG_TYPE, optU8(MsgType.NAK)],
-      [Opt.SERVER_ID, optIps([this.o.serverAddress])],
+      [Opt.MSG_TYPE, MSG_TYPE_OPT[MsgType.NAK]!],
+      [Opt.SERVER_ID, this.fixed.serverId],
       [Opt.MESSAGE, optStr(reason.slice(0, 200))],
     ]);
     // RFC 2131 4.3.2: NAKs are broadcast (relays: set the broadcast bit so the relay broadcasts).
@@ -450,14 +459,15 @@ export class DhcpServer {
   private reply(pkt: DhcpPacket, info: DhcpRequestInfo, type: number, ip: string, res: DhcpReservation | null, inform = false): void {
     const next = res?.nextServer ?? this.o.serverAddress;
     const boot = res?.bootFile !== undefined || res?.nextServer !== undefined;
+    const f = this.fixed;
     const avail = new Map<number, Buffer>();
-    avail.set(Opt.SUBNET_MASK, optU32(this.subnet.mask));
-    if (this.o.router) avail.set(Opt.ROUTER, optIps([this.o.router]));
-    if (this.o.dns?.length) avail.set(Opt.DNS, optIps(this.o.dns));
+    avail.set(Opt.SUBNET_MASK, f.mask);
+    if (f.router) avail.set(Opt.ROUTER, f.router);
+    if (f.dns) avail.set(Opt.DNS, f.dns);
     if (res?.hostname) avail.set(Opt.HOSTNAME, optStr(res.hostname));
-    if (this.o.domain) avail.set(Opt.DOMAIN, optStr(this.o.domain));
-    avail.set(Opt.BROADCAST, optU32(this.subnet.broadcast));
-    if (boot) avail.set(Opt.TFTP_SERVER, optStr(next));
+    if (f.domain) avail.set(Opt.DOMAIN, f.domain);
+    avail.set(Opt.BROADCAST, f.broadcast);
+    if (boot) avail.set(Opt.TFTP_SERVER, next === this.o.serverAddress ? f.serverName : optStr(next));
     if (res?.bootFile) avail.set(Opt.BOOTFILE, optStr(res.bootFile));
     // PXE: echo the class only to a PXE client that asked for it back (RFC 4578 / PXE 2.1 §2.2).
     if (info.vendorClass?.startsWith('PXEClient') && info.paramRequestList.includes(Opt.VENDOR_CLASS)) {
@@ -468,18 +478,14 @@ export class DhcpServer {
     // options (always sent, even unasked), then the rest. Room under option 57 goes to
     // REPLY_PRIORITY first, so a long hostname can't squeeze out the boot file.
     const options = new Map<number, Buffer>([
-      [Opt.MSG_TYPE, optU8(type)],
-      [Opt.SERVER_ID, optIps([this.o.serverAddress])],
+      [Opt.MSG_TYPE, MSG_TYPE_OPT[type]!],
+      [Opt.SERVER_ID, f.serverId],
     ]);
-    if (!inform) options.set(Opt.LEASE_TIME, optU32(this.leaseSeconds));
-    const take = (code: number): void => {
-      const v = avail.get(code);
-      if (v && !options.has(code)) options.set(code, v);
-    };
-    info.paramRequestList.forEach(take);
-    take(Opt.TFTP_SERVER);
-    take(Opt.BOOTFILE);
-    [...avail.keys()].forEach(take);
+    if (!inform) options.set(Opt.LEASE_TIME, f.leaseTime);
+    for (const code of info.paramRequestList) take(options, avail, code);
+    take(options, avail, Opt.TFTP_SERVER);
+    take(options, avail, Opt.BOOTFILE);
+    for (const code of avail.keys()) take(options, avail, code);
 
     const ciaddr = type === MsgType.ACK ? pkt.ciaddr : ZERO;
     // siaddr is "the next server to use in bootstrap"; the file field is left empty when the
@@ -511,10 +517,46 @@ export class DhcpServer {
     }
     // Else, without a configured address the client can't receive unicast (we can't write its ARP entry
     // from Node), so yiaddr-unicast from RFC 2131 4.1 is replaced by broadcast on the boot link.
-    sock.send(buf, port, address, (err) => {
-      if (err) log.warn({ err, address, port }, 'dhcp: send failed');
-    });
+    sock.send(buf, port, address, onSent);
   }
+}
+
+/** One callback for every send, not a closure per packet; the error names the address and port. */
+function onSent(err: Error | null): void {
+  if (err) log.warn({ err }, 'dhcp: send failed');
+}
+
+/** Option 53's value per message type, shared by every reply (encodePacket only reads values). */
+const MSG_TYPE_OPT: readonly Buffer[] = Array.from({ length: MsgType.INFORM + 1 }, (_, t) => optU8(t));
+
+interface FixedOptions {
+  serverId: Buffer;
+  serverName: Buffer; // option 66 when the next server is this one
+  leaseTime: Buffer;
+  mask: Buffer;
+  broadcast: Buffer;
+  router?: Buffer;
+  dns?: Buffer;
+  domain?: Buffer;
+}
+
+function fixedOptions(o: DhcpServerOptions, subnet: Subnet, leaseSeconds: number): FixedOptions {
+  return {
+    serverId: optIps([o.serverAddress]),
+    serverName: optStr(o.serverAddress),
+    leaseTime: optU32(leaseSeconds),
+    mask: optU32(subnet.mask),
+    broadcast: optU32(subnet.broadcast),
+    ...(o.router ? { router: optIps([o.router]) } : {}),
+    ...(o.dns?.length ? { dns: optIps(o.dns) } : {}),
+    ...(o.domain ? { domain: optStr(o.domain) } : {}),
+  };
+}
+
+/** Moves option `code` from what the reply can say into what it says, once, keeping insertion order. */
+function take(options: Map<number, Buffer>, avail: Map<number, Buffer>, code: number): void {
+  const v = avail.get(code);
+  if (v && !options.has(code)) options.set(code, v);
 }
 
 function replyHeader(req: DhcpPacket, ciaddr: string, yiaddr: string, h: Pick<DhcpPacket, 'siaddr' | 'sname' | 'file' | 'flags'>, options: Map<number, Buffer>): DhcpPacket {
@@ -540,22 +582,27 @@ function replyHeader(req: DhcpPacket, ciaddr: string, yiaddr: string, h: Pick<Dh
 /** The view of a request handed to lookup(). Optional PXE fields are best-effort, never fatal. */
 export function requestInfo(pkt: DhcpPacket, mac: string, msgType: number): DhcpRequestInfo {
   const o = pkt.options;
+  const prl = o.get(Opt.PARAM_REQUEST_LIST);
   const info: DhcpRequestInfo = {
     mac,
     msgType,
     xid: pkt.xid,
     giaddr: pkt.giaddr,
     ciaddr: pkt.ciaddr,
-    paramRequestList: [...(o.get(Opt.PARAM_REQUEST_LIST) ?? [])],
+    paramRequestList: prl ? Array.from(prl) : [],
   };
-  const set = <K extends keyof DhcpRequestInfo>(k: K, v: DhcpRequestInfo[K] | undefined): void => {
-    if (v !== undefined) info[k] = v;
-  };
-  set('requestedIp', readIpOpt(o.get(Opt.REQUESTED_IP)));
-  set('serverId', readIpOpt(o.get(Opt.SERVER_ID)));
-  set('hostname', readStrOpt(o.get(Opt.HOSTNAME)));
-  set('vendorClass', readStrOpt(o.get(Opt.VENDOR_CLASS)));
-  set('clientArch', readArchOpt(o.get(Opt.CLIENT_ARCH)));
-  set('uuid', readUuidOpt(o.get(Opt.UUID)));
+  // Only the options present become keys (as before: no `undefined` members crossing threads).
+  const requestedIp = readIpOpt(o.get(Opt.REQUESTED_IP));
+  if (requestedIp !== undefined) info.requestedIp = requestedIp;
+  const serverId = readIpOpt(o.get(Opt.SERVER_ID));
+  if (serverId !== undefined) info.serverId = serverId;
+  const hostname = readStrOpt(o.get(Opt.HOSTNAME));
+  if (hostname !== undefined) info.hostname = hostname;
+  const vendorClass = readStrOpt(o.get(Opt.VENDOR_CLASS));
+  if (vendorClass !== undefined) info.vendorClass = vendorClass;
+  const clientArch = readArchOpt(o.get(Opt.CLIENT_ARCH));
+  if (clientArch !== undefined) info.clientArch = clientArch;
+  const uuid = readUuidOpt(o.get(Opt.UUID));
+  if (uuid !== undefined) info.uuid = uuid;
   return info;
 }
