@@ -78,6 +78,11 @@ export interface SshGatewayOptions {
   recheckMs?: number;
   /** Connecting to a board gives up after this long (default 10 s). */
   connectTimeoutMs?: number;
+  /**
+   * An authenticated connection with no console or tunnel open for this long is closed (default 60 s):
+   * a tenant's idle connections (`ssh -N`, a master left behind) must not hold slots forever.
+   */
+  idleMs?: number;
 }
 
 export interface SshGateway {
@@ -102,6 +107,7 @@ interface ConnState {
   client?: Connection;
   grant?: Grant;
   authTimer: NodeJS.Timeout;
+  idleTimer?: NodeJS.Timeout;
   failures: number;
   channels: Set<OpenChannel>;
   ended: boolean;
@@ -119,6 +125,7 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
   const maxChannels = o.maxChannels ?? 8;
   const maxBuffered = o.maxBufferedBytes ?? 1024 * 1024;
   const connectTimeoutMs = o.connectTimeoutMs ?? 10_000;
+  const idleMs = o.idleMs ?? 60_000;
 
   const conns = new Set<ConnState>();
   // ssh2 names a connection by the peer's address; the TCP socket is ours (auth timer, bound, close).
@@ -132,9 +139,25 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
     keepaliveCountMax: o.keepaliveCountMax ?? 3,
   });
 
+  /** Channels come and go through these two: with none open, the idle clock runs. */
+  const addChannel = (st: ConnState, ch: OpenChannel) => {
+    st.channels.add(ch);
+    clearTimeout(st.idleTimer);
+  };
+  const dropChannel = (st: ConnState, ch: OpenChannel) => {
+    st.channels.delete(ch);
+    watchIdle(st);
+  };
+  const watchIdle = (st: ConnState) => {
+    clearTimeout(st.idleTimer);
+    if (st.ended || !st.grant || st.channels.size) return;
+    st.idleTimer = setTimeout(() => endConn(st, `idle: nothing open for ${idleMs / 1000} s`), idleMs);
+  };
+
   const endConn = (st: ConnState, why: string) => {
     if (st.ended) return;
     st.ended = true;
+    clearTimeout(st.idleTimer);
     log.debug({ peer: peerOf(st.socket), why }, 'ssh gateway: connection closed');
     // The channels first, each with its message: a client that gets the disconnect first (OpenSSH) exits
     // without printing what it had received, and with status 255 instead of the channel's.
@@ -175,6 +198,7 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
       if (!st.grant) return endConn(st, 'ready without a grant');
       clearTimeout(st.authTimer);
       log.info({ peer: peerOf(st.socket), user: st.grant.user }, 'ssh gateway: authenticated');
+      watchIdle(st);
     }));
     client.on('session', guard(st, 'session', (accept, reject) => {
       if (!st.grant || st.ended || st.channels.size >= maxChannels) return reject();
@@ -267,7 +291,7 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
     const finish = (message: string | undefined, code: number) => {
       if (ended) return;
       ended = true;
-      st.channels.delete(entry);
+      dropChannel(st, entry);
       attachment?.detach();
       try {
         if (message) stream.write(`\r\n[dozen] ${message}\r\n`);
@@ -277,7 +301,7 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
         /* the client is gone */
       }
     };
-    st.channels.add(entry);
+    addChannel(st, entry);
     stream.on('error', () => finish(undefined, 1));
     stream.on('close', () => finish(undefined, 1));
     stream.write(`[dozen] console of lease ${leaseId} — ~. to leave\r\n`);
@@ -325,7 +349,7 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
       close: async (reason) => {
         if (done) return;
         done = true;
-        st.channels.delete(entry);
+        dropChannel(st, entry);
         clearTimeout(timer);
         board.destroy();
         if (channel) {
@@ -345,7 +369,7 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
         }
       },
     };
-    st.channels.add(entry);
+    addChannel(st, entry);
     const timer = setTimeout(() => void entry.close('board did not answer'), connectTimeoutMs);
     board.on('error', (err) => void entry.close(`board: ${err.message}`));
     board.on('close', () => void entry.close('board closed'));
@@ -405,6 +429,7 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
     byPeer.set(peer, st);
     socket.once('close', () => {
       clearTimeout(st.authTimer);
+      clearTimeout(st.idleTimer);
       conns.delete(st);
       if (byPeer.get(peer) === st) byPeer.delete(peer);
       st.ended = true;

@@ -171,3 +171,27 @@ describe('ssh gateway: one client address', () => {
     for (const s of [...held, other]) s.destroy();
   });
 });
+
+describe('ssh gateway: idle connections', () => {
+  const leases = new Leases();
+  let gw: SshGateway;
+  let key: { key: string; pub: string };
+  beforeAll(async () => {
+    requireSshTools();
+    key = makeKey(tmp.path, 'tenant-idle');
+    leases.set({ id: 'lease-i', tenantId: 't', sshKeys: [key.pub], boardId: 'b', boardIp: '127.0.0.2', active: true });
+    gw = await startGateway(tmp.path, { lease: (id) => leases.get(id), attachConsole: () => undefined }, { idleMs: 800 });
+  });
+  afterAll(async () => gw?.close());
+
+  it('an authenticated connection with nothing open (ssh -N) is closed after idleMs, and its slot freed', async () => {
+    const t0 = Date.now();
+    // Without the idle limit this runs until the harness kills it at 15 s.
+    const r = await run('ssh', [...sshBase(key.key), '-N', '-p', String(gw.port), 'lease-i@127.0.0.1'], { timeoutMs: 15_000 });
+    const ms = Date.now() - t0;
+    expect(ms, `ssh -N ran ${ms} ms: ${r.stderr}`).toBeLessThan(8_000);
+    expect(ms).toBeGreaterThan(800);
+    expect(r.code).toBe(255);
+    await expect.poll(() => gw.stats().connections).toBe(0);
+  });
+});
