@@ -190,7 +190,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     // The SSH gateway: tenants reach their boards and consoles with their leases' keys.
     if (config.gateway.enabled) {
       const [host, port] = splitHostPort(config.gateway.listen);
-      const gw = await startSshGateway({ host, port, hostKeyPath: config.gateway.hostKey ?? join(dataDir, 'ssh-gateway', 'host_ed25519'), deps: gatewayDeps({ store, inventory, consoles }), log, maxConnections: config.gateway.maxConnections });
+      const gw = await startSshGateway({ host, port, hostKeyPath: config.gateway.hostKey ?? join(dataDir, 'ssh-gateway', 'host_ed25519'), deps: gatewayDeps({ store, inventory, consoles, maxViewers: config.limits.viewersPerConsole }), log, maxConnections: config.gateway.maxConnections });
       cleanups.push(() => gw.close());
       const unsubscribe = bus.subscribe((ev) => ev.type === 'lease' && gw.recheck());
       cleanups.push(async () => unsubscribe());

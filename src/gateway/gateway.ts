@@ -316,7 +316,11 @@ export async function startSshGateway(o: SshGatewayOptions): Promise<SshGateway>
       },
       end: (reason) => finish(`console closed: ${reason}`, 1),
     };
-    attachment = o.deps.attachConsole(lease, `${lease.tenantId} (ssh)`, sink);
+    try {
+      attachment = o.deps.attachConsole(lease, `${lease.tenantId} (ssh)`, sink);
+    } catch (err) {
+      return finish(`console refused: ${(err as Error).message}`, 1);
+    }
     if (!attachment) return finish('this lease has no console line', 1);
     if (attachment.scrollback.length) stream.write(attachment.scrollback);
     let esc = ESCAPE_START;

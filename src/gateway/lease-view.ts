@@ -10,7 +10,7 @@ import type { GatewayDeps, GatewayLease } from './gateway.js';
  * console is (src/auth/authz.ts); its epoch is its current job, so a reimage closes what was open and a
  * power cycle does not.
  */
-export function gatewayDeps(d: { store: Store; inventory: Inventory; consoles: ConsoleSessions }): GatewayDeps {
+export function gatewayDeps(d: { store: Store; inventory: Inventory; consoles: ConsoleSessions; maxViewers?: number }): GatewayDeps {
   const lease = (id: string): GatewayLease | undefined => {
     const l = d.store.state.leases.find((x) => x.id === id);
     if (!l || l.kind !== 'board' || !l.boardId) return undefined;
@@ -28,7 +28,7 @@ export function gatewayDeps(d: { store: Store; inventory: Inventory; consoles: C
     lease,
     attachConsole: (l, who, sink) => {
       const session = l.boardId ? d.consoles.get(l.boardId) : undefined;
-      return session && attachBoardSession(session, who, sink);
+      return session && attachBoardSession(session, who, sink, d.maxViewers);
     },
   };
 }

@@ -24,6 +24,7 @@ describe('ssh gateway: serial console', () => {
   let keyA: { key: string; pub: string };
   let keyB: { key: string; pub: string };
   let got = '';
+  let maxViewers: number | undefined;
 
   const consoleSsh = (key: string, lease: string) => start('ssh', [...sshBase(key), '-tt', '-e', 'none', '-p', String(gw.port), `console+${lease}@127.0.0.1`], { timeoutMs: 30_000 });
 
@@ -41,7 +42,7 @@ describe('ssh gateway: serial console', () => {
     leases.set({ id: 'lease-b', tenantId: 'tenant-b', sshKeys: [keyB.pub], boardId: 'board-b', boardIp: '127.0.0.3', active: true });
     gw = await startGateway(tmp.path, {
       lease: leases.get,
-      attachConsole: (lease, who, sink) => (lease.boardId === 'board-a' ? attachBoardSession(session, who, sink) : undefined),
+      attachConsole: (lease, who, sink) => (lease.boardId === 'board-a' ? attachBoardSession(session, who, sink, maxViewers) : undefined),
     });
     // What the board printed before anyone attached: the scrollback.
     await board.port.write('U-Boot 2025.01 earlier-boot-output\r\n');
@@ -122,6 +123,23 @@ describe('ssh gateway: serial console', () => {
     const r = await ssh.exited;
     expect(r.stdout).toContain('[dozen] console closed: lease lease-a was reimaged');
     expect(r.code).toBe(1);
+  });
+
+  it('a console with viewersPerConsole viewers refuses one more, with the reason', async () => {
+    maxViewers = 1;
+    try {
+      const first = consoleSsh(keyA.key, 'lease-a');
+      await first.waitFor('earlier-boot-output');
+      const second = await consoleSsh(keyA.key, 'lease-a').exited;
+      expect(second.stdout).toContain('[dozen] console refused: this console has 1 viewers already');
+      expect(second.stdout).not.toContain('earlier-boot-output');
+      expect(second.code).toBe(1);
+      expect(session.viewerList()).toHaveLength(1);
+      first.write('~.');
+      expect((await first.exited).code).toBe(0);
+    } finally {
+      maxViewers = undefined;
+    }
   });
 
   it('the console going away (session closed by the server) ends the channel with its reason', async () => {
