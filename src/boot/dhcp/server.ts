@@ -592,17 +592,15 @@ export function requestInfo(pkt: DhcpPacket, mac: string, msgType: number): Dhcp
     paramRequestList: prl ? Array.from(prl) : [],
   };
   // Only the options present become keys (as before: no `undefined` members crossing threads).
-  const requestedIp = readIpOpt(o.get(Opt.REQUESTED_IP));
-  if (requestedIp !== undefined) info.requestedIp = requestedIp;
-  const serverId = readIpOpt(o.get(Opt.SERVER_ID));
-  if (serverId !== undefined) info.serverId = serverId;
-  const hostname = readStrOpt(o.get(Opt.HOSTNAME));
-  if (hostname !== undefined) info.hostname = hostname;
-  const vendorClass = readStrOpt(o.get(Opt.VENDOR_CLASS));
-  if (vendorClass !== undefined) info.vendorClass = vendorClass;
-  const clientArch = readArchOpt(o.get(Opt.CLIENT_ARCH));
-  if (clientArch !== undefined) info.clientArch = clientArch;
-  const uuid = readUuidOpt(o.get(Opt.UUID));
-  if (uuid !== undefined) info.uuid = uuid;
+  setIfPresent(info, 'requestedIp', readIpOpt(o.get(Opt.REQUESTED_IP)));
+  setIfPresent(info, 'serverId', readIpOpt(o.get(Opt.SERVER_ID)));
+  setIfPresent(info, 'hostname', readStrOpt(o.get(Opt.HOSTNAME)));
+  setIfPresent(info, 'vendorClass', readStrOpt(o.get(Opt.VENDOR_CLASS)));
+  setIfPresent(info, 'clientArch', readArchOpt(o.get(Opt.CLIENT_ARCH)));
+  setIfPresent(info, 'uuid', readUuidOpt(o.get(Opt.UUID)));
   return info;
+}
+
+function setIfPresent<K extends keyof DhcpRequestInfo>(info: DhcpRequestInfo, key: K, value: DhcpRequestInfo[K] | undefined): void {
+  if (value !== undefined) info[key] = value;
 }
