@@ -2,6 +2,8 @@
 # Installs the Debian packages DozenCloud and its tests need. Idempotent: installs only what is missing.
 # Services shipped by these packages (tftpd-hpa, tgt, docker) are NOT started: the project starts its own.
 set -euo pipefail
+# shellcheck source=lib/apt-update.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt-update.sh"
 PKGS=(
   qemu-system-arm u-boot-qemu u-boot-tools qemu-utils      # virtual lab: emulated ARMv7/arm64 boards with real U-Boot (QEMU 10: below)
   mtools                                                    # the lab's Banana Pi SD cards: a FAT partition holding U-Boot's environment
@@ -50,7 +52,11 @@ if [ ! -f "$BACKPORTS" ]; then
   fresh_lists=1
 fi
 if [ $fresh_lists = 1 ] || [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
-  apt-get update -q
+  # Retried (a mirror mid-sync serves inconsistent indexes for minutes). If it still fails, the install
+  # below runs on whatever lists apt kept and fails loudly itself when a package cannot be resolved.
+  upd_log=$(mktemp)
+  apt_update_retrying "$upd_log" -q || { cat "$upd_log" >&2; echo "setup-host: WARNING: apt-get update failed; installing from the lists apt has" >&2; }
+  rm -f "$upd_log"
 fi
 [ ${#missing[@]} -eq 0 ] || apt-get install -y -q --no-install-recommends "${missing[@]}"
 [ $need_qemu10 = 0 ] || apt-get install -y -q --no-install-recommends "${QEMU_BPO[@]}"

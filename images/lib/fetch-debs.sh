@@ -38,6 +38,9 @@ DEBS_DIR=
 DEBS_LISTS_FRESH=0 # 1 once this process has run `apt-get update` for DEBS_ARCH
 declare -A DEBS_FRESH_BY_ARCH=()
 
+# shellcheck source=../../scripts/lib/apt-update.sh
+. "$DEBS_REPO/scripts/lib/apt-update.sh"
+
 debs_log() { echo "[debs-${DEBS_ARCH:-?}] $*" >&2; }
 debs_die() { echo "[debs-${DEBS_ARCH:-?}] ERROR: $*" >&2; exit 1; }
 
@@ -104,7 +107,7 @@ debs_update() {
   debs_log "fetching $DEBS_ARCH package lists ($DEBS_SUITES) from $DEBS_MIRROR"
   local log
   log=$(mktemp)
-  if ! apt-get "${DEBS_APT[@]}" --error-on=any update >"$log" 2>&1; then
+  if ! apt_update_retrying "$log" "${DEBS_APT[@]}" --error-on=any; then
     cat "$log" >&2
     rm -f "$log"
     debs_die "apt-get update for $DEBS_ARCH failed (mirror $DEBS_MIRROR unreachable or inconsistent?)"
