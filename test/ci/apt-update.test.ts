@@ -69,7 +69,7 @@ describe("the lab's apt lists (sunxi_apt_update)", () => {
   const update = (lists: string[]) => `. scripts/lab-sunxi/lib.sh; sunxi_apt armhf
     for l in ${lists.join(' ')}; do : >"$SUNXI_APT_DIR/lists/$l"; done
     DOZEN_APT_TRIES=2 sunxi_apt_update; echo "survived fresh=$SUNXI_LISTS_FRESH"`;
-  const kept = ['deb.debian.org_debian_dists_bookworm_main_binary-armhf_Packages.lz4',
+  const kept: [string, string] = ['deb.debian.org_debian_dists_bookworm_main_binary-armhf_Packages.lz4',
     'deb.debian.org_debian_dists_bookworm-backports_main_binary-armhf_Packages.lz4'];
 
   it('goes on, with a warning, when only bookworm-security stays inconsistent', async () => {
