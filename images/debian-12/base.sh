@@ -62,18 +62,30 @@ trap cleanup EXIT
 # --- 1. debootstrap ----------------------------------------------------------------------------------
 log "debootstrap $SUITE $ARCH minbase + $(echo "$INCLUDE" | tr ',' ' ') from $MIRROR"
 log "(dpkg runs under $QEMU emulation: several minutes on a cold cache; progress every 30 s)"
-debootstrap --arch="$ARCH" --variant=minbase --components=main --include="$INCLUDE" \
-  --cache-dir="$CACHE/debs" "$SUITE" "$R" "$MIRROR" >"$W/debootstrap.log" 2>&1 &
-DB=$!
-while kill -0 "$DB" 2>/dev/null; do
-  sleep 30 & wait $! || true
-  kill -0 "$DB" 2>/dev/null && log "... $(grep '^I: ' "$W/debootstrap.log" | tail -1 | cut -c4-)"
-done
-if ! wait "$DB"; then
+# A download failure (a mirror mid-sync, a dropped connection) is retried from scratch, twice, 30 and
+# 60 s later; the .debs already fetched stay in the cache. Any other failure is final.
+for try in 1 2 3; do
+  debootstrap --arch="$ARCH" --variant=minbase --components=main --include="$INCLUDE" \
+    --cache-dir="$CACHE/debs" "$SUITE" "$R" "$MIRROR" >"$W/debootstrap.log" 2>&1 &
+  DB=$!
+  while kill -0 "$DB" 2>/dev/null; do
+    sleep 30 & wait $! || true
+    kill -0 "$DB" 2>/dev/null && log "... $(grep '^I: ' "$W/debootstrap.log" | tail -1 | cut -c4-)"
+  done
+  wait "$DB" && break
   tail -40 "$W/debootstrap.log" >&2
   [ -f "$R/debootstrap/debootstrap.log" ] && tail -40 "$R/debootstrap/debootstrap.log" >&2
+  if [ "$try" -lt 3 ] && grep -qiE "couldn't download|failed getting release|invalid release|hash sum mismatch|unexpected size|couldn't retrieve|failed to fetch" \
+    "$W/debootstrap.log" "$R/debootstrap/debootstrap.log" 2>/dev/null; then
+    log "debootstrap could not download (log above): retrying in $((try * 30)) s (try $((try + 1)) of 3)"
+    umount_all
+    rm -rf "$R"
+    mkdir -p "$R"
+    sleep $((try * 30))
+    continue
+  fi
   die "debootstrap failed (log above)"
-fi
+done
 umount_all
 log "debootstrap done ($(grep -c '^I: Retrieving' "$W/debootstrap.log" || true) packages downloaded, the rest from the cache)"
 
