@@ -30,9 +30,12 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // Tests log nothing unless asked (LOG_LEVEL=debug npx vitest run …); the servers they spawn inherit it.
-    env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent' },
+    // Every store in the suite (servers it spawns too) writes its journal from the first change and checks
+    // after each line that file + journal replay to memory: a mutation the journal missed fails its test.
+    env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent', DOZEN_STORE_JOURNAL_ABOVE: '0', DOZEN_STORE_VERIFY: '1' },
     // Removes what a killed earlier run left (test netns, their links, loop filesystems).
     globalSetup: ['test/helpers/global-setup.ts'],
+    setupFiles: ['test/helpers/store-verify.ts'],
     // CI also keeps a JSON report; .ci/run turns it into the closing line (scripts/ci-summary.mjs).
     reporters: process.env.CI ? ['default', ['json', { outputFile: 'test-artifacts/vitest.json' }]] : ['default'],
     projects: [

@@ -1,6 +1,9 @@
 /**
  * The allocation benchmarks' reference (bench/leases.ts, bench/state-growth): an HTTP endpoint that does
  * nothing but one durable state write per request — the floor any allocation that survives kill -9 pays.
+ * `journal: false` (default): the write is a whole (tiny) file, temp + fsync + rename + directory fsync, as
+ * the store writes a small state. `journal: true`: one fdatasync'd journal line, the store's cheapest
+ * durable write, as it writes a large state (src/store/store.ts): the floor for a full rack.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -9,9 +12,9 @@ import { join } from 'node:path';
 import express from 'express';
 import { Store } from '../src/store/store.js';
 
-export async function fsyncReference(): Promise<{ url: string; close(): Promise<void> }> {
+export async function fsyncReference(opts: { journal?: boolean } = {}): Promise<{ url: string; close(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-ref-'));
-  const store = await Store.open(join(dir, 'state.json'));
+  const store = await Store.open(join(dir, 'state.json'), { journalAboveBytes: opts.journal ? 0 : Number.MAX_SAFE_INTEGER, verify: false });
   const app = express();
   app.post('/w', async (_req, res) => {
     await store.update((s) => void s.discovered.push({ mac: '02:00:00:00:00:01', firstSeen: 'x', lastSeen: 'x', count: 0 }));

@@ -49,7 +49,9 @@ describe('allocation', () => {
     // the store agrees: one live lease per board, each board provisioning
     const live = h.store.state.leases.filter((l) => l.state !== 'released');
     expect(new Set(live.map((l) => l.boardId)).size).toBe(live.length);
-    expect(h.store.state.boards.every((b) => b.state === 'provisioning')).toBe(true);
+    // every board taken: provisioning, or already in error when its 150-ms boot window ran out while the
+    // 196 refusals were still being answered (no board here ever boots)
+    expect(h.store.state.boards.every((b) => b.state === 'provisioning' || b.state === 'error'), JSON.stringify(h.store.state.boards.map((b) => [b.id, b.state]))).toBe(true);
     // let the jobs end (boards never boot here → error), then release everything
     await Promise.all(ok.map((r) => h.leases.settle(r.body.job.id)));
     for (const r of ok) await h.leases.settle((await h.leases.release('system', r.body.lease.id)).job.id);

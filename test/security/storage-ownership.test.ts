@@ -56,7 +56,9 @@ describe('storage that cannot be destroyed by mistake', () => {
     expect(controllerId).toMatch(/^[0-9a-f-]{36}$/);
     expect(JSON.parse(readFileSync(join(fs.dir, 'controller.json'), 'utf8')).controllerId).toBe(controllerId);
     // "yesterday's backup": the state before the lease
+    // A running server's state is the file and its journal (README "State"): a backup takes both.
     copyFileSync(join(dataA, 'state.json'), join(work, 'state-before.json'));
+    copyFileSync(join(dataA, 'state.json.journal'), join(work, 'state-before.json.journal'));
 
     const tenant = (await api('POST', '/tenants', { id: 'erin', name: 'Erin' })).body.token;
     const made = (await api('POST', '/leases', { image: 'test', board: 'lab-1' }, tenant)).body;
@@ -80,10 +82,12 @@ describe('storage that cannot be destroyed by mistake', () => {
     expect(server.store.state.leases.find((l) => l.id === made.lease.id)!.state).toBe('active');
     expect(existsSync(diskPath)).toBe(true);
     await server.stop();
-    const stateNow = readFileSync(join(dataA, 'state.json'), 'utf8');
+    const stateNow = readFileSync(join(dataA, 'state.json'), 'utf8'); // stopped: the whole state, its journal folded in
+    expect(readFileSync(join(dataA, 'state.json.journal'), 'utf8')).toBe('');
 
     // 3. The operator restores yesterday's state: the disk made since is quarantined, not destroyed.
     copyFileSync(join(work, 'state-before.json'), join(dataA, 'state.json'));
+    copyFileSync(join(work, 'state-before.json.journal'), join(dataA, 'state.json.journal'));
     server = await startServer(serverConfig(dataA));
     expect(existsSync(diskPath)).toBe(false);
     const q = await api('GET', '/storage/quarantine');
@@ -96,6 +100,7 @@ describe('storage that cannot be destroyed by mistake', () => {
 
     // 4. Back to today's state, but the disk is still aside: the lease says so instead of reading active.
     writeFileSync(join(dataA, 'state.json'), stateNow);
+    writeFileSync(join(dataA, 'state.json.journal'), ''); // the quarantine run's journal goes with its state
     server = await startServer(serverConfig(dataA));
     const shown = (await api('GET', `/leases/${made.lease.id}`, undefined, tenant)).body;
     expect(shown.state).toBe('error');

@@ -5,6 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/store.js';
 import { SCHEMA_VERSION } from '../../src/store/schema.js';
 
+/** These tests read state.json as the whole state: below the journal's threshold, as a lab's state is. */
+const WHOLE = { journalAboveBytes: Number.MAX_SAFE_INTEGER };
 const dir = () => mkdtempSync(join(tmpdir(), 'store-'));
 const board = (id: string) => ({
   id,
@@ -21,21 +23,21 @@ const board = (id: string) => ({
 describe('state store', () => {
   it('creates a versioned file and persists each update before resolving', async () => {
     const d = dir();
-    const s = await Store.open(join(d, 'state.json'));
+    const s = await Store.open(join(d, 'state.json'), WHOLE);
     await s.update((st) => st.boards.push(board('a')));
     const onDisk = JSON.parse(readFileSync(join(d, 'state.json'), 'utf8'));
     expect(onDisk.version).toBe(SCHEMA_VERSION);
     expect(onDisk.boards.map((b: { id: string }) => b.id)).toEqual(['a']);
     expect(readdirSync(d).filter((f) => f.endsWith('.tmp'))).toEqual([]); // no temp files left behind
     await s.close();
-    const again = await Store.open(join(d, 'state.json'));
+    const again = await Store.open(join(d, 'state.json'), WHOLE);
     expect(again.state.boards[0]!.id).toBe('a');
     await again.close();
   });
 
   it('runs concurrent updates one at a time, each seeing the last; each resolves once it is on disk; they share writes', async () => {
     const d = dir();
-    const s = await Store.open(join(d, 'state.json'));
+    const s = await Store.open(join(d, 'state.json'), WHOLE);
     const file = join(d, 'state.json');
     const counts = (st: { discovered: Array<{ count: number }> }) => st.discovered.map((x) => x.count);
     const onDisk = () => counts(JSON.parse(readFileSync(file, 'utf8')));
@@ -66,7 +68,7 @@ describe('state store', () => {
 
   it('a mutation that throws among concurrent ones loses only its own change', async () => {
     const d = dir();
-    const s = await Store.open(join(d, 'state.json'));
+    const s = await Store.open(join(d, 'state.json'), WHOLE);
     const ids = (st: { boards: Array<{ id: string }> }) => st.boards.map((b) => b.id);
     const results = await Promise.allSettled([
       s.update((st) => void st.boards.push(board('a'))),
@@ -88,7 +90,7 @@ describe('state store', () => {
 
   it('no copy per change: after a change throws, the batch’s earlier ones are applied again on the state as on disk', async () => {
     const d = dir();
-    const s = await Store.open(join(d, 'state.json'));
+    const s = await Store.open(join(d, 'state.json'), WHOLE);
     await s.update((st) => void st.boards.push(board('a')));
     let runs = 0;
     const [first, second] = await Promise.allSettled([
@@ -111,7 +113,7 @@ describe('state store', () => {
   it('a write that fails rejects every mutation it carried and leaves memory as on disk', async () => {
     const d = dir();
     const file = join(d, 'state.json');
-    const s = await Store.open(file);
+    const s = await Store.open(file, WHOLE);
     await s.update((st) => void st.boards.push(board('a')));
     rmSync(d, { recursive: true }); // the next write cannot create its temp file
     const results = await Promise.allSettled([s.update((st) => void st.boards.push(board('bb'))), s.update((st) => void st.boards.push(board('ccc')))]);
@@ -124,7 +126,7 @@ describe('state store', () => {
 
   it('a failed mutation leaves memory and disk unchanged', async () => {
     const d = dir();
-    const s = await Store.open(join(d, 'state.json'));
+    const s = await Store.open(join(d, 'state.json'), WHOLE);
     await s.update((st) => st.boards.push(board('a')));
     await expect(
       s.update((st) => {
@@ -143,7 +145,7 @@ describe('state store', () => {
     const d = dir();
     const file = join(d, 'state.json');
     writeFileSync(file, '{"version":1,"boards":[');
-    await expect(Store.open(file)).rejects.toThrow(new RegExp(`state file ${file} is not valid JSON`));
+    await expect(Store.open(file, WHOLE)).rejects.toThrow(new RegExp(`state file ${file} is not valid JSON`));
     expect(readFileSync(file, 'utf8')).toBe('{"version":1,"boards":[');
   });
 
@@ -151,26 +153,26 @@ describe('state store', () => {
     const d = dir();
     const file = join(d, 'state.json');
     writeFileSync(file, JSON.stringify({ version: 1, boards: [{ ...board('a'), mac: 'nope' }], discovered: [] })); // migrated to v2 first, then checked
-    await expect(Store.open(file)).rejects.toThrow(/does not match the schema[\s\S]*mac/);
+    await expect(Store.open(file, WHOLE)).rejects.toThrow(/does not match the schema[\s\S]*mac/);
   });
 
   it('refuses a file from a newer server', async () => {
     const d = dir();
     const file = join(d, 'state.json');
     writeFileSync(file, JSON.stringify({ version: SCHEMA_VERSION + 1, boards: [], discovered: [] }));
-    await expect(Store.open(file)).rejects.toThrow(/newer than this server/);
+    await expect(Store.open(file, WHOLE)).rejects.toThrow(/newer than this server/);
   });
 
   it('allows one writer at a time; a dead writer’s lock is taken over', async () => {
     const d = dir();
     const file = join(d, 'state.json');
-    const s = await Store.open(file);
-    await expect(Store.open(file)).rejects.toThrow(/already open/);
+    const s = await Store.open(file, WHOLE);
+    await expect(Store.open(file, WHOLE)).rejects.toThrow(/already open/);
     await s.close();
     writeFileSync(`${file}.lock`, String(process.ppid)); // another live process holds it
-    await expect(Store.open(file)).rejects.toThrow(/in use by process/);
+    await expect(Store.open(file, WHOLE)).rejects.toThrow(/in use by process/);
     writeFileSync(`${file}.lock`, '999999'); // no such process
-    const t = await Store.open(file);
+    const t = await Store.open(file, WHOLE);
     await t.close();
   });
 });
@@ -180,7 +182,7 @@ describe('state migrations', () => {
     const d = dir();
     const file = join(d, 'state.json');
     writeFileSync(file, JSON.stringify({ version: 1, boards: [board('a')], discovered: [] }));
-    const s = await Store.open(file);
+    const s = await Store.open(file, WHOLE);
     expect(s.state.version).toBe(SCHEMA_VERSION);
     expect(s.state.boards.map((b) => b.id)).toEqual(['a']);
     expect(s.state.leases).toEqual([]);
