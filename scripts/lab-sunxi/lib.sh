@@ -71,7 +71,8 @@ sunxi_apt() {
 sunxi_apt_update() {
   local logf=$SUNXI_APT_DIR/update.log
   log "fetching $SUNXI_APT_DIR package lists (bookworm, -updates, -backports, -security)"
-  if ! apt_update_retrying "$logf" "${SUNXI_APT[@]}"; then
+  # Three tries (45 s), not five: the suite that has stayed broken for hours (CI, 2026-12-05) is the optional one.
+  if ! DOZEN_APT_TRIES=${DOZEN_APT_TRIES:-3} apt_update_retrying "$logf" "${SUNXI_APT[@]}"; then
     if grep -q 'Failed to fetch' "$logf" && ! grep 'Failed to fetch' "$logf" | grep -vq 'debian-security' &&
       compgen -G "$SUNXI_APT_DIR/lists/*_bookworm_main_binary-*_Packages*" >/dev/null &&
       compgen -G "$SUNXI_APT_DIR/lists/*_bookworm-backports_main_binary-*_Packages*" >/dev/null; then
