@@ -240,7 +240,7 @@ export class Store {
   /** The journal lines since the snapshot (their ops, as written): with the snapshot, what is on disk. */
   private journalOps: string[] = [];
   private readonly shadows = new Shadows();
-  /** A failed journal append that could not be cut back: the next batch writes a snapshot instead. */
+  /** A journal append failed (its partial line cut back if the disk let us): the next batch writes a whole file and empties the journal. */
   private journalSuspect = false;
   private closed = false;
   /** Durable writes done, and mutations they carried (a ratio above 1 is group commit at work); snapshots among the writes. */
