@@ -15,6 +15,14 @@ export const configSchema = z
   .object({
     dataDir: z.string().default('data'),
     api: hostPort.default('127.0.0.1:8080'),
+    /**
+     * The origin browsers use when a reverse proxy in front rewrites Host (https://dozen.example.com): the
+     * web UI's cookie-authenticated changes and console sockets must come from it or from the API's own.
+     */
+    publicOrigin: z
+      .string()
+      .regex(/^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?$/, 'an origin: http(s)://host[:port], no path or trailing slash')
+      .optional(),
     /** Address the DHCP and TFTP servers bind to and announce (option 54, siaddr). */
     bootIp: z.ipv4().default('10.77.0.1'),
     /** The boot network the DHCP server serves: refused here as the server would refuse it (parseDhcpSubnet). */

@@ -180,10 +180,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
       const alone = await serveMetricsAlone(metrics.registry, host, port);
       cleanups.push(() => closeHttp(alone));
     } else routers.push(metricsRouter(metrics.registry, { store, adminToken: token }));
-    const app = createApp({ adminToken: token, store, inventory, events, images, leases, bus, log, stats, consoles, importer, routers, extraRoutes, limits: config.limits });
+    const app = createApp({ adminToken: token, store, inventory, events, images, leases, bus, log, stats, consoles, importer, routers, extraRoutes, limits: config.limits, publicOrigin: config.publicOrigin });
     const { http, url: apiUrl } = await serveApi(app, config.api, config.limits);
     cleanups.push(() => closeHttp(http));
-    consoleWs = attachLeaseConsoles(http, { store, adminToken: token, consoles, bus, limits: config.limits });
+    consoleWs = attachLeaseConsoles(http, { store, adminToken: token, consoles, bus, limits: config.limits, publicOrigin: config.publicOrigin });
     const ws = consoleWs;
     cleanups.push(() => ws.close()); // runs before http.close (cleanups run in reverse)
 

@@ -39,6 +39,8 @@ export interface ApiDeps {
   /** More routes from other modules (image import), and routers mounted at the root (web UI). */
   extraRoutes?: Route[];
   routers?: Router[];
+  /** The origin browsers reach the API at through a reverse proxy that rewrites Host (config publicOrigin). */
+  publicOrigin?: string;
 }
 
 declare module 'express-serve-static-core' {
@@ -51,8 +53,8 @@ declare module 'express-serve-static-core' {
  * The caller's principal, for handlers outside the route table too (WebSocket upgrades use the same rule):
  * `Authorization: Bearer`, or the web UI's session cookie (unsafe methods: same-origin only; routes/session.ts).
  */
-export function principalOf(store: Store, adminToken: string, req: Pick<Request, 'headers'> & { method?: string }): Principal {
-  return principalFrom(store, adminToken, req);
+export function principalOf(store: Store, adminToken: string, req: Pick<Request, 'headers'> & { method?: string }, publicOrigin?: string): Principal {
+  return principalFrom(store, adminToken, req, publicOrigin);
 }
 
 export function createApp(d: ApiDeps): Express {
@@ -85,7 +87,7 @@ export function createApp(d: ApiDeps): Express {
 /** Authenticate and authorize by access level, before anything reads the body. */
 function authenticateFirst(r: Route, d: ApiDeps): RequestHandler {
   return (req, _res, next) => {
-    const p: Principal = r.access === 'public' ? { role: 'tenant', tenantId: null, tokenId: null } : principalOf(d.store, d.adminToken, req);
+    const p: Principal = r.access === 'public' ? { role: 'tenant', tenantId: null, tokenId: null } : principalOf(d.store, d.adminToken, req, d.publicOrigin);
     if (r.access === 'admin' && p.role !== 'admin') throw new HttpError(403, 'admin only');
     req.principal = p;
     next();

@@ -15,6 +15,8 @@ export interface LeaseConsoleSocketDeps {
   limits: { consolesPerToken: number; viewersPerConsole: number };
   /** A viewer with more than this unsent is dropped (the bridge's default when absent). */
   maxBufferedBytes?: number;
+  /** The origin browsers reach the API at through a reverse proxy that rewrites Host (config publicOrigin). */
+  publicOrigin?: string;
 }
 
 /**
@@ -31,8 +33,8 @@ export function attachLeaseConsoles(http: Server, d: LeaseConsoleSocketDeps): Co
   const ws = attachConsoleWebSocket(http, {
     sessions: d.consoles,
     authorize: async (req, kind, id) => {
-      if (viaCookie.has(req)) requireSameOrigin(req, 'console WebSocket');
-      return authz.consoleGrant(d.store, principalOf(d.store, d.adminToken, req), kind, id, { watch: watchRequested(req.url) });
+      if (viaCookie.has(req)) requireSameOrigin(req, 'console WebSocket', d.publicOrigin);
+      return authz.consoleGrant(d.store, principalOf(d.store, d.adminToken, req, d.publicOrigin), kind, id, { watch: watchRequested(req.url) });
     },
     stillValid: (grant) => authz.grantEnded(d.store, grant.binding as GrantBinding),
     maxPerKey: d.limits.consolesPerToken,

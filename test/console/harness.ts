@@ -21,8 +21,8 @@ let boardSeq = 0;
  * the API's own console log route. Only the boards' power is a command (`true`): nothing boots, so leases
  * end in `error` — which keeps their consoles open, as for any lease not yet released.
  */
-export async function startConsoleServer(o: Partial<ConsoleSessionsOptions> & { maxBufferedBytes?: number; app?: (api: ApiHarness) => express.Express } = {}) {
-  const { maxBufferedBytes, app: makeApp, ...sessionOpts } = o;
+export async function startConsoleServer(o: Partial<ConsoleSessionsOptions> & { maxBufferedBytes?: number; publicOrigin?: string; app?: (api: ApiHarness) => express.Express } = {}) {
+  const { maxBufferedBytes, publicOrigin, app: makeApp, ...sessionOpts } = o;
   const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'console-'));
   const api = await apiHarness({ timeouts: { actionMs: 2000, bootMs: 150, osMs: 150 } }, {
     consoles: { backoff: { initialMs: 100, maxMs: 1000, factor: 2, jitter: 0.1 }, ...sessionOpts, dataDir },
@@ -33,7 +33,7 @@ export async function startConsoleServer(o: Partial<ConsoleSessionsOptions> & { 
     http = createServer(makeApp(api));
     await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
   }
-  const bridge = attachLeaseConsoles(http, { store: api.store, adminToken: ADMIN, consoles: api.consoles, bus: api.bus, limits: { consolesPerToken: 16, viewersPerConsole: 32 }, maxBufferedBytes });
+  const bridge = attachLeaseConsoles(http, { store: api.store, adminToken: ADMIN, consoles: api.consoles, bus: api.bus, limits: { consolesPerToken: 16, viewersPerConsole: 32 }, maxBufferedBytes, publicOrigin });
   const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
   return {
     api,

@@ -18,9 +18,10 @@ import { startConsoleServer } from '../console/harness.js';
  * bridge (test/console/harness.ts): boards' power is the command `true`, so leases end in `error` once
  * their boot wait runs out — their consoles stay open, as for any lease not yet released.
  */
-export function startWebServer(o: { onRequest?: (req: IncomingMessage) => void } = {}) {
+export function startWebServer(o: { onRequest?: (req: IncomingMessage) => void; publicOrigin?: string } = {}) {
   return startConsoleServer({
-    app: (a) => withRecorder(o.onRequest, createApp({ adminToken: ADMIN, store: a.store, inventory: a.inventory, events: a.events, images: a.images, leases: a.leases, bus: a.bus, log, consoles: a.consoles, importer: new ImageImporter({ catalog: a.images, dir: mkdtempSync(join(tmpdir(), 'imported-')), log, inUse: () => null }), routers: [consoleWebRouter()], extraRoutes: [sshGatewayRoute(() => undefined), ...healthDetailRoutes({ storage: { dir: tmpdir(), driver: 'copy (the harness has no tgtd)', tgtdPid: () => process.pid }, network: () => ({ driver: 'none', boardIsolation: 'none', problems: [] }) })] })),
+    publicOrigin: o.publicOrigin,
+    app: (a) => withRecorder(o.onRequest, createApp({ adminToken: ADMIN, store: a.store, inventory: a.inventory, events: a.events, images: a.images, leases: a.leases, bus: a.bus, log, consoles: a.consoles, importer: new ImageImporter({ catalog: a.images, dir: mkdtempSync(join(tmpdir(), 'imported-')), log, inUse: () => null }), routers: [consoleWebRouter()], extraRoutes: [sshGatewayRoute(() => undefined), ...healthDetailRoutes({ storage: { dir: tmpdir(), driver: 'copy (the harness has no tgtd)', tgtdPid: () => process.pid }, network: () => ({ driver: 'none', boardIsolation: 'none', problems: [] }) })], publicOrigin: o.publicOrigin })),
   });
 }
 

@@ -171,3 +171,49 @@ describe('the console WebSocket with the cookie', () => {
     expect(r.body).toMatchObject({ role: 'admin', tenant: null });
   });
 });
+
+describe('behind a reverse proxy that rewrites Host (config publicOrigin)', () => {
+  // The browser is on https://dozen.example.test; the proxy forwards to the API with Host 127.0.0.1:<port>.
+  const PUBLIC = 'https://dozen.example.test';
+  let proxied: Awaited<ReturnType<typeof startWebServer>>;
+  let pshell: ChildProcess;
+  let lease: string;
+  let T: string;
+  beforeAll(async () => {
+    const line = join(dir, 'sess-p.tty');
+    pshell = spawn('socat', [`pty,raw,echo=0,link=${line}`, 'exec:bash --norc --noprofile -i,pty,stderr,setsid,sigint,sane'], { stdio: 'ignore', env: { PATH: process.env.PATH, PS1: 'board$ ', HOME: dir } });
+    await until('the proxied shell pty', () => existsSync(line), { timeoutMs: 5000 });
+    proxied = await startWebServer({ publicOrigin: PUBLIC });
+    T = await proxied.tenant('sess-p');
+    lease = await proxied.boardLease('sess-p', T);
+    await proxied.sessions.ensure({ id: 'sess-p', serial: line });
+  }, 60_000);
+  afterAll(async () => {
+    await proxied?.stop();
+    pshell?.kill('SIGKILL');
+  });
+
+  it('without the setting the proxied Origin is foreign: sign-in refused (the bug it fixes)', async () => {
+    const r = await raw(own, 'POST', '/v1/session', { body: { token: A }, origin: PUBLIC });
+    expect(r.status).toBe(403);
+  });
+
+  it('with it: sign-in (a Secure cookie), changes and the console socket from the public origin; foreign origins still refused', async () => {
+    const r = await raw(proxied.url, 'POST', '/v1/session', { body: { token: T }, origin: PUBLIC });
+    expect(r.status).toBe(200);
+    expect(String(r.headers['set-cookie'])).toMatch(/; Secure/); // the browser's side is https
+    const c = cookiePair(r);
+    // an unsafe request with the cookie from the public origin goes through to the route (here: the job it starts)
+    const power = await raw(proxied.url, 'POST', `/v1/leases/${lease}/power`, { cookie: c, origin: PUBLIC, body: { action: 'cycle' } });
+    expect(power.status, JSON.stringify(power.body)).toBe(202);
+    const evil = await raw(proxied.url, 'POST', `/v1/leases/${lease}/power`, { cookie: c, origin: 'https://evil.example', body: { action: 'cycle' } });
+    expect(evil.status).toBe(403);
+    expect(evil.body.error).toMatch(/Origin must be this site's own \(https:\/\/dozen\.example\.test\)/);
+    const ws = await wsAttempt(proxied.url, `/v1/leases/${lease}/console`, { cookie: c, origin: PUBLIC });
+    expect(ws.open).toBe(true);
+    if (ws.open) ws.ws.close();
+    expect(await wsAttempt(proxied.url, `/v1/leases/${lease}/console`, { cookie: c, origin: 'https://evil.example' })).toEqual({ open: false, status: 403 });
+    // a login CSRF from elsewhere is still refused
+    expect((await raw(proxied.url, 'POST', '/v1/session', { body: { token: T }, origin: 'https://evil.example' })).status).toBe(403);
+  });
+});

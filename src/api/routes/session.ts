@@ -52,32 +52,37 @@ export function ownOrigin(req: Req): string | undefined {
   return host ? `${isHttps(req) ? 'https' : 'http'}://${host}` : undefined;
 }
 
-/** True when the request's `Origin` header is present and equal to the request's own origin. */
-export function sameOrigin(req: Req): boolean {
+/**
+ * True when the request's `Origin` header is present and equal to the request's own origin, or to the
+ * configured `publicOrigin`: behind a reverse proxy that rewrites Host, the browser's origin (the
+ * proxy's) is not the one the request arrives with, and only the operator can say which it is.
+ */
+export function sameOrigin(req: Req, publicOrigin?: string): boolean {
   const origin = req.headers.origin;
+  if (typeof origin !== 'string') return false;
   const own = ownOrigin(req);
-  return typeof origin === 'string' && own !== undefined && origin.toLowerCase() === own.toLowerCase();
+  return (own !== undefined && origin.toLowerCase() === own.toLowerCase()) || (publicOrigin !== undefined && origin.toLowerCase() === publicOrigin.toLowerCase());
 }
 
 /** Unsafe methods with the cookie, and WebSocket upgrades, need a same-origin `Origin`. */
-export function requireSameOrigin(req: Req, what = 'this request'): void {
-  if (!sameOrigin(req)) throw new HttpError(403, `cross-origin ${what} refused: with the session cookie, Origin must be this site's own`);
+export function requireSameOrigin(req: Req, what = 'this request', publicOrigin?: string): void {
+  if (!sameOrigin(req, publicOrigin)) throw new HttpError(403, `cross-origin ${what} refused: with the session cookie, Origin must be this site's own${publicOrigin ? ` (${publicOrigin})` : ''}`);
 }
 
 /**
  * The caller's principal: `Authorization: Bearer` as ever; without that header, the session cookie (and,
  * for unsafe methods, a same-origin Origin). Neither: the bearer code's 401.
  */
-export function principalFrom(store: Store, adminToken: string, req: Req): Principal {
+export function principalFrom(store: Store, adminToken: string, req: Req, publicOrigin?: string): Principal {
   const cookie = req.headers.authorization === undefined ? sessionTokenOf(req.headers) : undefined;
   if (cookie === undefined) return authenticate(store, adminToken, /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1]);
-  if (req.method && !SAFE_METHODS.has(req.method.toUpperCase())) requireSameOrigin(req);
+  if (req.method && !SAFE_METHODS.has(req.method.toUpperCase())) requireSameOrigin(req, 'this request', publicOrigin);
   return authenticate(store, adminToken, cookie);
 }
 
-function cookie(req: Request, value: string, o: { expires?: Date; clear?: boolean }): string {
+function cookie(req: Request, value: string, o: { expires?: Date; clear?: boolean; publicOrigin?: string }): string {
   const parts = [`${SESSION_COOKIE}=${o.clear ? '' : encodeURIComponent(value)}`, 'Path=/', 'HttpOnly', 'SameSite=Strict'];
-  if (isHttps(req)) parts.push('Secure');
+  if (isHttps(req) || o.publicOrigin?.toLowerCase().startsWith('https:')) parts.push('Secure');
   if (o.clear) parts.push('Max-Age=0', 'Expires=Thu, 01 Jan 1970 00:00:00 GMT');
   else if (o.expires) parts.push(`Expires=${o.expires.toUTCString()}`);
   return parts.join('; ');
@@ -90,7 +95,7 @@ const noStore = (res: Response) => res.set('cache-control', 'no-store');
  * are public (the token is the credential being presented), and both refuse a foreign Origin, so another
  * site cannot sign a browser in as someone else (login CSRF) or out.
  */
-export function sessionRoutes(d: { store: Store; adminToken: string }): Route[] {
+export function sessionRoutes(d: { store: Store; adminToken: string; publicOrigin?: string }): Route[] {
   return [
     route({
       method: 'get',
@@ -116,10 +121,10 @@ export function sessionRoutes(d: { store: Store; adminToken: string }): Route[] 
       access: 'public',
       body: sessionInput,
       handler: ({ req, res, body }) => {
-        if (req.headers.origin !== undefined) requireSameOrigin(req, 'sign-in');
+        if (req.headers.origin !== undefined) requireSameOrigin(req, 'sign-in', d.publicOrigin);
         const p = authenticate(d.store, d.adminToken, body.token); // 401 with the reason; the token is never logged
         const rec = p.tokenId ? d.store.state.tokens.find((t) => t.id === p.tokenId) : undefined;
-        noStore(res).append('set-cookie', cookie(req, body.token, { expires: rec?.expiresAt ? new Date(rec.expiresAt) : undefined }));
+        noStore(res).append('set-cookie', cookie(req, body.token, { expires: rec?.expiresAt ? new Date(rec.expiresAt) : undefined, publicOrigin: d.publicOrigin }));
         return { role: p.role, tenant: p.tenantId, token: p.tokenId };
       },
     }),
@@ -130,8 +135,8 @@ export function sessionRoutes(d: { store: Store; adminToken: string }): Route[] 
       access: 'public',
       status: 204,
       handler: ({ req, res }) => {
-        if (req.headers.origin !== undefined) requireSameOrigin(req, 'sign-out');
-        noStore(res).append('set-cookie', cookie(req, '', { clear: true }));
+        if (req.headers.origin !== undefined) requireSameOrigin(req, 'sign-out', d.publicOrigin);
+        noStore(res).append('set-cookie', cookie(req, '', { clear: true, publicOrigin: d.publicOrigin }));
       },
     }),
   ];
