@@ -20,12 +20,19 @@ let leaseB: string;
 let own: string; // the API's own origin
 let dir: string;
 
+/** A board's serial line: a real pty (socat) with a bash on its other end, linked at <dir>/<name>.tty. */
+async function shellPty(name: string): Promise<{ line: string; proc: ChildProcess }> {
+  const line = join(dir, `${name}.tty`);
+  const proc = spawn('socat', [`pty,raw,echo=0,link=${line}`, 'exec:bash --norc --noprofile -i,pty,stderr,setsid,sigint,sane'], { stdio: 'ignore', env: { PATH: process.env.PATH, PS1: 'board$ ', HOME: dir } });
+  await until(`the ${name} pty`, () => existsSync(line), { timeoutMs: 5000 });
+  return { line, proc };
+}
+
 beforeAll(async () => {
   requireTools('socat', 'bash');
   dir = mkdtempSync(join(tmpdir(), 'web-session-'));
-  const line = join(dir, 'sess-1.tty');
-  shell = spawn('socat', [`pty,raw,echo=0,link=${line}`, 'exec:bash --norc --noprofile -i,pty,stderr,setsid,sigint,sane'], { stdio: 'ignore', env: { PATH: process.env.PATH, PS1: 'board$ ', HOME: dir } });
-  await until('the shell pty', () => existsSync(line), { timeoutMs: 5000 });
+  const { line, proc } = await shellPty('sess-1');
+  shell = proc;
   srv = await startWebServer();
   own = srv.url;
   A = await srv.tenant('sess-a');
@@ -180,9 +187,8 @@ describe('behind a reverse proxy that rewrites Host (config publicOrigin)', () =
   let lease: string;
   let T: string;
   beforeAll(async () => {
-    const line = join(dir, 'sess-p.tty');
-    pshell = spawn('socat', [`pty,raw,echo=0,link=${line}`, 'exec:bash --norc --noprofile -i,pty,stderr,setsid,sigint,sane'], { stdio: 'ignore', env: { PATH: process.env.PATH, PS1: 'board$ ', HOME: dir } });
-    await until('the proxied shell pty', () => existsSync(line), { timeoutMs: 5000 });
+    const { line, proc } = await shellPty('sess-p');
+    pshell = proc;
     proxied = await startWebServer({ publicOrigin: PUBLIC });
     T = await proxied.tenant('sess-p');
     lease = await proxied.boardLease('sess-p', T);
