@@ -21,8 +21,6 @@ export class DurableJsonAdapter {
   seq = 0;
   /** Journal lines to replay on the snapshot at read (those it already includes are skipped); set before read(). */
   journal: Array<{ seq: number; ops: Op[] }> = [];
-  /** How many of `journal` read() applied. */
-  replayed = 0;
   constructor(readonly path: string) {}
 
   async read(): Promise<State | null> {
@@ -66,7 +64,6 @@ export class DurableJsonAdapter {
    * and emptying the journal) are skipped; a gap means lines are missing, and the file is refused.
    */
   private replayJournal(raw: any): void {
-    this.replayed = 0;
     for (const line of this.journal) {
       if (line.seq <= this.seq) continue;
       if (line.seq !== this.seq + 1) {
@@ -78,7 +75,6 @@ export class DurableJsonAdapter {
         throw new StoreError(`state journal ${this.path}.journal line ${line.seq} does not apply: ${(err as Error).message}`, { cause: err });
       }
       this.seq = line.seq;
-      this.replayed++;
     }
   }
 
