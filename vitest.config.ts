@@ -25,14 +25,21 @@ const SERIAL = [
   'test/storm/**/*.test.ts',
 ];
 
+/**
+ * The TFTP server's files run twice: on the native engine (the default, in the light project) and on the
+ * JavaScript one (project tftp-js), the same contract for both.
+ */
+const TFTP_CONTRACT = ['test/boot/tftp-server.test.ts', 'test/boot/tftp-lossy.test.ts', 'test/boot/tftp-clients.test.ts', 'test/boot/tftp-fuzz.test.ts'];
+// Tests log nothing unless asked (LOG_LEVEL=debug npx vitest run …); the servers they spawn inherit it.
+// Every store in the suite (servers it spawns too) writes its journal from the first change and checks
+// after each line that file + journal replay to memory: a mutation the journal missed fails its test.
+const ENV = { LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent', DOZEN_STORE_JOURNAL_ABOVE: '0', DOZEN_STORE_VERIFY: '1' };
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    // Tests log nothing unless asked (LOG_LEVEL=debug npx vitest run …); the servers they spawn inherit it.
-    // Every store in the suite (servers it spawns too) writes its journal from the first change and checks
-    // after each line that file + journal replay to memory: a mutation the journal missed fails its test.
-    env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent', DOZEN_STORE_JOURNAL_ABOVE: '0', DOZEN_STORE_VERIFY: '1' },
+    env: ENV,
     // Removes what a killed earlier run left (test netns, their links, loop filesystems).
     globalSetup: ['test/helpers/global-setup.ts'],
     setupFiles: ['test/helpers/store-verify.ts'],
@@ -42,6 +49,10 @@ export default defineConfig({
       {
         extends: true,
         test: { name: 'light', include: ['test/**/*.test.ts'], exclude: SERIAL, maxWorkers: 2, sequence: { groupOrder: 0 } },
+      },
+      {
+        extends: true,
+        test: { name: 'tftp-js', include: TFTP_CONTRACT, env: { ...ENV, TFTP_ENGINE: 'js' }, maxWorkers: 2, sequence: { groupOrder: 0 } },
       },
       {
         extends: true,

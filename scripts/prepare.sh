@@ -17,6 +17,9 @@ else
   echo "node_modules match package-lock.json"
 fi
 
+step "native TFTP engine"
+bash scripts/build-native.sh
+
 step "images"
 bash images/test/build.sh                 # busybox test image (seconds)
 bash images/container-armhf/build.sh      # armhf userland for container leases (seconds)

@@ -19,6 +19,7 @@ PKGS=(
   nftables iputils-arping iputils-ping dnsmasq-base tcpdump # board isolation (nft bridge table) and its attack tests: ARP, rogue DHCP, sniffing
   openssh-client                                            # tenants' ssh into leased boards (e2e)
   kea-dhcp4-server                                          # benchmarks: Kea (memfile) is a DHCP reference beside ours (never started as a service)
+  g++ make python3                                          # the native TFTP engine (native/tftp-pump): node-gyp builds it from source
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fsHandler } from '../../src/boot/tftp/fs-handler.js';
 import { TftpServer, type TransferEvent } from '../../src/boot/tftp/server.js';
-import { makeTree } from '../helpers/tftp-test-client.js';
+import { makeTree, TFTP_ENGINE } from '../helpers/tftp-test-client.js';
 import { requireTools } from '../helpers/tools.js';
 
 const SIZES = {
@@ -65,6 +65,7 @@ beforeAll(async () => {
     address: '127.0.0.1',
     port: 0,
     handler: fsHandler(root),
+    engine: TFTP_ENGINE,
     onTransfer: (e) => {
       events.push(e);
       transferEnded();

@@ -13,7 +13,7 @@ import { fsHandler } from '../../src/boot/tftp/fs-handler.js';
 import { encodeAck, encodeData, encodeError, encodeOack, encodeRrq, encodeWrq } from '../../src/boot/tftp/packet.js';
 import { TftpServer } from '../../src/boot/tftp/server.js';
 import { prng } from '../helpers/lossy-proxy.js';
-import { makeTree, tftpGet } from '../helpers/tftp-test-client.js';
+import { makeTree, tftpGet, TFTP_ENGINE } from '../helpers/tftp-test-client.js';
 
 const TOTAL = 100_000;
 const BATCH = 250;
@@ -64,6 +64,7 @@ it('survives 100k random and mutated packets, then still serves correctly', { ti
     address: '127.0.0.1',
     port: 0,
     handler: fsHandler(root),
+    engine: TFTP_ENGINE,
     timeoutMs: 100,
     retries: 2,
     maxTransfers: 32,

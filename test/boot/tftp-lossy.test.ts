@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fsHandler } from '../../src/boot/tftp/fs-handler.js';
 import { TftpServer, type TransferEvent } from '../../src/boot/tftp/server.js';
 import { LossyProxy } from '../helpers/lossy-proxy.js';
-import { makeTree, tftpGet } from '../helpers/tftp-test-client.js';
+import { makeTree, tftpGet, TFTP_ENGINE } from '../helpers/tftp-test-client.js';
 import { requireTools } from '../helpers/tools.js';
 
 const SIZES = { hpa: 300_000, win: 2_000_000 };
@@ -31,6 +31,7 @@ beforeAll(async () => {
     address: '127.0.0.1',
     port: 0,
     handler: fsHandler(root),
+    engine: TFTP_ENGINE,
     timeoutMs: 100,
     retries: 30,
     onTransfer: (e) => {

@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { fsHandler } from '../../src/boot/tftp/fs-handler.js';
 import { decode, encodeAck, encodeError, encodeRrq, encodeWrq, type Packet } from '../../src/boot/tftp/packet.js';
 import { TftpError, TftpServer, type TftpHandler, type TftpServerOptions, type TransferEvent } from '../../src/boot/tftp/server.js';
-import { makeTree, RawPeer, tftpGet } from '../helpers/tftp-test-client.js';
+import { makeTree, RawPeer, tftpGet, TFTP_ENGINE } from '../helpers/tftp-test-client.js';
 
 const SIZES = { small: 3000, s512: 512, f5m: 5 * 1024 * 1024 + 7, big: 65535 * 512 + 300_000, b200: 200 * 512 + 100 };
 let files: Map<string, Buffer>;
@@ -39,6 +39,7 @@ async function start(o: Partial<TftpServerOptions> = {}) {
     address: '127.0.0.1',
     port: 0,
     handler: fsHandler(root),
+    engine: TFTP_ENGINE,
     onTransfer: (e) => {
       events.push(e);
       wake();
@@ -47,6 +48,7 @@ async function start(o: Partial<TftpServerOptions> = {}) {
   });
   servers.push(server);
   await server.start();
+  expect(server.engine).toBe(TFTP_ENGINE);
   /** Resolves once n transfers have ended (their onTransfer event), or fails after a generous 10 s. */
   const ended = (n: number): Promise<void> =>
     Promise.race([

@@ -77,18 +77,23 @@ describe('TFTP on its own thread', () => {
     }
   });
 
-  it('a transfer goes on while the main thread is stuck; on the main thread it stops', async () => {
-    const t = new TftpThread({ address: '127.0.0.1', port: 0, resolve: resolver });
-    const inLoop = new TftpServer({ address: '127.0.0.1', port: 0, handler: resolverHandler(resolver) });
+  it('a transfer goes on while the main thread is stuck, on the thread or in the native engine; the JavaScript engine on the main thread stops', async () => {
+    const t = new TftpThread({ address: '127.0.0.1', port: 0, resolve: resolver, engine: 'js' });
+    const inLoop = new TftpServer({ address: '127.0.0.1', port: 0, handler: resolverHandler(resolver), engine: 'js' });
+    const nativeInLoop = new TftpServer({ address: '127.0.0.1', port: 0, handler: resolverHandler(resolver), engine: 'native' });
     await t.start();
     await inLoop.start();
+    await nativeInLoop.start();
     try {
       // 24 MiB at loopback speed takes well under a second: 5 s stuck is ample for the thread.
       expect(await bytesWhileBlocked(t.address().port, 5000)).toBe(BIG);
       expect(await bytesWhileBlocked(inLoop.address().port, 5000)).toBeLessThan(BIG / 2);
+      // Once a transfer is handed over, the native engine needs nothing from the event loop.
+      expect(await bytesWhileBlocked(nativeInLoop.address().port, 5000)).toBe(BIG);
     } finally {
       await t.stop();
       await inLoop.stop();
+      await nativeInLoop.stop();
     }
   }, 60_000);
 

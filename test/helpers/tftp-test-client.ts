@@ -215,3 +215,10 @@ export class RawPeer {
     return new Promise((r) => this.sock.close(() => r()));
   }
 }
+
+/**
+ * The engine the TFTP contract files test (vitest.config.ts runs them once per engine): `native` unless
+ * the project says `js`. Named, never `auto`: a missing native build fails these files instead of
+ * quietly testing the JavaScript engine twice.
+ */
+export const TFTP_ENGINE: 'native' | 'js' = process.env.TFTP_ENGINE === 'js' ? 'js' : 'native';

@@ -52,7 +52,7 @@ export function fsHandler(root: string): TftpHandler {
       const opened = await fsp.readlink(`/proc/self/fd/${fh.fd}`).catch(() => real);
       if (!inside(base, opened)) throw new TftpError(ACCESS_VIOLATION, 'Access violation: outside root');
       // The stream closes the descriptor at its end or when the server destroys it.
-      return { stream: fh.createReadStream({ highWaterMark: 64 * 1024 }), size: st.size };
+      return { stream: fh.createReadStream({ highWaterMark: 64 * 1024 }), size: st.size, fd: fh.fd };
     } catch (e) {
       await fh.close();
       throw e;

@@ -18,7 +18,7 @@ export function resolvedOpener(): (r: Resolved, client: TftpClient) => Promise<T
   return async (r, client) => {
     if ('bytes' in r) {
       const buf = Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength);
-      return { stream: Readable.from([buf]), size: buf.length };
+      return { stream: Readable.from([buf]), size: buf.length, bytes: buf };
     }
     let h = roots.get(r.file.root);
     if (!h) roots.set(r.file.root, (h = fsHandler(r.file.root)));

@@ -9,6 +9,7 @@ import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import { log } from '../../log.js';
 import { decode, encodeError, encodeOack, ErrorCode, Opcode, type TftpOptions } from './packet.js';
+import { loadPump, Pump, pumpUnavailable, type PumpTransfer } from './pump.js';
 
 export interface TftpClient {
   address: string;
@@ -18,6 +19,12 @@ export interface TftpFile {
   stream: NodeJS.ReadableStream | Readable;
   /** Known size → answered as tsize in the OACK. */
   size?: number;
+  /**
+   * The same content for the native engine (src/boot/tftp/pump.ts), with `size`: the bytes, or the
+   * stream's open descriptor (read with pread; closed with the stream when the transfer ends).
+   */
+  bytes?: Buffer;
+  fd?: number;
 }
 /** Resolves null for "File not found"; throw TftpError to send a specific error code. */
 export type TftpHandler = (path: string, client: TftpClient) => Promise<TftpFile | null>;
@@ -60,6 +67,12 @@ export interface TftpServerOptions {
   maxBlksize?: number;
   maxWindowsize?: number;
   onTransfer?: (ev: TransferEvent) => void;
+  /**
+   * Who moves the data once a transfer is decided: `native`, a C thread (src/boot/tftp/pump.ts; files
+   * with bytes or a descriptor); `js`, this event loop. `auto` (default): native when it is built;
+   * otherwise js with a warning, or an error under CI=true, where a missing build is a failure.
+   */
+  engine?: 'auto' | 'native' | 'js';
 }
 
 export interface TftpStats {
@@ -79,7 +92,7 @@ export interface TftpStats {
 }
 
 const MAX_BLKSIZE = 65464; // RFC 2348 upper bound
-const DEFAULTS = { maxTransfers: 128, maxPerClient: 4, maxWaiting: 1024, maxClientTimeoutS: 5, timeoutMs: 1000, retries: 5, maxBlksize: MAX_BLKSIZE, maxWindowsize: 64 };
+const DEFAULTS = { engine: 'auto' as const, maxTransfers: 128, maxPerClient: 4, maxWaiting: 1024, maxClientTimeoutS: 5, timeoutMs: 1000, retries: 5, maxBlksize: MAX_BLKSIZE, maxWindowsize: 64 };
 /** A waiting request older than this is forgotten: its client has retransmitted (and is waiting again) or given up. */
 const WAIT_MS = 30_000;
 const log_ = log.child({ mod: 'tftp' });
@@ -224,6 +237,8 @@ interface Negotiated {
   oack: Record<string, string> | null;
 }
 
+let nextPumpId = 1;
+
 class Transfer {
   readonly t0 = performance.now();
   /** Set once the client ACKed something: a later RRQ from the same port is a new request. */
@@ -242,6 +257,8 @@ class Transfer {
   private bytes = 0;
   private neg: Negotiated;
   private bound = false;
+  /** Set while the native engine runs the transfer: its id there, and the file to close at the end. */
+  private native: { id: number; file: TftpFile } | undefined;
   private closeResolve!: () => void;
   /** Resolves once the transfer socket is closed (stop() waits for it). */
   readonly closed = new Promise<void>((r) => (this.closeResolve = r));
@@ -287,6 +304,9 @@ class Transfer {
     if (!file) return this.fail(ErrorCode.FILE_NOT_FOUND, 'File not found');
 
     this.neg = this.negotiate(file.size);
+    const pump = this.srv.dataEngine;
+    const direct = file.bytes ? { bytes: file.bytes } : file.fd !== undefined ? { fd: file.fd } : undefined;
+    if (pump && direct && file.size !== undefined) return this.runNative(pump, file, direct, file.size);
     const { blksize, windowsize } = this.neg;
     // Two windows ahead, at least 64 KiB: enough to never wait on the page cache, small enough for 1,000 at once.
     this.source = new BlockSource(file.stream, blksize, Math.min(8 << 20, Math.max(64 << 10, 2 * blksize * windowsize)));
@@ -299,6 +319,43 @@ class Transfer {
       this.phase = 'data';
       this.pump();
     }
+  }
+
+  /** Hands the decided transfer to the native engine; this socket only served errors before that. */
+  private runNative(pump: Pump, file: TftpFile, source: PumpTransfer['source'], size: number): void {
+    const id = nextPumpId++;
+    try {
+      pump.start(
+        {
+          id,
+          bind: this.srv.opts.address,
+          peer: this.client.address,
+          port: this.client.port,
+          source,
+          size,
+          ...(this.neg.oack ? { oack: encodeOack(this.neg.oack) } : {}),
+          blksize: this.neg.blksize,
+          windowsize: this.neg.windowsize,
+          timeoutMs: this.neg.timeoutMs,
+          retries: this.srv.opts.retries,
+        },
+        (r) => {
+          this.bytes = r.bytes;
+          this.srv.stats.malformed += r.malformed;
+          this.finish(r.ok, r.error);
+        },
+      );
+    } catch (e) {
+      destroyStream(file.stream);
+      log_.error({ err: e, client: this.client }, 'tftp native engine refused a transfer');
+      return this.fail(ErrorCode.NOT_DEFINED, 'Server error');
+    }
+    this.native = { id, file };
+    this.phase = 'data';
+    const s = this.sock;
+    this.sock = undefined;
+    this.bound = false;
+    s?.close(); // `closed` resolves when the engine reports the end
   }
 
   private negotiate(size: number | undefined): Negotiated {
@@ -427,6 +484,7 @@ class Transfer {
   /** Tells the client, then ends the transfer as failed. */
   fail(code: number, message: string): void {
     if (this.phase === 'done') return;
+    if (this.native) return this.srv.dataEngine?.cancel(this.native.id, code, message); // it reports the end
     const sock = this.bound ? this.sock : undefined; // unbound: nobody to tell yet
     this.finish(false, message, !sock);
     // close only after the ERROR left: closing cancels queued sends
@@ -449,6 +507,7 @@ class Transfer {
     this.phase = 'done';
     clearTimeout(this.timer);
     this.source?.close();
+    if (this.native) destroyStream(this.native.file.stream); // closes the descriptor the engine read
     this.window = [];
     if (closeSock) this.closeSocket();
     this.srv.finished(this, {
@@ -464,12 +523,15 @@ class Transfer {
   }
 }
 
+let warned = false;
 const UNKNOWN_TID = encodeError(ErrorCode.UNKNOWN_TID, 'Unknown transfer ID');
 
 export class TftpServer {
   readonly stats: TftpStats = { rrq: 0, malformed: 0, completed: 0, failed: 0, active: 0, refused: 0, delayed: 0, waiting: 0 };
   /** @internal */
   readonly opts: Required<Omit<TftpServerOptions, 'onTransfer'>> & Pick<TftpServerOptions, 'onTransfer'>;
+  /** @internal the native engine, when this server uses it */
+  dataEngine: Pump | undefined;
   private sock: dgram.Socket | undefined;
   private readonly transfers = new Map<string, Transfer>();
   /** Active transfers per client address (the per-client bound). */
@@ -490,7 +552,19 @@ export class TftpServer {
     };
   }
 
+  /** Which engine start() chose. */
+  get engine(): 'native' | 'js' {
+    return this.dataEngine ? 'native' : 'js';
+  }
+
   async start(): Promise<void> {
+    const addon = this.opts.engine === 'js' ? null : loadPump();
+    if (!addon && this.opts.engine !== 'js') {
+      const why = `the native TFTP engine is unavailable: ${pumpUnavailable()}`;
+      if (this.opts.engine === 'native' || process.env.CI === 'true') throw new Error(why);
+      if (!warned) log_.warn(`${why}; serving from the JavaScript engine (slower in lockstep)`);
+      warned = true;
+    }
     const sock = udpSocket(this.opts.address);
     await bind(sock, this.opts.address, this.opts.port);
     try {
@@ -502,7 +576,8 @@ export class TftpServer {
     sock.on('message', (m, r) => this.onRequest(m, r));
     this.sock = sock;
     this.stopping = false;
-    log_.info(this.address(), 'tftp server listening');
+    this.dataEngine = addon ? new Pump(addon) : undefined;
+    log_.info({ ...this.address(), engine: this.engine }, 'tftp server listening');
   }
 
   async stop(): Promise<void> {
@@ -517,6 +592,8 @@ export class TftpServer {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(pending.map((t) => t.closed)), new Promise((r) => (timer = setTimeout(r, 2000)))]);
     clearTimeout(timer);
+    this.dataEngine?.close(); // ends whatever did not report in time; its reports still arrive
+    this.dataEngine = undefined;
   }
 
   address(): { address: string; port: number } {
