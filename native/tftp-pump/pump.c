@@ -27,9 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,7 +37,6 @@
 /* How often the thread looks for expired timers while transfers run: timeouts are >= 1 s in
  * service and >= 20 ms in tests, so 2 ms of slack is invisible and a scan is cheap. */
 #define TICK_MS 2
-#define PUMP_NICE -10
 
 typedef struct xfer {
   uint32_t id;
@@ -121,7 +118,7 @@ static void sendError(xfer *x, const struct sockaddr *to, socklen_t tolen, uint1
   sendTo(x, b, 5 + m, to, tolen);
 }
 
-/* Builds and sends DATA `block`; -1 when the source cannot be read. */
+/* The payload length of `block` (the final block is short, possibly empty). */
 static size_t payload(xfer *x, uint64_t block) {
   uint64_t off = (block - 1) * (uint64_t)x->blksize;
   return off >= x->size ? 0 : (size_t)(x->size - off < x->blksize ? x->size - off : x->blksize);
@@ -368,10 +365,6 @@ static void reap(engine *e) {
 
 static void *loop(void *arg) {
   engine *e = arg;
-  /* Boot traffic first: in lockstep every block waits for this thread to be scheduled, on a controller
-   * whose cores are busy (API, consoles; here, the emulated boards). A nicer value than the rest of the
-   * process only weighs the scheduler (it starves nothing); without the privilege it stays as it was. */
-  (void)!setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), PUMP_NICE);
   struct epoll_event evs[64];
   int quit = 0;
   uint64_t lastScan = nowNs();
@@ -537,7 +530,8 @@ static napi_value Start(napi_env env, napi_callback_info info) {
       napi_throw_type_error(env, NULL, "tftp-pump: buf must be a Buffer of the transfer's size");
       return NULL;
     }
-    x->buf = data;
+    static const uint8_t empty[1];
+    x->buf = n ? data : empty; /* an empty Buffer may have no data pointer */
   } else if (getU32(env, o, "fd", &fd) == 0) {
     x->fd = (int)fd;
     if (x->windowsize == 1 && !(x->ahead = malloc(4 + x->blksize))) {
