@@ -17,6 +17,7 @@
  *   flock /tmp/dozen-test.lock npx tsx bench/storm.ts
  *   BENCH_STORM_N=10,100 BENCH_STORM_SERVERS=ours,dnsmasq BENCH_STORM_PASSES=1,16 npx tsx bench/storm.ts
  *   BENCH_STORM_DEADLINE_S=600   bound on each run (boards not done by then: timed out)
+ *   BENCH_STORM_PROBE=0          ours without the 10 console viewers and the API load beside the storm
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -37,6 +38,8 @@ const NS = (process.env.BENCH_STORM_N ?? '10,100,300,1000').split(',').map(Numbe
 const SERVERS = (process.env.BENCH_STORM_SERVERS ?? SERVER_NAMES.join(',')).split(',') as ServerName[];
 const WINDOWS = (process.env.BENCH_STORM_PASSES ?? '1,16').split(',').map(Number);
 const DEADLINE_MS = Number(process.env.BENCH_STORM_DEADLINE_S ?? 600) * 1000;
+/** BENCH_STORM_PROBE=0: ours without the console viewers and the API load (point 1's storm alone). */
+const PROBE = process.env.BENCH_STORM_PROBE !== '0';
 /** Our server's shipped tftp.maxTransfers (src/config.ts): `ours-max` is only run where N exceeds it. */
 const OURS_DEFAULT_MAX_TRANSFERS = 1024;
 
@@ -194,7 +197,7 @@ export async function run(): Promise<object> {
               const before = await server.stats?.();
               const drops0 = udpRcvbufErrors(readFileSync('/proc/net/snmp', 'utf8'));
               // Ours: console viewers on busy lines and the API polled, all through the storm.
-              const probe = server.api && (await startApiProbe(server.api.url, server.api.token, server.api.consoleBoards));
+              const probe = PROBE && server.api && (await startApiProbe(server.api.url, server.api.token, server.api.consoleBoards));
               meter.start();
               const r = await runClients(net.ns, dir, makePlan(boards, served, w, DEADLINE_MS));
               const cost = { ...meter.stop(), serverRcvbufErrors: udpRcvbufErrors(readFileSync('/proc/net/snmp', 'utf8')) - drops0 };

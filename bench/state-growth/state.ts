@@ -243,3 +243,5 @@ export interface WorkerSpec {
 
 /** The line the worker prints its result on. */
 export const MARK = 'RESULT ';
+/** The page size of the judged list requests: full at every N (N = 10 has 10 live leases, and 10 + BATCH + SEQUENTIAL boards). */
+export const FIXED_PAGE = 10;

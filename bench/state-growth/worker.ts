@@ -12,7 +12,7 @@ import { startServer } from '../../src/server.js';
 import { fsyncReference } from '../fsync-reference.js';
 import { Store } from '../../src/store/store.js';
 import { unusedUdpPortPair } from '../../test/boot/udp-port.js';
-import { boardAt, bootService, IMAGE, MARK, replayBoot, type WorkerSpec } from './state.js';
+import { boardAt, bootService, FIXED_PAGE, IMAGE, MARK, replayBoot, type WorkerSpec } from './state.js';
 
 const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
 const pct = (xs: number[], p: number) => sorted(xs)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
@@ -124,6 +124,8 @@ async function main(spec: WorkerSpec) {
     return { ms: stats(ms), bytes };
   };
   out.getBoards = await getSeries('/boards', spec.samples);
+  out.getBoardsPage = await getSeries(`/boards?limit=${FIXED_PAGE}`, spec.samples);
+  out.getLeasesPage = await getSeries(`/leases?limit=${FIXED_PAGE}`, Math.min(spec.samples, 20));
   out.getLeases = await getSeries('/leases', Math.min(spec.samples, 20));
   out.getBoardEvents = await getSeries(`/boards/${boardAt(spec.boards - 1).id}/events`, spec.samples);
 

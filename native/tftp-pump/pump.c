@@ -223,28 +223,26 @@ static int samePeer(xfer *x, const struct sockaddr_storage *from, socklen_t from
 }
 
 /* What arrived on one packet; returns 0 once the transfer has ended. */
-static int onPacket(xfer *x, uint8_t *b, ssize_t n, struct sockaddr_storage *fromp, socklen_t fromlen) {
-  struct sockaddr_storage from = *fromp;
-  {
-    if (!samePeer(x, &from, fromlen)) {
-      /* RFC 1350: a stranger gets ERROR 5; the transfer carries on undisturbed */
-      x->strangers++;
-      sendError(x, (struct sockaddr *)&from, fromlen, 5, "Unknown transfer ID");
-      return 1;
-    }
-    if (n == 4 && b[0] == 0 && b[1] == OP_ACK) {
-      onAck(x, (uint16_t)(b[2] << 8 | b[3]));
-      return x->sock >= 0;
-    }
-    if (n >= 5 && b[0] == 0 && b[1] == OP_ERROR && b[n - 1] == 0) {
-      char e[192];
-      snprintf(e, sizeof e, "client error %u: %.150s", (unsigned)(b[2] << 8 | b[3]), (char *)b + 4);
-      finish(x, 0, e);
-      return 0;
-    }
-    if (n < 4 || b[0] != 0 || b[1] < 1 || b[1] > 6 || (b[1] == OP_ERROR)) x->malformed++;
-    /* DATA/RRQ/WRQ/OACK from the client make no sense on a read transfer: ignored */
+static int onPacket(xfer *x, const uint8_t *b, ssize_t n, struct sockaddr_storage *from, socklen_t fromlen) {
+  if (!samePeer(x, from, fromlen)) {
+    /* RFC 1350: a stranger gets ERROR 5; the transfer carries on undisturbed */
+    x->strangers++;
+    sendError(x, (struct sockaddr *)from, fromlen, 5, "Unknown transfer ID");
+    return 1;
   }
+  if (n == 4 && b[0] == 0 && b[1] == OP_ACK) {
+    onAck(x, (uint16_t)(b[2] << 8 | b[3]));
+    return x->sock >= 0;
+  }
+  if (n >= 5 && b[0] == 0 && b[1] == OP_ERROR && b[n - 1] == 0) {
+    char e[192];
+    snprintf(e, sizeof e, "client error %u: %.150s", (unsigned)(b[2] << 8 | b[3]), (const char *)b + 4);
+    finish(x, 0, e);
+    return 0;
+  }
+  /* Anything else is ignored: undecodable counts as malformed; DATA/RRQ/WRQ/OACK from the client make
+   * no sense on a read transfer. */
+  if (n < 4 || b[0] != 0 || b[1] < 1 || b[1] > 6 || b[1] == OP_ERROR) x->malformed++;
   return 1;
 }
 

@@ -37,25 +37,44 @@ export function newJob(kind: Job['kind'], leaseId: string, tenantId: string, ste
 }
 
 /**
- * Runs a recorded job's steps in order, persisting every step change, so that after a crash the job
- * resumes from the step that was running (steps are written to be idempotent). Each step gets a
- * timeout and one retry; then the job fails with the step's reason.
+ * A step that ends sooner than this is recorded with the job's next write (the start of a step that
+ * takes longer or waits on the board, or the job's end), not with two writes of its own: attaching a
+ * port, cloning a disk and powering on take milliseconds, and each durable write is an fsync.
+ */
+export const RECORD_START_AFTER_MS = 200;
+
+/**
+ * Runs a recorded job's steps in order, so that after a crash the job resumes from the step that was
+ * running (steps are written to be idempotent). A step that waits on the board has its start written
+ * before it runs; any other once it has run for RECORD_START_AFTER_MS; a step's end goes with the next
+ * write. Until written, changes are held here (get() and the bus show them at once), so a crash re-runs
+ * a step that ended in the last moments before it, never skips one. Each step gets a timeout and one
+ * retry; then the job fails with the step's reason.
  */
 export class JobRunner {
+  /** Step changes not written yet, per job, in order. */
+  private readonly staged = new Map<string, Staged>();
+
   constructor(
     private readonly store: Store,
     private readonly bus: Bus,
   ) {}
 
+  /** The job as it stands, its step changes not yet written included. */
   get(id: string): Job | undefined {
-    return this.store.state.jobs.find((j) => j.id === id);
+    const job = this.store.state.jobs.find((j) => j.id === id);
+    const staged = this.staged.get(id);
+    if (!job || !staged) return job;
+    const view = structuredClone(job);
+    applyStaged(view, staged);
+    return view;
   }
 
   async run(jobId: string, impls: StepImpl[], cancel?: AbortSignal): Promise<Job> {
     const byName = new Map<string, StepImpl>(impls.map((s) => [s.name, s]));
     for (;;) {
       if (cancel?.aborted) return this.finish(jobId, 'failed', `cancelled: ${cancel.reason ?? 'by request'}`);
-      const job = this.get(jobId);
+      const job = this.get(jobId); // with the staged changes: a step that just ended is done here
       if (!job) throw new Error(`job ${jobId} vanished`);
       const step = job.steps.find((s) => s.state !== 'done' && s.state !== 'skipped');
       if (!step) return this.finish(jobId, 'succeeded');
@@ -67,7 +86,14 @@ export class JobRunner {
       // what it waits for), even when the crash came during its last attempt — that attempt never ended.
       for (let attempt = Math.min(step.attempts, step.state === 'running' ? 1 : 2); attempt < 2; attempt++) {
         if (attempt > 0 && impl.beforeRetry) await impl.beforeRetry().catch((err) => log.warn({ err, jobId }, 'retry preparation failed'));
-        await this.setStep(jobId, step.name, { state: 'running', attempts: attempt + 1, startedAt: new Date().toISOString(), error: undefined });
+        this.stage(jobId, step.name, { state: 'running', attempts: attempt + 1, startedAt: new Date().toISOString(), error: undefined });
+        // A step that waits on the board (it has a beforeRetry) is on disk before it runs: resumed after a
+        // crash, it restarts the board instead of waiting for what already happened. Any other step gets
+        // its start written once it has run for a moment (with whatever is staged before it).
+        if (impl.beforeRetry) await this.flush(jobId);
+        const recordStart = impl.beforeRetry
+          ? undefined
+          : setTimeout(() => void this.flush(jobId).catch((err) => log.warn({ err, jobId }, 'recording a job step failed')), RECORD_START_AFTER_MS);
         try {
           const r = await withTimeout(impl.run.bind(impl), impl.timeoutMs, `${step.name} timed out after ${impl.timeoutMs / 1000} s`, cancel);
           outcome = r === 'skipped' ? 'skipped' : 'done';
@@ -76,9 +102,11 @@ export class JobRunner {
           lastError = (err as Error).message;
           if (cancel?.aborted) break;
           log.warn({ jobId, step: step.name, attempt: attempt + 1, err: lastError, errorId: errorId(lastError) }, 'job step failed');
+        } finally {
+          clearTimeout(recordStart);
         }
       }
-      await this.setStep(jobId, step.name, { state: outcome, endedAt: new Date().toISOString(), error: outcome === 'failed' ? lastError : undefined });
+      this.stage(jobId, step.name, { state: outcome, endedAt: new Date().toISOString(), error: outcome === 'failed' ? lastError : undefined });
       if (outcome === 'failed') {
         log.warn({ jobId, errorId: errorId(`${step.name}: ${lastError}`), err: lastError }, 'job failed');
         return this.finish(jobId, 'failed', `${step.name}: ${lastError}`);
@@ -86,27 +114,81 @@ export class JobRunner {
     }
   }
 
-  private async setStep(jobId: string, name: string, patch: Partial<JobStep>): Promise<void> {
-    const job = await this.store.update((s) => {
-      const j = s.jobs.find((x) => x.id === jobId)!;
-      const st = j.steps.find((x) => x.name === name)!;
-      Object.assign(st, patch);
-      for (const k of Object.keys(patch) as Array<keyof JobStep>) if (patch[k] === undefined) delete st[k];
-      return structuredClone(j);
+  /** Holds a step change for the next write; subscribers see it now. */
+  private stage(jobId: string, name: string, patch: Partial<JobStep>): void {
+    let list = this.staged.get(jobId);
+    if (!list) this.staged.set(jobId, (list = []));
+    list.push({ name, patch });
+    const job = this.get(jobId);
+    if (job) this.bus.publish({ type: 'job', tenantId: job.tenantId, data: job });
+  }
+
+  /** Writes the staged step changes (the ones staged by the time the write runs). */
+  private async flush(jobId: string): Promise<void> {
+    const take = this.taker(jobId);
+    await this.store
+      .update((s) => {
+        const staged = take();
+        const j = s.jobs.find((x) => x.id === jobId);
+        if (j && staged) applyStaged(j, staged);
+      })
+      .catch((err: unknown) => {
+        take.giveBack();
+        throw err;
+      });
+  }
+
+  /**
+   * For a store mutation: takes the job's staged changes the first time it runs and gives the same on a
+   * replay (the store re-applies a batch when another change in it throws); giveBack() puts them back in
+   * front of anything staged since, when the write failed.
+   */
+  private taker(jobId: string): { (): Staged | undefined; giveBack(): void } {
+    let taken: Staged | undefined;
+    let took = false;
+    const take = (): Staged | undefined => {
+      if (!took) {
+        took = true;
+        taken = this.staged.get(jobId);
+        this.staged.delete(jobId);
+      }
+      return taken;
+    };
+    return Object.assign(take, {
+      giveBack: () => {
+        if (taken) this.staged.set(jobId, [...taken, ...(this.staged.get(jobId) ?? [])]);
+        taken = undefined;
+      },
     });
-    this.bus.publish({ type: 'job', tenantId: job.tenantId, data: job });
   }
 
   private async finish(jobId: string, state: 'succeeded' | 'failed', error?: string): Promise<Job> {
+    const take = this.taker(jobId);
     const job = await this.store.update((s) => {
       const j = s.jobs.find((x) => x.id === jobId)!;
+      const staged = take();
+      if (staged) applyStaged(j, staged);
       j.state = state;
       j.endedAt = new Date().toISOString();
       if (error) j.error = error;
       return structuredClone(j);
+    }).catch((err: unknown) => {
+      take.giveBack();
+      throw err;
     });
     this.bus.publish({ type: 'job', tenantId: job.tenantId, data: job });
     return job;
+  }
+}
+
+type Staged = Array<{ name: string; patch: Partial<JobStep> }>;
+
+function applyStaged(job: Job, staged: Staged): void {
+  for (const { name, patch } of staged) {
+    const st = job.steps.find((x) => x.name === name);
+    if (!st) continue;
+    Object.assign(st, patch);
+    for (const k of Object.keys(patch) as Array<keyof JobStep>) if (patch[k] === undefined) delete st[k];
   }
 }
 

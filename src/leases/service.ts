@@ -350,7 +350,7 @@ export class LeaseService {
   }
 
   job(p: Principal, id: string): Job {
-    const job = this.d.store.state.jobs.find((j) => j.id === id);
+    const job = this.jobs.get(id); // with its step changes not yet written
     if (!job || !authz.canSeeEvent(p, job.tenantId)) throw new HttpError(404, `job ${id} not found`);
     return forPrincipal(p, 'job', job);
   }

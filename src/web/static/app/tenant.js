@@ -151,6 +151,7 @@ export function leaseView(ctx, id) {
   );
   let lease = null;
   let jobId = null; // the job shown
+  let shownJob = null; // the job as last rendered
   let leaseJobId = null; // the lease's own job, as last seen
   let con = null;
   let alive = true;
@@ -170,6 +171,9 @@ export function leaseView(ctx, id) {
   }
 
   function renderLease(l) {
+    // Released is final: an older copy arriving late (the DELETE's answer after the event stream's
+    // "released", when the release job is quicker than the answer) must not bring the lease back.
+    if (lease && lease.id === l.id && lease.state === 'released' && l.state !== 'released') return;
     lease = l;
     void gatewayKnown.then(() => lease === l && renderSsh(l));
     fill(title.querySelector('#lease-state'), badge(l.state));
@@ -203,6 +207,9 @@ export function leaseView(ctx, id) {
   }
 
   function renderJob(j) {
+    // An ended job is final, like a released lease: a late copy of it running (an action's answer) is old.
+    if (shownJob && shownJob.id === j.id && shownJob.state !== 'running' && j.state === 'running') return;
+    shownJob = j;
     jobId = j.id;
     const dur = (s) => (s.startedAt && s.endedAt ? ((Date.parse(s.endedAt) - Date.parse(s.startedAt)) / 1000).toFixed(1) + ' s' : '');
     fill(job,
