@@ -30,9 +30,13 @@ export class RingBuffer {
 
   /** Forget every retained byte (a new tenant must not read the last one's output). */
   clear(): void {
+    // Only the retained bytes can be non-zero (writes land inside the window, and every clear zeroes
+    // it), so zeroing them leaves nothing of the last tenant: a quiet board's clear costs nothing.
+    const tail = Math.min(this.length, this.capacity - this.start);
+    this.buf.fill(0, this.start, this.start + tail);
+    this.buf.fill(0, 0, this.length - tail);
     this.start = 0;
     this.length = 0;
-    this.buf.fill(0);
   }
 
   /** A copy of the retained bytes, oldest first. */

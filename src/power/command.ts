@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { runCommand } from '../exec/spawner.js';
 import { abortReason, type PowerDriver, type PowerState } from './driver.js';
 
 export interface CommandPowerSpec {
@@ -19,7 +19,7 @@ const MAX_OUTPUT = 1024 * 1024;
 /**
  * Power through operator-configured commands: PoE ports via SNMP, USB hubs, relay boards. Each command
  * runs in a process group of its own, so a timeout or an aborted action kills the shell and whatever it
- * started.
+ * started; the command helper starts them, so a burst of power actions never stalls the API.
  */
 export class CommandPower implements PowerDriver {
   constructor(private readonly s: CommandPowerSpec) {}
@@ -45,52 +45,16 @@ export class CommandPower implements PowerDriver {
     return 'unknown';
   }
 
-  private run(cmd: string, what: string, signal?: AbortSignal): Promise<string> {
+  /** One command through the command helper (src/exec/spawner.ts): starting it never stalls the server. */
+  private async run(cmd: string, what: string, signal?: AbortSignal): Promise<string> {
     const timeout = this.s.timeoutMs ?? 15_000;
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) return reject(cancelled(what, signal));
-      const child = spawn('/bin/sh', ['-c', cmd], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c: Buffer) => {
-        if (stdout.length < MAX_OUTPUT) stdout += c.toString();
-      });
-      child.stderr.on('data', (c: Buffer) => {
-        if (stderr.length < MAX_OUTPUT) stderr += c.toString();
-      });
-      let settled = false;
-      const end = (err: Error | null, out = '') => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        if (err) reject(err);
-        else resolve(out);
-      };
-      // The whole group: a shell that started other programs (a pipeline, `a; b`) leaves none behind.
-      const kill = () => {
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          child.kill('SIGKILL'); // the group is gone already, or never was (spawn failed)
-        }
-      };
-      // Killed is done: answer at once, not when the last holder of the command's output lets go.
-      const timer = setTimeout(() => {
-        kill();
-        end(new Error(`power ${what} command timed out after ${timeout} ms: ${stderr.trim() || stdout.trim() || cmd}`));
-      }, timeout);
-      const onAbort = () => {
-        kill();
-        end(cancelled(what, signal!));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      child.on('error', (err) => end(new Error(`power ${what} command could not start: ${err.message}`, { cause: err })));
-      child.on('close', (code, sig) => {
-        if (code === 0) return end(null, stdout);
-        end(new Error(`power ${what} command exited with ${code ?? sig}: ${stderr.trim() || stdout.trim() || cmd}`));
-      });
-    });
+    if (signal?.aborted) throw cancelled(what, signal);
+    const r = await runCommand({ file: '/bin/sh', args: ['-c', cmd], timeoutMs: timeout, maxOutput: MAX_OUTPUT }, signal);
+    if (r.error === 'aborted' && signal?.aborted) throw cancelled(what, signal);
+    if (r.error) throw new Error(`power ${what} command could not start: ${r.error}`);
+    if (r.timedOut) throw new Error(`power ${what} command timed out after ${timeout} ms: ${r.stderr.trim() || r.stdout.trim() || cmd}`);
+    if (r.code === 0) return r.stdout;
+    throw new Error(`power ${what} command exited with ${r.code ?? r.signal}: ${r.stderr.trim() || r.stdout.trim() || cmd}`);
   }
 }
 

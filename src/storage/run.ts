@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { runCommand } from '../exec/spawner.js';
 
 export interface RunError extends Error {
   code?: number | string;
@@ -8,22 +8,21 @@ export interface RunError extends Error {
 
 /**
  * Runs a storage tool (`btrfs`, `cp`, `tgtadm`, `e2fsck`...) with an argv array — never a shell —
- * and a timeout. On failure the error message carries the command and its stderr, and the error
- * keeps `code` (exit status) and `stderr` so callers can map e.g. "No space left" to a clear error.
+ * and a timeout, through the command helper (src/exec/spawner.ts: a disk clone or an export in a lease
+ * burst never stalls the API). On failure the error message carries the command and its stderr, and
+ * the error keeps `code` (exit status, or the errno of a tool that could not start) and `stderr` so
+ * callers can map e.g. "No space left" to a clear error.
  */
-export function run(cmd: string, args: string[], opts: { timeoutMs?: number; okCodes?: number[] } = {}): Promise<{ stdout: string; stderr: string; code: number }> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      if (!err || (typeof err.code === 'number' && opts.okCodes?.includes(err.code))) return resolve({ stdout, stderr, code });
-      const detail = (stderr || stdout || err.message).trim().split('\n').slice(-6).join(' | ');
-      const e = new Error(`${cmd} ${maskSecrets(args).join(' ')}: ${err.killed ? 'timed out' : detail}`, { cause: err }) as RunError;
-      e.code = err.code ?? undefined;
-      e.stderr = stderr;
-      e.stdout = stdout;
-      reject(e);
-    });
-  });
+export async function run(cmd: string, args: string[], opts: { timeoutMs?: number; okCodes?: number[] } = {}): Promise<{ stdout: string; stderr: string; code: number }> {
+  const r = await runCommand({ file: cmd, args, timeoutMs: opts.timeoutMs ?? 60_000, maxOutput: 16 * 1024 * 1024 });
+  const code = r.error ? -1 : (r.code ?? -1);
+  if (!r.error && !r.timedOut && (code === 0 || opts.okCodes?.includes(code))) return { stdout: r.stdout, stderr: r.stderr, code };
+  const detail = (r.stderr || r.stdout || r.error || `killed by ${r.signal}`).trim().split('\n').slice(-6).join(' | ');
+  const e = new Error(`${cmd} ${maskSecrets(args).join(' ')}: ${r.timedOut ? 'timed out' : detail}`) as RunError;
+  e.code = r.error ? (/\b(E[A-Z]+)\b/.exec(r.error)?.[1] ?? -1) : code;
+  e.stderr = r.stderr;
+  e.stdout = r.stdout;
+  throw e;
 }
 
 /** Arguments as they may appear in an error or a log: the value after a secret-bearing flag is masked. */
