@@ -68,7 +68,7 @@ typedef struct xfer {
 } xfer;
 
 typedef struct cmd {
-  int kind; /* 1 start, 2 cancel, 3 quit */
+  int kind; /* 1 start, 2 cancel (closing is the engine's `closed` flag) */
   xfer *x;
   uint32_t id;
   uint16_t code;
@@ -336,6 +336,7 @@ static void drainCommands(engine *e, int *quit) {
   pthread_mutex_lock(&e->mu);
   cmd *c = e->head;
   e->head = e->tail = NULL;
+  *quit = e->closed;
   pthread_mutex_unlock(&e->mu);
   while (c) {
     cmd *n = c->next;
@@ -347,7 +348,7 @@ static void drainCommands(engine *e, int *quit) {
           finish(x, 0, c->msg);
           break;
         }
-    } else if (c->kind == 3) *quit = 1;
+    }
     free(c);
     c = n;
   }
@@ -435,9 +436,12 @@ static void callDone(napi_env env, napi_value js, void *ctx, void *data) {
   free(r);
 }
 
-static engine *engineArg(napi_env env, napi_value v) {
+/* A call's `n` arguments into argv, the first being an open engine; NULL (a JS exception thrown) if not. */
+static engine *engineCall(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  size_t argc = n;
   void *p = NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p || ((engine *)p)->closed) {
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < n ||
+      napi_get_value_external(env, argv[0], &p) != napi_ok || !p || ((engine *)p)->closed) {
     napi_throw_error(env, NULL, "tftp-pump: not an open engine");
     return NULL;
   }
@@ -490,10 +494,8 @@ static int getU32(napi_env env, napi_value o, const char *k, uint32_t *out) {
  * OACK or DATA 1. Returns the socket's port; throws when the socket cannot be made.
  */
 static napi_value Start(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2], v;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  engine *e = engineArg(env, argv[0]);
+  engine *e = engineCall(env, info, 2, argv);
   if (!e) return NULL;
   napi_value o = argv[1];
   xfer *x = calloc(1, sizeof *x);
@@ -598,10 +600,8 @@ static napi_value Start(napi_env env, napi_callback_info info) {
 
 /* cancel(engine, id, code, message): sends the client ERROR code/message and ends the transfer as failed. */
 static napi_value Cancel(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  engine *e = engineArg(env, argv[0]);
+  engine *e = engineCall(env, info, 4, argv);
   if (!e) return NULL;
   cmd *c = calloc(1, sizeof *c);
   if (!c) return NULL;
@@ -618,11 +618,9 @@ static napi_value Cancel(napi_env env, napi_callback_info info) {
 
 /* hold(engine, bool): whether the engine keeps the JS thread's event loop alive (while transfers run). */
 static napi_value Hold(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
   bool on = false;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  engine *e = engineArg(env, argv[0]);
+  engine *e = engineCall(env, info, 2, argv);
   if (!e) return NULL;
   napi_get_value_bool(env, argv[1], &on);
   CHECK(on ? napi_ref_threadsafe_function(env, e->done) : napi_unref_threadsafe_function(env, e->done));
@@ -631,17 +629,14 @@ static napi_value Hold(napi_env env, napi_callback_info info) {
 
 /* close(engine): ends every transfer ("Server shutting down", reported through onDone) and the thread. */
 static napi_value Close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  engine *e = engineArg(env, argv[0]);
+  engine *e = engineCall(env, info, 1, argv);
   if (!e) return NULL;
-  cmd *c = calloc(1, sizeof *c);
-  c->kind = 3;
-  post(e, c);
   pthread_mutex_lock(&e->mu);
-  e->closed = 1;
+  e->closed = 1; /* post() takes nothing more; the thread ends once it has drained what it had */
   pthread_mutex_unlock(&e->mu);
+  uint64_t one = 1;
+  (void)!write(e->evfd, &one, sizeof one);
   pthread_join(e->thread, NULL);
   close(e->epfd);
   close(e->evfd);

@@ -124,60 +124,47 @@ export class JobRunner {
   }
 
   /** Writes the staged step changes (the ones staged by the time the write runs). */
-  private async flush(jobId: string): Promise<void> {
-    const take = this.taker(jobId);
-    await this.store
-      .update((s) => {
-        const staged = take();
-        const j = s.jobs.find((x) => x.id === jobId);
-        if (j && staged) applyStaged(j, staged);
-      })
-      .catch((err: unknown) => {
-        take.giveBack();
-        throw err;
-      });
-  }
-
-  /**
-   * For a store mutation: takes the job's staged changes the first time it runs and gives the same on a
-   * replay (the store re-applies a batch when another change in it throws); giveBack() puts them back in
-   * front of anything staged since, when the write failed.
-   */
-  private taker(jobId: string): { (): Staged | undefined; giveBack(): void } {
-    let taken: Staged | undefined;
-    let took = false;
-    const take = (): Staged | undefined => {
-      if (!took) {
-        took = true;
-        taken = this.staged.get(jobId);
-        this.staged.delete(jobId);
-      }
-      return taken;
-    };
-    return Object.assign(take, {
-      giveBack: () => {
-        if (taken) this.staged.set(jobId, [...taken, ...(this.staged.get(jobId) ?? [])]);
-        taken = undefined;
-      },
-    });
+  private flush(jobId: string): Promise<void> {
+    return this.writeStaged(jobId, () => undefined);
   }
 
   private async finish(jobId: string, state: 'succeeded' | 'failed', error?: string): Promise<Job> {
-    const take = this.taker(jobId);
-    const job = await this.store.update((s) => {
-      const j = s.jobs.find((x) => x.id === jobId)!;
-      const staged = take();
-      if (staged) applyStaged(j, staged);
+    const job = await this.writeStaged(jobId, (j) => {
       j.state = state;
       j.endedAt = new Date().toISOString();
       if (error) j.error = error;
       return structuredClone(j);
-    }).catch((err: unknown) => {
-      take.giveBack();
-      throw err;
     });
+    if (!job) throw new Error(`job ${jobId} vanished`);
     this.bus.publish({ type: 'job', tenantId: job.tenantId, data: job });
     return job;
+  }
+
+  /**
+   * One store update of the job: its staged step changes, then `change`. The staged changes are taken
+   * the first time the mutation runs and the same ones applied again on a replay (the store re-applies a
+   * batch when another change in it throws); when the write fails they go back in front of anything
+   * staged since.
+   */
+  private async writeStaged<T>(jobId: string, change: (j: Job) => T): Promise<T | undefined> {
+    let taken: Staged | undefined;
+    let took = false;
+    try {
+      return await this.store.update((s) => {
+        if (!took) {
+          took = true;
+          taken = this.staged.get(jobId);
+          this.staged.delete(jobId);
+        }
+        const j = s.jobs.find((x) => x.id === jobId);
+        if (!j) return undefined;
+        if (taken) applyStaged(j, taken);
+        return change(j);
+      });
+    } catch (err) {
+      if (taken) this.staged.set(jobId, [...taken, ...(this.staged.get(jobId) ?? [])]);
+      throw err;
+    }
   }
 }
 
