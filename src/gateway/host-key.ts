@@ -4,6 +4,20 @@ import { dirname } from 'node:path';
 import ssh2 from 'ssh2';
 
 /**
+ * A new ed25519 host key in OpenSSH format. ssh2's generator drops a leading zero byte of the key
+ * (about 1 key in 256 comes out with a 31-byte public key that its own parser, and OpenSSH, reject),
+ * so a key is only taken once it parses back as a private key; the next draw is independent.
+ */
+export function generateHostKey(): { private: string } {
+  for (let attempt = 0; attempt < 16; attempt++) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'dozencloud-ssh-gateway' });
+    const key = ssh2.utils.parseKey(pair.private);
+    if (!(key instanceof Error) && !Array.isArray(key) && key.isPrivateKey()) return pair;
+  }
+  throw new Error('ssh gateway: could not generate a valid ed25519 host key');
+}
+
+/**
  * The gateway's ed25519 host key: read from `path`, or made there (0600) the first time, so tenants'
  * known_hosts entries stay valid across restarts. Created with O_EXCL: two servers starting at once
  * cannot write two different keys. A file that does not hold a private key is an error, never replaced.
@@ -16,7 +30,7 @@ export async function ensureHostKey(path: string): Promise<{ privateKey: string;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`ssh gateway host key ${path}: ${(err as Error).message}`, { cause: err });
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'dozencloud-ssh-gateway' });
+    const pair = generateHostKey();
     try {
       const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
       try {
