@@ -36,11 +36,12 @@ export class LeaseLogWriter {
     private readonly o: LeaseLogOptions,
   ) {}
 
-  static async open(leaseId: string, o: LeaseLogOptions): Promise<LeaseLogWriter> {
-    const w = new LeaseLogWriter(leaseLogDir(o.dir, leaseId), o);
-    await mkdir(w.dir, { recursive: true });
-    await w.reopen();
-    return w;
+  /**
+   * A writer for the lease. Nothing touches the disk until the first output: starting a lease costs no
+   * directory or file, and a board that never prints leaves none (readers treat that as an empty log).
+   */
+  static open(leaseId: string, o: LeaseLogOptions): LeaseLogWriter {
+    return new LeaseLogWriter(leaseLogDir(o.dir, leaseId), o);
   }
 
   append(chunk: Buffer): void {
@@ -68,6 +69,10 @@ export class LeaseLogWriter {
 
   private async flush(): Promise<void> {
     try {
+      if (!this.fh) {
+        await mkdir(this.dir, { recursive: true });
+        await this.reopen();
+      }
       while (this.queue.length || this.dropped) {
         if (this.dropped) {
           const note = Buffer.from(`\r\n[dozen: ${this.dropped} bytes of console output not logged: disk too slow]\r\n`);

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { log } from '../log.js';
 import { LeaseLogWriter, purgeLeaseLogFiles, readLeaseLog, type LeaseLogOptions } from './lease-log.js';
 import { ReconnectingSource, type BackoffOptions } from './reconnect.js';
@@ -112,7 +112,7 @@ export class ConsoleSessions {
     const s = this.sessions.get(boardId);
     if (!s) throw new Error(`board ${boardId} has no console session`);
     if (s.leaseId === leaseId) return;
-    const writer = await LeaseLogWriter.open(leaseId, this.logOptions);
+    const writer = LeaseLogWriter.open(leaseId, this.logOptions);
     await s.setLeaseLog({ leaseId, writer })?.writer.close();
   }
 
@@ -129,10 +129,18 @@ export class ConsoleSessions {
     await purgeLeaseLogFiles(this.logOptions.dir, leaseId);
   }
 
-  /** The lease's log, oldest byte first, including output still on its way to disk; null if it has none. */
+  /**
+   * The lease's log, oldest byte first, including output still on its way to disk; null if it has none.
+   * A lease being logged whose board has printed nothing yet has an empty log (its file comes with the first byte).
+   */
   async leaseLog(leaseId: string): Promise<Readable | null> {
-    for (const s of this.sessions.values()) if (s.leaseId === leaseId) await s.leaseLogIdle();
-    return readLeaseLog(this.logOptions.dir, leaseId, this.logOptions.keep);
+    let logging = false;
+    for (const s of this.sessions.values()) {
+      if (s.leaseId !== leaseId) continue;
+      logging = true;
+      await s.leaseLogIdle();
+    }
+    return (await readLeaseLog(this.logOptions.dir, leaseId, this.logOptions.keep)) ?? (logging ? Readable.from([]) : null);
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -245,14 +245,19 @@ describe('lease logs (last: it releases the lease)', () => {
     // A new lease of b1, now that its line is up: the lease's start opens its log (and clears the scrollback).
     await srv.release(L1, alice);
     const L2 = await srv.lease('b1', alice);
+    const get = (token?: string, id = L2) => fetch(`${srv.url}/v1/leases/${id}/console/log`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+    // Nothing printed yet: an empty log, and nothing on disk (the file comes with the first byte).
+    let res = await get(alice);
+    expect(res.status).toBe(200);
+    expect((await res.arrayBuffer()).byteLength).toBe(0);
+    expect(existsSync(join(dir, 'console-logs', L2))).toBe(false);
     const first = Buffer.from('A'.repeat(5000) + 'B'.repeat(5000));
     const inBefore = srv.sessions.state('b1')!.bytesIn;
     await board.port.asyncWrite(first);
     await until('the first batch read by the session', () => srv.sessions.state('b1')!.bytesIn >= inBefore + first.length, { timeoutMs: 5000 });
     const v = await view(alice, `/v1/leases/${L2}/console`);
     await v.out.waitFor('B'.repeat(5000), 3000, 'first batch');
-    const get = (token?: string, id = L2) => fetch(`${srv.url}/v1/leases/${id}/console/log`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
-    let res = await get(alice);
+    res = await get(alice);
     expect(res.status).toBe(200);
     expect(Buffer.from(await res.arrayBuffer()).equals(first)).toBe(true);
 
