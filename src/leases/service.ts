@@ -498,7 +498,10 @@ export class LeaseService {
   private start(jobId: string): void {
     const ac = new AbortController();
     this.aborts.set(jobId, ac);
-    const run = this.runJob(jobId, ac.signal).finally(() => {
+    // The job's first step runs once the request that started it has been answered (setImmediate comes
+    // after the response's write): a caller hears 202 first, and a burst of requests is answered
+    // before their jobs' work begins. A release in between finds the job here and cancels it.
+    const run = new Promise<void>((r) => setImmediate(r)).then(() => this.runJob(jobId, ac.signal)).finally(() => {
       this.running.delete(jobId);
       this.aborts.delete(jobId);
     });
