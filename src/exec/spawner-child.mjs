@@ -24,7 +24,7 @@ process.on('message', (m) => {
     if (c) killGroup(c);
     return;
   }
-  const { id, file, args, timeoutMs, maxOutput } = m;
+  const { id, file, args, timeoutMs, maxOutput, input } = m;
   let stdout = '';
   let stderr = '';
   let done = false;
@@ -37,7 +37,7 @@ process.on('message', (m) => {
     process.send({ id, stdout, stderr, ...r });
   };
   try {
-    child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    child = spawn(file, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], detached: true });
   } catch (err) {
     return process.send({ id, stdout, stderr, error: err.message });
   }
@@ -54,6 +54,10 @@ process.on('message', (m) => {
     if (stderr.length < maxOutput) stderr += d.toString();
   });
   child.on('error', (err) => finish({ error: err.message }));
+  if (input !== undefined) {
+    child.stdin.on('error', () => {}); // a program that exits early closes its stdin: its exit status says why
+    child.stdin.end(input);
+  }
   child.on('close', (code, signal) => finish({ code, signal }));
 });
 

@@ -28,6 +28,8 @@ export interface CommandRequest {
   timeoutMs: number;
   /** Output kept of stdout and of stderr, each (default 1 MiB); more is dropped. */
   maxOutput?: number;
+  /** Written to the command's stdin, then closed (without it, stdin is /dev/null). */
+  input?: string;
 }
 
 const CHILD = fileURLToPath(new URL('./spawner-child.mjs', import.meta.url));
@@ -95,6 +97,6 @@ export function runCommand(req: CommandRequest, signal?: AbortSignal): Promise<C
     });
     signal?.addEventListener('abort', onAbort, { once: true });
     hold();
-    h.send({ id, file: req.file, args: req.args, timeoutMs: req.timeoutMs, maxOutput: req.maxOutput ?? 1024 * 1024 });
+    h.send({ id, file: req.file, args: req.args, timeoutMs: req.timeoutMs, maxOutput: req.maxOutput ?? 1024 * 1024, ...(req.input !== undefined ? { input: req.input } : {}) });
   });
 }

@@ -21,6 +21,14 @@ describe('runCommand', () => {
     expect((await runCommand({ file: '/nonexistent/tool', args: [], timeoutMs: 5000 })).error).toMatch(/ENOENT/);
   });
 
+  it('feeds stdin when given (nft -f - reads its rules there), and /dev/null otherwise', async () => {
+    const big = 'x'.repeat(200_000) + '\n'; // more than a pipe holds: written while the command reads
+    expect((await runCommand({ file: '/usr/bin/wc', args: ['-c'], timeoutMs: 5000, input: big })).stdout.trim()).toBe(String(big.length));
+    expect(await runCommand({ file: '/bin/cat', args: [], timeoutMs: 5000 })).toMatchObject({ code: 0, stdout: '' });
+    // A command that never reads its input still ends with its own status.
+    expect(await runCommand({ file: '/bin/sh', args: ['-c', 'exit 4'], timeoutMs: 5000, input: big })).toMatchObject({ code: 4 });
+  });
+
   // Unique sleep lengths name this run's processes for pgrep.
   const nap = (n: number) => `${300 + n}.${process.pid}`;
 
