@@ -40,6 +40,8 @@ const WINDOWS = (process.env.BENCH_STORM_PASSES ?? '1,16').split(',').map(Number
 const DEADLINE_MS = Number(process.env.BENCH_STORM_DEADLINE_S ?? 600) * 1000;
 /** BENCH_STORM_PROBE=0: ours without the console viewers and the API load (point 1's storm alone). */
 const PROBE = process.env.BENCH_STORM_PROBE !== '0';
+/** Client processes the simulated boards are spread over (each its own relay address and core share). */
+const CLIENTS = Math.max(1, Number(process.env.BENCH_STORM_CLIENTS ?? 1));
 /** Our server's shipped tftp.maxTransfers (src/config.ts): `ours-max` is only run where N exceeds it. */
 const OURS_DEFAULT_MAX_TRANSFERS = 1024;
 
@@ -67,6 +69,7 @@ export interface Row {
   peakRssMB: number;
   peakPssMB: number;
   clientCpuS: number;
+  clientProcesses: number;
   /** UDP datagrams dropped for a full receive buffer: in the root namespace (the servers' side) and the clients'. */
   serverRcvbufErrors: number;
   clientRcvbufErrors: number;
@@ -108,6 +111,7 @@ function summarize(n: number, windowsize: number, server: ServerName, r: StormRe
     peakRssMB: cost.peakRssMB,
     peakPssMB: cost.peakPssMB,
     clientCpuS: r.clientCpuS,
+    clientProcesses: r.clientProcesses ?? 1,
     serverRcvbufErrors: cost.serverRcvbufErrors,
     clientRcvbufErrors: r.clientRcvbufErrors ?? 0,
     ...(failed.length ? { errors } : {}),
@@ -199,7 +203,7 @@ export async function run(): Promise<object> {
               // Ours: console viewers on busy lines and the API polled, all through the storm.
               const probe = PROBE && server.api && (await startApiProbe(server.api.url, server.api.token, server.api.consoleBoards));
               meter.start();
-              const r = await runClients(net.ns, dir, makePlan(boards, served, w, DEADLINE_MS));
+              const r = await runClients(net.ns, dir, makePlan(boards, served, w, DEADLINE_MS), CLIENTS);
               const cost = { ...meter.stop(), serverRcvbufErrors: udpRcvbufErrors(readFileSync('/proc/net/snmp', 'utf8')) - drops0 };
               const api = probe ? await probe.stop() : undefined;
               const after = await server.stats?.();

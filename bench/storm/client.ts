@@ -374,6 +374,9 @@ async function bootBoard(plan: Plan, relay: Relay, board: StormBoard, t0: number
 export async function runStorm(plan: Plan): Promise<StormResult> {
   const relay = new Relay(plan);
   await relay.start();
+  // Several client processes share one power cut: each waits for the same wall-clock moment.
+  const lateMs = plan.startAt === undefined ? 0 : Math.max(0, Date.now() - plan.startAt);
+  if (plan.startAt !== undefined) await new Promise((r) => setTimeout(r, Math.max(0, plan.startAt! - Date.now())));
   const drops0 = udpRcvbufErrors(readFileSync('/proc/net/snmp', 'utf8'));
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -383,7 +386,7 @@ export async function runStorm(plan: Plan): Promise<StormResult> {
     const cpu = process.cpuUsage(cpu0);
     const wallMs = Math.round(performance.now() - t0);
     const clientRcvbufErrors = udpRcvbufErrors(readFileSync('/proc/net/snmp', 'utf8')) - drops0;
-    return { boards, wallMs, clientCpuS: +((cpu.user + cpu.system) / 1e6).toFixed(2), clientRcvbufErrors };
+    return { boards, wallMs, clientCpuS: +((cpu.user + cpu.system) / 1e6).toFixed(2), clientRcvbufErrors, clientProcesses: 1, clientStartLateMs: lateMs };
   } finally {
     relay.close();
   }

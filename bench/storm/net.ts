@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { addVethPair, createNetns, deleteLink, deleteNetns, getMac, ip, linkExists, linkUp, netnsExists, setAddr } from '../../src/lab/netns.js';
-import { RELAY_IP, SERVER_IP, STORM_PREFIX_LEN, type StormBoard } from './plan.js';
+import { RELAY_IP, RELAY_IPS, SERVER_IP, STORM_PREFIX_LEN, type StormBoard } from './plan.js';
 
 export interface StormNet {
   ns: string;
@@ -66,7 +66,7 @@ export async function createStormNet(boards: StormBoard[]): Promise<StormNet> {
     await createNetns(net.ns);
     await addVethPair(net.hostIf, net.nsIf, { peerNetns: net.ns });
     await setAddr(net.hostIf, `${SERVER_IP}/${STORM_PREFIX_LEN}`);
-    await setAddr(net.nsIf, `${RELAY_IP}/${STORM_PREFIX_LEN}`, net.ns);
+    for (const relay of RELAY_IPS) await setAddr(net.nsIf, `${relay}/${STORM_PREFIX_LEN}`, net.ns);
     await linkUp(net.hostIf);
     await linkUp(net.nsIf, net.ns);
     await linkUp('lo', net.ns);

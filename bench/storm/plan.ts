@@ -15,6 +15,8 @@ export const STORM_SUBNET = '10.98.0.0/22';
 export const STORM_PREFIX_LEN = 22;
 export const SERVER_IP = '10.98.0.1';
 export const RELAY_IP = '10.98.0.2';
+/** One relay address per client process (bench/storm/harness.ts runClients): each binds its own port 67. */
+export const RELAY_IPS = [RELAY_IP, '10.98.0.3', '10.98.0.4', '10.98.0.5'] as const;
 const FIRST_BOARD_IP = '10.98.0.10';
 export const MAX_BOARDS = ipToInt('10.98.3.254') - ipToInt(FIRST_BOARD_IP) + 1;
 
@@ -68,6 +70,8 @@ export interface Plan {
   dhcpRequestTimeoutMs: number;
   /** Hard bound on the whole run: boards not done by then count as timed out. */
   deadlineMs: number;
+  /** Wall-clock time (ms since the epoch) at which the power comes back: client processes start together. */
+  startAt?: number;
   /** Image files by TFTP path. */
   files: Record<string, Expect>;
   /** Each board's generated file (boot script or pxelinux config), by board id. */
@@ -107,6 +111,9 @@ export interface StormResult {
   clientCpuS: number;
   /** UDP datagrams the kernel dropped in the clients' namespace for a full receive buffer (/proc/net/snmp RcvbufErrors). */
   clientRcvbufErrors: number;
+  /** Client processes the boards were spread over, and how late the last of them started (ms past startAt). */
+  clientProcesses?: number;
+  clientStartLateMs?: number;
 }
 
 /** This network namespace's UDP RcvbufErrors counter. */

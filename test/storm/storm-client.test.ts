@@ -80,3 +80,14 @@ it('5 boards boot at once through a relay: every file, byte for byte, from their
     expect(b.files.every((f) => f.blksize === 1468 && f.windowsize === 16)).toBe(true);
   }
 }, 30_000);
+
+it('spread over 2 client processes (each its own relay address), the same boards all boot, timed from one start', async () => {
+  const plan = makePlan(boards, served, 16, 20_000, { dhcp: dhcpPort, tftp: server!.tftp.address().port });
+  const r = await runClients(net!.ns, dir, plan, 2);
+  expect(r.clientProcesses).toBe(2);
+  expect(r.boards.map((b) => b.id).sort()).toEqual(boards.map((b) => b.id).sort());
+  expect(r.boards.filter((b) => !b.ok).map((b) => `${b.id}: ${b.error}`)).toEqual([]);
+  // Both processes were up before the common start (a late one would have skewed its boards' times).
+  expect(r.clientStartLateMs).toBe(0);
+  expect(r.wallMs).toBeGreaterThanOrEqual(Math.max(...r.boards.map((b) => b.ms!)));
+}, 40_000);
