@@ -41,7 +41,7 @@ const DEADLINE_MS = Number(process.env.BENCH_STORM_DEADLINE_S ?? 600) * 1000;
 /** BENCH_STORM_PROBE=0: ours without the console viewers and the API load (point 1's storm alone). */
 const PROBE = process.env.BENCH_STORM_PROBE !== '0';
 /** Client processes the simulated boards are spread over (each its own relay address and core share). */
-const CLIENTS = Math.max(1, Number(process.env.BENCH_STORM_CLIENTS ?? 1));
+const CLIENTS = Math.max(1, Number(process.env.BENCH_STORM_CLIENTS ?? 2));
 /** Our server's shipped tftp.maxTransfers (src/config.ts): `ours-max` is only run where N exceeds it. */
 const OURS_DEFAULT_MAX_TRANSFERS = 1024;
 
