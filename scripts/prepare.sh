@@ -24,6 +24,7 @@ step "images"
 bash images/test/build.sh                 # busybox test image (seconds)
 bash images/container-armhf/build.sh      # armhf userland for container leases (seconds)
 bash images/debian-12/build.sh            # Debian 12 armhf with an iSCSI root (about 8 minutes the first time, cached after)
+bash images/docker-host/build.sh --no-base  # Debian 12 + Docker for shared boards, on debian-12's root (about 3 minutes the first time, cached after)
 
 step "lab firmware"
 bash scripts/lab-sunxi/make-sd.sh .cache/lab-sunxi/sd/prepare-check.img 02:00:00:00:00:01   # fetches u-boot-sunxi once: the Banana Pi boards' SD cards
