@@ -45,6 +45,8 @@ export function watchFailover(
   driver: ContainerLeaseDriver,
   hooks: {
     records: () => RecordedContainerLease[] | Promise<RecordedContainerLease[]>;
+    /** Before anything moves: the lease layer marks these leases migrating (awaited). */
+    onStart?: (recorded: RecordedContainerLease[], down: HostState) => void | Promise<void>;
     onResult: (result: FailoverResult, down: HostState) => void | Promise<void>;
   },
 ): () => void {
@@ -54,6 +56,7 @@ export function watchFailover(
       try {
         const recorded = (await hooks.records()).filter((r) => r.hostId === state.id);
         if (!recorded.length) return;
+        await hooks.onStart?.(recorded, state);
         const result = await failoverLeases(driver, recorded, { from: [state.id] });
         await hooks.onResult(result, state);
       } catch (err) {

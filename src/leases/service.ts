@@ -66,7 +66,7 @@ export function leaseLimits(config: Pick<Config, 'leases' | 'limits'>): Pick<Lea
 }
 
 /** States a lease is live in (holds a board or container). */
-const LIVE: Array<Lease['state']> = ['provisioning', 'active', 'reimaging', 'releasing', 'error'];
+const LIVE: Array<Lease['state']> = ['provisioning', 'active', 'reimaging', 'releasing', 'migrating', 'error'];
 
 /**
  * Leases: allocation (atomic: one store update picks the board, marks it and records lease and job),
@@ -244,6 +244,8 @@ export class LeaseService {
   async release(p: Principal | 'system', id: string, reason = 'released by tenant'): Promise<{ lease: Lease; job: Job }> {
     const lease = p === 'system' ? this.d.store.state.leases.find((l) => l.id === id)! : authz.lease(this.d.store, p, id);
     if (lease.state === 'released') throw new ConflictError(`lease ${id} is already released`);
+    // Failover is recreating its container elsewhere: a release now would race the new container.
+    if (lease.state === 'migrating') throw new ConflictError(`lease ${id} is migrating to another shared board; release it once it is active (or error)`);
     if (lease.state === 'releasing') {
       const job = this.jobs.get(lease.jobId!)!;
       return p === 'system' ? { lease: publicLease(lease), job } : { lease: forPrincipal(p, 'lease', publicLease(lease)), job: forPrincipal(p, 'job', job) };
@@ -471,8 +473,28 @@ export class LeaseService {
   }
 
   /**
-   * What container failover did: a moved lease gets its new container record, one that could not be moved
-   * is marked error with the reason. Published like every other lease change, so event streams see it.
+   * Container failover begins: the leases on shared board `from` that it will move go `migrating`, and
+   * their tenants see it on the event stream before anything is recreated. Released or releasing
+   * leases are left alone. Returns the ids marked.
+   */
+  async beginFailover(leaseIds: string[], from: string): Promise<string[]> {
+    const changed = await this.d.store.update((s) =>
+      s.leases
+        .filter((l) => leaseIds.includes(l.id) && l.kind === 'container' && (l.state === 'active' || l.state === 'error'))
+        .map((l) => {
+          l.state = 'migrating';
+          l.stateReason = `shared board ${from} went down: its container is being recreated on another board`;
+          return structuredClone(l);
+        }),
+    );
+    for (const l of changed) this.publishLease(l);
+    return changed.map((l) => l.id);
+  }
+
+  /**
+   * What container failover did: a moved lease gets its new container record and is active again, one
+   * that could not be moved is marked error with the reason. Published like every other lease change,
+   * so event streams see migrating → active (or error).
    */
   async recordFailover(f: ContainerFailover): Promise<void> {
     const changed = await this.d.store.update((s) => {
@@ -481,6 +503,10 @@ export class LeaseService {
         const l = s.leases.find((x) => x.id === m.leaseId);
         if (!l) continue;
         l.container = m.container;
+        if (l.state === 'migrating') {
+          l.state = 'active';
+          delete l.stateReason;
+        }
         out.set(l.id, l);
       }
       for (const x of f.failed) {

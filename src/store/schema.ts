@@ -93,7 +93,7 @@ export const tokenSchema = z.object({
 });
 export type Token = z.infer<typeof tokenSchema>;
 
-export const LEASE_STATES = ['provisioning', 'active', 'reimaging', 'releasing', 'released', 'error'] as const;
+export const LEASE_STATES = ['provisioning', 'active', 'reimaging', 'releasing', 'migrating', 'released', 'error'] as const;
 export type LeaseState = (typeof LEASE_STATES)[number];
 
 /** How a leased board reaches its root disk: recorded so targets can be re-created after a tgtd restart. */
