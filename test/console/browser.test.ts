@@ -33,7 +33,7 @@ beforeAll(async () => {
   const line = join(dir, 'shell-1.tty');
   shell = spawn('socat', [`pty,raw,echo=0,link=${line}`, 'exec:bash --norc --noprofile -i,pty,stderr,setsid,sigint,sane'], {
     stdio: 'ignore',
-    env: { PATH: process.env.PATH, PS1: 'board$ ', TERM: 'xterm-256color', HOME: dir },
+    env: { PATH: process.env.PATH, PS1: 'board$ ', TERM: 'xterm-256color', HOME: dir, HISTFILE: '/dev/null' },
   });
   await until('the shell pty', () => existsSync(line), { timeoutMs: 5000 });
   // A tenant leases board shell-1 through the API (its `command` power driver is `true`: the job runs, the board

@@ -23,7 +23,7 @@ let dir: string;
 /** A board's serial line: a real pty (socat) with a bash on its other end, linked at <dir>/<name>.tty. */
 async function shellPty(name: string): Promise<{ line: string; proc: ChildProcess }> {
   const line = join(dir, `${name}.tty`);
-  const proc = spawn('socat', [`pty,raw,echo=0,link=${line}`, 'exec:bash --norc --noprofile -i,pty,stderr,setsid,sigint,sane'], { stdio: 'ignore', env: { PATH: process.env.PATH, PS1: 'board$ ', HOME: dir } });
+  const proc = spawn('socat', [`pty,raw,echo=0,link=${line}`, 'exec:bash --norc --noprofile -i,pty,stderr,setsid,sigint,sane'], { stdio: 'ignore', env: { PATH: process.env.PATH, PS1: 'board$ ', HOME: dir, HISTFILE: '/dev/null' } });
   await until(`the ${name} pty`, () => existsSync(line), { timeoutMs: 5000 });
   return { line, proc };
 }

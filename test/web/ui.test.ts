@@ -46,7 +46,7 @@ beforeAll(async () => {
   const line = join(dir, `${WEB_BOARD}.tty`);
   shell = spawn('socat', [`pty,raw,echo=0,link=${line}`, 'exec:bash --norc --noprofile -i,pty,stderr,setsid,sigint,sane'], {
     stdio: 'ignore',
-    env: { PATH: process.env.PATH, PS1: 'board$ ', TERM: 'xterm-256color', HOME: dir },
+    env: { PATH: process.env.PATH, PS1: 'board$ ', TERM: 'xterm-256color', HOME: dir, HISTFILE: '/dev/null' }, // bash -i writes no history into dir as it dies
   });
   await until('the shell pty', () => existsSync(line), { timeoutMs: 5000 });
   srv = await startWebServer({ onRequest: (req) => recordRequest?.(req) });
@@ -92,7 +92,7 @@ afterAll(async () => {
   }
   await srv?.stop();
   shell?.kill('SIGKILL');
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  if (dir) rmSync(dir, { recursive: true, force: true, maxRetries: 5 }); // bash, hung up, may still be leaving
 });
 
 /** A DHCP DISCOVER from `mac`, relayed from 127.0.0.2 as a relay agent would (giaddr): the server's real path. */
