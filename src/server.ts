@@ -201,6 +201,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
     // All is listening: lab boards power on, interrupted jobs resume, container leases get their consoles back and fail over.
     if (lab && config.lab.powerOn) await powerOnLabBoards(lab, inventory, events);
     for (const line of leases.resumeJobs()) log.info(`reconcile: ${line}`);
+    const interrupted = await leases.endInterruptedMigrations();
+    if (interrupted) log.warn(`reconcile: ${interrupted} container lease(s) were migrating when the server stopped: marked error`);
     if (containers) {
       await resumeContainerConsoles(consoles, store.state.leases, (id) => containers.connector(id));
       // A shared board going down: its leases move to another when failover is on, else are marked.

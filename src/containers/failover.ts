@@ -53,14 +53,18 @@ export function watchFailover(
   const onDown = (state: HostState) => {
     if (!driver.failover) return;
     void (async () => {
+      let recorded: RecordedContainerLease[] = [];
       try {
-        const recorded = (await hooks.records()).filter((r) => r.hostId === state.id);
+        recorded = (await hooks.records()).filter((r) => r.hostId === state.id);
         if (!recorded.length) return;
         await hooks.onStart?.(recorded, state);
         const result = await failoverLeases(driver, recorded, { from: [state.id] });
         await hooks.onResult(result, state);
       } catch (err) {
         log.error({ err, host: state.id }, 'container failover failed');
+        // Leases marked migrating must not stay so: report each as not moved.
+        const failed = recorded.map((r) => ({ leaseId: r.leaseId, from: state.id, error: `failover failed: ${(err as Error).message}` }));
+        if (failed.length) await Promise.resolve(hooks.onResult({ moved: [], failed }, state)).catch((e: unknown) => log.error({ err: e, host: state.id }, 'container failover bookkeeping failed'));
       }
     })();
   };

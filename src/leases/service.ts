@@ -492,6 +492,24 @@ export class LeaseService {
   }
 
   /**
+   * At start: a lease left `migrating` by a server that stopped mid-move is marked error (its container
+   * may or may not exist on either board); the tenant can reimage or release it. Returns how many.
+   */
+  async endInterruptedMigrations(): Promise<number> {
+    const changed = await this.d.store.update((s) =>
+      s.leases
+        .filter((l) => l.state === 'migrating')
+        .map((l) => {
+          l.state = 'error';
+          l.stateReason = 'the server stopped while this container was being moved to another shared board; reimage or release the lease';
+          return structuredClone(l);
+        }),
+    );
+    for (const l of changed) this.publishLease(l);
+    return changed.length;
+  }
+
+  /**
    * What container failover did: a moved lease gets its new container record and is active again, one
    * that could not be moved is marked error with the reason. Published like every other lease change,
    * so event streams see migrating → active (or error).

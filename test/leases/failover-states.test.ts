@@ -99,4 +99,12 @@ describe('container failover through the lease state machine', () => {
       ctl.abort();
     }
   });
+
+  it('a lease left migrating by a server that stopped mid-move is marked error at start, and can be released', async () => {
+    await h.store.update((s) => void s.leases.push({ ...lease('l-stuck', 'alice', 'migrating', 'shared-1', 7), stateReason: 'shared board shared-1 went down: …' }));
+    expect(await h.leases.endInterruptedMigrations()).toBe(1);
+    expect((await h.api('GET', '/leases/l-stuck')).body).toMatchObject({ state: 'error', stateReason: expect.stringContaining('the server stopped while this container was being moved') });
+    expect(await h.leases.endInterruptedMigrations()).toBe(0);
+    expect((await h.api('DELETE', '/leases/l-stuck', undefined, tokenA)).status).toBe(202);
+  });
 });
