@@ -206,8 +206,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
     if (containers) {
       await resumeContainerConsoles(consoles, store.state.leases, (id) => containers.connector(id));
       // A shared board going down: its leases move to another when failover is on, else are marked.
-      const onResult = (r: FailoverResult) => void leases.recordFailover(failoverOutcome(r)).catch((err) => log.warn({ err }, 'failover bookkeeping'));
-      const onStart = async (recorded: Array<{ leaseId: string }>, down: { id: string }) => void (await leases.beginFailover(recorded.map((r) => r.leaseId), down.id));
+      // A failure to record is thrown back to the watcher, which then reports the leases as not moved.
+      const onResult = (r: FailoverResult) => leases.recordFailover(failoverOutcome(r));
+      const onStart = (recorded: Array<{ leaseId: string }>, down: { id: string }) => leases.beginFailover(recorded.map((r) => r.leaseId), down.id);
       watchFailover(ct.driver, { records: () => containerRecords(store.state.leases), onStart, onResult });
     }
     const stopReaper = leases.startReaper(config.leases.reapIntervalMs, config.leases.keepReleasedDays * 86_400_000, config.leases.archiveAfterMs);

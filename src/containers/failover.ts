@@ -45,8 +45,11 @@ export function watchFailover(
   driver: ContainerLeaseDriver,
   hooks: {
     records: () => RecordedContainerLease[] | Promise<RecordedContainerLease[]>;
-    /** Before anything moves: the lease layer marks these leases migrating (awaited). */
-    onStart?: (recorded: RecordedContainerLease[], down: HostState) => void | Promise<void>;
+    /**
+     * Before anything moves: the lease layer marks the leases it lets move `migrating` and returns their
+     * ids; only those move (a lease released meanwhile must not come back on another board).
+     */
+    onStart?: (recorded: RecordedContainerLease[], down: HostState) => string[] | Promise<string[]>;
     onResult: (result: FailoverResult, down: HostState) => void | Promise<void>;
   },
 ): () => void {
@@ -57,7 +60,11 @@ export function watchFailover(
       try {
         recorded = (await hooks.records()).filter((r) => r.hostId === state.id);
         if (!recorded.length) return;
-        await hooks.onStart?.(recorded, state);
+        if (hooks.onStart) {
+          const movable = new Set(await hooks.onStart(recorded, state));
+          recorded = recorded.filter((r) => movable.has(r.leaseId));
+          if (!recorded.length) return;
+        }
         const result = await failoverLeases(driver, recorded, { from: [state.id] });
         await hooks.onResult(result, state);
       } catch (err) {

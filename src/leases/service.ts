@@ -474,13 +474,13 @@ export class LeaseService {
 
   /**
    * Container failover begins: the leases on shared board `from` that it will move go `migrating`, and
-   * their tenants see it on the event stream before anything is recreated. Released or releasing
-   * leases are left alone. Returns the ids marked.
+   * their tenants see it on the event stream before anything is recreated. Only active leases move: one
+   * being released, reimaged or in error is left alone. Returns the ids marked (the only ones to move).
    */
   async beginFailover(leaseIds: string[], from: string): Promise<string[]> {
     const changed = await this.d.store.update((s) =>
       s.leases
-        .filter((l) => leaseIds.includes(l.id) && l.kind === 'container' && (l.state === 'active' || l.state === 'error'))
+        .filter((l) => leaseIds.includes(l.id) && l.kind === 'container' && l.state === 'active')
         .map((l) => {
           l.state = 'migrating';
           l.stateReason = `shared board ${from} went down: its container is being recreated on another board`;
@@ -519,7 +519,7 @@ export class LeaseService {
       const out = new Map<string, Lease>();
       for (const m of f.moved) {
         const l = s.leases.find((x) => x.id === m.leaseId);
-        if (!l) continue;
+        if (!l || l.state === 'released' || l.state === 'releasing') continue; // never revive a lease its tenant gave up
         l.container = m.container;
         if (l.state === 'migrating') {
           l.state = 'active';

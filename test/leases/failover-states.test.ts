@@ -4,7 +4,12 @@
  * the reason), and the tenant's event stream sees each step. The moving itself (real Docker engines)
  * is test/containers/shared-pool.test.ts; this is the lease layer's bookkeeping of it.
  */
+import { EventEmitter } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ContainerLeaseDriver } from '../../src/containers/driver.js';
+import { watchFailover } from '../../src/containers/failover.js';
+import { containerRecords, failoverOutcome } from '../../src/containers/lease-port.js';
+import type { RecordedContainerLease } from '../../src/containers/types.js';
 import type { Lease } from '../../src/store/schema.js';
 import { apiHarness } from '../helpers/api-harness.js';
 import { until } from '../helpers/until.js';
@@ -24,7 +29,7 @@ beforeAll(async () => {
   tokenB = (await h.api('POST', '/tenants', { id: 'bob', name: 'B' })).body.token;
   // Container leases as the container driver leaves them (no engine here: the records are what matters).
   await h.store.update((s) => {
-    s.leases.push(lease('l-moves', 'alice', 'active', 'shared-1', 1), lease('l-fails', 'alice', 'error', 'shared-1', 2), lease('l-gone', 'alice', 'released', 'shared-1', 3), lease('l-bob', 'bob', 'active', 'shared-1', 4));
+    s.leases.push(lease('l-moves', 'alice', 'active', 'shared-1', 1), lease('l-fails', 'alice', 'active', 'shared-1', 2), lease('l-gone', 'alice', 'released', 'shared-1', 3), lease('l-bob', 'bob', 'active', 'shared-1', 4), lease('l-err', 'alice', 'error', 'shared-1', 8));
   });
 });
 
@@ -62,8 +67,8 @@ describe('container failover through the lease state machine', () => {
     try {
       await until('streams open', () => a.text.includes(': dozen events') && b.text.includes(': dozen events'), { timeoutMs: 5000 });
 
-      const marked = await h.leases.beginFailover(['l-moves', 'l-fails', 'l-gone', 'l-bob'], 'shared-1');
-      expect(marked.sort()).toEqual(['l-bob', 'l-fails', 'l-moves']); // a released lease stays released
+      const marked = await h.leases.beginFailover(['l-moves', 'l-fails', 'l-gone', 'l-bob', 'l-err'], 'shared-1');
+      expect(marked.sort()).toEqual(['l-bob', 'l-fails', 'l-moves']); // only active leases move: released and error stay
       const during = (await h.api('GET', '/leases/l-moves', undefined, tokenA)).body;
       expect(during).toMatchObject({ state: 'migrating', stateReason: expect.stringContaining('shared board shared-1 went down') });
       // Nothing may race the new container: a release waits until the move is over.
@@ -84,6 +89,9 @@ describe('container failover through the lease state machine', () => {
       expect((await h.api('GET', '/leases/l-fails')).body).toMatchObject({ state: 'error', stateReason: 'shared board shared-1 went down and the container could not be moved: no shared board has 64 MiB free' });
       expect((await h.api('GET', '/leases/l-fails', undefined, tokenA)).body).toMatchObject({ state: 'error', stateReason: expect.stringMatching(/^shared board shared-1 went down and the container could not be moved/) });
       expect((await h.api('GET', '/leases/l-gone', undefined, tokenA)).body.state).toBe('released');
+      // A move reported for a released lease (released before failover looked) never revives it.
+      await h.leases.recordFailover({ moved: [{ leaseId: 'l-gone', container: container('shared-2', 9) }], failed: [] });
+      expect((await h.api('GET', '/leases/l-gone')).body).toMatchObject({ state: 'released', container: { hostId: 'shared-1' } });
 
       await until('A sees both of its leases settle', () => statesOf(a.text, 'l-moves').length >= 2 && statesOf(a.text, 'l-fails').length >= 2, { timeoutMs: 5000 });
       expect(statesOf(a.text, 'l-moves')).toEqual(['migrating', 'active']);
@@ -106,5 +114,44 @@ describe('container failover through the lease state machine', () => {
     expect((await h.api('GET', '/leases/l-stuck')).body).toMatchObject({ state: 'error', stateReason: expect.stringContaining('the server stopped while this container was being moved') });
     expect(await h.leases.endInterruptedMigrations()).toBe(0);
     expect((await h.api('DELETE', '/leases/l-stuck', undefined, tokenA)).status).toBe(202);
+  });
+
+  it('through the watcher: only the leases marked migrating move, and a failure to record leaves none migrating', async () => {
+    await h.store.update((s) => {
+      s.leases.push(lease('w-active', 'alice', 'active', 'shared-3', 1), lease('w-releasing', 'alice', 'releasing', 'shared-3', 2), lease('w-other', 'alice', 'active', 'shared-4', 3));
+    });
+    // The driver's side of a move is Docker (test/containers/shared-pool.test.ts); here it records what it was asked.
+    const pool = Object.assign(new EventEmitter(), { hosts: () => [], isUsable: () => true });
+    const asked: string[] = [];
+    const driver = {
+      failover: true,
+      pool,
+      recreate: async (rec: RecordedContainerLease) => {
+        asked.push(rec.leaseId);
+        return { leaseId: rec.leaseId, tenantId: 'alice', hostId: 'shared-5', containerId: 'e'.repeat(64), sshHost: '127.0.0.1', sshPort: 23100, network: 'n', spec: { memoryMb: 64, cpus: 0.5 } };
+      },
+    } as unknown as ContainerLeaseDriver;
+    let failRecord = true;
+    const settled = new Promise<void>((resolve) => {
+      const stop = watchFailover(driver, {
+        records: () => containerRecords(h.store.state.leases),
+        onStart: (recorded, down) => h.leases.beginFailover(recorded.map((r) => r.leaseId), down.id),
+        onResult: async (r) => {
+          if (failRecord) {
+            failRecord = false;
+            throw new Error('state file gone'); // the first recording fails; the watcher reports the leases as not moved
+          }
+          await h.leases.recordFailover(failoverOutcome(r));
+          stop();
+          resolve();
+        },
+      });
+    });
+    pool.emit('down', { id: 'shared-3', health: 'down', markedDown: true });
+    await settled;
+    expect(asked).toEqual(['w-active']); // not the releasing lease, not the other board's
+    expect((await h.api('GET', '/leases/w-active')).body).toMatchObject({ state: 'error', stateReason: expect.stringContaining('failover failed: state file gone') });
+    expect((await h.api('GET', '/leases/w-releasing')).body.state).toBe('releasing');
+    expect((await h.api('GET', '/leases/w-other')).body.state).toBe('active');
   });
 });
