@@ -30,6 +30,8 @@ export class LeaseLogWriter {
   private dropped = 0;
   private flushing?: Promise<void>;
   private closed = false;
+  /** The log's file could not be made: said once, then the output is dropped quietly until close. */
+  private failed = false;
 
   private constructor(
     private readonly dir: string,
@@ -45,7 +47,7 @@ export class LeaseLogWriter {
   }
 
   append(chunk: Buffer): void {
-    if (this.closed) return;
+    if (this.closed || this.failed) return;
     if (this.pending + chunk.length > (this.o.maxPendingBytes ?? 8 << 20)) {
       this.dropped += chunk.length;
     } else {
@@ -70,8 +72,16 @@ export class LeaseLogWriter {
   private async flush(): Promise<void> {
     try {
       if (!this.fh) {
-        await mkdir(this.dir, { recursive: true });
-        await this.reopen();
+        try {
+          await mkdir(this.dir, { recursive: true });
+          await this.reopen();
+        } catch (err) {
+          this.failed = true;
+          log.warn({ err, dir: this.dir }, "console log cannot be created; this lease's output is not logged");
+          this.queue = [];
+          this.pending = 0;
+          return;
+        }
       }
       while (this.queue.length || this.dropped) {
         if (this.dropped) {

@@ -11,7 +11,8 @@ export async function run(cmd: string, args: string[], opts: { input?: string; n
   const prog = opts.netns ? 'ip' : cmd;
   const timeout = opts.timeoutMs ?? 15_000;
   // stdin is always given (empty if none): tools like nft read it when told to, and never wait on a terminal.
-  const r = await runCommand({ file: prog, args: argv, timeoutMs: timeout, input: opts.input ?? '' });
+  // A rack's bridge and nft listings (JSON) grow with its ports: keep all of it, well past the helper's 1 MiB default.
+  const r = await runCommand({ file: prog, args: argv, timeoutMs: timeout, input: opts.input ?? '', maxOutput: 64 << 20 });
   if (r.error) throw new Error(`${cmd}: ${r.error}`);
   if (r.code === 0) return r.stdout;
   const why = r.timedOut ? `timed out after ${timeout} ms` : r.code === null ? `killed by ${r.signal}` : `exited with ${r.code}`;
