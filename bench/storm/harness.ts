@@ -30,7 +30,7 @@ export function makePlan(boards: StormBoard[], served: Pick<ServedFiles, 'files'
 }
 
 /** Time for a client process to load (node + tsx) before the common start; a late one reports by how much. */
-const CLIENT_START_MARGIN_MS = 4000;
+const CLIENT_START_MARGIN_MS = 10_000;
 
 /**
  * Runs the client simulator inside the storm's namespace, its boards spread round-robin over `processes`
