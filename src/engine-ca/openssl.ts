@@ -69,6 +69,11 @@ function value(v: string): string {
 
 export type LeafKind = { kind: 'client' } | { kind: 'server'; ip: string; dns?: string };
 
+/** The request part every config shares: no prompts, a subject of just the common name. */
+function request(cn: string): string[] {
+  return ['[req]', 'prompt = no', 'distinguished_name = dn', '[dn]', `CN = ${value(cn)}`];
+}
+
 /**
  * The config file for one certificate: [dn] for the request, [ext] for the certificate. Leaves are never
  * CAs, sign nothing (keyUsage digitalSignature: ECDHE-ECDSA needs no more), and carry exactly one of
@@ -76,11 +81,7 @@ export type LeafKind = { kind: 'client' } | { kind: 'server'; ip: string; dns?: 
  */
 export function leafConfig(cn: string, leaf: LeafKind): string {
   const lines = [
-    '[req]',
-    'prompt = no',
-    'distinguished_name = dn',
-    '[dn]',
-    `CN = ${value(cn)}`,
+    ...request(cn),
     '[ext]',
     'basicConstraints = critical, CA:FALSE',
     'keyUsage = critical, digitalSignature',
@@ -98,11 +99,7 @@ export function leafConfig(cn: string, leaf: LeafKind): string {
 /** The CA's config: pathlen:0, so even a mis-signed CA certificate under it could not sign anything valid. */
 export function caConfig(cn: string): string {
   return [
-    '[req]',
-    'prompt = no',
-    'distinguished_name = dn',
-    '[dn]',
-    `CN = ${value(cn)}`,
+    ...request(cn),
     '[ext]',
     'basicConstraints = critical, CA:TRUE, pathlen:0',
     'keyUsage = critical, keyCertSign, cRLSign',
