@@ -13,24 +13,21 @@
  *     server through guestfwd), phones home, and lets us in over SSH.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createServer as netServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { manifestSchema } from '../../src/images/catalog.js';
 import { readDiskLayout } from '../../src/images/disk-layout.js';
 import { hashConsolePassword } from '../../src/leases/console-password.js';
 import { OutputWatcher } from '../../src/util/wait-for.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
+import { type Arch, type ArchEntry, freePort, listFiles, REPO, rootDisks, runImageBuild, sha256File } from './image-files.js';
 import { until } from '../helpers/until.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const BUILD_SH = join(REPO, 'images/debian-12/build.sh');
 const OUT = join(REPO, 'images/debian-12/build');
 const ARTIFACTS = join(REPO, 'test-artifacts');
 /** systemd on an emulated (TCG) Cortex-A15 / A53: a healthy boot reaches login: in 1-3 minutes. */
@@ -39,57 +36,8 @@ const LOGIN_TIMEOUT_MS = 300_000;
 const INITRAMFS_NET_TIMEOUT_MS = 180_000;
 const ROOT_UUID_RE = /root=UUID=([0-9a-f-]{36})/;
 
-type Arch = 'armv7' | 'arm64';
-/** What build.sh writes per architecture into the manifest, besides the catalog's fields. */
-interface ArchEntry {
-  kernel: string;
-  initrd: string;
-  flavour: string;
-  dtbs: Record<string, string>;
-  rootDisk: string;
-  kernelVersion: string;
-  packages: Record<string, string>;
-}
-
-function runBuild(...args: string[]): { stderr: string; ms: number } {
-  const t0 = Date.now();
-  const r = spawnSync('bash', [BUILD_SH, ...args], { encoding: 'utf8', timeout: 3_000_000 });
-  if (r.status !== 0) throw new Error(`images/debian-12/build.sh ${args.join(' ')} failed (status ${r.status}, signal ${r.signal}):\n${r.stderr}${r.stdout}`);
-  return { stderr: r.stderr, ms: Date.now() - t0 };
-}
-
-const sha256File = (file: string) =>
-  new Promise<string>((res, rej) => {
-    const h = createHash('sha256');
-    createReadStream(file).on('data', (d) => h.update(d)).on('end', () => res(h.digest('hex'))).on('error', rej);
-  });
-
-/** Every regular file under `dir`, relative, dot files left out (.inputs, .lock). */
-function listFiles(dir: string, sub = ''): string[] {
-  return readdirSync(join(dir, sub), { withFileTypes: true }).flatMap((e) => {
-    if (e.name.startsWith('.')) return [];
-    const rel = sub ? `${sub}/${e.name}` : e.name;
-    return e.isDirectory() ? listFiles(dir, rel) : e.isFile() ? [rel] : [];
-  });
-}
-
-/** A file's details inside a root disk, read with debugfs (no mount). */
-function debugfs(disk: string, request: string): string {
-  return execFileSync('debugfs', ['-R', request, join(OUT, disk)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 << 20 });
-}
-
-/** The ELF e_machine of a file inside a root disk (40: ARM, 183: AArch64). */
-function elfMachine(disk: string, path: string): number {
-  const tmp = mkdtempSync(join(tmpdir(), 'debian-12-elf-'));
-  try {
-    execFileSync('debugfs', ['-R', `dump ${path} ${tmp}/f`, join(OUT, disk)], { stdio: 'ignore' });
-    const b = readFileSync(join(tmp, 'f'));
-    expect(b.toString('latin1', 0, 4), `${disk}:${path} is an ELF file`).toBe('\x7fELF');
-    return b.readUInt16LE(18);
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
-}
+const runBuild = (...args: string[]) => runImageBuild('debian-12', ...args);
+const { debugfs, elfMachine } = rootDisks(OUT);
 
 /** The initramfs's file list (a zstd'd newc cpio, as initramfs-tools makes with COMPRESS=zstd). */
 const initrdList = (file: string) =>
@@ -97,16 +45,6 @@ const initrdList = (file: string) =>
 /** One file of the initramfs. */
 const initrdFile = (file: string, path: string) =>
   execFileSync('sh', ['-c', `zstd -dc "${file}" | cpio -i --to-stdout --quiet "${path}"`], { maxBuffer: 64 << 20 });
-
-const freePort = () =>
-  new Promise<number>((res, rej) => {
-    const s = netServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as AddressInfo).port;
-      s.close(() => res(port));
-    });
-  });
 
 let raw: { arches: Record<Arch, ArchEntry> } & Record<string, unknown>;
 let manifest: ReturnType<typeof manifestSchema.parse>;

@@ -11,13 +11,11 @@
  * container with a disk quota and a memory limit, read back from the board.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { type AddressInfo, connect, createServer as netServer } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { manifestSchema } from '../../src/images/catalog.js';
@@ -25,9 +23,8 @@ import { readDiskLayout } from '../../src/images/disk-layout.js';
 import { OutputWatcher } from '../../src/util/wait-for.js';
 import { requireRoot, requireTools } from '../helpers/tools.js';
 import { until } from '../helpers/until.js';
+import { type Arch, type ArchEntry, freePort, listFiles, REPO, rootDisks, runImageBuild, sha256File } from './image-files.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const BUILD_SH = join(REPO, 'images/docker-host/build.sh');
 const OUT = join(REPO, 'images/docker-host/build');
 const BASE_OUT = join(REPO, 'images/debian-12/build');
 const CONTAINER_TAR = join(REPO, 'images/container-armhf/build/rootfs.tar');
@@ -40,67 +37,12 @@ const ROOT_UUID_RE = /root=UUID=([0-9a-f-]{36})/;
 /** Where QEMU's user network puts the guest: the address the server certificate names besides 127.0.0.1. */
 const GUEST_IP = '10.0.2.15';
 
-type Arch = 'armv7' | 'arm64';
-interface ArchEntry {
-  kernel: string;
-  initrd: string;
-  flavour: string;
-  dtbs: Record<string, string>;
-  rootDisk: string;
-  kernelVersion: string;
-  packages: Record<string, string>;
-}
-
-function runBuild(...args: string[]): { stderr: string; ms: number } {
-  const t0 = Date.now();
-  const r = spawnSync('bash', [BUILD_SH, ...args], { encoding: 'utf8', timeout: 3_000_000 });
-  if (r.status !== 0) throw new Error(`images/docker-host/build.sh ${args.join(' ')} failed (status ${r.status}, signal ${r.signal}):\n${r.stderr}${r.stdout}`);
-  return { stderr: r.stderr, ms: Date.now() - t0 };
-}
-
-const sha256File = (file: string) =>
-  new Promise<string>((res, rej) => {
-    const h = createHash('sha256');
-    createReadStream(file).on('data', (d) => h.update(d)).on('end', () => res(h.digest('hex'))).on('error', rej);
-  });
-
-function listFiles(dir: string, sub = ''): string[] {
-  return readdirSync(join(dir, sub), { withFileTypes: true }).flatMap((e) => {
-    if (e.name.startsWith('.')) return [];
-    const rel = sub ? `${sub}/${e.name}` : e.name;
-    return e.isDirectory() ? listFiles(dir, rel) : e.isFile() ? [rel] : [];
-  });
-}
-
-function debugfs(disk: string, request: string): string {
-  return execFileSync('debugfs', ['-R', request, join(OUT, disk)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 << 20 });
-}
+const runBuild = (...args: string[]) => runImageBuild('docker-host', ...args);
+const { debugfs, elfMachine } = rootDisks(OUT);
 
 /** The names in a directory of a root disk (debugfs `ls -p`: /inode/mode/uid/gid/name/size/). */
 const entries = (disk: string, dir: string) =>
   debugfs(disk, `ls -p ${dir}`).split('\n').filter((l) => l.startsWith('/')).map((l) => l.split('/')[5]).sort();
-
-function elfMachine(disk: string, path: string): number {
-  const tmp = mkdtempSync(join(tmpdir(), 'docker-host-elf-'));
-  try {
-    execFileSync('debugfs', ['-R', `dump ${path} ${tmp}/f`, join(OUT, disk)], { stdio: 'ignore' });
-    const b = readFileSync(join(tmp, 'f'));
-    expect(b.toString('latin1', 0, 4), `${disk}:${path} is an ELF file`).toBe('\x7fELF');
-    return b.readUInt16LE(18);
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
-}
-
-const freePort = () =>
-  new Promise<number>((res, rej) => {
-    const s = netServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as AddressInfo).port;
-      s.close(() => res(port));
-    });
-  });
 
 /** An EC P-256 CA in `dir` (ca.pem, ca-key.pem) and, signed by it, the certificates `certs` asks for. */
 function makeCa(dir: string, cn: string, certs: Array<{ name: string; cn: string; ext: string }>): void {
