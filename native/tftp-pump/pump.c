@@ -40,7 +40,8 @@
 
 typedef struct xfer {
   uint32_t id;
-  int sock;
+  int sock;  /* connected to the peer: the kernel caches its route both ways (no lookup per packet) */
+  int stray; /* unconnected, same port: only strangers land here (the connected socket wins for the peer) */
   struct sockaddr_storage peer;
   socklen_t peerlen;
   const uint8_t *buf; /* in-memory source (JS holds a reference until the end), or NULL */
@@ -105,8 +106,10 @@ static uint64_t nowNs(void) {
 }
 
 static void sendTo(xfer *x, const void *b, size_t n, const struct sockaddr *to, socklen_t tolen) {
-  /* A full socket buffer or a vanished route is a lost packet: the timer covers it. */
-  (void)!sendto(x->sock, b, n, MSG_DONTWAIT, to, tolen);
+  /* A full socket buffer or a vanished route is a lost packet: the timer covers it. To the peer, no
+   * address: naming one (even the connected one) makes the kernel look the route up again. */
+  if (to == (const struct sockaddr *)&x->peer) (void)!send(x->sock, b, n, MSG_DONTWAIT);
+  else (void)!sendto(x->stray >= 0 ? x->stray : x->sock, b, n, MSG_DONTWAIT, to, tolen);
 }
 
 static void sendError(xfer *x, const struct sockaddr *to, socklen_t tolen, uint16_t code, const char *msg) {
@@ -144,7 +147,7 @@ static int sendBlock(xfer *x, uint64_t block) {
   if (x->buf) {
     uint8_t hdr[4] = {0, OP_DATA, (block >> 8) & 0xff, block & 0xff};
     struct iovec iov[2] = {{hdr, 4}, {(void *)(x->buf + (block - 1) * (uint64_t)x->blksize), payload(x, block)}};
-    struct msghdr m = {.msg_name = &x->peer, .msg_namelen = x->peerlen, .msg_iov = iov, .msg_iovlen = iov[1].iov_len ? 2 : 1};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = iov[1].iov_len ? 2 : 1}; /* connected: no address */
     (void)!sendmsg(x->sock, &m, MSG_DONTWAIT);
     return 0;
   }
@@ -266,6 +269,18 @@ static void onReadable(xfer *x) {
   }
 }
 
+/* Strangers on the transfer's port: each gets ERROR 5 (RFC 1350); the transfer carries on undisturbed. */
+static void onStray(xfer *x) {
+  uint8_t b[600];
+  struct sockaddr_storage from;
+  for (int i = 0; i < BATCH * 8 && x->stray >= 0; i++) {
+    socklen_t fromlen = sizeof from;
+    if (recvfrom(x->stray, b, sizeof b, MSG_DONTWAIT, (struct sockaddr *)&from, &fromlen) < 0) return;
+    x->strangers++;
+    sendError(x, (struct sockaddr *)&from, fromlen, 5, "Unknown transfer ID");
+  }
+}
+
 static void onTimeout(xfer *x) {
   if (++x->retries > x->maxRetries) {
     sendError(x, (struct sockaddr *)&x->peer, x->peerlen, 0, "Transfer timed out");
@@ -294,6 +309,11 @@ static void finish(xfer *x, int ok, const char *error) {
   epoll_ctl(x->e->epfd, EPOLL_CTL_DEL, x->sock, NULL);
   close(x->sock);
   x->sock = -1;
+  if (x->stray >= 0) {
+    epoll_ctl(x->e->epfd, EPOLL_CTL_DEL, x->stray, NULL);
+    close(x->stray);
+    x->stray = -1;
+  }
   if (x->prev) x->prev->nextX = x->nextX;
   else x->e->list = x->nextX;
   if (x->nextX) x->nextX->prev = x->prev;
@@ -312,6 +332,12 @@ static void finish(xfer *x, int ok, const char *error) {
 
 static void begin(xfer *x) {
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = x};
+  /* The stray socket's events carry x's address with the low bit set (xfer is malloc-aligned). */
+  struct epoll_event sev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)x | 1};
+  if (x->stray >= 0 && epoll_ctl(x->e->epfd, EPOLL_CTL_ADD, x->stray, &sev) < 0) {
+    close(x->stray); /* strangers then get the kernel's ICMP instead of ERROR 5: the transfer still runs */
+    x->stray = -1;
+  }
   if (epoll_ctl(x->e->epfd, EPOLL_CTL_ADD, x->sock, &ev) < 0) {
     x->nextX = x->e->list, x->prev = NULL;
     if (x->e->list) x->e->list->prev = x;
@@ -371,7 +397,10 @@ static void *loop(void *arg) {
     int n = epoll_wait(e->epfd, evs, 64, e->active ? TICK_MS : -1);
     for (int i = 0; i < n; i++) {
       if (evs[i].data.ptr == NULL) drainCommands(e, &quit);
-      else onReadable(evs[i].data.ptr);
+      else if (evs[i].data.u64 & 1) {
+        xfer *x = (xfer *)(uintptr_t)(evs[i].data.u64 & ~(uint64_t)1);
+        if (x->sock >= 0) onStray(x);
+      } else onReadable(evs[i].data.ptr);
     }
     uint64_t now = nowNs();
     if (now - lastScan >= TICK_MS * 1000000ull || n == 0) {
@@ -502,7 +531,7 @@ static napi_value Start(napi_env env, napi_callback_info info) {
   if (!x) return NULL;
   x->e = e;
   x->fd = -1;
-  x->sock = -1;
+  x->sock = x->stray = -1;
   uint32_t port, timeoutMs, fd, sizeLo, sizeHi;
   char localAddr[64], peer[64];
   size_t len;
@@ -575,8 +604,15 @@ static napi_value Start(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "tftp-pump: bad address");
     return NULL;
   }
+  /* Two sockets on one new port, both SO_REUSEADDR: `sock` connected to the peer, so the kernel keeps
+   * its route (early demux on receive, the cached dst on send) instead of a lookup per datagram, and
+   * `stray`, unconnected, which the kernel picks only for packets from anyone else. If the kernel ever
+   * gives two transfers the same port, each connected socket still gets only its own peer's packets. */
+  int one = 1;
   x->sock = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (x->sock < 0 || bind(x->sock, (struct sockaddr *)&local, locallen) < 0 || getsockname(x->sock, (struct sockaddr *)&local, &locallen) < 0) {
+  if (x->sock < 0 || setsockopt(x->sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+      bind(x->sock, (struct sockaddr *)&local, locallen) < 0 || getsockname(x->sock, (struct sockaddr *)&local, &locallen) < 0 ||
+      connect(x->sock, (struct sockaddr *)&x->peer, x->peerlen) < 0) {
     char err[160];
     snprintf(err, sizeof err, "tftp-pump: socket on %s: %s", localAddr, strerror(errno));
     if (x->sock >= 0) close(x->sock);
@@ -584,11 +620,18 @@ static napi_value Start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, err);
     return NULL;
   }
+  x->stray = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (x->stray >= 0 && (setsockopt(x->stray, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+                        bind(x->stray, (struct sockaddr *)&local, locallen) < 0)) {
+    close(x->stray); /* strangers then get the kernel's ICMP instead of ERROR 5; the transfer is unaffected */
+    x->stray = -1;
+  }
   napi_value out;
   uint16_t lport = ntohs(v6 ? ((struct sockaddr_in6 *)&local)->sin6_port : ((struct sockaddr_in *)&local)->sin_port);
   cmd *c = calloc(1, sizeof *c);
   if (!c || post(e, (c->kind = 1, c->x = x, c)) < 0) {
     close(x->sock);
+    if (x->stray >= 0) close(x->stray);
     freeX(x);
     free(c);
     napi_throw_error(env, NULL, "tftp-pump: engine closed");
