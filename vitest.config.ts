@@ -23,6 +23,7 @@ const SERIAL = [
   'test/api/boards.test.ts',
   'test/store/store.test.ts',
   'test/storm/**/*.test.ts',
+  'test/shared-boards/**/*.test.ts',
 ];
 
 /**

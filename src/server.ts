@@ -39,6 +39,9 @@ import { createMetrics, metricsRouter, serveMetricsAlone } from './metrics/index
 import { startSshGateway, type SshGateway } from './gateway/gateway.js';
 import { gatewayDeps } from './gateway/lease-view.js';
 import { sshGatewayRoute } from './gateway/route.js';
+import { EngineCa } from './engine-ca/index.js';
+import { BootEngineTls, SharedBoards } from './shared-boards/index.js';
+import { sharedBoardRoutes } from './api/routes/shared-boards.js';
 
 export interface RunningServer {
   config: Config;
@@ -100,11 +103,30 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const bootServices = [config.metadata.port, ...(storage ? [config.storage.tgt.portalPort] : [])].filter((port) => port > 0).map((port) => ({ ip: config.bootIp, port }));
     const ct = createContainerBackend(config.containers, log, bootServices);
     cleanups.push(async () => ct.stop());
-    const containers = config.containers.hosts.length ? new ContainerLeasePort(ct.driver, ct.images) : undefined;
-    if (containers) for (const line of await containers.reconcile(store.state.leases)) log.info(`reconcile: ${line}`);
+    const containers = new ContainerLeasePort(ct.driver, ct.images);
+    const bus = new Bus();
+    // Shared boards: engines the controller boots itself join the pool. Those registered before a restart
+    // go back in first, so reconcile finds their containers. The engine CA is made on first use.
+    let engineCa: Promise<EngineCa> | undefined;
+    const openEngineCa = () => (engineCa ??= EngineCa.open(join(dataDir, 'engine-ca'), { controllerId: store.state.controllerId }));
+    const engineTls = new BootEngineTls(openEngineCa);
+    let leasesRef: LeaseService | undefined; // made below; the shared boards' calls into it come later
+    const shared = new SharedBoards({
+      store,
+      leases: () => leasesRef!,
+      pool: ct.pool,
+      ca: openEngineCa,
+      tls: engineTls,
+      bus,
+      events,
+      log,
+      image: config.containers.shared.image,
+      readyTimeoutMs: config.containers.shared.readyTimeoutS * 1000,
+    });
+    for (const line of await shared.restore()) log.info(`reconcile: ${line}`);
+    for (const line of await containers.reconcile(store.state.leases)) log.info(`reconcile: ${line}`);
 
     // Leases: the one writer of lease state. Those whose disk storage could not find are marked so first.
-    const bus = new Bus();
     const metrics = createMetrics({
       leases: () => store.state.leases,
       boardStates: () => inventory.list().map((b) => b.state),
@@ -121,7 +143,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
       fenced: (board: string) => network?.fenced(board) ?? false,
     };
     const history = new HistoryLog(join(config.dataDir, 'history'), config.leases.keepReleasedDays);
-    const leases = new LeaseService({ store, inventory, images, events, bus, signals, storage: storage?.storage, containers, console: consoleHooks, network: networkHooks, history, ...leaseLimits(config) });
+    const leases = new LeaseService({ store, inventory, images, events, bus, signals, storage: storage?.storage, containers, console: consoleHooks, network: networkHooks, history, engineDataDiskBytes: config.containers.shared.dataDiskMb * 2 ** 20, ...leaseLimits(config) });
+    leasesRef = leases;
+    shared.start();
+    cleanups.push(async () => shared.stop());
     await leases.markDisksMissing(storage?.missingDisks ?? []);
 
     // The boot network's services: TFTP, DHCP, metadata. What they answer comes from the inventory and the leases.
@@ -144,7 +169,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const dhcp = d.thread ? new DhcpThread({ ...dhcpOptions, pinned: [...pinned] }) : new DhcpServer({ ...dhcpOptions, pinned: (mac, ip) => pinned.has(`${mac}/${ip}`) });
     await dhcp.start();
     cleanups.push(() => dhcp.stop());
-    const metaServer = await serveMetadata({ store, signals, boardIp: (id) => inventory.find(id)?.ip }, config.bootIp, config.metadata.port, config.limits);
+    const metaServer = await serveMetadata(
+      { store, signals, boardIp: (id) => inventory.find(id)?.ip, engineTls: (lease, file, ip) => engineTls.file(lease, file, ip) },
+      config.bootIp,
+      config.metadata.port,
+      config.limits,
+    );
     cleanups.push(() => closeHttp(metaServer));
 
     // Board ports fenced before any board powers on or any job runs: only now are the services' ports known.
@@ -168,19 +198,20 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const stats = healthStats({ network: net, tftp, dhcp, console: () => consoleWs });
     const detail = healthDetailRoutes({
       storage: storage && { dir: config.storage.dir, driver: storage.driverReason, tgtdPid: () => storage.daemon.pid },
-      docker: config.containers.hosts.length ? () => ct.pool.hosts().map((h) => ct.pool.state(h.id)) : undefined,
+      // Configured engines and shared boards' registered ones; null while there are none.
+      docker: () => (ct.pool.hosts().length ? ct.pool.hosts().map((h) => ct.pool.state(h.id)) : undefined),
       lab: lab && (() => ({ netns: config.lab.netns, boards: lab!.boards().length })),
       network: () => net.health(),
     });
     let gateway: SshGateway | undefined; // started once the API listens, below
-    const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net }), ...detail, sshGatewayRoute(() => gateway)];
+    const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net }), ...sharedBoardRoutes({ shared }), ...detail, sshGatewayRoute(() => gateway)];
     const routers = [consoleWebRouter()];
     if (config.metrics.listen) {
       const [host, port] = splitHostPort(config.metrics.listen);
       const alone = await serveMetricsAlone(metrics.registry, host, port);
       cleanups.push(() => closeHttp(alone));
     } else routers.push(metricsRouter(metrics.registry, { store, adminToken: token }));
-    const app = createApp({ adminToken: token, store, inventory, events, images, leases, bus, log, stats, consoles, importer, routers, extraRoutes, limits: config.limits, publicOrigin: config.publicOrigin });
+    const app = createApp({ adminToken: token, store, inventory, events, images, leases, bus, log, stats, consoles, importer, routers, extraRoutes, sharedStatus: (id) => shared.status(id), limits: config.limits, publicOrigin: config.publicOrigin });
     const { http, url: apiUrl } = await serveApi(app, config.api, config.limits);
     cleanups.push(() => closeHttp(http));
     consoleWs = attachLeaseConsoles(http, { store, adminToken: token, consoles, bus, limits: config.limits, publicOrigin: config.publicOrigin });
@@ -203,7 +234,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     for (const line of leases.resumeJobs()) log.info(`reconcile: ${line}`);
     const interrupted = await leases.endInterruptedMigrations();
     if (interrupted) log.warn(`reconcile: ${interrupted} container lease(s) were migrating when the server stopped: marked error`);
-    if (containers) {
+    {
       await resumeContainerConsoles(consoles, store.state.leases, (id) => containers.connector(id));
       // A shared board going down: its leases move to another when failover is on, else are marked.
       // A failure to record is thrown back to the watcher, which then reports the leases as not moved.
@@ -247,7 +278,8 @@ async function startStorage(config: Config, store: Store, stateFile: string): Pr
   // Targets admit their board's address alone where the network fences source addresses; with
   // `none` an address proves nothing more than the (predictable) initiator name.
   const acl = (config.network?.driver ?? 'linux-bridge') === 'none' ? 'name' : 'address';
-  const storage = await startIscsiStorage(config.storage, { portalIp: config.bootIp, leases: () => store.state.leases, controllerId: store.state.controllerId, stateFile, acl });
+  const dataDiskBytes = config.containers.shared.dataDiskMb * 2 ** 20; // shared boards' Docker data disks
+  const storage = await startIscsiStorage(config.storage, { portalIp: config.bootIp, leases: () => store.state.leases, controllerId: store.state.controllerId, stateFile, acl, dataDiskBytes });
   log.info(`storage: ${storage.driverReason}`);
   for (const line of storage.reconciled) log.info(`reconcile: ${line}`);
   return storage;

@@ -5,7 +5,7 @@ set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 
 # docker.socket stays (root:docker 0660, fd:// in daemon.json): the console's `docker` CLI works.
-systemctl enable containerd.service docker.service docker.socket dozen-docker-tls.service
+systemctl enable containerd.service docker.service docker.socket dozen-docker-tls.service dozen-docker-fence.service
 # The mount point of the data disk: empty, and never written while unmounted (RequiresMountsFor).
 rm -rf /var/lib/docker
 mkdir -m 710 /var/lib/docker

@@ -20,6 +20,7 @@ import { principalFrom, sessionRoutes } from './routes/session.js';
 import { imageRoutes } from '../images/routes.js';
 import type { ImageImporter } from '../images/import.js';
 import { parseBody } from './validate.js';
+import type { SharedBoardStatus } from '../shared-boards/index.js';
 
 export interface ApiDeps {
   adminToken: string;
@@ -36,6 +37,8 @@ export interface ApiDeps {
   /** Image import and delete. */
   importer: ImageImporter;
   limits?: { eventStreamsPerToken: number };
+  /** A shared board's engine state, shown with the board to admins (src/shared-boards). */
+  sharedStatus?: (boardId: string) => SharedBoardStatus | undefined;
   /** More routes from other modules (image import), and routers mounted at the root (web UI). */
   extraRoutes?: Route[];
   routers?: Router[];

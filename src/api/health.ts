@@ -17,7 +17,7 @@ export function healthStats(o: { network: { health(): NetworkHealth }; tftp: { s
 /** What GET /v1/health/detail reads: each part the server runs, absent when it does not run it. */
 export interface HealthParts {
   storage?: { dir: string; driver: string; tgtdPid: () => number | null };
-  docker?: () => Array<{ id: string; health: string; markedDown: boolean; reason?: string; checkedAt?: string }>;
+  docker?: () => Array<{ id: string; health: string; markedDown: boolean; reason?: string; checkedAt?: string }> | undefined;
   lab?: () => { netns: string; boards: number };
   network: () => NetworkHealth;
 }

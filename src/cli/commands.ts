@@ -9,7 +9,7 @@ import { ApiClient, ApiError, client, common, saveLogin, type Common } from './c
 import { print } from './output.js';
 import { counting, Progress } from './progress.js';
 
-const BOARD_COLS = ['id', 'model', 'arch', 'mac', 'ip', 'image', 'state', 'stateReason'];
+const BOARD_COLS = ['id', 'model', 'arch', 'mac', 'ip', 'image', 'role', 'state', 'engine', 'stateReason'];
 const TENANT_BOARD_COLS = ['id', 'model', 'arch', 'available'];
 const LEASE_COLS = ['id', 'kind', 'boardId', 'image', 'hostname', 'state', 'stateReason', 'expiresAt'];
 
@@ -100,8 +100,17 @@ export function registerClientCommands(program: Command): void {
   common(boards.command('ls').description('list boards')).action(async (o: Common) => {
     const list = await (await client(o)).list('/boards');
     // a tenant sees which boards exist and whether they are free, not their addresses
-    print(list, { ...o, columns: list.length && !('mac' in list[0]) ? TENANT_BOARD_COLS : BOARD_COLS });
+    if (list.length && !('mac' in list[0])) return print(list, { ...o, columns: TENANT_BOARD_COLS });
+    // admins: a shared board's engine in one word (ready, waiting, …) and why it is not ready
+    const rows = o.json ? list : list.map((b: Record<string, any>) => ({ ...b, role: b.role ?? 'whole', engine: b.engine ? `${b.engine.engine}${b.engine.reason ? ` (${b.engine.reason})` : ''}` : '' }));
+    print(rows, { ...o, columns: BOARD_COLS });
   });
+  common(boards.command('set <id>').description('change a board: --role shared (the controller runs containers on it) or whole (back to whole-board leases)'))
+    .requiredOption('--role <role>', 'shared or whole')
+    .action(async (id: string, o: Common & { role: string }) => {
+      if (o.role !== 'shared' && o.role !== 'whole') throw new Error(`--role: shared or whole, not ${JSON.stringify(o.role)}`);
+      print(await (await client(o)).call('POST', `/boards/${id}/role`, { role: o.role }), o);
+    });
   common(boards.command('add <id>').description('enroll a board'))
     .requiredOption('--mac <mac>')
     .requiredOption('--ip <ip>', 'reserved address on the boot network')

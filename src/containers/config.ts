@@ -32,6 +32,17 @@ export const containersConfigSchema = z.object({
   healthIntervalMs: z.number().int().min(500).default(10_000),
   failThreshold: z.number().int().min(1).default(2),
   pingTimeoutMs: z.number().int().min(100).default(3_000),
+  /** Shared boards the controller boots itself (src/shared-boards; `dozen boards set <id> --role shared`). */
+  shared: z
+    .object({
+      /** The catalog image a shared board boots: Debian 12 + Docker (images/docker-host). */
+      image: z.string().min(1).default('docker-host'),
+      /** The second, blank LUN that becomes Docker's btrfs data-root (sparse: only written bytes use space). */
+      dataDiskMb: z.number().int().min(512).default(8192),
+      /** From the engine lease's active state to the engine answering /_ping over TLS. */
+      readyTimeoutS: z.number().int().min(5).default(300),
+    })
+    .prefault({}),
 });
 export type ContainersConfig = z.output<typeof containersConfigSchema>;
 
@@ -68,6 +79,7 @@ export function createContainerBackend(config: ContainersConfig, logger: Logger,
     failover: config.failover,
     logger,
   });
-  if (config.hosts.length) pool.startHealthChecks(config.healthIntervalMs);
+  // Always: shared boards' engines join the pool at run time (src/shared-boards); an empty pool costs nothing.
+  pool.startHealthChecks(config.healthIntervalMs);
   return { pool, driver, images, stop: () => pool.stopHealthChecks() };
 }

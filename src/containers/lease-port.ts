@@ -28,6 +28,10 @@ export class ContainerLeasePort implements ContainerLeases {
     return this.images.map((i) => aliasOf(i.ref));
   }
 
+  hasHosts(): boolean {
+    return this.driver.pool.hosts().length > 0;
+  }
+
   async create(lease: Lease, size: { memoryMb: number; cpus: number }): Promise<ContainerRecord> {
     const image = this.resolveImage(lease.image);
     if (!image) throw new BadRequestError(`image: unknown container image "${lease.image}" (known: ${this.imageNames().join(', ') || 'none built'})`);

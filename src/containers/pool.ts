@@ -51,6 +51,19 @@ export class ContainerPool extends EventEmitter {
     host.onReachability = (err) => (err ? this.noteFailure(host.id, err) : this.noteSuccess(host.id));
   }
 
+  /**
+   * Takes a board's engine out of the pool (a shared board given back, or its engine lease ended). What
+   * runs on it is the caller's to move first; a check still in flight for it reports to nobody.
+   */
+  remove(id: string): boolean {
+    const host = this.byId.get(id);
+    if (!host) return false;
+    host.onReachability = undefined;
+    this.byId.delete(id);
+    this.stateById.delete(id);
+    return true;
+  }
+
   hosts(): ContainerHost[] {
     return [...this.byId.values()];
   }
@@ -89,10 +102,12 @@ export class ContainerPool extends EventEmitter {
   }
 
   markDown(id: string, reason?: string): void {
+    this.get(id);
     this.update(id, (s) => ({ ...s, markedDown: true, reason: reason ?? s.reason }));
   }
 
   markUp(id: string): void {
+    this.get(id);
     this.update(id, (s) => ({ ...s, markedDown: false, reason: s.health === 'down' ? s.reason : undefined }));
   }
 
@@ -151,8 +166,8 @@ export class ContainerPool extends EventEmitter {
   }
 
   private update(id: string, fn: (s: HostState) => HostState): void {
-    this.get(id);
-    const before = this.stateById.get(id)!;
+    const before = this.stateById.get(id);
+    if (!before) return; // removed while a call to it was in flight
     const after = fn(before);
     this.stateById.set(id, after);
     const wasUsable = !before.markedDown && before.health !== 'down';

@@ -4,6 +4,9 @@ import type { Server as HttpServer } from 'node:http';
 import { listen } from '../api/listen.js';
 import type { Lease } from '../store/schema.js';
 import type { Store } from '../store/store.js';
+import { isEngineTlsFile, type EngineTlsFile } from '../shared-boards/engine-tls.js';
+import { log } from '../log.js';
+import { SYSTEM_TENANT } from '../store/schema.js';
 import type { LeaseSignals } from './waits.js';
 
 export interface MetadataDeps {
@@ -14,6 +17,11 @@ export interface MetadataDeps {
   /** Container leases reach the service from their host's address (tests: loopback). */
   containerIp?: (lease: Lease) => string | undefined;
   onPhoneHome?: (lease: Lease, body: unknown) => void;
+  /**
+   * A shared board's engine TLS files (src/shared-boards/engine-tls.ts), or undefined (404). Asked only
+   * for the controller's own engine leases, after the token and source checks every file has.
+   */
+  engineTls?: (lease: Lease, file: EngineTlsFile, boardIp: string) => Promise<string | undefined>;
 }
 
 /**
@@ -74,6 +82,16 @@ export function metadataApp(d: MetadataDeps): Express {
     }
     if (file === 'ssh-keys') return void res.type('text').send(lease.sshKeys.join('\n') + '\n');
     if (file === 'vendor-data') return void res.type('text').send('');
+    if (typeof file === 'string' && isEngineTlsFile(file) && lease.purpose === 'engine' && lease.tenantId === SYSTEM_TENANT && d.engineTls) {
+      const ip = d.boardIp(lease.boardId!)!;
+      return void d.engineTls(lease, file, ip).then(
+        (pem) => (pem === undefined ? res.status(404).type('text').send('not found\n') : res.type('application/x-pem-file').send(pem)),
+        (err: unknown) => {
+          log.error({ err, lease: lease.id, file }, 'metadata: engine TLS material could not be made');
+          res.status(500).type('text').send('engine TLS material could not be made\n');
+        },
+      );
+    }
     res.status(404).type('text').send('not found\n');
   });
 

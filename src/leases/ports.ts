@@ -7,8 +7,11 @@ import type { Board, ContainerRecord, IscsiRecord, Lease } from '../store/schema
  * job that was interrupted by a crash runs its step again.
  */
 export interface BoardStorage {
-  /** Clone (if not yet) and export (if not yet) the lease's disk to this board. */
-  attach(lease: Lease, board: Board, image: Image): Promise<IscsiRecord>;
+  /**
+   * Clone (if not yet) and export (if not yet) the lease's disk to this board. With `dataDiskBytes`, also
+   * a blank sparse disk of that size (if not yet) as LUN 2 of the same target: a shared board's Docker data-root.
+   */
+  attach(lease: Lease, board: Board, image: Image, opts?: { dataDiskBytes?: number }): Promise<IscsiRecord>;
   /** A fresh CHAP secret on the lease's target for the next boot (the old one stops working); returns the new record. */
   newBootSecret(lease: Lease): Promise<IscsiRecord>;
   /** Remove the lease's target and destroy its disk. */
@@ -42,6 +45,8 @@ export interface ContainerLeases {
   resolveImage(name: string): string | null;
   /** Image names tenants may ask for. */
   imageNames(): string[];
+  /** Whether any engine is in the pool (configured, or a shared board's, once registered). */
+  hasHosts(): boolean;
   /** Place and start the lease's container; throws a ConflictError when nothing fits. */
   create(lease: Lease, size: { memoryMb: number; cpus: number }): Promise<ContainerRecord>;
   reimage(lease: Lease): Promise<ContainerRecord>;

@@ -13,7 +13,7 @@ import type { BoardEvents } from '../inventory/events.js';
 import { log } from '../log.js';
 import { powerDriver } from '../power/registry.js';
 import { firmwareDriver } from '../firmware/registry.js';
-import type { Board, Job, Lease, State } from '../store/schema.js';
+import { SYSTEM_TENANT, type Board, type Job, type Lease, type State } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../util/errors.js';
 import type { Bus } from './bus.js';
@@ -53,6 +53,8 @@ export interface LeaseServiceDeps {
   containerQuota?: { memoryMb: number; cpus: number };
   /** Where finished jobs and long-released leases go (src/store/history.ts); without it they are deleted after keepMs. */
   history?: HistoryLog;
+  /** Engine leases (shared boards) get a blank data disk of this size beside the root, for Docker's data-root. */
+  engineDataDiskBytes?: number;
 }
 
 /** What config.leases and config.limits ask of the lease service. */
@@ -145,7 +147,7 @@ export class LeaseService {
     if (image && input.arch && !image.manifest.arches[input.arch]) throw new BadRequestError(`arch: image ${image.name} has no ${input.arch} build (it has ${imageArches(image.manifest).join(', ')})`);
     const containerImage = input.kind === 'container' ? input.image : input.kind === 'any' ? (input.containerImage ?? this.d.containers?.imageNames()[0]) : undefined;
     if (input.kind === 'container' || (input.kind === 'any' && input.containerImage)) {
-      if (!this.d.containers) throw new ConflictError('no container hosts are configured');
+      if (!this.d.containers?.hasHosts()) throw new ConflictError('no container hosts: configure containers.hosts, or make a board shared (dozen boards set <id> --role shared)');
       if (!containerImage || !this.d.containers.resolveImage(containerImage)) {
         throw new BadRequestError(`${input.kind === 'container' ? 'image' : 'containerImage'}: unknown container image "${containerImage}" (known: ${this.d.containers.imageNames().join(', ') || 'none built'})`);
       }
@@ -184,7 +186,7 @@ export class LeaseService {
           s.jobs.push(job);
           return { lease: structuredClone(lease), job: structuredClone(job) };
         }
-        if (input.kind === 'board' || !this.d.containers || !containerImage) throw new ConflictError(noBoardReason(s, input, image, fenced));
+        if (input.kind === 'board' || !this.d.containers?.hasHosts() || !containerImage) throw new ConflictError(noBoardReason(s, input, image, fenced));
       }
       const size = { memoryMb: input.memory ?? 256, cpus: input.cpus ?? 1 };
       this.checkContainerQuota(s, tenantId, size);
@@ -192,6 +194,49 @@ export class LeaseService {
       const { consolePasswordHash: _unused, ...noPassword } = base as typeof base & { consolePasswordHash?: string };
       const lease: Lease = { ...noPassword, kind: 'container', image: containerImage! };
       const job = newJob('provision', id, tenantId, jobSteps('container', 'provision'), { memoryMb: String(size.memoryMb), cpus: String(size.cpus) });
+      lease.jobId = job.id;
+      s.leases.push(lease);
+      s.jobs.push(job);
+      return { lease: structuredClone(lease), job: structuredClone(job) };
+    });
+    this.publishLease(lease);
+    this.start(job.id);
+    return { lease: publicLease(lease), job };
+  }
+
+  /**
+   * The controller takes an available board for itself to run a Docker engine on (a shared board,
+   * src/shared-boards): role `shared` and an engine lease of `imageName`, provisioned by the same job as a
+   * tenant's lease, in one store update. Tenants' allocation passes shared boards over from then on.
+   */
+  async holdForEngine(boardId: string, imageName: string): Promise<{ lease: Lease; job: Job }> {
+    const image = await this.d.images.get(imageName);
+    if (!image) throw new ConflictError(`image ${imageName} (the shared boards' engine image) is not in the catalog: build it (images/docker-host) or import it`);
+    const id = `l-${randomBytes(5).toString('hex')}`;
+    const fenced = (b: string) => this.d.network?.fenced?.(b) ?? true;
+    const { lease, job } = await this.d.store.update((s) => {
+      const board = s.boards.find((b) => b.id === boardId);
+      if (!board) throw new NotFoundError(`board ${boardId}`);
+      if (board.state !== 'available') throw new ConflictError(`board ${boardId} is ${board.state}: only an available board becomes shared`);
+      const fit = fitImage(image.name, image.manifest, modelFor(board));
+      if ('error' in fit) throw new ConflictError(`board ${boardId} cannot run the engine: ${fit.error}`);
+      if (!fenced(boardId)) throw new ConflictError(`board ${boardId} has no fenced network port (see GET /v1/network)`);
+      board.role = 'shared';
+      applyTransition(s, board.id, 'provisioning', `engine lease ${id} (shared board)`);
+      const lease: Lease = {
+        id,
+        tenantId: SYSTEM_TENANT,
+        kind: 'board',
+        boardId,
+        boardIp: board.ip,
+        image: image.name,
+        sshKeys: [],
+        hostname: boardId,
+        state: 'provisioning',
+        createdAt: new Date().toISOString(),
+        purpose: 'engine',
+      };
+      const job = newJob('provision', id, SYSTEM_TENANT, jobSteps('board', 'provision'));
       lease.jobId = job.id;
       s.leases.push(lease);
       s.jobs.push(job);
@@ -655,7 +700,9 @@ export class LeaseService {
           const img = await image();
           if (!this.d.storage || !img.manifest.arches[board().arch]?.rootDisk) return 'skipped';
           if (job.kind === 'reimage') await this.d.storage.detach(lease()); // the tenant's changes go
-          const rec = await this.d.storage.attach(lease(), board(), img);
+          // A shared board's engine keeps Docker's data-root on a second, blank LUN (images/docker-host formats it).
+          const data = lease().purpose === 'engine' ? { dataDiskBytes: this.d.engineDataDiskBytes ?? 8 * 2 ** 30 } : undefined;
+          const rec = await this.d.storage.attach(lease(), board(), img, data);
           await this.d.store.update((s) => {
             s.leases.find((l) => l.id === lease().id)!.iscsi = rec;
           });
@@ -789,7 +836,7 @@ const fits = (b: Board, image: Image) => !('error' in fitImage(image.name, image
 
 /** The first available board that matches, can boot the image, and whose port is fenced (an unfenced one would be on the boot network open). */
 function pickBoard(s: State, input: CreateLease, image: Image, fenced: (id: string) => boolean): Board | undefined {
-  return s.boards.filter((b) => b.state === 'available' && matches(b, input) && fits(b, image) && fenced(b.id)).sort((a, b) => a.id.localeCompare(b.id))[0];
+  return s.boards.filter((b) => b.state === 'available' && b.role !== 'shared' && matches(b, input) && fits(b, image) && fenced(b.id)).sort((a, b) => a.id.localeCompare(b.id))[0];
 }
 
 function noBoardReason(s: State, input: CreateLease, image: Image, fenced: (id: string) => boolean): string {
@@ -803,6 +850,7 @@ function noBoardReason(s: State, input: CreateLease, image: Image, fenced: (id: 
     const why = [...byModel.values()].map((b) => `${(fitImage(image.name, image.manifest, modelFor(b)) as { error: string }).error} (board ${b.id})`);
     return why.join('; ');
   }
-  const why = (b: Board) => (b.state === 'available' && !fenced(b.id) ? `${b.id} has no fenced network port (see GET /v1/network)` : `${b.id} is ${b.state}`);
+  const why = (b: Board) =>
+    b.role === 'shared' ? `${b.id} is a shared board (containers)` : b.state === 'available' && !fenced(b.id) ? `${b.id} has no fenced network port (see GET /v1/network)` : `${b.id} is ${b.state}`;
   return `no free board for ${want}: ${cands.map(why).join(', ')}`;
 }

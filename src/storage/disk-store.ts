@@ -21,7 +21,7 @@ export type StorageErrorCode =
   | 'WRONG_ARCH' // image and board (or image and its own binaries) disagree
   | 'IMAGE_IN_USE' // an image with live disks cannot be removed
   | 'NO_ROOT_DISK' // the image has no root disk to clone
-  | 'BAD_SIZE' // a disk smaller than its image
+  | 'BAD_SIZE' // a disk smaller than its image, or a blank disk of no whole sectors
   | 'EXPORT_FAILED'; // tgtd refused a target
 
 const STATUS: Record<StorageErrorCode, number> = {
@@ -65,7 +65,7 @@ export interface DiskInfo {
   sizeBytes: number;
   /** Space the disk itself holds: btrfs exclusive bytes, else allocated blocks. */
   usedBytes?: number;
-  /** Image the disk was cloned from (undefined when its metadata is gone). */
+  /** Image the disk was cloned from (undefined for a blank disk, or when its metadata is gone). */
   image?: string;
   createdAt?: string;
 }
@@ -81,9 +81,9 @@ export const DISK_STORE_KINDS = ['btrfs', 'reflink', 'copy'] as const;
 export type DiskStoreKind = (typeof DISK_STORE_KINDS)[number];
 
 /**
- * Per-lease disks cloned from image root disks. A clone is all or nothing: it is built under a
- * temporary name and renamed into place, and a failure removes what was made. Destroy and clone
- * of an existing id are idempotent.
+ * Per-lease disks: clones of image root disks, and blank disks. A disk is all or nothing: it is built
+ * under a temporary name and renamed into place, and a failure removes what was made. Destroy, and
+ * clone or createBlank of an existing id, are idempotent.
  */
 export interface DiskStore {
   readonly kind: DiskStoreKind;
@@ -92,6 +92,11 @@ export interface DiskStore {
   diskPath(diskId: string): string;
   /** Clone the image's disk as `diskId`; an existing disk of that id is returned as is. */
   clone(src: ImageDisk, diskId: string, opts?: CloneOptions): Promise<DiskInfo>;
+  /**
+   * A new sparse, zero-filled disk of `sizeBytes` (a whole number of 512-byte sectors) as `diskId`, with
+   * no image; an existing disk of that id (whatever its size) is returned as is.
+   */
+  createBlank(diskId: string, sizeBytes: number): Promise<DiskInfo>;
   /** Remove the disk; false when there was none. */
   destroy(diskId: string): Promise<boolean>;
   list(): Promise<DiskInfo[]>;

@@ -40,7 +40,7 @@ export interface RunningStorage {
  */
 export async function startIscsiStorage(
   cfg: StorageConfig,
-  o: { portalIp: string; leases: () => Lease[]; controllerId: string | undefined; stateFile: string; acl: 'address' | 'name' },
+  o: { portalIp: string; leases: () => Lease[]; controllerId: string | undefined; stateFile: string; acl: 'address' | 'name'; dataDiskBytes?: number },
 ): Promise<RunningStorage> {
   // Ownership first: a directory of another controller is refused before anything in it is touched.
   const owner = await claimStorage(cfg.dir, o.controllerId, { adopt: cfg.adopt, stateFile: o.stateFile });
@@ -58,6 +58,7 @@ export async function startIscsiStorage(
       recorded: o.leases,
       iqnPrefix: cfg.iqnPrefix,
       acl: o.acl,
+      ...(o.dataDiskBytes ? { dataDiskBytes: o.dataDiskBytes } : {}),
       diskSizeBytes: cfg.diskSizeMb ? cfg.diskSizeMb * 1024 * 1024 : undefined,
     });
     const { fixed, missing } = await storage.reconcile(o.leases());

@@ -4,7 +4,7 @@ import type { Image } from '../images/catalog.js';
 import type { BoardStorage } from '../leases/ports.js';
 import { log } from '../log.js';
 import type { Board, IscsiRecord, Lease } from '../store/schema.js';
-import { StorageError, isStoreImageOf, storeImageName, type DiskStore } from './disk-store.js';
+import { StorageError, isStoreImageOf, storeImageName, type DiskInfo, type DiskStore } from './disk-store.js';
 import type { TgtDaemon } from './tgt-daemon.js';
 import type { TargetExporter } from './tgt-exporter.js';
 
@@ -25,11 +25,31 @@ export interface IscsiBoardStorageOptions {
    * initiator can claim (for `none`, or tests logging in from the controller).
    */
   acl?: 'address' | 'name';
+  /**
+   * Size reconcile gives a live lease's data disk that vanished and must be re-made blank: a record keeps
+   * the data disk's path, not its size. Default DEFAULT_DATA_DISK_BYTES; attach takes its size per call.
+   */
+  dataDiskBytes?: number;
+}
+
+/** What attach may add to the lease's root disk. */
+export interface AttachOptions {
+  /** Also a blank, sparse disk of this size as LUN 2 of the lease's target (a shared board's Docker data-root). */
+  dataDiskBytes?: number;
 }
 
 export const DEFAULT_IQN_PREFIX = 'iqn.2026-11.cloud.dozen';
 /** Lease states in which a lease holds a disk (the same "live" states as the lease service's). */
 const HOLDS_DISK: Array<Lease['state']> = ['provisioning', 'active', 'reimaging', 'releasing', 'error'];
+/** A lease's data disk is `<lease id>-data` in the store (lease ids, `l-<10 hex>`, never end so). */
+const DATA_DISK_SUFFIX = '-data';
+/** The size of a re-made data disk when none is configured: sparse, so it costs only what is written. */
+export const DEFAULT_DATA_DISK_BYTES = 16 * 1024 ** 3;
+
+/** The store id of a lease's data disk (LUN 2). */
+export function dataDiskId(leaseId: string): string {
+  return `${leaseId}${DATA_DISK_SUFFIX}`;
+}
 
 /** The target's own CHAP account for mutual CHAP (tgt account names are global: one per lease). */
 export function targetAccount(chapUser: string): string {
@@ -44,8 +64,8 @@ export function initiatorName(boardId: string, prefix = DEFAULT_IQN_PREFIX): str
 /**
  * BoardStorage over a DiskStore and a TargetExporter: a lease's root disk is a clone of its image's
  * disk (id = lease id), exported as one target bound to the board's initiator name with a CHAP secret
- * made for this lease. Attach and detach are idempotent and serialised; a failed attach removes what
- * it made.
+ * made for this lease; a lease may also have a blank data disk (id = `<lease id>-data`) as LUN 2 of that
+ * target. Attach and detach are idempotent and serialised; a failed attach removes what it made.
  */
 export class IscsiBoardStorage implements BoardStorage {
   private readonly prefix: string;
@@ -63,11 +83,11 @@ export class IscsiBoardStorage implements BoardStorage {
     return p;
   }
 
-  attach(lease: Lease, board: Board, image: Image): Promise<IscsiRecord> {
-    return this.serial(() => this.attachNow(lease, board, image));
+  attach(lease: Lease, board: Board, image: Image, opts: AttachOptions = {}): Promise<IscsiRecord> {
+    return this.serial(() => this.attachNow(lease, board, image, opts));
   }
 
-  private async attachNow(lease: Lease, board: Board, image: Image): Promise<IscsiRecord> {
+  private async attachNow(lease: Lease, board: Board, image: Image, opts: AttachOptions): Promise<IscsiRecord> {
     const m = image.manifest.arches[board.arch];
     if (!m) throw new StorageError('WRONG_ARCH', `board ${board.id} is ${board.arch} but image ${image.name} has no ${board.arch} build`);
     if (!m.rootDisk) throw new StorageError('NO_ROOT_DISK', `image ${image.name} has no ${board.arch} root disk (manifest rootDisk) to export`);
@@ -80,35 +100,45 @@ export class IscsiBoardStorage implements BoardStorage {
     );
     const iqn = `${this.prefix}:${board.id}.${lease.id}`;
     const portal = `${this.o.exporter.portal.ip}:${this.o.exporter.portal.port}`;
-    const old = lease.iscsi;
-    // A retried attach keeps the record (and the secret already in the board's boot script); a fresh
-    // clone (first attach, reimage) gets a fresh record, so a reimage also changes the secret.
-    const reuse = hadDisk && old && old.iqn === iqn && old.disk === disk.path && old.portal === portal;
-    const rec: IscsiRecord = reuse
-      ? old
-      : {
-          disk: disk.path,
-          iqn,
-          tid: await this.o.exporter.freeTid(this.o.recorded().flatMap((l) => (l.iscsi && l.id !== lease.id ? [l.iscsi.tid] : []))),
-          initiator: initiatorName(board.id, this.prefix),
-          ...(this.o.acl === 'address' ? { initiatorAddress: board.ip } : {}),
-          chapUser: lease.id,
-          chapSecret: newSecret(),
-          // Mutual CHAP: the board's initiator logs in only to a target that knows this secret too,
-          // so an impostor answering on the portal's address learns nothing and serves no root.
-          targetUser: targetAccount(lease.id),
-          targetSecret: newSecret(),
-          portal,
-        };
+    const dataId = dataDiskId(lease.id);
+    let hadData = true;
     try {
+      let data: DiskInfo | undefined;
+      if (opts.dataDiskBytes !== undefined) {
+        hadData = !!(await this.o.store.size(dataId));
+        data = await this.o.store.createBlank(dataId, opts.dataDiskBytes);
+      }
+      const old = lease.iscsi;
+      // A retried attach keeps the record (and the secret already in the board's boot script); a fresh
+      // clone (first attach, reimage) gets a fresh record, so a reimage also changes the secret.
+      const reuse = hadDisk && old && old.iqn === iqn && old.disk === disk.path && old.dataDisk === data?.path && old.portal === portal;
+      const rec: IscsiRecord = reuse
+        ? old
+        : {
+            disk: disk.path,
+            iqn,
+            tid: await this.o.exporter.freeTid(this.o.recorded().flatMap((l) => (l.iscsi && l.id !== lease.id ? [l.iscsi.tid] : []))),
+            initiator: initiatorName(board.id, this.prefix),
+            ...(this.o.acl === 'address' ? { initiatorAddress: board.ip } : {}),
+            chapUser: lease.id,
+            chapSecret: newSecret(),
+            // Mutual CHAP: the board's initiator logs in only to a target that knows this secret too,
+            // so an impostor answering on the portal's address learns nothing and serves no root.
+            targetUser: targetAccount(lease.id),
+            targetSecret: newSecret(),
+            portal,
+            ...(data ? { dataDisk: data.path } : {}),
+          };
       if (!reuse) await this.o.exporter.remove(iqn, rec.chapUser, rec.targetUser); // an older target of this lease had other secrets
       const how = await this.o.exporter.ensure(rec);
-      log.info({ lease: lease.id, board: board.id, iqn, tid: rec.tid, disk: disk.path, target: how }, 'storage: lease disk attached');
+      log.info({ lease: lease.id, board: board.id, iqn, tid: rec.tid, disk: disk.path, dataDisk: data?.path, target: how }, 'storage: lease disk attached');
+      return rec;
     } catch (err) {
+      // What this call made goes again; what an earlier attempt made stays for the retry.
       if (!hadDisk) await this.o.store.destroy(diskId).catch((e) => log.error({ err: e, disk: diskId }, 'storage: rollback of the clone failed'));
+      if (!hadData) await this.o.store.destroy(dataId).catch((e) => log.error({ err: e, disk: dataId }, 'storage: rollback of the data disk failed'));
       throw err;
     }
-    return rec;
   }
 
   /**
@@ -134,7 +164,8 @@ export class IscsiBoardStorage implements BoardStorage {
       const user = lease.iscsi?.chapUser ?? lease.id;
       const removed = iqn ? await this.o.exporter.remove(iqn, user, lease.iscsi?.targetUser ?? targetAccount(user)) : false;
       const destroyed = await this.o.store.destroy(lease.id);
-      if (removed || destroyed) log.info({ lease: lease.id, iqn, target: removed, disk: destroyed }, 'storage: lease disk detached');
+      const dataDestroyed = await this.o.store.destroy(dataDiskId(lease.id));
+      if (removed || destroyed || dataDestroyed) log.info({ lease: lease.id, iqn, target: removed, disk: destroyed, dataDisk: dataDestroyed }, 'storage: lease disk detached');
     });
   }
 
@@ -158,8 +189,11 @@ export class IscsiBoardStorage implements BoardStorage {
 
   /**
    * Make tgtd and the store match the recorded leases. Never destroys a disk: one no live lease holds is
-   * quarantined (the state may be older than the disks, or belong to another server). Leases whose disk
-   * is gone are named in `missing`, for the caller to mark failed.
+   * quarantined (the state may be older than the disks, or belong to another server); a lease holds its
+   * root disk and its data disk (`<lease>-data`). Leases whose root disk is gone are named in `missing`,
+   * for the caller to mark failed. A live lease whose data disk is gone gets a new blank one (it began
+   * blank, and the image formats a blank disk at boot; Docker's data on it is lost) and its target
+   * re-made on it: reported in `fixed`, and in `missing` only when no new one can be made.
    */
   reconcile(leases: Lease[]): Promise<{ fixed: string[]; missing: string[] }> {
     return this.serial(async () => {
@@ -175,10 +209,10 @@ export class IscsiBoardStorage implements BoardStorage {
         }
       }
       for (const d of await this.o.store.list()) {
-        if (!holders.has(d.id)) {
-          const name = await this.o.store.quarantine(d.id);
-          if (name) fixed.push(`quarantined disk ${d.id} (image ${d.image ?? '?'}) as ${name}: no live lease holds it`);
-        }
+        const dataOf = d.id.endsWith(DATA_DISK_SUFFIX) ? d.id.slice(0, -DATA_DISK_SUFFIX.length) : null;
+        if (holders.has(d.id) || (dataOf !== null && holders.has(dataOf))) continue;
+        const name = await this.o.store.quarantine(d.id);
+        if (name) fixed.push(`quarantined disk ${d.id} (${d.image ? `image ${d.image}` : dataOf ? `data disk of lease ${dataOf}` : 'image ?'}) as ${name}: no live lease holds it`);
       }
       for (const l of holders.values()) {
         if (!l.iscsi) continue;
@@ -186,6 +220,22 @@ export class IscsiBoardStorage implements BoardStorage {
           fixed.push(`lease ${l.id}: its disk is missing; it cannot be restored (reimage the lease)`);
           missing.push(l.id);
           continue;
+        }
+        if (l.iscsi.dataDisk && !(await this.o.store.size(dataDiskId(l.id)))) {
+          const bytes = this.o.dataDiskBytes ?? DEFAULT_DATA_DISK_BYTES;
+          const made = await this.o.store.createBlank(dataDiskId(l.id), bytes).then(
+            () => null,
+            (err: Error) => err,
+          );
+          if (made) {
+            fixed.push(`lease ${l.id}: its data disk is missing and could not be re-made blank: ${made.message}`);
+            missing.push(l.id);
+            continue;
+          }
+          // tgtd may still hold the vanished file open under the same path: a target that looks
+          // unchanged would keep serving it, so it is re-made on the new disk.
+          await this.o.exporter.remove(l.iscsi.iqn, l.iscsi.chapUser, l.iscsi.targetUser);
+          fixed.push(`lease ${l.id}: its data disk was missing; re-made it blank (${bytes} bytes): its data is lost, and the image formats it again at the next boot`);
         }
         const how = await this.o.exporter.ensure(l.iscsi).catch((err: Error) => `failed: ${err.message}`);
         if (how !== 'unchanged') fixed.push(`lease ${l.id}: target ${l.iscsi.iqn} ${how === 'created' ? 're-created' : how}`);
@@ -196,7 +246,7 @@ export class IscsiBoardStorage implements BoardStorage {
     });
   }
 
-  /** Leases (ids) whose disks were cloned from `image`: while there are any it must not be deleted. */
+  /** Leases (ids) whose disks were cloned from `image`: while there are any it must not be deleted. Data disks have no image. */
   async imageInUse(image: string): Promise<string[]> {
     return (await this.o.store.list()).filter((d) => isStoreImageOf(d.image, image)).map((d) => d.id);
   }
@@ -208,7 +258,7 @@ export class IscsiBoardStorage implements BoardStorage {
     await this.o.store.removeImage(image);
   }
 
-  /** After a tgtd restart: every recorded target, exactly as recorded (same tid, iqn and secret). */
+  /** After a tgtd restart: every recorded target, exactly as recorded (same tid, iqn, secret, LUN 1 and LUN 2). */
   private async restoreTargets(): Promise<void> {
     const recs = this.o.recorded().filter((l) => l.kind === 'board' && HOLDS_DISK.includes(l.state) && l.iscsi);
     for (const l of recs) {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { log } from '../log.js';
 import { assertDiskId, isStoreImageOf, StorageError, type CloneOptions, type DiskInfo, type DiskStore, type DiskStoreKind, type ImageDisk, type QuarantinedDisk } from './disk-store.js';
@@ -21,18 +21,21 @@ interface ImageMeta {
   format: DiskFormat;
   importedAt: string;
 }
+/** A clone's: its image and import; a blank disk's: neither. */
 interface DiskMeta {
-  image: string;
-  imageKey: string;
+  image?: string;
+  imageKey?: string;
   sizeBytes: number;
   createdAt: string;
 }
+
+const SECTOR = 512;
 
 /**
  * The layout and the all-or-nothing logic every store shares; drivers supply how a directory is made,
  * filled, cloned and removed. Under `dir`:
  *   images/<image>@<version>/disk.img   the image's disk, imported (and checked) once per version
- *   disks/<diskId>/disk.img             a lease's disk, cloned from the import
+ *   disks/<diskId>/disk.img             a lease's disk, cloned from the import (or blank: createBlank)
  *   .../.tmp-*, .../.trash-*            work in progress; never listed, removed by sweep()
  * A clone is built in a `.tmp-` directory and renamed into place, so a crash leaves either a whole disk
  * or a leftover that sweep() removes — never a half-made disk under a real id.
@@ -40,11 +43,12 @@ interface DiskMeta {
 export abstract class StoreBase implements DiskStore {
   abstract readonly kind: DiskStoreKind;
   private readonly imports = new Map<string, Promise<string>>();
+  /** Disks being made (cloned or blank), by id. */
   private readonly clones = new Map<string, Promise<DiskInfo>>();
 
   constructor(readonly dir: string) {}
 
-  /** Make an empty directory that will hold one disk (btrfs: a subvolume). */
+  /** Make an empty directory that will hold one disk (btrfs: a subvolume): an import, or a blank disk. */
   protected abstract makeDir(path: string): Promise<void>;
   /** Copy the image's file into the store (CoW when the image lives on the same filesystem). */
   protected abstract importFile(src: string, dst: string): Promise<void>;
@@ -101,6 +105,41 @@ export abstract class StoreBase implements DiskStore {
     }
     opts.onProgress?.(meta.sizeBytes, meta.sizeBytes);
     log.info({ disk: diskId, image: src.image, store: this.kind, ms: Date.now() - t0, sizeBytes }, 'storage: disk cloned');
+    return (await this.size(diskId))!;
+  }
+
+  async createBlank(diskId: string, sizeBytes: number): Promise<DiskInfo> {
+    assertDiskId(diskId);
+    const running = this.clones.get(diskId);
+    if (running) return running;
+    const p = this.createBlankOnce(diskId, sizeBytes).finally(() => this.clones.delete(diskId));
+    this.clones.set(diskId, p);
+    return p;
+  }
+
+  private async createBlankOnce(diskId: string, sizeBytes: number): Promise<DiskInfo> {
+    const existing = await this.size(diskId);
+    if (existing) return existing;
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % SECTOR) {
+      throw new StorageError('BAD_SIZE', `disk ${diskId}: a blank disk needs a positive whole number of ${SECTOR}-byte sectors, not ${sizeBytes} bytes`);
+    }
+    await mkdir(join(this.dir, 'disks'), { recursive: true });
+    const tmp = join(this.dir, 'disks', `.tmp-${diskId}-${randomBytes(3).toString('hex')}`);
+    try {
+      await this.makeDir(tmp);
+      // A file of holes only: it reads as zeros and holds no blocks until the board writes.
+      const fh = await open(join(tmp, DISK_FILE), 'wx');
+      await fh.truncate(sizeBytes).finally(() => fh.close());
+      const dm: DiskMeta = { sizeBytes, createdAt: new Date().toISOString() };
+      await writeFile(join(tmp, DISK_META), JSON.stringify(dm) + '\n');
+      await this.limit(tmp, sizeBytes);
+      await rename(tmp, join(this.dir, 'disks', diskId));
+    } catch (err) {
+      await this.removeDir(tmp, true).catch((e) => log.warn({ err: e, tmp }, 'storage: could not remove a failed blank disk (sweep() will)'));
+      if (isNoSpace(err)) throw new StorageError('ENOSPC', `storage ${this.dir} is full: cannot create blank disk ${diskId}`, { cause: err });
+      throw new Error(`storage: creating blank disk ${diskId} failed: ${(err as Error).message}`, { cause: err });
+    }
+    log.info({ disk: diskId, store: this.kind, sizeBytes }, 'storage: blank disk created');
     return (await this.size(diskId))!;
   }
 
@@ -255,12 +294,12 @@ export abstract class StoreBase implements DiskStore {
         done.push(`removed leftover ${join('disks', n)}`);
       } else {
         const m = await readJson<DiskMeta>(join(disks, n, DISK_META));
-        if (m) used.add(m.imageKey);
+        if (m?.imageKey) used.add(m.imageKey); // a blank disk uses no import
       }
     }
     for (const n of await readdir(join(this.dir, QUARANTINE)).catch(() => [] as string[])) {
       const m = await readJson<DiskMeta>(join(this.dir, QUARANTINE, n, DISK_META));
-      if (m) used.add(m.imageKey);
+      if (m?.imageKey) used.add(m.imageKey);
     }
     const images = join(this.dir, 'images');
     const keys = await readdir(images).catch(() => [] as string[]);

@@ -2,12 +2,14 @@ import { log } from '../log.js';
 import { StorageError } from './disk-store.js';
 import type { Tgtadm, TgtTarget } from './tgtadm.js';
 
-/** One lease's target: LUN 1 = its disk, visible to one initiator name, behind one CHAP account. */
+/** One lease's target: LUN 1 = its disk (LUN 2 = its data disk, if any), visible to one initiator name, behind one CHAP account. */
 export interface IscsiTarget {
   tid: number;
   iqn: string;
-  /** Backing-store file. */
+  /** Backing-store file of LUN 1. */
   disk: string;
+  /** Backing-store file of LUN 2: a second, blank disk (a shared board's Docker data-root), or none. */
+  dataDisk?: string;
   initiator: string;
   /** When set, the ACL admits this source address alone instead of the initiator name (tgtadm.ts). */
   initiatorAddress?: string;
@@ -21,7 +23,10 @@ export interface IscsiTarget {
 export interface ExportedTarget {
   tid: number;
   iqn: string;
+  /** LUN 1's backing store. */
   disk?: string;
+  /** LUN 2's backing store, when the target has one. */
+  dataDisk?: string;
   acl: string[];
   accounts: string[];
   sessions: Array<{ initiator: string; ip?: string }>;
@@ -58,9 +63,9 @@ export class TgtExporter implements TargetExporter {
       await this.adm.deleteTarget(c.tid);
     }
     try {
-      await this.adm.createTarget({ ...t, backingStore: t.disk, initiatorName: t.initiator, initiatorAddress: t.initiatorAddress, directIo: this.opts.directIo });
+      await this.adm.createTarget({ ...t, backingStore: t.disk, dataBackingStore: t.dataDisk, initiatorName: t.initiator, initiatorAddress: t.initiatorAddress, directIo: this.opts.directIo });
     } catch (err) {
-      throw new StorageError('EXPORT_FAILED', `tgtd refused target ${t.iqn} (tid ${t.tid}) for ${t.disk}: ${(err as Error).message}`, { cause: err });
+      throw new StorageError('EXPORT_FAILED', `tgtd refused target ${t.iqn} (tid ${t.tid}) for ${t.disk}${t.dataDisk ? ` and ${t.dataDisk}` : ''}: ${(err as Error).message}`, { cause: err });
     }
     return clash.length ? 'replaced' : 'created';
   }
@@ -74,7 +79,7 @@ export class TgtExporter implements TargetExporter {
   }
 
   async list(): Promise<ExportedTarget[]> {
-    return (await this.adm.targets()).map((t) => ({ tid: t.tid, iqn: t.iqn, disk: t.luns.get(1), acl: t.acl, accounts: t.accounts, sessions: t.sessions }));
+    return (await this.adm.targets()).map((t) => ({ tid: t.tid, iqn: t.iqn, disk: t.luns.get(1), dataDisk: t.luns.get(2), acl: t.acl, accounts: t.accounts, sessions: t.sessions }));
   }
 
   async freeTid(taken: Iterable<number>): Promise<number> {
@@ -85,7 +90,7 @@ export class TgtExporter implements TargetExporter {
   }
 }
 
-/** Complete and as recorded: same tid, LUN 1 on the disk, the initiator's ACL, the CHAP account. */
+/** Complete and as recorded: same tid, LUN 1 on the disk, LUN 2 on the data disk or none, the initiator's ACL, the CHAP account. */
 function matches(x: TgtTarget, t: IscsiTarget): boolean {
-  return x.tid === t.tid && x.luns.get(1) === t.disk && x.acl.length === 1 && x.acl[0] === (t.initiatorAddress ?? t.initiator) && x.accounts.includes(t.chapUser) && (!t.targetUser || x.accounts.includes(t.targetUser));
+  return x.tid === t.tid && x.luns.get(1) === t.disk && x.luns.get(2) === t.dataDisk && x.acl.length === 1 && x.acl[0] === (t.initiatorAddress ?? t.initiator) && x.accounts.includes(t.chapUser) && (!t.targetUser || x.accounts.includes(t.targetUser));
 }

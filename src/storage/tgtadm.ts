@@ -18,6 +18,8 @@ export interface NewTarget {
   tid: number;
   iqn: string;
   backingStore: string;
+  /** LUN 2's backing store: a second disk on the same target (a shared board's Docker data-root), or none. */
+  dataBackingStore?: string;
   /** The only initiator name that may see and log in to the target (when no address is given). */
   initiatorName: string;
   /**
@@ -73,7 +75,8 @@ export class Tgtadm {
   }
 
   /**
-   * Creates a complete target: the target, LUN 1 on the backing store, a CHAP account bound to it,
+   * Creates a complete target: the target, LUN 1 on the backing store (and LUN 2 on the data backing
+   * store, when there is one), a CHAP account bound to it,
    * and last the ACL that lets its initiator in — so a half-made target never admits anyone. On any
    * failure what was made is removed again before the error is thrown.
    */
@@ -81,10 +84,8 @@ export class Tgtadm {
     const tid = String(t.tid);
     try {
       await this.adm(['--op', 'new', '--mode', 'target', '--tid', tid, '--targetname', t.iqn]);
-      await this.adm([
-        '--op', 'new', '--mode', 'logicalunit', '--tid', tid, '--lun', '1',
-        '--backing-store', t.backingStore, '--bstype', 'rdwr', ...(t.directIo ? ['--bsoflags', 'direct'] : []),
-      ]); // prettier-ignore
+      await this.newLun(t.tid, 1, t.backingStore, t.directIo);
+      if (t.dataBackingStore) await this.newLun(t.tid, 2, t.dataBackingStore, t.directIo);
       // Account names are global in tgtd: a stale one of the same name (an earlier crash) is replaced.
       if ((await this.accounts()).includes(t.chapUser)) await this.deleteAccount(t.chapUser);
       await this.ipc.newAccount(t.chapUser, t.chapSecret);
@@ -101,6 +102,13 @@ export class Tgtadm {
       await this.deleteTarget(t.tid, t.chapUser, t.targetUser).catch(() => {});
       throw err;
     }
+  }
+
+  private async newLun(tid: number, lun: number, backingStore: string, directIo?: boolean): Promise<void> {
+    await this.adm([
+      '--op', 'new', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(lun),
+      '--backing-store', backingStore, '--bstype', 'rdwr', ...(directIo ? ['--bsoflags', 'direct'] : []),
+    ]); // prettier-ignore
   }
 
   /** Removes a target (closing its sessions) and its CHAP accounts; absent ones are not an error. */

@@ -57,6 +57,11 @@ export const boardSchema = z.object({
   /** How its boot firmware is verified and restored at every release (src/firmware/); none: unverified. */
   firmware: z.looseObject({ driver: z.string().min(1) }).optional(),
   image: z.string().min(1),
+  /**
+   * `shared`: the controller holds the board itself and runs tenants' containers on it (a Docker engine
+   * booted from the catalog, src/shared-boards). Absent: a whole board, leased to one tenant at a time.
+   */
+  role: z.enum(['whole', 'shared']).optional(),
   state: z.enum(BOARD_STATES),
   stateReason: z.string().optional(),
   createdAt: z.string(),
@@ -74,6 +79,9 @@ export const discoveredSchema = z.object({
 export type Discovered = z.infer<typeof discoveredSchema>;
 
 export const tenantIdSchema = boardIdSchema;
+
+/** The controller's own tenant: it holds shared boards' engine leases. No API may create or use it. */
+export const SYSTEM_TENANT = 'dozen-system';
 
 export const tenantSchema = z.object({
   id: tenantIdSchema,
@@ -110,6 +118,8 @@ export const iscsiRecordSchema = z.object({
   targetUser: z.string().optional(),
   targetSecret: z.string().optional(),
   portal: z.string(),
+  /** A second, blank disk exported as LUN 2 of the same target (a shared board's Docker data-root), or none. */
+  dataDisk: z.string().optional(),
 });
 export type IscsiRecord = z.infer<typeof iscsiRecordSchema>;
 
@@ -144,6 +154,8 @@ export const leaseSchema = z.object({
   bootToken: z.string().optional(),
   iscsi: iscsiRecordSchema.optional(),
   container: containerRecordSchema.optional(),
+  /** `engine`: the controller's own lease of a shared board (tenant SYSTEM_TENANT), which runs Docker for container leases. */
+  purpose: z.enum(['engine']).optional(),
 });
 export type Lease = z.infer<typeof leaseSchema>;
 

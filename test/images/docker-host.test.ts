@@ -140,10 +140,11 @@ describe('docker-host image (images/docker-host): debian-12 + Docker, armv7 + ar
       expect(dropIn).toMatch(/^ExecStart=\nExecStart=\/usr\/sbin\/dockerd --containerd=/m); // no -H: daemon.json owns hosts
       expect(dropIn).toMatch(/^RequiresMountsFor=\/var\/lib\/docker$/m);
       expect(dropIn).toMatch(/^ConditionPathExists=\/etc\/docker\/tls\/server-key\.pem$/m);
+      expect(dropIn).toMatch(/^Requires=dozen-docker-fence\.service$/m); // no engine without the fence
       const wants = debugfs(disk, 'ls -l /etc/systemd/system/multi-user.target.wants');
-      for (const u of ['docker.service', 'containerd.service', 'dozen-docker-tls.service', 'dozen-firstboot.service']) expect(wants, u).toContain(u);
+      for (const u of ['docker.service', 'containerd.service', 'dozen-docker-tls.service', 'dozen-docker-fence.service', 'dozen-firstboot.service']) expect(wants, u).toContain(u);
       expect(debugfs(disk, 'cat /etc/systemd/system/var-lib-docker.mount')).toMatch(/^What=\/dev\/disk\/by-label\/dozen-docker$/m);
-      for (const s of ['dozen-docker-disk', 'dozen-docker-tls']) expect(debugfs(disk, `stat /usr/local/sbin/${s}`), s).toMatch(/Mode:\s+0755/);
+      for (const s of ['dozen-docker-disk', 'dozen-docker-tls', 'dozen-docker-fence']) expect(debugfs(disk, `stat /usr/local/sbin/${s}`), s).toMatch(/Mode:\s+0755/);
       // Empty: the TLS material comes per lease, the data-root is the data disk's mount point.
       expect(entries(disk, '/etc/docker/tls')).toEqual(['.', '..']);
       expect(entries(disk, '/var/lib/docker')).toEqual(['.', '..']);
@@ -316,7 +317,7 @@ describe('docker-host image (images/docker-host): debian-12 + Docker, armv7 + ar
 
       // On the board itself: the controllers, the mount, quotas on, the key's mode.
       const r = ssh(
-        'cat /sys/fs/cgroup/cgroup.controllers; findmnt -no FSTYPE,SOURCE,LABEL /var/lib/docker; btrfs qgroup show /var/lib/docker >/dev/null && echo quota=on; stat -c "%a %n" /etc/docker/tls/*.pem; uname -m; cat /proc/cmdline; systemctl is-active docker containerd var-lib-docker.mount dozen-docker-disk dozen-docker-tls; echo failed=$(systemctl --failed --no-legend --plain | cut -d" " -f1 | paste -sd,)',
+        'cat /sys/fs/cgroup/cgroup.controllers; findmnt -no FSTYPE,SOURCE,LABEL /var/lib/docker; btrfs qgroup show /var/lib/docker >/dev/null && echo quota=on; stat -c "%a %n" /etc/docker/tls/*.pem; uname -m; cat /proc/cmdline; systemctl is-active docker containerd var-lib-docker.mount dozen-docker-disk dozen-docker-tls dozen-docker-fence; echo failed=$(systemctl --failed --no-legend --plain | cut -d" " -f1 | paste -sd,)',
       );
       expect(r.status, r.stderr).toBe(0);
       const lines = r.stdout.split('\n');
@@ -326,7 +327,7 @@ describe('docker-host image (images/docker-host): debian-12 + Docker, armv7 + ar
       for (const f of ['ca', 'server', 'server-key']) expect(r.stdout).toMatch(new RegExp(`^600 /etc/docker/tls/${f}\\.pem$`, 'm'));
       expect(r.stdout).toMatch(new RegExp(`^${uname}$`, 'm'));
       expect(r.stdout).not.toMatch(/cgroup_enable|swapaccount/);
-      expect(r.stdout).toMatch(/^active\nactive\nactive\nactive\nactive$/m);
+      expect(r.stdout).toMatch(/^active\nactive\nactive\nactive\nactive\nactive$/m);
       expect(r.stdout).toMatch(/^failed=$/m);
     }, 180_000);
 
@@ -376,6 +377,39 @@ describe('docker-host image (images/docker-host): debian-12 + Docker, armv7 + ar
         s.on('end', () => res(t));
       });
       expect(text).toMatch(/Disk quota exceeded/);
+      await c.remove({ force: true });
+    }, 300_000);
+
+    if (container) it('fences containers off the boot network and the board: no metadata server, no Docker API from inside', async () => {
+      const d = engine();
+      // From a container on Docker's default bridge: TCP to the metadata server (guestfwd 10.0.2.100:80)
+      // and to this board's own Docker API. busybox nc exits 1 when it cannot connect (-w 3 bounds the
+      // connect); a connection that was made ends by the server closing it (0) or by `timeout` (not 1).
+      const c = await d.createContainer({ Image: 'dozen/test-base:latest', Cmd: ['/bin/sleep', '600'] });
+      await c.start();
+      const probe = async () => {
+        const t0 = Date.now();
+        const exec = await c.exec({ Cmd: ['/bin/sh', '-c', 'for t in 10.0.2.100:80 10.0.2.15:2376; do timeout 8 nc -w 3 ${t%:*} ${t#*:} </dev/null >/dev/null 2>&1; echo "$t rc=$?"; done'], AttachStdout: true, AttachStderr: true });
+        const s = await exec.start({ hijack: true, stdin: false });
+        const out = await new Promise<string>((res) => {
+          let t = '';
+          s.on('data', (b: Buffer) => (t += b.toString('latin1')));
+          s.on('end', () => res(t));
+        });
+        console.log(`fence probe (${Date.now() - t0} ms): ${out.replace(/[^\x20-\x7e\n]/g, '').trim().replace(/\n/g, '; ')}`);
+        return out;
+      };
+      const fenced = await probe();
+      expect(fenced).toMatch(/10\.0\.2\.100:80 rc=1$/m);
+      expect(fenced).toMatch(/10\.0\.2\.15:2376 rc=1$/m);
+      expect(ssh('journalctl -b -u dozen-docker-fence --no-pager -o cat').stdout).toMatch(/containers fenced off the boot network \(10\.0\.2\.15\/24 via \S+, metadata 10\.0\.2\.100\)/);
+      // The same probe with the fence's rules emptied reaches both: the probe can tell.
+      expect(ssh('iptables -w -F DOCKER-USER && iptables -w -F DOZEN-FENCE-IN').status).toBe(0);
+      const open = await probe();
+      expect(open).toMatch(/10\.0\.2\.100:80 rc=(?!1$)\d+$/m);
+      expect(open).toMatch(/10\.0\.2\.15:2376 rc=(?!1$)\d+$/m);
+      expect(ssh('/usr/local/sbin/dozen-docker-fence').status).toBe(0); // and back
+      expect(await probe()).toMatch(/10\.0\.2\.15:2376 rc=1$/m);
       await c.remove({ force: true });
     }, 300_000);
   });

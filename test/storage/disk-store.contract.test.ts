@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StorageError, type DiskStore, type DiskStoreKind, type ImageDisk } from '../../src/storage/disk-store.js';
@@ -240,6 +240,58 @@ describe.each(DRIVERS)('DiskStore contract: $kind', ({ kind, fs }) => {
     expect(Number(row[3])).toBe(Math.ceil(64 * 1024 * 1024 * 1.25) + 64 * 1024 * 1024); // max_rfer
     expect(d.usedBytes).toBeTypeOf('number');
     await store.destroy('l-quota');
+  });
+
+  it('createBlank: a sparse, zero-filled disk of that size, listed without an image; idempotent; destroyed like any disk', async () => {
+    const size = 64 * 1024 * 1024;
+    const d = await store.createBlank('l-blank-data', size);
+    expect(d).toMatchObject({ id: 'l-blank-data', path: store.diskPath('l-blank-data'), sizeBytes: size });
+    expect(d.image).toBeUndefined();
+    const st = statSync(d.path);
+    expect(st.size).toBe(size);
+    expect(st.blocks * 512, 'a blank disk allocates nothing').toBeLessThanOrEqual(64 * 1024);
+    expect(readFileSync(d.path).equals(Buffer.alloc(size))).toBe(true);
+    if (kind === 'btrfs') expect(statSync(join(store.dir, 'disks', 'l-blank-data')).ino).toBe(256); // its own subvolume, like a clone
+    const listed = (await store.list()).find((x) => x.id === 'l-blank-data');
+    expect(listed).toMatchObject({ id: 'l-blank-data', sizeBytes: size });
+    expect(listed!.image).toBeUndefined();
+    expect(await store.size('l-blank-data')).toEqual(listed);
+    // Idempotent: the existing disk, with what was written to it, whatever size is asked for now.
+    const fd = openSync(d.path, 'r+');
+    writeSync(fd, Buffer.from('docker was here'), 0, 15, 4096);
+    closeSync(fd);
+    expect(await store.createBlank('l-blank-data', 2 * size)).toMatchObject({ path: d.path, sizeBytes: size });
+    const back = Buffer.alloc(15);
+    const rd = openSync(d.path, 'r');
+    readSync(rd, back, 0, 15, 4096);
+    closeSync(rd);
+    expect(back.toString()).toBe('docker was here');
+    // Two at once make one disk.
+    const [p1, p2] = await Promise.all([store.createBlank('l-blank2-data', size), store.createBlank('l-blank2-data', size)]);
+    expect(p1).toEqual(p2);
+    expect(leftovers(store)).toEqual([]);
+    // Not a whole number of sectors: refused, nothing made.
+    await expectStorageError(store.createBlank('l-odd-data', 1000), 'BAD_SIZE', /disk l-odd-data: a blank disk needs a positive whole number of 512-byte sectors, not 1000 bytes/);
+    await expectStorageError(store.createBlank('l-odd-data', 0), 'BAD_SIZE', /not 0 bytes/);
+    expect(await store.size('l-odd-data')).toBeNull();
+    expect(leftovers(store)).toEqual([]);
+    // sweep() and removeImage() see a disk of no image: it neither holds an import nor blocks a removal.
+    await store.sweep();
+    expect((await store.list()).map((x) => x.id)).toEqual(['l-blank-data', 'l-blank2-data', 'l-keep']);
+    expect(await store.importedImages()).toEqual(['other', 'tiny']);
+    await expectStorageError(store.removeImage('tiny'), 'IMAGE_IN_USE', /image tiny is in use by disk l-keep$/);
+    await store.removeImage('other');
+    expect(await store.importedImages()).toEqual(['tiny']);
+    // Quarantined and destroyed like any disk.
+    const q = (await store.quarantine('l-blank2-data'))!;
+    expect(await store.listQuarantine()).toEqual([expect.objectContaining({ name: q, diskId: 'l-blank2-data', image: undefined, sizeBytes: size })]);
+    await store.sweep();
+    expect(await store.removeQuarantined(q)).toBe(true);
+    expect(await store.destroy('l-blank-data')).toBe(true);
+    expect(await store.destroy('l-blank-data')).toBe(false);
+    expect(await store.size('l-blank-data')).toBeNull();
+    expect((await store.list()).map((x) => x.id)).toEqual(['l-keep']);
+    expect(leftovers(store)).toEqual([]);
   });
 
   it('the store type is independent of the drivers registry (every driver is listed)', () => {

@@ -1,9 +1,10 @@
 /**
  * IscsiBoardStorage (the BoardStorage of src/leases/ports.ts) on a real btrfs loop filesystem and a
  * real tgtd on a loopback portal: attach/detach idempotency, reimage, bad input with rollback, image
- * in use, reconcile, and targets coming back after tgtd is killed.
+ * in use, reconcile, and targets coming back after tgtd is killed; a lease's blank data disk as LUN 2.
  */
-import { mkdirSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Image } from '../../src/images/catalog.js';
@@ -62,13 +63,39 @@ async function attach(l: Lease, b: Board, img = image) {
 
 const chapOf = (l: Lease) => ({ user: l.iscsi!.chapUser, secret: l.iscsi!.chapSecret });
 
+/** The size of a LUN of the lease's target as its board's initiator sees it after a login (libiscsi's iscsi-readcapacity16), or the tool's complaint. */
+function lunBytes(l: Lease, lun: number): number | string {
+  const r = l.iscsi!;
+  const out = spawnSync('iscsi-readcapacity16', ['-i', r.initiator, `iscsi://${r.chapUser}%${r.chapSecret}@${portal}/${r.iqn}/${lun}`], { encoding: 'utf8', timeout: 30_000 });
+  const size = /^Total size:(\d+)$/m.exec(out.stdout);
+  return out.status === 0 && size ? Number(size[1]) : `exit ${out.status}: ${out.stdout}${out.stderr}`;
+}
+
+/** Bytes at `offset` of a disk file (a board's writes, as the file holds them). */
+function readAt(path: string, offset: number, length: number): string {
+  const fd = openSync(path, 'r');
+  const b = Buffer.alloc(length);
+  readSync(fd, b, 0, length, offset);
+  closeSync(fd);
+  return b.toString();
+}
+
+function writeAt(path: string, offset: number, text: string): void {
+  const fd = openSync(path, 'r+');
+  writeSync(fd, Buffer.from(text), 0, text.length, offset);
+  closeSync(fd);
+}
+
+/** What reconcile re-makes a vanished data disk at (the storage below is configured so). */
+const REMADE_DATA_BYTES = 48 * 1024 * 1024;
+
 beforeAll(async () => {
   requireRoot();
-  requireTools('tgtd', 'tgtadm', 'iscsi-inq', 'losetup', 'mkfs.btrfs', 'btrfs', 'debugfs', 'e2fsck');
+  requireTools('tgtd', 'tgtadm', 'iscsi-inq', 'iscsi-readcapacity16', 'losetup', 'mkfs.btrfs', 'btrfs', 'debugfs', 'e2fsck');
   loop = makeLoopFs('btrfs', 400);
   ({ store } = await openDiskStore(join(loop.dir, 'storage')));
   ({ daemon, exporter, portal } = await startTestTgt());
-  storage = new IscsiBoardStorage({ store, exporter, daemon, recorded: () => leases });
+  storage = new IscsiBoardStorage({ store, exporter, daemon, recorded: () => leases, dataDiskBytes: REMADE_DATA_BYTES });
   image = makeImage('test');
 });
 afterAll(async () => {
@@ -279,6 +306,141 @@ describe('reconcile and tgtd restarts', () => {
     await exporter.remove('iqn.other.example:not-ours', 'other');
     lost.state = 'released';
     // A second reconcile finds nothing more to do.
+    expect(await storage.reconcile(leases)).toEqual({ fixed: [], missing: [] });
+  });
+});
+
+describe('a data disk per lease (LUN 2)', () => {
+  const DATA = 64 * 1024 * 1024;
+  let dd: Lease;
+  let dd2: Lease;
+  const expectCode = async (p: Promise<unknown>, code: StorageError['code'], msg: RegExp) => {
+    const err = await p.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(StorageError);
+    expect((err as StorageError).code).toBe(code);
+    expect((err as Error).message).toMatch(msg);
+  };
+
+  it('attach with dataDiskBytes: a blank sparse disk beside the root, LUN 2 of the same target; a retry reuses it', async () => {
+    dd = lease('l-data', 'bpi-6');
+    dd.iscsi = await storage.attach(dd, board('bpi-6'), image, { dataDiskBytes: DATA });
+    const rec = dd.iscsi;
+    expect(rec).toMatchObject({ disk: store.diskPath('l-data'), dataDisk: store.diskPath('l-data-data'), iqn: 'iqn.2026-11.cloud.dozen:bpi-6.l-data', chapUser: 'l-data' });
+    const info = await store.size('l-data-data');
+    expect(info).toMatchObject({ id: 'l-data-data', sizeBytes: DATA });
+    expect(info!.image).toBeUndefined();
+    expect(statSync(rec.dataDisk!).blocks * 512).toBeLessThanOrEqual(64 * 1024);
+    expect((await exporter.list()).find((t) => t.iqn === rec.iqn)).toMatchObject({ tid: rec.tid, disk: rec.disk, dataDisk: rec.dataDisk });
+    // What the board's initiator sees: LUN 1 the image's 32 MiB root, LUN 2 the data disk.
+    expect(lunBytes(dd, 1)).toBe(32 * 1024 * 1024);
+    expect(lunBytes(dd, 2)).toBe(DATA);
+    expect(lunBytes(dd, 3)).toEqual(expect.any(String)); // nothing more
+    // A data disk is no user of an image.
+    const users = await storage.imageInUse('test');
+    expect(users).toContain('l-data');
+    expect(users).not.toContain('l-data-data');
+    // A retried attach: the same record, target and data disk (with what the board wrote).
+    writeAt(rec.dataDisk!, 1024 * 1024, 'btrfs was here');
+    expect(await storage.attach(dd, board('bpi-6'), image, { dataDiskBytes: DATA })).toEqual(rec);
+    expect(readAt(rec.dataDisk!, 1024 * 1024, 14)).toBe('btrfs was here');
+    expect((await exporter.list()).filter((t) => t.iqn === rec.iqn)).toHaveLength(1);
+  });
+
+  it('without dataDiskBytes nothing changes: no data disk, no LUN 2', async () => {
+    const one = leases.find((x) => x.id === 'l-one')!;
+    expect(one.iscsi!.dataDisk).toBeUndefined();
+    expect(await store.size('l-one-data')).toBeNull();
+    expect((await exporter.list()).find((t) => t.iqn === one.iscsi!.iqn)).toMatchObject({ disk: one.iscsi!.disk, dataDisk: undefined });
+    expect(lunBytes(one, 1)).toBe(32 * 1024 * 1024);
+    expect(lunBytes(one, 2)).toEqual(expect.any(String));
+  });
+
+  it('a failed attach removes the disks it made, and only those', async () => {
+    const failing: TargetExporter = {
+      portal: exporter.portal,
+      ensure: async () => {
+        throw new StorageError('EXPORT_FAILED', 'tgtd refused target (simulated)');
+      },
+      remove: (iqn, user) => exporter.remove(iqn, user),
+      list: () => exporter.list(),
+      freeTid: (t) => exporter.freeTid(t),
+    };
+    const s2 = new IscsiBoardStorage({ store, exporter: failing, recorded: () => leases });
+    // Both made by this call: both go.
+    const f1 = lease('l-dfail1', 'bpi-7');
+    await expectCode(s2.attach(f1, board('bpi-7'), image, { dataDiskBytes: DATA }), 'EXPORT_FAILED', /simulated/);
+    expect(await store.size('l-dfail1')).toBeNull();
+    expect(await store.size('l-dfail1-data')).toBeNull();
+    // An earlier attempt's data disk stays for the retry; this call's clone goes.
+    const f2 = lease('l-dfail2', 'bpi-7');
+    await store.createBlank('l-dfail2-data', DATA);
+    await expectCode(s2.attach(f2, board('bpi-7'), image, { dataDiskBytes: DATA }), 'EXPORT_FAILED', /simulated/);
+    expect(await store.size('l-dfail2')).toBeNull();
+    expect(await store.size('l-dfail2-data')).toMatchObject({ sizeBytes: DATA });
+    // A size the store refuses fails after the clone was made: the clone goes, no target is left.
+    const f3 = lease('l-dfail3', 'bpi-7');
+    await expectCode(storage.attach(f3, board('bpi-7'), image, { dataDiskBytes: 1000 }), 'BAD_SIZE', /disk l-dfail3-data: a blank disk needs a positive whole number of 512-byte sectors/);
+    expect(await store.size('l-dfail3')).toBeNull();
+    expect(await store.size('l-dfail3-data')).toBeNull();
+    expect((await exporter.list()).some((t) => t.iqn.endsWith('.l-dfail3'))).toBe(false);
+    // The leases end; l-dfail2's data disk is now an orphan (the reconcile below).
+    for (const f of [f1, f2, f3]) f.state = 'released';
+  });
+
+  it('after kill -9 LUN 2 comes back with the target', async () => {
+    const pid = daemon.pid!;
+    const before = daemon.restarts.length;
+    process.kill(pid, 'SIGKILL');
+    await restarted(daemon, before);
+    expect((await exporter.list()).find((t) => t.iqn === dd.iscsi!.iqn)).toMatchObject({ tid: dd.iscsi!.tid, disk: dd.iscsi!.disk, dataDisk: dd.iscsi!.dataDisk });
+    expect(lunBytes(dd, 2)).toBe(DATA);
+    expect(readAt(dd.iscsi!.dataDisk!, 1024 * 1024, 14)).toBe('btrfs was here');
+  });
+
+  it('reconcile keeps a live lease’s data disk, quarantines an orphan one, restores a lost LUN 2, and re-makes a vanished data disk blank', async () => {
+    dd2 = lease('l-data2', 'bpi-8');
+    dd2.iscsi = await storage.attach(dd2, board('bpi-8'), image, { dataDiskBytes: DATA });
+    expect(lunBytes(dd2, 2)).toBe(DATA);
+    // l-data's target loses its LUN 2; l-data2's data disk vanishes (tgtd still holds the file open).
+    execFileSync('tgtadm', ['-C', String(daemon.adm.controlPort), '--lld', 'iscsi', '--op', 'delete', '--mode', 'logicalunit', '--tid', String(dd.iscsi!.tid), '--lun', '2']);
+    expect((await exporter.list()).find((t) => t.iqn === dd.iscsi!.iqn)?.dataDisk).toBeUndefined();
+    expect(await store.destroy('l-data2-data')).toBe(true);
+    const { fixed, missing } = await storage.reconcile(leases);
+    expect(missing).toEqual([]);
+    expect(fixed).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^quarantined disk l-dfail2-data \(data disk of lease l-dfail2\) as l-dfail2-data@[0-9TZ-]+: no live lease holds it$/),
+        `lease l-data: target ${dd.iscsi!.iqn} replaced`,
+        `lease l-data2: its data disk was missing; re-made it blank (${REMADE_DATA_BYTES} bytes): its data is lost, and the image formats it again at the next boot`,
+        `lease l-data2: target ${dd2.iscsi!.iqn} re-created`,
+      ]),
+    );
+    expect(fixed).toHaveLength(4);
+    // The live lease's data disk, and what was on it, stay; the orphan is aside, not destroyed.
+    expect(readAt(store.diskPath('l-data-data'), 1024 * 1024, 14)).toBe('btrfs was here');
+    expect(lunBytes(dd, 2)).toBe(DATA);
+    expect((await store.listQuarantine()).map((q) => q.diskId)).toEqual(['l-dfail2-data']);
+    // The re-made disk is blank, of the configured size, and it is what LUN 2 serves now (not the vanished file).
+    expect(await store.size('l-data2-data')).toMatchObject({ sizeBytes: REMADE_DATA_BYTES });
+    expect(statSync(store.diskPath('l-data2-data')).blocks * 512).toBeLessThanOrEqual(64 * 1024);
+    expect(lunBytes(dd2, 2)).toBe(REMADE_DATA_BYTES);
+    expect(await storage.reconcile(leases)).toEqual({ fixed: [], missing: [] });
+    for (const q of await store.listQuarantine()) await store.removeQuarantined(q.name);
+  });
+
+  it('detach removes the target and both disks, also without a record', async () => {
+    await storage.detach({ ...dd2, iscsi: undefined });
+    await storage.detach(dd);
+    for (const l of [dd, dd2]) {
+      expect((await exporter.list()).map((t) => t.iqn)).not.toContain(l.iscsi!.iqn);
+      expect(await store.size(l.id)).toBeNull();
+      expect(await store.size(`${l.id}-data`)).toBeNull();
+      l.state = 'released';
+      delete l.iscsi;
+    }
     expect(await storage.reconcile(leases)).toEqual({ fixed: [], missing: [] });
   });
 });

@@ -73,9 +73,9 @@ function target(board: string, lease: string, tid: number, mutual = false): Iscs
   };
 }
 
-/** What list() must show for a target ensure() was given: LUN 1 on its disk, one ACL entry, its accounts, no sessions. */
+/** What list() must show for a target ensure() was given: LUN 1 on its disk, LUN 2 on its data disk (if any), one ACL entry, its accounts, no sessions. */
 function shown(t: IscsiTarget): ExportedTarget {
-  return { tid: t.tid, iqn: t.iqn, disk: t.disk, acl: [t.initiatorAddress ?? t.initiator], accounts: accountsOf(t), sessions: [] };
+  return { tid: t.tid, iqn: t.iqn, disk: t.disk, ...(t.dataDisk ? { dataDisk: t.dataDisk } : {}), acl: [t.initiatorAddress ?? t.initiator], accounts: accountsOf(t), sessions: [] };
 }
 
 const accountsOf = (t: IscsiTarget) => [t.chapUser, ...(t.targetUser ? [t.targetUser] : [])].sort();
@@ -188,6 +188,41 @@ for (const [name, make] of Object.entries(harnesses)) {
       expect((err as Error).message).toContain(bad.iqn);
       expect(await listed(ex)).toEqual(before);
       expect((await h.accounts()).sort()).toEqual(accounts);
+    });
+
+    it('a data disk is LUN 2: list() shows it, and a target lacking it, or with another, is replaced', async () => {
+      const before = await listed(ex);
+      const plain = target('bpi-8', 'l-gggg', 7, true);
+      expect(await ex.ensure(plain)).toBe('created');
+      const lun2 = (t: ExportedTarget | undefined) => t && { disk: t.disk, dataDisk: t.dataDisk };
+      const find = async () => (await listed(ex)).find((t) => t.iqn === plain.iqn);
+      expect(lun2(await find())).toEqual({ disk: plain.disk, dataDisk: undefined });
+      // The record gains a data disk: the target without LUN 2 gives way to one with it.
+      const withData = { ...plain, dataDisk: disk('l-gggg-data.img', 16) };
+      expect(await ex.ensure(withData)).toBe('replaced');
+      expect(await find()).toEqual(shown(withData));
+      expect(lun2(await find())).toEqual({ disk: plain.disk, dataDisk: withData.dataDisk });
+      expect(await ex.ensure({ ...withData })).toBe('unchanged');
+      const otherData = { ...withData, dataDisk: disk('l-gggg-data2.img', 8) };
+      expect(await ex.ensure(otherData)).toBe('replaced');
+      expect(lun2(await find())).toEqual({ disk: plain.disk, dataDisk: otherData.dataDisk });
+      // And back: a target with a LUN 2 the record does not have is replaced too.
+      expect(await ex.ensure(plain)).toBe('replaced');
+      expect(await find()).toEqual(shown(plain));
+      expect(lun2(await find())).toEqual({ disk: plain.disk, dataDisk: undefined });
+      // A data disk the service cannot open fails the whole target, leaving nothing.
+      const badData = { ...target('bpi-9', 'l-hhhh', 8), dataDisk: join(work, 'no-such-data.img') };
+      const err = await ex.ensure(badData).then(
+        () => null,
+        (x: unknown) => x,
+      );
+      expect(err).toBeInstanceOf(StorageError);
+      expect((err as StorageError).code).toBe('EXPORT_FAILED');
+      expect((err as Error).message).toContain(badData.iqn);
+      expect((await listed(ex)).map((t) => t.iqn)).not.toContain(badData.iqn);
+      expect(await h.accounts()).not.toContain(badData.chapUser);
+      expect(await ex.remove(plain.iqn)).toBe(true);
+      expect(await listed(ex)).toEqual(before);
     });
 
     it('remove() takes the target and its accounts, the ones given and the ones bound; a second remove() is false', async () => {

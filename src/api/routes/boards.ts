@@ -6,11 +6,16 @@ import { powerDriver } from '../../power/registry.js';
 import { ConflictError } from '../../util/errors.js';
 import { MAX_PAGE, page } from '../paging.js';
 import { route, type Route } from '../route.js';
+import type { SharedBoardStatus } from '../../shared-boards/index.js';
 
 const boardStateSchema = z.object({ state: z.enum(['available', 'maintenance']), reason: z.string().min(1).max(500) }).strict();
 
 /** Inventory routes. Boards are the admin's; tenants only see which exist and whether they are free. */
-export function boardRoutes(d: { inventory: Inventory; events: BoardEvents }): Route[] {
+export function boardRoutes(d: { inventory: Inventory; events: BoardEvents; sharedStatus?: (id: string) => SharedBoardStatus | undefined }): Route[] {
+  const withEngine = <B extends { id: string }>(b: B) => {
+    const engine = d.sharedStatus?.(b.id);
+    return engine ? { ...b, engine } : { ...b };
+  };
   return [
     route({
       method: 'get',
@@ -19,11 +24,11 @@ export function boardRoutes(d: { inventory: Inventory; events: BoardEvents }): R
       access: 'any',
       handler: ({ p, req, res }) => {
         const boards = page(req, res, d.inventory.all(), (id) => d.inventory.position(id));
-        return p.role === 'admin' ? boards.map((b) => ({ ...b })) : boards.map((b) => ({ id: b.id, model: b.model, arch: b.arch, available: b.state === 'available' }));
+        return p.role === 'admin' ? boards.map(withEngine) : boards.map((b) => ({ id: b.id, model: b.model, arch: b.arch, available: b.state === 'available' }));
       },
     }),
     route({ method: 'post', path: '/boards', summary: 'Enroll a board', access: 'admin', body: boardInputSchema, status: 201, handler: ({ body }) => d.inventory.create(body) }),
-    route({ method: 'get', path: '/boards/:id', summary: 'Show a board', access: 'admin', handler: ({ params }) => d.inventory.get(params.id!) }),
+    route({ method: 'get', path: '/boards/:id', summary: 'Show a board', access: 'admin', handler: ({ params }) => withEngine(d.inventory.get(params.id!)) }),
     route({ method: 'patch', path: '/boards/:id', summary: 'Change a board', access: 'admin', body: boardPatchSchema, handler: ({ params, body }) => d.inventory.patch(params.id!, body) }),
     route({
       method: 'delete',

@@ -1,11 +1,13 @@
 import { z } from 'zod';
 import { issueToken, revokeToken } from '../../auth/tokens.js';
-import { tenantIdSchema } from '../../store/schema.js';
+import { SYSTEM_TENANT, tenantIdSchema } from '../../store/schema.js';
 import type { Store } from '../../store/store.js';
 import { ConflictError, NotFoundError } from '../../util/errors.js';
 import { route, type Route } from '../route.js';
 
-const tenantInput = z.object({ id: tenantIdSchema, name: z.string().min(1).max(128) }).strict();
+const tenantInput = z
+  .object({ id: tenantIdSchema.refine((id) => id !== SYSTEM_TENANT, `${SYSTEM_TENANT} is the controller's own tenant (it holds shared boards)`), name: z.string().min(1).max(128) })
+  .strict();
 const tokenInput = z.object({ expiresAt: z.iso.datetime({ offset: true }).optional() }).strict();
 
 /** Tenants and their tokens (admin). A token is shown once, when made; only its hash is kept. */

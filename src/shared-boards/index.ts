@@ -1,0 +1,2 @@
+export { BootEngineTls, ENGINE_TLS_FILES, isEngineTlsFile, type EngineTlsFile } from './engine-tls.js';
+export { ENGINE_PORT, SharedBoards, type SharedBoardStatus, type SharedBoardsOptions } from './shared-boards.js';
