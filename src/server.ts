@@ -40,7 +40,7 @@ import { startSshGateway, type SshGateway } from './gateway/gateway.js';
 import { gatewayDeps } from './gateway/lease-view.js';
 import { sshGatewayRoute } from './gateway/route.js';
 import { EngineCa } from './engine-ca/index.js';
-import { BootEngineTls, SharedBoards } from './shared-boards/index.js';
+import { BootEngineTls, KeepReady, SharedBoards } from './shared-boards/index.js';
 import { sharedBoardRoutes } from './api/routes/shared-boards.js';
 
 export interface RunningServer {
@@ -131,6 +131,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       leases: () => store.state.leases,
       boardStates: () => inventory.list().map((b) => b.state),
       consoleViewers: () => Object.values(consoles.states()).reduce((n, c) => n + c.viewers, 0),
+      engines: () => ct.pool.states(),
+      sharedBoards: () => store.state.boards.flatMap((b) => shared.status(b.id) ?? []),
     });
     const unsubscribeMetrics = bus.subscribe(metrics.onBus);
     cleanups.push(async () => unsubscribeMetrics());
@@ -147,6 +149,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     leasesRef = leases;
     shared.start();
     cleanups.push(async () => shared.stop());
+    const keepReady = new KeepReady({ shared, store, log, keep: config.containers.shared.keep, idleMs: config.containers.shared.idleS * 1000 });
     await leases.markDisksMissing(storage?.missingDisks ?? []);
 
     // The boot network's services: TFTP, DHCP, metadata. What they answer comes from the inventory and the leases.
@@ -242,6 +245,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       const onStart = (recorded: Array<{ leaseId: string }>, down: { id: string }) => leases.beginFailover(recorded.map((r) => r.leaseId), down.id);
       watchFailover(ct.driver, { records: () => containerRecords(store.state.leases), onStart, onResult });
     }
+    keepReady.start(); // after resumed jobs: boards it takes are then really free
+    cleanups.push(async () => keepReady.stop());
     const stopReaper = leases.startReaper(config.leases.reapIntervalMs, config.leases.keepReleasedDays * 86_400_000, config.leases.archiveAfterMs);
     cleanups.push(async () => stopReaper());
 

@@ -41,6 +41,10 @@ export const containersConfigSchema = z.object({
       dataDiskMb: z.number().int().min(512).default(8192),
       /** From the engine lease's active state to the engine answering /_ping over TLS. */
       readyTimeoutS: z.number().int().min(5).default(300),
+      /** Keep this many shared boards (taking available whole boards); 0: only what operators make shared. */
+      keep: z.number().int().min(0).default(0),
+      /** A board the policy made shared goes back to the whole-board pool after this long without containers (when more than `keep`). */
+      idleS: z.number().int().min(0).default(900),
     })
     .prefault({}),
 });

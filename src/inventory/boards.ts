@@ -10,7 +10,7 @@ import { powerDriver } from '../power/registry.js';
 import { firmwareDriver } from '../firmware/registry.js';
 
 // `role` is not input: making a board shared starts a lease (POST /v1/boards/:id/role, src/shared-boards).
-export const boardInputSchema = boardSchema.omit({ state: true, stateReason: true, createdAt: true, role: true });
+export const boardInputSchema = boardSchema.omit({ state: true, stateReason: true, createdAt: true, role: true, sharedBy: true });
 export type BoardInput = z.infer<typeof boardInputSchema>;
 export const boardPatchSchema = boardInputSchema.omit({ id: true }).partial().strict();
 export type BoardPatch = z.infer<typeof boardPatchSchema>;

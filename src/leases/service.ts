@@ -209,7 +209,7 @@ export class LeaseService {
    * src/shared-boards): role `shared` and an engine lease of `imageName`, provisioned by the same job as a
    * tenant's lease, in one store update. Tenants' allocation passes shared boards over from then on.
    */
-  async holdForEngine(boardId: string, imageName: string): Promise<{ lease: Lease; job: Job }> {
+  async holdForEngine(boardId: string, imageName: string, by: 'operator' | 'policy' = 'operator'): Promise<{ lease: Lease; job: Job }> {
     const image = await this.d.images.get(imageName);
     if (!image) throw new ConflictError(`image ${imageName} (the shared boards' engine image) is not in the catalog: build it (images/docker-host) or import it`);
     const id = `l-${randomBytes(5).toString('hex')}`;
@@ -222,6 +222,7 @@ export class LeaseService {
       if ('error' in fit) throw new ConflictError(`board ${boardId} cannot run the engine: ${fit.error}`);
       if (!fenced(boardId)) throw new ConflictError(`board ${boardId} has no fenced network port (see GET /v1/network)`);
       board.role = 'shared';
+      board.sharedBy = by;
       applyTransition(s, board.id, 'provisioning', `engine lease ${id} (shared board)`);
       const lease: Lease = {
         id,

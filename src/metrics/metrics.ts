@@ -10,6 +10,10 @@ export interface MetricSources {
   boardStates(): readonly string[];
   /** Viewers attached to consoles now (WebSocket, SSH gateway). */
   consoleViewers(): number;
+  /** Docker engines in the container pool (configured, and shared boards' once registered), with their health. */
+  engines?(): ReadonlyArray<{ id: string; health: string; markedDown: boolean }>;
+  /** Shared boards and their engine's state (src/shared-boards: provisioning, waiting, ready, failed, none). */
+  sharedBoards?(): ReadonlyArray<{ engine: string }>;
 }
 
 export interface Metrics {
@@ -65,6 +69,21 @@ export function createMetrics(sources: MetricSources): Metrics {
     collect() {
       this.reset();
       for (const l of sources.leases()) if (l.container && l.state !== 'released') this.inc({ host: l.container.hostId });
+    },
+  });
+  new Gauge({
+    name: 'dozen_container_engines', help: 'Docker engines in the container pool (1 each), by engine and health (up, down, unknown, drained: marked down)', labelNames: ['engine', 'health'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const e of sources.engines?.() ?? []) this.set({ engine: e.id, health: e.markedDown ? 'drained' : e.health }, 1);
+    },
+  });
+  new Gauge({
+    name: 'dozen_shared_boards', help: "Shared boards, by their engine's state", labelNames: ['engine'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const engine of ['provisioning', 'waiting', 'ready', 'failed', 'none']) this.set({ engine }, 0);
+      for (const b of sources.sharedBoards?.() ?? []) this.inc({ engine: b.engine });
     },
   });
   new Gauge({

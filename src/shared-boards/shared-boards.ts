@@ -22,7 +22,7 @@ import type { BootEngineTls } from './engine-tls.js';
 export const ENGINE_PORT = 2376;
 
 export interface EngineLeases {
-  holdForEngine(boardId: string, image: string): Promise<{ lease: Lease; job: Job }>;
+  holdForEngine(boardId: string, image: string, by?: 'operator' | 'policy'): Promise<{ lease: Lease; job: Job }>;
   release(p: 'system', id: string, reason?: string): Promise<{ lease: Lease; job: Job }>;
 }
 
@@ -90,28 +90,35 @@ export class SharedBoards {
     this.waiting.clear();
   }
 
-  /** The operator's `dozen boards set <id> --role shared|whole`. */
-  async setRole(boardId: string, role: 'shared' | 'whole'): Promise<{ board: Board; lease?: Lease; job?: Job }> {
+  /** The operator's `dozen boards set <id> --role shared|whole`, or the keep-ready policy's (keep-ready.ts). */
+  async setRole(boardId: string, role: 'shared' | 'whole', by: 'operator' | 'policy' = 'operator'): Promise<{ board: Board; lease?: Lease; job?: Job }> {
     const board = this.board(boardId);
     const engine = this.engineLease(boardId);
     if (role === 'shared') {
       if (engine) return { board, lease: engine }; // already shared: nothing to do
-      const { lease, job } = await this.o.leases().holdForEngine(boardId, this.o.image);
-      this.o.events.add(boardId, { type: 'state', message: `shared board: engine lease ${lease.id} (${this.o.image})` });
+      const { lease, job } = await this.o.leases().holdForEngine(boardId, this.o.image, by);
+      this.o.events.add(boardId, { type: 'state', message: `shared board (${by}): engine lease ${lease.id} (${this.o.image})` });
       return { board: this.board(boardId), lease, job };
     }
-    const running = this.o.store.state.leases.filter((l) => l.kind === 'container' && l.container?.hostId === boardId && l.state !== 'released');
+    const containers = this.o.store.state.leases.filter((l) => l.kind === 'container' && l.state !== 'released');
+    const running = containers.filter((l) => l.container?.hostId === boardId);
     if (running.length) {
       throw new ConflictError(`board ${boardId} runs ${running.length} container lease(s) (${running.map((l) => l.id).join(', ')}): they must move or end before it leaves the shared pool`);
     }
+    // A container being placed has no record of its board yet: it might be landing on this one.
+    const placing = containers.filter((l) => l.state === 'provisioning' && !l.container);
+    if (placing.length && this.o.pool.has(boardId)) throw new ConflictError(`container lease(s) ${placing.map((l) => l.id).join(', ')} are being placed; try again once they are active`);
     this.unregister(boardId, 'given back to the whole-board pool');
     await this.o.store.update((s) => {
       const b = s.boards.find((x) => x.id === boardId);
-      if (b) delete b.role;
+      if (b) {
+        delete b.role;
+        delete b.sharedBy;
+      }
     });
     let released: { lease: Lease; job: Job } | undefined;
     if (engine && engine.state !== 'releasing') released = await this.o.leases().release('system', engine.id, 'shared board given back to the whole-board pool');
-    this.o.events.add(boardId, { type: 'state', message: 'shared board given back to the whole-board pool' });
+    this.o.events.add(boardId, { type: 'state', message: `shared board given back to the whole-board pool (${by})` });
     return { board: this.board(boardId), ...(released ?? {}) };
   }
 
@@ -181,6 +188,7 @@ export class SharedBoards {
     }
     if (signal.aborted || this.o.pool.has(boardId)) return;
     this.o.pool.add(host);
+    this.o.pool.noteSuccess(boardId); // it has just answered: up, not `unknown` until the next health check
     // The board has its key and the controller has used it: the metadata service hands it out no more.
     this.o.tls.spend(this.o.store.state.leases.find((l) => l.id === lease.id) ?? lease);
     this.o.log.info({ board: boardId, lease: lease.id, engine: `${board.ip}:${ENGINE_PORT}` }, 'shared board: engine registered');

@@ -62,6 +62,8 @@ export const boardSchema = z.object({
    * booted from the catalog, src/shared-boards). Absent: a whole board, leased to one tenant at a time.
    */
   role: z.enum(['whole', 'shared']).optional(),
+  /** Who made it shared: an operator (stays until given back) or the keep-ready policy (given back when idle). */
+  sharedBy: z.enum(['operator', 'policy']).optional(),
   state: z.enum(BOARD_STATES),
   stateReason: z.string().optional(),
   createdAt: z.string(),

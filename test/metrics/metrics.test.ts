@@ -91,7 +91,19 @@ describe('metrics', () => {
     expect([v.get('dozen_containers{host="pi-7"}'), v.get('dozen_console_viewers')]).toEqual([1, 3]);
     leases = [lease({ id: 'a', state: 'released' })];
     v = parse(await m.registry.metrics());
+    expect(v.get('dozen_container_engines{engine="pi-7",health="up"}')).toBeUndefined(); // no engine source here
     expect([v.get('dozen_leases{kind="board",state="active"}'), v.get('dozen_leases{kind="board",state="released"}'), v.get('dozen_iscsi_targets'), v.get('dozen_containers{host="pi-7"}')]).toEqual([0, 1, 0, undefined]);
+  });
+
+  it('engines by health (a marked-down one is drained) and shared boards by engine state', async () => {
+    let engines = [{ id: 'pi-7', health: 'up', markedDown: false }, { id: 'sb-1', health: 'down', markedDown: false }, { id: 'sb-2', health: 'up', markedDown: true }];
+    const m = createMetrics({ leases: () => [], boardStates: () => [], consoleViewers: () => 0, engines: () => engines, sharedBoards: () => [{ engine: 'ready' }, { engine: 'ready' }, { engine: 'waiting' }] });
+    let v = parse(await m.registry.metrics());
+    expect([v.get('dozen_container_engines{engine="pi-7",health="up"}'), v.get('dozen_container_engines{engine="sb-1",health="down"}'), v.get('dozen_container_engines{engine="sb-2",health="drained"}')]).toEqual([1, 1, 1]);
+    expect([v.get('dozen_shared_boards{engine="ready"}'), v.get('dozen_shared_boards{engine="waiting"}'), v.get('dozen_shared_boards{engine="failed"}')]).toEqual([2, 1, 0]);
+    engines = [];
+    v = parse(await m.registry.metrics());
+    expect(v.get('dozen_container_engines{engine="pi-7",health="up"}')).toBeUndefined();
   });
 
   it('on the API listener only an operator token reads /metrics', async () => {

@@ -264,9 +264,17 @@ describe('registration', () => {
     await until('the engine registered', () => pool.has('sb-2'), { timeoutMs: 15_000, intervalMs: 100 });
     expect(handshakes).toBeGreaterThan(0);
     expect(shared.status('sb-2')).toMatchObject({ engine: 'ready' });
+    expect(pool.state('sb-2').health).toBe('up'); // it has just answered
     expect((await pool.check(['sb-2']))[0]!.health).toBe('up');
     // the key of that boot is no longer handed out
     expect(await tls.file(l, 'docker-server-key.pem', ip)).toBeUndefined();
+    // A container lease being placed (no board recorded yet) could be landing here: no giving back now.
+    await h.store.update((s) => void s.leases.push({ id: 'l-c0ffee0003', tenantId: 'alice', kind: 'container', image: 'x', sshKeys: [], hostname: 'c', state: 'provisioning', createdAt: new Date().toISOString() }));
+    const placing = await api('POST', '/boards/sb-2/role', { role: 'whole' });
+    expect(placing.status).toBe(409);
+    expect(placing.body.error).toMatch(/l-c0ffee0003 are being placed/);
+    expect(pool.has('sb-2')).toBe(true);
+    await h.store.update((s) => void (s.leases.find((l) => l.id === 'l-c0ffee0003')!.state = 'released'));
     // the lease ends: the engine leaves the pool
     await h.store.update((s) => void (s.leases.find((x) => x.id === l.id)!.state = 'released'));
     h.bus.publish({ type: 'lease', tenantId: SYSTEM_TENANT, data: { ...l, state: 'released' } });

@@ -437,7 +437,7 @@ describe('operator view', () => {
     expect(await page.textContent('#who')).toBe('admin');
     const row = await page.$$eval(`#board-table tr[data-board="${B_BOARD}"] td`, (tds) => tds.map((td) => td.textContent));
     const board = srv.api.inventory.get(B_BOARD);
-    expect(row).toEqual([B_BOARD, 'bananapi', 'armv7', board.state, board.ip, board.mac, leaseB, 'tenant-b']);
+    expect(row).toEqual([B_BOARD, 'bananapi', 'armv7', board.state, board.ip, board.mac, leaseB, 'tenant-b', 'whole']);
     // Live: a state change through the API shows without a reload.
     // (web-1 was released by the tenant test; in this harness its release ends the board in error: nothing boots.)
     for (const state of ['available', 'maintenance', 'available']) {

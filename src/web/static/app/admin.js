@@ -20,6 +20,13 @@ function poll(fn, ms) {
   return { now: run, stop: () => ((stopped = true), clearTimeout(timer)) };
 }
 
+/** A board's role: whole, or shared with its engine's state (and why it is not ready). */
+function role(b) {
+  if (b.role !== 'shared') return 'whole';
+  const e = b.engine || { engine: 'none' };
+  return `shared: ${e.engine}${e.reason ? ' (' + e.reason + ')' : ''}`;
+}
+
 export function boardsView(ctx) {
   const box = h('div', { id: 'boards' }, h('p', { className: 'muted' }, 'loading…'));
   ctx.main.append(h('h1', {}, 'Boards'), box);
@@ -27,11 +34,11 @@ export function boardsView(ctx) {
     try {
       const [boards, leases] = await Promise.all([api('GET', '/boards'), api('GET', '/leases')]);
       const live = new Map(leases.filter((l) => l.boardId && l.state !== 'released').map((l) => [l.boardId, l]));
-      fill(box, table(['Board', 'Model', 'Arch', 'State', 'IP', 'MAC', 'Lease', 'Tenant'], boards.map((b) => {
+      fill(box, table(['Board', 'Model', 'Arch', 'State', 'IP', 'MAC', 'Lease', 'Tenant', 'Role'], boards.map((b) => {
         const l = live.get(b.id);
         return {
           dataset: { board: b.id, state: b.state },
-          cells: [h('a', { href: '#/boards/' + enc(b.id) }, b.id), b.model, b.arch, badge(b.state), b.ip, h('span', { className: 'mono' }, b.mac), l ? h('a', { href: '#/leases/' + enc(l.id) }, l.id) : '—', l ? l.tenantId : '—'],
+          cells: [h('a', { href: '#/boards/' + enc(b.id) }, b.id), b.model, b.arch, badge(b.state), b.ip, h('span', { className: 'mono' }, b.mac), l ? h('a', { href: '#/leases/' + enc(l.id) }, l.id) : '—', l ? l.tenantId : '—', role(b)],
         };
       }), { id: 'board-table', empty: 'No boards enrolled: see Discovered.' }));
     } catch (err) {
@@ -81,7 +88,7 @@ export function boardView(ctx, id) {
       const [b, evs] = await Promise.all([api('GET', '/boards/' + enc(id)), api('GET', `/boards/${enc(id)}/events`)]);
       board = b;
       stateBtn.textContent = b.state === 'maintenance' ? 'Make available…' : 'Maintenance…';
-      fill(meta, dl([['State', h('span', {}, badge(b.state), b.stateReason ? ' ' + b.stateReason : '')], ['Model', b.model], ['Arch', b.arch], ['MAC', b.mac], ['IP', b.ip], ['Image', b.image], ['Serial', b.serial], ['Port', b.port], ['Power', b.power && b.power.driver], ['Enrolled', when(b.createdAt)]]));
+      fill(meta, dl([['State', h('span', {}, badge(b.state), b.stateReason ? ' ' + b.stateReason : '')], ['Model', b.model], ['Arch', b.arch], ['MAC', b.mac], ['IP', b.ip], ['Image', b.image], ['Serial', b.serial], ['Port', b.port], ['Power', b.power && b.power.driver], ['Role', role(b)], ['Enrolled', when(b.createdAt)]]));
       fill(timeline, evs.length ? evs.slice().reverse().map(eventLine) : h('li', { className: 'muted' }, 'no events yet: power the board on and its DHCP and TFTP requests show here'));
     } catch (err) {
       if (err.status === 404) fill(meta, h('p', { className: 'error' }, 'No such board.'));
