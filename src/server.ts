@@ -42,6 +42,7 @@ import { sshGatewayRoute } from './gateway/route.js';
 import { EngineCa } from './engine-ca/index.js';
 import { BootEngineTls, KeepReady, SharedBoards } from './shared-boards/index.js';
 import { sharedBoardRoutes } from './api/routes/shared-boards.js';
+import { SYSTEM_TENANT } from './store/schema.js';
 
 export interface RunningServer {
   config: Config;
@@ -77,6 +78,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
   let lab: Lab | undefined;
   try {
     await claimController(config, store, stateFile);
+    // The controller's own tenant holds shared boards' engine leases; a tenant of that name from before
+    // would be able to act on them through the API.
+    if (store.state.tenants.some((t) => t.id === SYSTEM_TENANT)) throw new Error(`the state holds a tenant named ${SYSTEM_TENANT}, the controller's own tenant: rename or remove it in ${stateFile} first`);
 
     // Images, boards, their events and consoles.
     const images = new ImageCatalog([{ dir: join(dataDir, 'images') }, { dir: config.imagesDir, sub: 'build' }]);

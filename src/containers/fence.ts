@@ -75,7 +75,8 @@ async function ensureProbeNetwork(host: ContainerHost): Promise<void> {
  * unchecked one for `retryMs` only, so an operator's fix (or an engine back from a blip) counts soon.
  */
 export class FenceChecks {
-  private readonly cache = new Map<string, { at: number; state: Promise<FenceState>; fenced?: boolean }>();
+  /** By board id; `host` is the engine it was probed through: a board that left the pool and came back (a new boot) is probed again. */
+  private readonly cache = new Map<string, { host: ContainerHost; at: number; state: Promise<FenceState>; fenced?: boolean }>();
 
   constructor(
     private readonly images: ContainerImageSource[],
@@ -90,8 +91,8 @@ export class FenceChecks {
 
   of(host: ContainerHost): Promise<FenceState> {
     const hit = this.cache.get(host.id);
-    if (hit && (hit.fenced === undefined || Date.now() - hit.at < (hit.fenced ? this.maxAgeMs : this.retryMs))) return hit.state;
-    const entry: { at: number; state: Promise<FenceState>; fenced?: boolean } = { at: Date.now(), state: Promise.resolve(null as never) };
+    if (hit && hit.host === host && (hit.fenced === undefined || Date.now() - hit.at < (hit.fenced ? this.maxAgeMs : this.retryMs))) return hit.state;
+    const entry: { host: ContainerHost; at: number; state: Promise<FenceState>; fenced?: boolean } = { host, at: Date.now(), state: Promise.resolve(null as never) };
     entry.state = probeFence(host, this.images, this.targets)
       .catch((err: Error) => ({ fenced: false, reached: [], error: err.message, checkedAt: new Date().toISOString() }))
       .then((st) => {

@@ -272,6 +272,7 @@ export class LeaseService {
 
   async reimage(p: Principal, id: string, image?: string): Promise<{ lease: Lease; job: Job }> {
     const lease = authz.lease(this.d.store, p, id);
+    refuseEngineLease(lease, 'reimaged');
     const img = image ? await this.d.images.get(image) : null;
     if (image && !img) throw new BadRequestError(`image: unknown image "${image}"`);
     const board = img && lease.kind === 'board' ? this.d.store.state.boards.find((b) => b.id === lease.boardId) : undefined;
@@ -289,6 +290,7 @@ export class LeaseService {
 
   async release(p: Principal | 'system', id: string, reason = 'released by tenant'): Promise<{ lease: Lease; job: Job }> {
     const lease = p === 'system' ? this.d.store.state.leases.find((l) => l.id === id)! : authz.lease(this.d.store, p, id);
+    if (p !== 'system') refuseEngineLease(lease, 'released');
     if (lease.state === 'released') throw new ConflictError(`lease ${id} is already released`);
     // Failover is recreating its container elsewhere: a release now would race the new container.
     if (lease.state === 'migrating') throw new ConflictError(`lease ${id} is migrating to another shared board; release it once it is active (or error)`);
@@ -818,6 +820,16 @@ function powerAction(job: Job): PowerAction {
   const a = job.params.action;
   if (a !== 'on' && a !== 'off' && a !== 'cycle') throw new Error(`power job ${job.id} has no valid action (params.action: ${JSON.stringify(a)})`);
   return a;
+}
+
+/**
+ * A shared board's engine lease changes only through the board's role (src/shared-boards), which first
+ * checks that no container runs there: not through the lease API, not even an admin's.
+ */
+function refuseEngineLease(lease: Lease, what: string): void {
+  if (lease.purpose === 'engine') {
+    throw new ConflictError(`lease ${lease.id} is shared board ${lease.boardId}'s engine: it is ${what} only by giving the board back (dozen boards set ${lease.boardId} --role whole)`);
+  }
 }
 
 /** A lease as the API shows it: CHAP secrets stay on the server. */

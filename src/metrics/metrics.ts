@@ -12,7 +12,7 @@ export interface MetricSources {
   consoleViewers(): number;
   /** Docker engines in the container pool (configured, and shared boards' once registered), with their health. */
   engines?(): ReadonlyArray<{ id: string; health: string; markedDown: boolean }>;
-  /** Shared boards and their engine's state (src/shared-boards: provisioning, waiting, ready, failed, none). */
+  /** Shared boards and their engine's state (src/shared-boards: provisioning, waiting, ready, down, failed, none). */
   sharedBoards?(): ReadonlyArray<{ engine: string }>;
 }
 
@@ -82,7 +82,7 @@ export function createMetrics(sources: MetricSources): Metrics {
     name: 'dozen_shared_boards', help: "Shared boards, by their engine's state", labelNames: ['engine'], registers: [registry],
     collect() {
       this.reset();
-      for (const engine of ['provisioning', 'waiting', 'ready', 'failed', 'none']) this.set({ engine }, 0);
+      for (const engine of ['provisioning', 'waiting', 'ready', 'down', 'failed', 'none']) this.set({ engine }, 0);
       for (const b of sources.sharedBoards?.() ?? []) this.inc({ engine: b.engine });
     },
   });

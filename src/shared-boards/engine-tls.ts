@@ -2,12 +2,14 @@
  * The engine's TLS material as a shared board's boot fetches it from the metadata service
  * (images/docker-host: docker-ca.pem, docker-server.pem, docker-server-key.pem).
  *
- * Why the key is handed out once per boot: tenants' containers on that board can read /proc/cmdline
- * (not namespaced), which holds the metadata URL and its boot token, and their traffic may leave from
- * the board's own address, which is all the metadata service checks. The board fetches the key before
- * dockerd starts, so before any container exists; after that first fetch, and for good once the
- * controller has reached the engine with it, the key is gone from the service. A boot that lost the key
- * on the way gets a new one by booting again (a new boot token).
+ * Why the key is handed out once, and only while the engine lease is provisioning: tenants' containers on
+ * that board can read /proc/cmdline (not namespaced), which holds the metadata URL and its boot token,
+ * and their traffic may leave from the board's own address, which is all the metadata service checks
+ * (the image's fence drops it too). The board fetches the key before dockerd starts and before it phones
+ * home, so before any container exists and before the lease is active; after that first fetch, and for
+ * good once the controller has reached the engine with it, the key is gone from the service. A later
+ * boot of the active engine keeps the key it has. A first boot that lost the key on the way needs the
+ * board given back and shared again.
  */
 import type { EngineCa, EngineTls } from '../engine-ca/index.js';
 import type { Lease } from '../store/schema.js';
@@ -50,7 +52,9 @@ export class BootEngineTls {
     }
     if (!b.tls) return undefined;
     if (name === 'docker-server.pem') return (await b.tls).cert;
-    if (b.keyServed) return undefined;
+    // Only before the lease is active: the image fetches the key before it phones home (which ends the
+    // provision job), so a later boot of an active engine (a power cycle) keeps the key it has.
+    if (b.keyServed || lease.state !== 'provisioning') return undefined;
     b.keyServed = true; // before the await: two requests at once get it once
     try {
       return (await b.tls).key;

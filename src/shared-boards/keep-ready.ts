@@ -1,15 +1,16 @@
 /**
- * The keep-ready policy (containers.shared.keep): at least K shared boards exist, taken from the
- * available whole boards that can run the engine image; a board the policy took goes back to the
- * whole-board pool once there are more than K and it has run no container for idleMs. Boards an operator
- * made shared are theirs: the policy counts them but never gives them back.
+ * The keep-ready policy (containers.shared.keep): at least K shared boards with a working engine
+ * (provisioning, waiting for /_ping or ready) exist, taken from the available whole boards that can run
+ * the engine image; a board the policy took goes back to the whole-board pool once there are more than K
+ * and it has run no container for idleMs, or at once when its engine failed. Boards an operator made
+ * shared are theirs: the policy counts them but never gives them back.
  */
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import type { SharedBoards } from './shared-boards.js';
 
 export interface KeepReadyOptions {
-  shared: Pick<SharedBoards, 'setRole'>;
+  shared: Pick<SharedBoards, 'setRole' | 'status'>;
   store: Store;
   log: Logger;
   /** K: shared boards to keep. 0: the policy does nothing. */
@@ -54,7 +55,20 @@ export class KeepReady {
     const busy = new Set(s.leases.filter((l) => l.kind === 'container' && l.state !== 'released' && l.container).map((l) => l.container!.hostId));
     const shared = s.boards.filter((b) => b.role === 'shared');
     for (const b of shared) if (b.sharedBy === 'policy' && (busy.has(b.id) || !this.lastBusy.has(b.id))) this.lastBusy.set(b.id, now);
-    let count = shared.length;
+    // A shared board whose engine failed (or has none) is no shared board for K: the policy gives its own
+    // back, and does not take it again for a while.
+    const failed = (id: string) => ['failed', 'none'].includes(this.o.shared.status(id)?.engine ?? 'none');
+    for (const b of shared.filter((x) => x.sharedBy === 'policy' && failed(x.id) && !busy.has(x.id))) {
+      try {
+        await this.o.shared.setRole(b.id, 'whole', 'policy');
+        this.lastBusy.delete(b.id);
+        this.unfit.set(b.id, now + 10 * 60_000);
+        done.push(`${b.id}: given back (its engine failed)`);
+      } catch (err) {
+        this.o.log.warn({ board: b.id, err: (err as Error).message }, 'keep-ready: could not give a failed shared board back');
+      }
+    }
+    let count = shared.filter((b) => !failed(b.id)).length;
 
     for (const b of [...s.boards].filter((x) => x.state === 'available' && x.role !== 'shared').sort((x, y) => x.id.localeCompare(y.id))) {
       if (count >= this.o.keep) break;
@@ -70,7 +84,7 @@ export class KeepReady {
       }
     }
 
-    const idle = shared.filter((b) => b.sharedBy === 'policy' && !busy.has(b.id) && now - (this.lastBusy.get(b.id) ?? now) >= this.o.idleMs).sort((x, y) => x.id.localeCompare(y.id));
+    const idle = shared.filter((b) => b.sharedBy === 'policy' && !failed(b.id) && !busy.has(b.id) && now - (this.lastBusy.get(b.id) ?? now) >= this.o.idleMs).sort((x, y) => x.id.localeCompare(y.id));
     for (const b of idle) {
       if (count <= this.o.keep) break;
       try {

@@ -13,6 +13,7 @@ import type { ContainerPool } from '../containers/pool.js';
 import type { BoardEvents } from '../inventory/events.js';
 import type { Bus, BusEvent } from '../leases/bus.js';
 import type { Logger } from '../log.js';
+import { publicLease } from '../leases/service.js';
 import { SYSTEM_TENANT, type Board, type Job, type Lease } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import { ConflictError, NotFoundError } from '../util/errors.js';
@@ -50,8 +51,8 @@ export interface SharedBoardsOptions {
 /** What `dozen boards ls` and the UI show of a shared board. */
 export interface SharedBoardStatus {
   engineLease?: string;
-  /** waiting: the lease runs but the engine has not answered yet; ready: in the pool; failed: it never answered. */
-  engine: 'provisioning' | 'waiting' | 'ready' | 'failed' | 'none';
+  /** waiting: the lease runs but the engine has not answered yet; ready: in the pool; down: in the pool but failing health checks or drained; failed: it never answered. */
+  engine: 'provisioning' | 'waiting' | 'ready' | 'down' | 'failed' | 'none';
   reason?: string;
 }
 
@@ -95,7 +96,10 @@ export class SharedBoards {
     const board = this.board(boardId);
     const engine = this.engineLease(boardId);
     if (role === 'shared') {
-      if (engine) return { board, lease: engine }; // already shared: nothing to do
+      if (engine?.state === 'releasing') throw new ConflictError(`board ${boardId} is being given back (engine lease ${engine.id} releasing): try again once it is available`);
+      if (engine) return { board, lease: publicLease(engine) }; // already shared: nothing to do
+      // An engine this service did not register under the board's id: a configured host (containers.hosts).
+      if (this.o.pool.has(boardId)) throw new ConflictError(`board ${boardId}: a configured container host (containers.hosts) has that id; rename one of them`);
       const { lease, job } = await this.o.leases().holdForEngine(boardId, this.o.image, by);
       this.o.events.add(boardId, { type: 'state', message: `shared board (${by}): engine lease ${lease.id} (${this.o.image})` });
       return { board: this.board(boardId), lease, job };
@@ -128,11 +132,16 @@ export class SharedBoards {
     const lease = this.engineLease(boardId);
     if (!lease) return { engine: 'none' };
     const base = { engineLease: lease.id };
-    if (this.o.pool.has(boardId)) return { ...base, engine: 'ready' };
+    if (this.o.pool.has(boardId)) {
+      const h = this.o.pool.state(boardId);
+      // In the pool: ready, or down (failing health checks, or marked down: drained) with the reason.
+      return h.health === 'down' || h.markedDown ? { ...base, engine: 'down', ...(h.reason ? { reason: h.reason } : {}) } : { ...base, engine: 'ready' };
+    }
+    if (lease.state === 'error') return { ...base, engine: 'failed', ...(lease.stateReason ? { reason: lease.stateReason } : {}) };
     if (this.waiting.has(boardId)) return { ...base, engine: 'waiting' };
     const why = this.failed.get(boardId);
     if (why) return { ...base, engine: 'failed', reason: why };
-    return { ...base, engine: lease.state === 'active' ? 'waiting' : 'provisioning', ...(lease.stateReason ? { reason: lease.stateReason } : {}) };
+    return { ...base, engine: lease.state === 'active' ? 'waiting' : 'provisioning' };
   }
 
   private onBus(ev: BusEvent): void {
@@ -202,8 +211,18 @@ export class SharedBoards {
       this.waiting.delete(boardId);
     }
     const lease = this.engineLease(boardId, true);
-    if (lease) this.o.tls.forget(lease.id);
-    if (this.o.pool.remove(boardId)) this.o.log.info({ board: boardId }, `shared board: engine left the pool (${why})`);
+    if (lease?.state === 'released') this.o.tls.forget(lease.id);
+    if (!this.o.pool.has(boardId)) return;
+    // Containers still recorded there: the engine is marked down, so failover (if on) moves them and
+    // placement passes it over; it leaves the pool once none remain (setRole whole checks that).
+    const held = this.o.store.state.leases.some((l) => l.kind === 'container' && l.state !== 'released' && l.container?.hostId === boardId);
+    if (held) {
+      this.o.pool.markDown(boardId, `engine lease ${why}`);
+      this.o.log.warn({ board: boardId }, `shared board: engine marked down, containers still recorded there (${why})`);
+      return;
+    }
+    this.o.pool.remove(boardId);
+    this.o.log.info({ board: boardId }, `shared board: engine left the pool (${why})`);
   }
 
   /** The board's engine as the pool drives it: its reserved address, Docker's TLS port, the controller's client certificate. */

@@ -44,7 +44,7 @@ const HOLDS_DISK: Array<Lease['state']> = ['provisioning', 'active', 'reimaging'
 /** A lease's data disk is `<lease id>-data` in the store (lease ids, `l-<10 hex>`, never end so). */
 const DATA_DISK_SUFFIX = '-data';
 /** The size of a re-made data disk when none is configured: sparse, so it costs only what is written. */
-export const DEFAULT_DATA_DISK_BYTES = 16 * 1024 ** 3;
+export const DEFAULT_DATA_DISK_BYTES = 8 * 1024 ** 3; // as containers.shared.dataDiskMb's default
 
 /** The store id of a lease's data disk (LUN 2). */
 export function dataDiskId(leaseId: string): string {
@@ -182,6 +182,9 @@ export class IscsiBoardStorage implements BoardStorage {
       `iscsi_password=${rec.chapSecret}`,
       ...(rec.targetUser && rec.targetSecret ? [`iscsi_in_username=${rec.targetUser}`, `iscsi_in_password=${rec.targetSecret}`] : []),
     ];
+    // A data disk (LUN 2) is named by the path udev gives it: the image takes that disk and no other
+    // (images/docker-host's dozen-docker-disk), never a look-alike on the board's own storage.
+    if (rec.dataDisk) args.push(`dozen.docker_disk=/dev/disk/by-path/ip-${ip}:${port}-iscsi-${rec.iqn}-lun-2`);
     // An image that names its root itself (root=UUID=... in its cmdline) keeps it; else the LUN's disk.
     if (!/(^|\s)root=/.test(image.manifest.cmdline)) args.push('root=/dev/sda', 'rw');
     return args.join(' ');

@@ -22,7 +22,7 @@ import { requireTools } from '../helpers/tools.js';
 import { until } from '../helpers/until.js';
 import { freeControlPort, freePort } from '../storage/tgt-fixture.js';
 
-const BOOT_IP = '10.86.0.1';
+const BOOT_IP = '10.94.0.1';
 /** From the role change: clone, U-Boot, TFTP, the armmp kernel, iSCSI login, systemd, the data disk's mkfs, dockerd, all emulated (TCG). */
 const READY_TIMEOUT_MS = 600_000;
 
@@ -66,7 +66,7 @@ beforeAll(async () => {
       dataDir: join(work, 'data'),
       api: '127.0.0.1:0',
       bootIp: BOOT_IP,
-      subnet: '10.86.0.0/24',
+      subnet: '10.94.0.0/24',
       metadata: { port: metadataPort },
       gateway: { listen: '127.0.0.1:0' },
       lab: { enabled: true, boards: 1, netns: `dzs-${randomBytes(3).toString('hex')}`, powerOn: false },

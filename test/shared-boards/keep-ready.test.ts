@@ -21,9 +21,11 @@ let clock = 1_000_000;
 const IDLE = 60_000;
 
 const roles = () => Object.fromEntries(h.store.state.boards.map((b) => [b.id, b.role ? `${b.role}/${b.sharedBy}` : 'whole']));
-/** The engine leases' jobs (they fail: nothing boots here) and any release, ended. */
-const settleAll = async () => {
+/** The engine leases' jobs and any release, ended. Nothing boots here, so an engine job fails: `booted`
+ * then stands for the boot that did not happen (the lease active, its engine waiting for /_ping). */
+const settleAll = async (booted = true) => {
   for (const j of h.store.state.jobs.filter((x) => x.state === 'running')) await h.leases.settle(j.id);
+  if (booted) await h.store.update((s) => void s.leases.filter((l) => l.purpose === 'engine' && l.state === 'error').forEach((l) => (l.state = 'active')));
 };
 
 beforeAll(async () => {
@@ -42,7 +44,7 @@ afterAll(async () => {
   await h?.close();
 });
 
-it('takes boards until K are shared, gives back only its own, and only after idleMs without containers', async () => {
+it('takes boards until K are shared, gives back only its own, after idleMs without containers or at once when its engine failed', async () => {
   const policy = new KeepReady({ shared, store: h.store, log, keep: 2, idleMs: IDLE, now: () => clock });
   // kr-1 is in maintenance: passed over.
   await h.store.update((s) => void (s.boards.find((b) => b.id === 'kr-1')!.state = 'maintenance'));
@@ -74,11 +76,19 @@ it('takes boards until K are shared, gives back only its own, and only after idl
   expect(await policy.tick()).toEqual([]);
   expect(roles()['kr-2']).toBe('shared/policy');
 
-  // K = 0 and kr-2 idle long enough: the policy gives its own back; the operator's stays.
-  const none = new KeepReady({ shared, store: h.store, log, keep: 0, idleMs: IDLE, now: () => clock });
-  expect(await none.tick()).toEqual([]); // first sight of kr-2 for this policy: its idle time starts now
-  clock += IDLE;
-  expect(await none.tick()).toEqual(['kr-2: given back (idle, keep 0)']);
+  // An engine that failed is no shared board for K: the policy gives its own back at once (busy or idle
+  // time aside) and takes another; kr-3, given back above, is the free one.
+  const fresh = new KeepReady({ shared, store: h.store, log, keep: 2, idleMs: IDLE, now: () => clock });
+  await h.store.update((s) => void (s.leases.find((l) => l.purpose === 'engine' && l.boardId === 'kr-2' && l.state === 'active')!.state = 'error'));
+  expect(shared.status('kr-2')!.engine).toBe('failed');
+  expect(await fresh.tick()).toEqual(['kr-2: given back (its engine failed)', 'kr-3: made shared (keep 2)']);
+  await settleAll();
+  expect(roles()).toEqual({ 'kr-1': 'whole', 'kr-2': 'whole', 'kr-3': 'shared/policy', 'kr-4': 'shared/operator' });
+  // kr-3's engine fails too: given back, and nothing taken: kr-1 is in maintenance, and kr-2 and kr-3,
+  // whose engines failed, are not taken again for a while.
+  await h.store.update((s) => void (s.leases.find((l) => l.purpose === 'engine' && l.boardId === 'kr-3' && l.state === 'active')!.state = 'error'));
+  expect(await fresh.tick()).toEqual(['kr-3: given back (its engine failed)']);
   await settleAll();
   expect(roles()).toEqual({ 'kr-1': 'whole', 'kr-2': 'whole', 'kr-3': 'whole', 'kr-4': 'shared/operator' });
+  expect(await fresh.tick()).toEqual([]);
 });

@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/api/app.js';
 import { sharedBoardRoutes } from '../../src/api/routes/shared-boards.js';
 import { ContainerPool } from '../../src/containers/pool.js';
+import { containerHost } from '../../src/containers/hosts.js';
 import { EngineCa } from '../../src/engine-ca/index.js';
 import { ImageImporter } from '../../src/images/import.js';
 import { metadataApp, newBootToken } from '../../src/leases/metadata.js';
@@ -87,15 +88,25 @@ describe('making a board shared', () => {
     expect(r.body.board).toMatchObject({ id: 'sb-1', role: 'shared', state: 'provisioning' });
     expect(r.body.lease).toMatchObject({ tenantId: SYSTEM_TENANT, kind: 'board', boardId: 'sb-1', purpose: 'engine', image: 'test', sshKeys: [] });
     expect(r.body.job.kind).toBe('provision');
-    // idempotent: asking again returns the same lease
+    // idempotent: asking again returns the same lease, as the API shows leases (no boot token, no secret)
     const again = await api('POST', '/boards/sb-1/role', { role: 'shared' });
     expect(again.body.lease.id).toBe(r.body.lease.id);
+    await h.leases.settle(r.body.job.id);
+    const stored = h.store.state.leases.find((l) => l.id === r.body.lease.id)!;
+    expect(stored.bootToken).toBeTruthy();
+    const shown = JSON.stringify((await api('POST', '/boards/sb-1/role', { role: 'shared' })).body);
+    expect(shown).not.toContain(stored.bootToken!);
+    expect(shown).not.toContain('bootToken');
+    // The engine lease changes only through the board's role: not even the admin reimages or releases it.
+    const del = await api('DELETE', `/leases/${r.body.lease.id}`);
+    expect(del.status).toBe(409);
+    expect(del.body.error).toMatch(/shared board sb-1's engine: it is released only by giving the board back/);
+    expect((await api('POST', `/leases/${r.body.lease.id}/reimage`, {})).status).toBe(409);
     // the admin's board list shows the role and the engine's state
     const listed = (await api('GET', '/boards')).body.find((b: { id: string }) => b.id === 'sb-1');
     expect(listed.role).toBe('shared');
     expect(listed.engine.engineLease).toBe(r.body.lease.id);
     // A tenant asking for that very board: refused with the reason, even once the engine job has ended.
-    await h.leases.settle(r.body.job.id);
     await h.store.update((s) => void (s.boards.find((b) => b.id === 'sb-1')!.state = 'available'));
     const t = await api('POST', '/leases', { image: 'test', board: 'sb-1', sshKeys: [KEY] }, tenant);
     expect(t.status).toBe(409);
@@ -112,6 +123,12 @@ describe('making a board shared', () => {
     expect(JSON.stringify(sys.body)).toMatch(/controller's own tenant/);
     expect((await api('POST', '/boards/sb-2/role', { role: 'bogus' })).status).toBe(400);
     expect((await api('POST', '/boards/nope/role', { role: 'shared' })).status).toBe(404);
+    // A configured container host (containers.hosts) with the board's id: refused, never confused with it.
+    pool.add(containerHost({ id: 'sb-2', socketPath: '/nonexistent/docker.sock' }));
+    const clash = await api('POST', '/boards/sb-2/role', { role: 'shared' });
+    expect(clash.status).toBe(409);
+    expect(clash.body.error).toMatch(/a configured container host/);
+    pool.remove('sb-2');
     await h.store.update((s) => void (s.boards.find((b) => b.id === 'sb-2')!.state = 'maintenance'));
     const busy = await api('POST', '/boards/sb-2/role', { role: 'shared' });
     expect(busy.status).toBe(409);
@@ -166,7 +183,7 @@ describe('the engine’s TLS material from the metadata service', () => {
     image: 'test',
     sshKeys: [],
     hostname: 'sb-4',
-    state: 'active',
+    state: 'provisioning', // the key is only for a first boot, before the lease is active
     createdAt: new Date().toISOString(),
     purpose: 'engine',
     bootToken: newBootToken(),
@@ -215,6 +232,14 @@ describe('the engine’s TLS material from the metadata service', () => {
     const l = await add(lease({}));
     tls.spend(l);
     expect((await files(l)).map((r) => r.status)).toEqual([200, 404, 404]);
+  });
+
+  it('hands out no key to a boot of an active engine (a power cycle keeps the key it has)', async () => {
+    const l = await add(lease({ state: 'active' }));
+    expect((await files(l)).map((r) => r.status)).toEqual([200, 200, 404]);
+    // the same lease while still provisioning (a first boot) would have had it
+    await h.store.update((s) => void (s.leases.find((x) => x.id === l.id)!.state = 'provisioning'));
+    expect((await files(l)).map((r) => r.status)).toEqual([200, 200, 200]);
   });
 
   it('serves nothing of it for a tenant’s lease, a lease merely marked engine, another address or no token', async () => {
@@ -268,6 +293,13 @@ describe('registration', () => {
     expect((await pool.check(['sb-2']))[0]!.health).toBe('up');
     // the key of that boot is no longer handed out
     expect(await tls.file(l, 'docker-server-key.pem', ip)).toBeUndefined();
+    // A restarted server puts the registered engine back in its pool at once, before anything else runs,
+    // and the engine answers through it.
+    const pool2 = new ContainerPool([]);
+    const again = new SharedBoards({ store: h.store, leases: () => h.leases, pool: pool2, ca: async () => ca, tls: new BootEngineTls(async () => ca), bus: h.bus, events: h.events, log, image: 'test', readyTimeoutMs: 1000 });
+    expect(await again.restore()).toEqual([`shared board sb-2: engine of lease ${l.id} back in the pool`]);
+    expect((await pool2.check(['sb-2']))[0]!.health).toBe('up');
+    expect(await again.restore()).toEqual([]); // once
     // A container lease being placed (no board recorded yet) could be landing here: no giving back now.
     await h.store.update((s) => void s.leases.push({ id: 'l-c0ffee0003', tenantId: 'alice', kind: 'container', image: 'x', sshKeys: [], hostname: 'c', state: 'provisioning', createdAt: new Date().toISOString() }));
     const placing = await api('POST', '/boards/sb-2/role', { role: 'whole' });
@@ -275,6 +307,12 @@ describe('registration', () => {
     expect(placing.body.error).toMatch(/l-c0ffee0003 are being placed/);
     expect(pool.has('sb-2')).toBe(true);
     await h.store.update((s) => void (s.leases.find((l) => l.id === 'l-c0ffee0003')!.state = 'released'));
+    // The engine lease fails while a container is recorded there: marked down (failover moves it), not dropped.
+    await h.store.update((s) => void s.leases.push({ id: 'l-c0ffee0004', tenantId: 'alice', kind: 'container', image: 'x', sshKeys: [], hostname: 'c', state: 'active', createdAt: new Date().toISOString(), container: { hostId: 'sb-2', containerId: 'c4', memoryMb: 64, cpus: 1 } }));
+    h.bus.publish({ type: 'lease', tenantId: SYSTEM_TENANT, data: { ...l, state: 'error' } });
+    expect(pool.has('sb-2')).toBe(true);
+    expect(pool.state('sb-2').markedDown).toBe(true);
+    await h.store.update((s) => void (s.leases.find((x) => x.id === 'l-c0ffee0004')!.state = 'released'));
     // the lease ends: the engine leaves the pool
     await h.store.update((s) => void (s.leases.find((x) => x.id === l.id)!.state = 'released'));
     h.bus.publish({ type: 'lease', tenantId: SYSTEM_TENANT, data: { ...l, state: 'released' } });

@@ -338,6 +338,8 @@ describe('a data disk per lease (LUN 2)', () => {
     expect(lunBytes(dd, 1)).toBe(32 * 1024 * 1024);
     expect(lunBytes(dd, 2)).toBe(DATA);
     expect(lunBytes(dd, 3)).toEqual(expect.any(String)); // nothing more
+    // The board's OS is told which disk is the data disk: LUN 2 by the path udev gives it, nothing else.
+    expect(storage.kernelArgs(rec, image)).toContain(` dozen.docker_disk=/dev/disk/by-path/ip-${rec.portal}-iscsi-${rec.iqn}-lun-2`);
     // A data disk is no user of an image.
     const users = await storage.imageInUse('test');
     expect(users).toContain('l-data');
@@ -356,6 +358,7 @@ describe('a data disk per lease (LUN 2)', () => {
     expect((await exporter.list()).find((t) => t.iqn === one.iscsi!.iqn)).toMatchObject({ disk: one.iscsi!.disk, dataDisk: undefined });
     expect(lunBytes(one, 1)).toBe(32 * 1024 * 1024);
     expect(lunBytes(one, 2)).toEqual(expect.any(String));
+    expect(storage.kernelArgs(one.iscsi!, image)).not.toContain('dozen.docker_disk');
   });
 
   it('a failed attach removes the disks it made, and only those', async () => {
