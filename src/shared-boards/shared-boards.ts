@@ -104,6 +104,7 @@ export class SharedBoards {
       this.o.events.add(boardId, { type: 'state', message: `shared board (${by}): engine lease ${lease.id} (${this.o.image})` });
       return { board: this.board(boardId), lease, job };
     }
+    if (board.role !== 'shared' && !engine) return { board }; // already whole (and a configured host of that id is not ours to drop)
     const containers = this.o.store.state.leases.filter((l) => l.kind === 'container' && l.state !== 'released');
     const running = containers.filter((l) => l.container?.hostId === boardId);
     if (running.length) {

@@ -144,6 +144,11 @@ describe('docker-host image (images/docker-host): debian-12 + Docker, armv7 + ar
       const wants = debugfs(disk, 'ls -l /etc/systemd/system/multi-user.target.wants');
       for (const u of ['docker.service', 'containerd.service', 'dozen-docker-tls.service', 'dozen-docker-fence.service', 'dozen-firstboot.service']) expect(wants, u).toContain(u);
       expect(debugfs(disk, 'cat /etc/systemd/system/var-lib-docker.mount')).toMatch(/^What=\/dev\/disk\/by-label\/dozen-docker$/m);
+      // The key is fetched before the phone-home that makes the controller's engine lease active (the
+      // metadata service hands it out only while the lease is provisioning).
+      expect(debugfs(disk, 'cat /etc/systemd/system/dozen-docker-tls.service')).toMatch(/^Before=docker\.service dozen-firstboot\.service$/m);
+      // A labelled file system on the board's own storage (a former tenant's plant) is refused, not mounted.
+      expect(debugfs(disk, 'cat /usr/local/sbin/dozen-docker-disk')).toMatch(/remote "\$found" \|\| \{ log "\$found is the board's own storage/);
       for (const s of ['dozen-docker-disk', 'dozen-docker-tls', 'dozen-docker-fence']) expect(debugfs(disk, `stat /usr/local/sbin/${s}`), s).toMatch(/Mode:\s+0755/);
       // Empty: the TLS material comes per lease, the data-root is the data disk's mount point.
       expect(entries(disk, '/etc/docker/tls')).toEqual(['.', '..']);
@@ -402,6 +407,9 @@ describe('docker-host image (images/docker-host): debian-12 + Docker, armv7 + ar
       const fenced = await probe();
       expect(fenced).toMatch(/10\.0\.2\.100:80 rc=1$/m);
       expect(fenced).toMatch(/10\.0\.2\.15:2376 rc=1$/m);
+      // IPv6 too: everything from a container bridge to the board or forwarded is dropped.
+      const v6 = ssh('ip6tables -w -S DOZEN-FENCE6; ip6tables -w -S INPUT; ip6tables -w -S FORWARD').stdout;
+      for (const rule of ['-A DOZEN-FENCE6 -i docker0 -j DROP', '-A DOZEN-FENCE6 -i br-+ -j DROP', '-A INPUT -j DOZEN-FENCE6', '-A FORWARD -j DOZEN-FENCE6']) expect(v6, rule).toContain(rule);
       expect(ssh('journalctl -b -u dozen-docker-fence --no-pager -o cat').stdout).toMatch(/containers fenced off the boot network \(10\.0\.2\.15\/24 via \S+, metadata 10\.0\.2\.100\)/);
       // The same probe with the fence's rules emptied reaches both: the probe can tell.
       expect(ssh('iptables -w -F DOCKER-USER && iptables -w -F DOZEN-FENCE-IN').status).toBe(0);

@@ -128,6 +128,9 @@ describe('making a board shared', () => {
     const clash = await api('POST', '/boards/sb-2/role', { role: 'shared' });
     expect(clash.status).toBe(409);
     expect(clash.body.error).toMatch(/a configured container host/);
+    // and "whole" for a board that is whole leaves that configured host alone
+    expect((await api('POST', '/boards/sb-2/role', { role: 'whole' })).status).toBe(200);
+    expect(pool.has('sb-2')).toBe(true);
     pool.remove('sb-2');
     await h.store.update((s) => void (s.boards.find((b) => b.id === 'sb-2')!.state = 'maintenance'));
     const busy = await api('POST', '/boards/sb-2/role', { role: 'shared' });
