@@ -194,10 +194,7 @@ export class LeaseService {
       const { consolePasswordHash: _unused, ...noPassword } = base as typeof base & { consolePasswordHash?: string };
       const lease: Lease = { ...noPassword, kind: 'container', image: containerImage! };
       const job = newJob('provision', id, tenantId, jobSteps('container', 'provision'), { memoryMb: String(size.memoryMb), cpus: String(size.cpus) });
-      lease.jobId = job.id;
-      s.leases.push(lease);
-      s.jobs.push(job);
-      return { lease: structuredClone(lease), job: structuredClone(job) };
+      return recordNew(s, lease, job);
     });
     this.publishLease(lease);
     this.start(job.id);
@@ -238,10 +235,7 @@ export class LeaseService {
         purpose: 'engine',
       };
       const job = newJob('provision', id, SYSTEM_TENANT, jobSteps('board', 'provision'));
-      lease.jobId = job.id;
-      s.leases.push(lease);
-      s.jobs.push(job);
-      return { lease: structuredClone(lease), job: structuredClone(job) };
+      return recordNew(s, lease, job);
     });
     this.publishLease(lease);
     this.start(job.id);
@@ -830,6 +824,14 @@ function refuseEngineLease(lease: Lease, what: string): void {
   if (lease.purpose === 'engine') {
     throw new ConflictError(`lease ${lease.id} is shared board ${lease.boardId}'s engine: it is ${what} only by giving the board back (dozen boards set ${lease.boardId} --role whole)`);
   }
+}
+
+/** A new lease and its first job into the state (inside the allocating update); copies for the caller. */
+function recordNew(s: State, lease: Lease, job: Job): { lease: Lease; job: Job } {
+  lease.jobId = job.id;
+  s.leases.push(lease);
+  s.jobs.push(job);
+  return { lease: structuredClone(lease), job: structuredClone(job) };
 }
 
 /** A lease as the API shows it: CHAP secrets stay on the server. */
