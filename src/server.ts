@@ -18,7 +18,7 @@ import { TftpThread } from './boot/tftp/thread.js';
 import { HistoryLog } from './store/history.js';
 import type { Config } from './config.js';
 import { ConsoleSessions, type ConsoleWebSocket } from './console/index.js';
-import { createContainerBackend, watchFailover, type FailoverResult } from './containers/index.js';
+import { createContainerBackend, watchFailover, type ContainerBackend, type FailoverResult } from './containers/index.js';
 import { ContainerLeasePort, containerRecords, failoverOutcome } from './containers/lease-port.js';
 import { ImageCatalog } from './images/catalog.js';
 import { ImageImporter } from './images/import.js';
@@ -40,7 +40,7 @@ import { startSshGateway, type SshGateway } from './gateway/gateway.js';
 import { gatewayDeps } from './gateway/lease-view.js';
 import { sshGatewayRoute } from './gateway/route.js';
 import { EngineCa } from './engine-ca/index.js';
-import { BootEngineTls, KeepReady, SharedBoards } from './shared-boards/index.js';
+import { BoardDrains, BoardVolumes, BootEngineTls, KeepReady, SharedBoards } from './shared-boards/index.js';
 import { sharedBoardRoutes } from './api/routes/shared-boards.js';
 import { SYSTEM_TENANT } from './store/schema.js';
 
@@ -62,6 +62,8 @@ export interface RunningServer {
   apiUrl: string;
   gateway?: SshGateway;
   adminToken: string;
+  /** The container pool and its driver (shared boards' engines among them). */
+  containers: ContainerBackend;
   stop(opts?: { labDown?: boolean }): Promise<void>;
 }
 
@@ -126,7 +128,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
       log,
       image: config.containers.shared.image,
       readyTimeoutMs: config.containers.shared.readyTimeoutS * 1000,
+      warm: (host) => ct.driver.warm(host),
     });
+    // Persistent /data of container leases on shared boards: an iSCSI LUN each (shared-boards/board-volumes.ts).
+    if (storage) ct.driver.setVolumes(new BoardVolumes({ store, storage: storage.storage, images: ct.images, sizeBytes: config.containers.shared.volumeMb * 2 ** 20, log }));
+    const drains = new BoardDrains({ store, pool: ct.pool, mover: () => ct.driver, leases: () => leasesRef!, events, log });
     for (const line of await shared.restore()) log.info(`reconcile: ${line}`);
     for (const line of await containers.reconcile(store.state.leases)) log.info(`reconcile: ${line}`);
 
@@ -211,7 +217,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       network: () => net.health(),
     });
     let gateway: SshGateway | undefined; // started once the API listens, below
-    const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net }), ...sharedBoardRoutes({ shared }), ...detail, sshGatewayRoute(() => gateway)];
+    const extraRoutes = [...(storage ? storageRoutes({ disks: storage.store }) : []), ...networkRoutes({ network: net }), ...sharedBoardRoutes({ shared, drains }), ...detail, sshGatewayRoute(() => gateway)];
     const routers = [consoleWebRouter()];
     if (config.metrics.listen) {
       const [host, port] = splitHostPort(config.metrics.listen);
@@ -248,6 +254,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
       const onResult = (r: FailoverResult) => leases.recordFailover(failoverOutcome(r));
       const onStart = (recorded: Array<{ leaseId: string }>, down: { id: string }) => leases.beginFailover(recorded.map((r) => r.leaseId), down.id);
       watchFailover(ct.driver, { records: () => containerRecords(store.state.leases), onStart, onResult });
+      // Shared boards may have rebooted while the server was down: their leases' volumes are mounted again.
+      for (const b of store.state.boards.filter((x) => x.role === 'shared' && ct.pool.has(x.id))) {
+        void ct.driver.reattachVolumes(b.id, containerRecords(store.state.leases)).then(
+          (lines) => lines.forEach((line) => log.info(`reconcile: ${line}`)),
+          (err: unknown) => log.warn({ err, board: b.id }, 'reconcile: volumes not checked (they are when the board answers again)'),
+        );
+      }
     }
     keepReady.start(); // after resumed jobs: boards it takes are then really free
     cleanups.push(async () => keepReady.stop());
@@ -262,7 +275,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
         await net.stop().catch((err) => log.warn({ err }, 'network: removing the lab datapath failed'));
       }
     };
-    return { config, store, inventory, events, leases, bus, consoles, storage, images, lab, network: net, tftp, dhcp, http, apiUrl, gateway, adminToken: token, stop };
+    return { config, store, inventory, events, leases, bus, consoles, storage, images, lab, network: net, tftp, dhcp, http, apiUrl, gateway, adminToken: token, containers: ct, stop };
   } catch (err) {
     for (const c of cleanups.reverse()) await c().catch(() => {});
     if (lab?.created) await lab.down().catch(() => {}); // a lab made by this failed start goes with it

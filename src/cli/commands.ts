@@ -111,6 +111,28 @@ export function registerClientCommands(program: Command): void {
       if (o.role !== 'shared' && o.role !== 'whole') throw new Error(`--role: shared or whole, not ${JSON.stringify(o.role)}`);
       print(await (await client(o)).call('POST', `/boards/${id}/role`, { role: o.role }), o);
     });
+  common(boards.command('drain <id>').description("move every container lease off a shared board (each keeps its changes and /data), then mark it drained"))
+    .option('--no-wait', 'return once the drain has started')
+    .action(async (id: string, o: Common & { wait: boolean }) => {
+      const c = await client(o);
+      const started = await c.call('POST', `/boards/${id}/drain`);
+      if (!o.wait) return print(started, o);
+      let drain = started.drain;
+      while (drain?.state === 'running') {
+        await new Promise((r) => setTimeout(r, 1000));
+        drain = (await c.call('GET', `/boards/${id}/engine`)).drain;
+      }
+      if (o.json) print(drain, o);
+      const rows = [
+        ...drain.moved.map((m: Record<string, any>) => ({ lease: m.leaseId, to: m.to, downtime: `${(m.downtimeMs / 1000).toFixed(1)} s`, bytes: m.bytesMoved, error: '' })),
+        ...drain.failed.map((f: Record<string, any>) => ({ lease: f.leaseId, to: '', downtime: '', bytes: '', error: f.error })),
+      ];
+      if (!o.json) print(rows, { ...o, columns: ['lease', 'to', 'downtime', 'bytes', 'error'] });
+      if (drain.state !== 'done') throw new Error(`board ${id}: the drain ${drain.state}`);
+    });
+  common(boards.command('undrain <id>').description('put a drained shared board back in service')).action(async (id: string, o: Common) => {
+    print(await (await client(o)).call('POST', `/boards/${id}/undrain`), o);
+  });
   common(boards.command('add <id>').description('enroll a board'))
     .requiredOption('--mac <mac>')
     .requiredOption('--ip <ip>', 'reserved address on the boot network')

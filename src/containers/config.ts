@@ -39,6 +39,8 @@ export const containersConfigSchema = z.object({
       image: z.string().min(1).default('docker-host'),
       /** The second, blank LUN that becomes Docker's btrfs data-root (sparse: only written bytes use space). */
       dataDiskMb: z.number().int().min(512).default(8192),
+      /** Each container lease's persistent /data on a shared board: its own iSCSI LUN (sparse), ext4. */
+      volumeMb: z.number().int().min(16).default(1024),
       /** From the engine lease's active state to the engine answering /_ping over TLS. */
       readyTimeoutS: z.number().int().min(5).default(300),
       /** Keep this many shared boards (taking available whole boards); 0: only what operators make shared. */

@@ -2,6 +2,7 @@ import type Docker from 'dockerode';
 import type { DriverContext } from './context.js';
 import type { ContainerHost } from './host.js';
 import { LABEL, type ContainerLeaseSpec, type DiskQuota } from './types.js';
+import { DATA_PATH } from './volumes.js';
 
 export const MiB = 1024 * 1024;
 const SSH = '22/tcp';
@@ -18,12 +19,13 @@ export function containerBody(
   host: ContainerHost,
   spec: ContainerLeaseSpec,
   settings: Pick<DriverContext, 'outbound' | 'stopTimeoutS' | 'pidsLimit'>,
-  o: { network: string; sshPort: number | null; platform: string; disk: DiskQuota; quota: boolean },
+  o: { network: string; sshPort: number | null; platform: string; disk: DiskQuota; quota: boolean; data?: string | null; image?: string },
 ): Docker.ContainerCreateOptions {
   const bytes = spec.memoryMb * MiB;
   return {
     name: containerName(spec.leaseId),
-    Image: spec.image,
+    // The lease's image, or the committed image of a container moved here (migrate.ts); the spec keeps the lease's own.
+    Image: o.image ?? spec.image,
     Hostname: spec.hostname,
     // The console is the container's TTY, like a board's serial line.
     Tty: true,
@@ -39,6 +41,7 @@ export function containerBody(
       [LABEL.platform]: o.platform,
       [LABEL.outbound]: settings.outbound,
       ...(o.sshPort ? { [LABEL.sshPort]: String(o.sshPort) } : {}),
+      ...(o.data ? { [LABEL.data]: o.data } : {}),
     },
     ExposedPorts: { [SSH]: {} },
     StopTimeout: settings.stopTimeoutS,
@@ -50,6 +53,8 @@ export function containerBody(
       PidsLimit: settings.pidsLimit,
       ...(o.quota && o.disk.quotaMb ? { StorageOpt: { size: `${o.disk.quotaMb}M` } } : {}),
       NetworkMode: o.network,
+      // The lease's persistent volume, mounted on the board by the controller (volumes.ts).
+      ...(o.data ? { Binds: [`${o.data}:${DATA_PATH}:rw`] } : {}),
       PortBindings: o.sshPort ? { [SSH]: [{ HostIp: host.config.publishIp, HostPort: String(o.sshPort) }] } : {},
       // Root in the container, not on the board: every capability dropped but what an SSH login needs
       // (no NET_RAW: no crafted packets with another tenant's address; no MKNOD, SETFCAP, SETPCAP),

@@ -19,12 +19,17 @@ export async function createContainer(
   host: ContainerHost,
   spec: ContainerLeaseSpec,
   wantPort: number | null,
+  image = spec.image,
+  /** Its /data, when the caller attached it already (a move); undefined: attach it here. */
+  attached?: string | null,
 ): Promise<ContainerLease> {
-  const platform = await ensureImage(host, spec.image, ctx.images);
+  const platform = await ensureImage(host, image, ctx.images);
   const facts = await host.facts();
   if (!facts.platforms.includes(platform)) {
-    throw new ConflictError(`image ${spec.image} is ${platform}, shared board ${host.id} runs ${facts.platforms.join(', ')}`);
+    throw new ConflictError(`image ${image} is ${platform}, shared board ${host.id} runs ${facts.platforms.join(', ')}`);
   }
+  // The volume first: on a move it is fenced from the old board and mounted here before the container exists.
+  const data = attached !== undefined ? attached : await ctx.volumes.attach(host, spec.leaseId);
   return ctx.locks.net(host.id, spec.tenantId, async () => {
     const network = await ensureTenantNetwork(host, spec.tenantId, ctx.outbound);
     const sshPort = ctx.outbound === 'allow' ? (wantPort ?? (await freePort(host))) : null;
@@ -34,7 +39,7 @@ export async function createContainer(
     const attempt = (quota: boolean, detail: string) => {
       disk = { quotaMb: diskMb, enforced: quota, detail };
       return host.call(`create the container of lease ${spec.leaseId}`, (d) =>
-        d.createContainer(containerBody(host, spec, ctx, { network, sshPort, platform, disk, quota })),
+        d.createContainer(containerBody(host, spec, ctx, { network, sshPort, platform, disk, quota, data, image })),
       );
     };
     const required = requiresQuota(ctx, spec);

@@ -8,6 +8,7 @@ import type { LeaseLocks } from './locks.js';
 import type { OutboundPolicy } from './network.js';
 import type { ContainerPool } from './pool.js';
 import type { ContainerLeaseSpec, DiskQuotaPolicy } from './types.js';
+import type { LeaseVolumes } from './volumes.js';
 
 /** What the driver's parts share: its settings (defaults applied), the lease index and the locks. */
 export interface DriverContext {
@@ -23,6 +24,8 @@ export interface DriverContext {
   readonly locks: LeaseLocks;
   /** The boot-network fence of each board, probed (fence.ts). */
   readonly fence: FenceChecks;
+  /** Persistent /data (volumes.ts); set once storage and shared boards exist (setVolumes). */
+  volumes: LeaseVolumes;
 }
 
 /** True when the lease asks for a disk quota that must hold (policy `require`). */

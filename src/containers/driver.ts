@@ -6,18 +6,22 @@ import { createContainer, removeContainer } from './container-create.js';
 import { startContainer } from './container-start.js';
 import { usableHost, type DriverContext } from './context.js';
 import { execInLease, type ExecResult } from './exec.js';
-import type { ContainerImageSource } from './images.js';
+import { ensureImage, type ContainerImageSource } from './images.js';
+import type { ContainerHost } from './host.js';
 import { inspectLease } from './inspect.js';
 import { FenceChecks, type FenceTarget } from './fence.js';
+import { NO_VOLUMES, type LeaseVolumes } from './volumes.js';
 import { LeaseIndex } from './lease-index.js';
 import { LeaseLocks } from './locks.js';
 import { removeTenantNetworkIfUnused, type OutboundPolicy } from './network.js';
+import { migrateLease, type Migration } from './migrate.js';
 import { placeLease } from './place-lease.js';
 import type { ContainerPool } from './pool.js';
 import { powerContainer } from './power.js';
 import { waitForConsoleMarker, waitForSshBanner } from './ready.js';
 import { reconcileLeases } from './reconcile.js';
 import {
+  LABEL,
   containerLeaseSpecSchema,
   type ContainerLease,
   type ContainerLeaseSpec,
@@ -89,7 +93,13 @@ export class ContainerLeaseDriver {
       index: new LeaseIndex(this.pool),
       locks: new LeaseLocks(),
       fence: new FenceChecks(opts.images ?? [], opts.fenceTargets ?? []),
+      volumes: NO_VOLUMES,
     };
+  }
+
+  /** Persistent /data from now on (the server sets it once storage and shared boards exist). */
+  setVolumes(volumes: LeaseVolumes): void {
+    this.ctx.volumes = volumes;
   }
 
   /** Places the lease on the board with the most free memory and starts it. 409 when nothing fits. */
@@ -129,16 +139,22 @@ export class ContainerLeaseDriver {
     });
   }
 
-  /** Removes the container and, when the tenant has nothing else on that board, its network. Idempotent. */
+  /**
+   * Removes the container and, when the tenant has nothing else on that board, its network; then its
+   * volume (unmounted first where the board answers; destroyed either way). Idempotent.
+   */
   async release(leaseId: string): Promise<void> {
     const ctx = this.ctx;
     await ctx.locks.lease(leaseId, async () => {
       const lease = await ctx.index.find(leaseId);
-      if (!lease) return;
-      const host = ctx.pool.get(lease.hostId);
-      await removeContainer(host, lease);
-      ctx.index.delete(leaseId);
-      await ctx.locks.net(host.id, lease.tenantId, () => removeTenantNetworkIfUnused(host, lease.tenantId));
+      if (lease) {
+        const host = ctx.pool.get(lease.hostId);
+        await removeContainer(host, lease);
+        ctx.index.delete(leaseId);
+        await ctx.locks.net(host.id, lease.tenantId, () => removeTenantNetworkIfUnused(host, lease.tenantId));
+        await ctx.volumes.detach(host, leaseId).catch((err) => ctx.log.warn({ err: (err as Error).message, host: host.id, lease: leaseId }, 'volume not unmounted; destroying it anyway'));
+      }
+      await ctx.volumes.destroy(leaseId);
     });
   }
 
@@ -198,12 +214,77 @@ export class ContainerLeaseDriver {
       // Moving away: best effort, so that a board that comes back never runs a second copy (reconcile
       // removes it otherwise, since no record claims it any more).
       if (oldHost && movingAway) {
-        await removeContainer(oldHost, old).catch((err) =>
+        const removal = removeContainer(oldHost, old).catch((err) =>
           ctx.log.warn({ err: (err as Error).message, host: oldHost.id, lease: record.leaseId }, 'old container left for reconcile'),
         );
+        // Not waited for when the board fails its health checks: it would hold the move up for a whole call timeout.
+        if (ctx.pool.state(oldHost.id).health !== 'down') await removal;
       }
       return lease;
     });
+  }
+
+  /**
+   * Moves a lease to another board keeping its changes and its /data (a drain; migrate.ts): the same
+   * lease id, spec and keys, from the container's committed image. Rolls back to the old board on failure.
+   */
+  async migrate(record: RecordedContainerLease, opts: { exclude?: string[] } = {}): Promise<Migration> {
+    const ctx = this.ctx;
+    return ctx.locks.lease(record.leaseId, async () => {
+      const spec = record.spec ?? ctx.index.get(record.leaseId)?.spec;
+      if (!spec) throw new BadRequestError(`lease ${record.leaseId}: no spec recorded, cannot move it`);
+      return migrateLease(ctx, record, spec, opts.exclude ?? []);
+    });
+  }
+
+  /**
+   * Readies a board that just joined the pool for its first lease: the images of its platform imported
+   * and its fence probed, so neither waits inside a tenant's create (or a drain's downtime). Best effort.
+   */
+  async warm(host: ContainerHost): Promise<void> {
+    const ctx = this.ctx;
+    const facts = await host.facts();
+    for (const img of ctx.images.filter((i) => facts.platforms.includes(i.platform))) await ensureImage(host, img.ref, ctx.images);
+    if (ctx.fence.enabled) await ctx.fence.of(host);
+  }
+
+  /**
+   * A board back after its leases moved away (failover could not reach it to remove them) may still run
+   * their old copies, restarted by the engine: those whose lease is recorded on another board go.
+   * Containers of leases not recorded at all are left to the start-up reconcile (one may be being placed).
+   */
+  async removeMovedCopies(hostId: string, recorded: RecordedContainerLease[]): Promise<string[]> {
+    const host = this.ctx.pool.get(hostId);
+    const where = new Map(recorded.map((r) => [r.leaseId, r.hostId]));
+    const removed: string[] = [];
+    for (const c of await host.ours()) {
+      const leaseId = c.Labels[LABEL.lease]!;
+      const on = where.get(leaseId);
+      if (on === undefined || on === hostId) continue;
+      await this.ctx.locks.lease(leaseId, () => removeContainer(host, { leaseId, containerId: c.Id }));
+      removed.push(`removed the old copy of lease ${leaseId} on ${hostId} (it runs on ${on})`);
+    }
+    return removed;
+  }
+
+  /**
+   * A board back after a reboot: the volumes of the leases recorded on it are mounted again, and a
+   * container that runs (the engine restarted it, without its volume) is restarted so /data is its own.
+   */
+  async reattachVolumes(hostId: string, recorded: RecordedContainerLease[]): Promise<string[]> {
+    const ctx = this.ctx;
+    const host = ctx.pool.get(hostId);
+    const lines: string[] = [];
+    for (const r of recorded.filter((x) => x.hostId === hostId)) {
+      await ctx.locks.lease(r.leaseId, async () => {
+        if (!(await ctx.volumes.remount(host, r.leaseId))) return;
+        const c = host.streams.getContainer(r.containerId);
+        const st = (await host.call(`inspect the container of lease ${r.leaseId}`, () => c.inspect())).State;
+        if (st.Running || st.Restarting) await host.call(`restart the container of lease ${r.leaseId}`, () => c.restart({ t: ctx.stopTimeoutS }));
+        lines.push(`lease ${r.leaseId}: /data mounted again on ${hostId}${st.Running || st.Restarting ? ', container restarted' : ''}`);
+      });
+    }
+    return lines;
   }
 
   /** Where a lease runs, as far as this process knows (create/reimage/reconcile fill it). */

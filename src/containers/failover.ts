@@ -75,6 +75,19 @@ export function watchFailover(
       }
     })();
   };
+  // A board that comes back may still run copies of what moved away while it was gone, and has lost the
+  // mounts of the volumes of what stayed (after a reboot).
+  const onUp = (state: HostState) => {
+    void (async () => {
+      const records = await hooks.records();
+      const lines = [...(await driver.removeMovedCopies(state.id, records)), ...(await driver.reattachVolumes(state.id, records))];
+      for (const line of lines) log.warn(`failover: ${line}`);
+    })().catch((err: unknown) => log.warn({ err, host: state.id }, 'failover: could not check a returning board for old copies'));
+  };
   driver.pool.on('down', onDown);
-  return () => driver.pool.off('down', onDown);
+  driver.pool.on('up', onUp);
+  return () => {
+    driver.pool.off('down', onDown);
+    driver.pool.off('up', onUp);
+  };
 }

@@ -11,3 +11,4 @@ export { HostUnavailableError, EngineError } from './errors.js';
 export { tenantNetworkName, type OutboundPolicy } from './network.js';
 export { containersConfigSchema, createContainerBackend, type ContainerBackend, type ContainersConfig } from './config.js';
 export * from './types.js';
+export { DATA_PATH, NO_VOLUMES, type LeaseVolumes } from './volumes.js';

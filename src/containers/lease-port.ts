@@ -38,13 +38,13 @@ export class ContainerLeasePort implements ContainerLeases {
     const spec: ContainerLeaseSpec = { leaseId: lease.id, tenantId: lease.tenantId, image, memoryMb: size.memoryMb, cpus: size.cpus, sshKeys: lease.sshKeys, hostname: lease.hostname };
     const c = await this.driver.create(spec);
     await this.driver.waitReady(lease.id);
-    return record(c);
+    return containerRecordOf(c);
   }
 
   async reimage(lease: Lease): Promise<ContainerRecord> {
     const c = await this.driver.reimage(lease.id);
     await this.driver.waitReady(lease.id);
-    return record(c);
+    return containerRecordOf(c);
   }
 
   power(lease: Lease, action: 'on' | 'off' | 'cycle'): Promise<void> {
@@ -103,7 +103,8 @@ function aliasOf(ref: string): string {
   return ref.replace(/^dozen\//, '').replace(/:[^/]*$/, '');
 }
 
-function record(c: ContainerLease): ContainerRecord {
+/** A driver's lease as the lease layer records it. */
+export function containerRecordOf(c: ContainerLease): ContainerRecord {
   return { hostId: c.hostId, containerId: c.containerId, memoryMb: c.spec.memoryMb, cpus: c.spec.cpus, sshHost: c.sshHost, sshPort: c.sshPort ?? undefined, network: c.network, spec: c.spec };
 }
 
@@ -119,5 +120,5 @@ export function containerRecords(leases: Lease[]): RecordedContainerLease[] {
  * state): each moved lease's new container record, and the leases that could not be moved.
  */
 export function failoverOutcome(r: FailoverResult): ContainerFailover {
-  return { moved: r.moved.map((m) => ({ leaseId: m.lease.leaseId, container: record(m.lease) })), failed: r.failed };
+  return { moved: r.moved.map((m) => ({ leaseId: m.lease.leaseId, container: containerRecordOf(m.lease) })), failed: r.failed };
 }

@@ -10,9 +10,14 @@ import type { ContainerLease, ContainerLeaseSpec } from './types.js';
  * Placement and container creation under one lock (`place`), so concurrent creates see each other's
  * memory; the container is started once the lock is released. The caller holds the lease's lock.
  */
-export async function placeLease(ctx: DriverContext, spec: ContainerLeaseSpec, exclude: string[]): Promise<ContainerLease> {
+export async function placeLease(
+  ctx: DriverContext,
+  spec: ContainerLeaseSpec,
+  exclude: string[],
+  opts: { platform?: string; prepare?: (host: ContainerHost) => Promise<{ image: string; data: string | null }> } = {},
+): Promise<ContainerLease> {
   const created = await ctx.locks.place(async () => {
-    const platform = ctx.images.find((s) => s.ref === spec.image)?.platform ?? null;
+    const platform = opts.platform ?? ctx.images.find((s) => s.ref === spec.image)?.platform ?? null;
     const quota = requiresQuota(ctx, spec);
     // A board whose quota support was only `try` and failed is marked `no`: placement runs again
     // without it, at most once per board.
@@ -21,7 +26,9 @@ export async function placeLease(ctx: DriverContext, spec: ContainerLeaseSpec, e
       const hostId = choosePlacement(candidates, { memoryMb: spec.memoryMb, cpus: spec.cpus, platform });
       const host = ctx.pool.get(hostId);
       try {
-        return { host, lease: await createContainer(ctx, host, spec, null) };
+        // A moved container (migrate.ts): its own image and its /data are put on the chosen board first.
+        const ready = opts.prepare ? await opts.prepare(host) : undefined;
+        return { host, lease: await createContainer(ctx, host, spec, null, ready?.image, ready ? ready.data : undefined) };
       } catch (err) {
         if (!(err instanceof QuotaUnenforceableError) || round >= ctx.pool.hosts().length) throw err;
       }
@@ -34,6 +41,7 @@ async function candidate(ctx: DriverContext, host: ContainerHost, exclude: strin
   const pool = ctx.pool;
   const none = { id: host.id, freeMb: 0, cpus: 0, platforms: [] };
   if (exclude.includes(host.id)) return { ...none, unavailable: 'is being left', unavailableKind: 'leaving' };
+  if (pool.isDraining(host.id)) return { ...none, unavailable: 'is being drained', unavailableKind: 'leaving' };
   const down = pool.downReason(host.id);
   if (down) return { ...none, unavailable: down, unavailableKind: 'down' };
   try {

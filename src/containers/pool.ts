@@ -33,6 +33,8 @@ export class ContainerPool extends EventEmitter {
   private readonly byId = new Map<string, ContainerHost>();
   private readonly stateById = new Map<string, HostState>();
   private timer?: NodeJS.Timeout;
+  /** Boards being drained: placement passes them over; they stay usable for the leases still on them. */
+  private readonly draining = new Set<string>();
   private readonly failThreshold: number;
   private readonly pingTimeoutMs: number;
 
@@ -99,6 +101,15 @@ export class ContainerPool extends EventEmitter {
     if (s.markedDown) return `is down (marked by operator${s.reason ? `: ${s.reason}` : ''})`;
     if (s.health === 'down') return `is down${s.reason ? ` (${s.reason})` : ''}`;
     return null;
+  }
+
+  setDraining(id: string, on: boolean): void {
+    if (on) this.draining.add(id);
+    else this.draining.delete(id);
+  }
+
+  isDraining(id: string): boolean {
+    return this.draining.has(id);
   }
 
   markDown(id: string, reason?: string): void {

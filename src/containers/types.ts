@@ -110,4 +110,6 @@ export const LABEL = {
   platform: 'dozen.platform',
   outbound: 'dozen.outbound',
   sshPort: 'dozen.ssh-port',
+  /** The board path of the lease's persistent volume, bound at /data. */
+  data: 'dozen.data',
 } as const;

@@ -507,7 +507,10 @@ export class LeaseService {
         .filter((x) => leaseIds.includes(x.id))
         .map((l) => {
           l.state = 'error';
-          l.stateReason = 'its root disk is missing from storage (see GET /v1/storage/quarantine); reimage or release the lease';
+          l.stateReason =
+            l.kind === 'container'
+              ? 'its /data volume is missing from storage (see GET /v1/storage/quarantine); release the lease'
+              : 'its root disk is missing from storage (see GET /v1/storage/quarantine); reimage or release the lease';
           return structuredClone(l);
         }),
     );
@@ -519,13 +522,13 @@ export class LeaseService {
    * their tenants see it on the event stream before anything is recreated. Only active leases move: one
    * being released, reimaged or in error is left alone. Returns the ids marked (the only ones to move).
    */
-  async beginFailover(leaseIds: string[], from: string): Promise<string[]> {
+  async beginFailover(leaseIds: string[], from: string, why = `shared board ${from} went down: its container is being recreated on another board`): Promise<string[]> {
     const changed = await this.d.store.update((s) =>
       s.leases
         .filter((l) => leaseIds.includes(l.id) && l.kind === 'container' && l.state === 'active')
         .map((l) => {
           l.state = 'migrating';
-          l.stateReason = `shared board ${from} went down: its container is being recreated on another board`;
+          l.stateReason = why;
           return structuredClone(l);
         }),
     );
@@ -556,7 +559,7 @@ export class LeaseService {
    * that could not be moved is marked error with the reason. Published like every other lease change,
    * so event streams see migrating → active (or error).
    */
-  async recordFailover(f: ContainerFailover): Promise<void> {
+  async recordFailover(f: ContainerFailover, failedWhy = (from: string) => `shared board ${from} went down and the container could not be moved`): Promise<void> {
     const changed = await this.d.store.update((s) => {
       const out = new Map<string, Lease>();
       for (const m of f.moved) {
@@ -573,7 +576,7 @@ export class LeaseService {
         const l = s.leases.find((y) => y.id === x.leaseId);
         if (!l || l.state === 'released') continue;
         l.state = 'error';
-        l.stateReason = `shared board ${x.from} went down and the container could not be moved: ${x.error}`;
+        l.stateReason = `${failedWhy(x.from)}: ${x.error}`;
         out.set(l.id, l);
       }
       return [...out.values()].map((l) => structuredClone(l));
@@ -836,8 +839,10 @@ function recordNew(s: State, lease: Lease, job: Job): { lease: Lease; job: Job }
 
 /** A lease as the API shows it: CHAP secrets stay on the server. */
 export function publicLease(l: Lease): Lease {
-  const { iscsi, bootToken: _token, consolePasswordHash, ...rest } = structuredClone(l);
+  const { iscsi, bootToken: _token, consolePasswordHash, volume, ...rest } = structuredClone(l);
   if (consolePasswordHash) Object.assign(rest, { consolePasswordHash: '(hidden)' });
+  // The volume's CHAP secrets are the controller's and the board's, never the tenant's.
+  if (volume) Object.assign(rest, { volume: { boardId: volume.boardId, iqn: volume.iqn } });
   return iscsi ? { ...rest, iscsi: { ...iscsi, chapSecret: '(hidden)', ...(iscsi.targetSecret ? { targetSecret: '(hidden)' } : {}) } } : rest;
 }
 

@@ -44,6 +44,8 @@ export interface SharedBoardsOptions {
   readyTimeoutMs: number;
   /** Between two pings while waiting. */
   pingIntervalMs?: number;
+  /** Run once an engine has joined the pool (the driver imports images and probes the fence ahead of the first lease). */
+  warm?: (host: ContainerHost) => Promise<void>;
   /** Fields every registered engine gets (SSH port range, reserve, call timeout). */
   hostDefaults?: Partial<ContainerHostConfig>;
 }
@@ -203,6 +205,11 @@ export class SharedBoards {
     this.o.tls.spend(this.o.store.state.leases.find((l) => l.id === lease.id) ?? lease);
     this.o.log.info({ board: boardId, lease: lease.id, engine: `${board.ip}:${ENGINE_PORT}` }, 'shared board: engine registered');
     this.o.events.add(boardId, { type: 'state', message: `shared board: engine ready at ${board.ip}:${ENGINE_PORT}` });
+    const t0 = Date.now();
+    void this.o.warm?.(host).then(
+      () => this.o.log.info({ board: boardId, ms: Date.now() - t0 }, 'shared board: engine warmed (images, fence probe)'),
+      (err: unknown) => this.o.log.warn({ board: boardId, err }, 'shared board: warming the engine failed (the first lease does it)'),
+    );
   }
 
   private unregister(boardId: string, why: string): void {

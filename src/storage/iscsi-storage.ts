@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Image } from '../images/catalog.js';
 import type { BoardStorage } from '../leases/ports.js';
 import { log } from '../log.js';
-import type { Board, IscsiRecord, Lease } from '../store/schema.js';
+import type { Board, IscsiRecord, Lease, VolumeRecord } from '../store/schema.js';
 import { StorageError, isStoreImageOf, storeImageName, type DiskInfo, type DiskStore } from './disk-store.js';
 import type { TgtDaemon } from './tgt-daemon.js';
 import type { TargetExporter } from './tgt-exporter.js';
@@ -49,6 +49,16 @@ export const DEFAULT_DATA_DISK_BYTES = 8 * 1024 ** 3; // as containers.shared.da
 /** The store id of a lease's data disk (LUN 2). */
 export function dataDiskId(leaseId: string): string {
   return `${leaseId}${DATA_DISK_SUFFIX}`;
+}
+
+/** A container lease's persistent volume is `<lease id>-vol` in the store. */
+const VOLUME_SUFFIX = '-vol';
+/** Container lease states in which the lease holds its volume (migrating: it is between two boards). */
+const HOLDS_VOLUME: Array<Lease['state']> = ['provisioning', 'active', 'reimaging', 'releasing', 'migrating', 'error'];
+
+/** The store id of a container lease's persistent volume (/data). */
+export function volumeDiskId(leaseId: string): string {
+  return `${leaseId}${VOLUME_SUFFIX}`;
 }
 
 /** The target's own CHAP account for mutual CHAP (tgt account names are global: one per lease). */
@@ -117,7 +127,7 @@ export class IscsiBoardStorage implements BoardStorage {
         : {
             disk: disk.path,
             iqn,
-            tid: await this.o.exporter.freeTid(this.o.recorded().flatMap((l) => (l.iscsi && l.id !== lease.id ? [l.iscsi.tid] : []))),
+            tid: await this.o.exporter.freeTid(this.tidsTaken(lease.id)),
             initiator: initiatorName(board.id, this.prefix),
             ...(this.o.acl === 'address' ? { initiatorAddress: board.ip } : {}),
             chapUser: lease.id,
@@ -155,6 +165,63 @@ export class IscsiBoardStorage implements BoardStorage {
       await this.o.exporter.ensure(rec);
       return rec;
     });
+  }
+
+  /**
+   * A container lease's persistent volume, exported to `board` alone: its disk (`<lease>-vol`, blank and
+   * sparse the first time) as LUN 1 of its own target. The same board again keeps the record (a
+   * reimage, a restart); another board gets a new target with new secrets, and the old target goes
+   * first, closing the old board's session: a board that was taken for dead but still runs can neither
+   * keep writing nor log in again (the fence before a failover re-export).
+   */
+  attachVolume(lease: Lease, board: Board, sizeBytes: number): Promise<VolumeRecord> {
+    return this.serial(async () => {
+      const id = volumeDiskId(lease.id);
+      const disk = (await this.o.store.size(id)) ?? (await this.o.store.createBlank(id, sizeBytes));
+      const iqn = `${this.prefix}:${board.id}.${lease.id}`;
+      const portal = `${this.o.exporter.portal.ip}:${this.o.exporter.portal.port}`;
+      const old = lease.volume;
+      if (old && old.boardId === board.id && old.iqn === iqn && old.disk === disk.path && old.portal === portal) {
+        await this.o.exporter.ensure(old);
+        return old;
+      }
+      if (old) await this.o.exporter.remove(old.iqn, old.chapUser, old.targetUser);
+      const user = `${lease.id}${VOLUME_SUFFIX}`;
+      await this.o.exporter.remove(iqn, user, targetAccount(user)); // a half-made one from a crashed attach
+      const rec: VolumeRecord = {
+        boardId: board.id,
+        disk: disk.path,
+        iqn,
+        tid: await this.o.exporter.freeTid(this.tidsTaken(lease.id)),
+        initiator: initiatorName(board.id, this.prefix),
+        ...(this.o.acl === 'address' ? { initiatorAddress: board.ip } : {}),
+        chapUser: user,
+        chapSecret: newSecret(),
+        targetUser: targetAccount(user),
+        targetSecret: newSecret(),
+        portal,
+      };
+      await this.o.exporter.ensure(rec);
+      log.info({ lease: lease.id, board: board.id, iqn, tid: rec.tid, disk: disk.path, from: old?.boardId }, 'storage: volume exported');
+      return rec;
+    });
+  }
+
+  /** Ends a container lease's volume: its target (closing any session) and its disk. Idempotent. */
+  destroyVolume(lease: Lease): Promise<void> {
+    return this.serial(async () => {
+      const v = lease.volume;
+      const user = `${lease.id}${VOLUME_SUFFIX}`;
+      const iqn = v?.iqn ?? (await this.o.exporter.list()).find((t) => this.leaseOf(t.iqn) === lease.id)?.iqn;
+      const removed = iqn ? await this.o.exporter.remove(iqn, v?.chapUser ?? user, v?.targetUser ?? targetAccount(user)) : false;
+      const destroyed = await this.o.store.destroy(volumeDiskId(lease.id));
+      if (removed || destroyed) log.info({ lease: lease.id, iqn, target: removed, disk: destroyed }, 'storage: volume destroyed');
+    });
+  }
+
+  /** Target ids recorded by leases other than `except` (root disks and volumes). */
+  private tidsTaken(except: string): number[] {
+    return this.o.recorded().flatMap((l) => (l.id === except ? [] : [l.iscsi?.tid, l.volume?.tid].filter((t): t is number => t !== undefined)));
   }
 
   detach(lease: Lease): Promise<void> {
@@ -203,9 +270,11 @@ export class IscsiBoardStorage implements BoardStorage {
       const fixed: string[] = [];
       const missing: string[] = [];
       const holders = new Map(leases.filter((l) => l.kind === 'board' && HOLDS_DISK.includes(l.state)).map((l) => [l.id, l]));
+      const volumes = new Map(leases.filter((l) => l.kind === 'container' && HOLDS_VOLUME.includes(l.state)).map((l) => [l.id, l]));
       for (const t of await this.o.exporter.list()) {
         const leaseId = this.leaseOf(t.iqn);
         if (leaseId === null) continue; // not one of ours
+        if (volumes.get(leaseId)?.volume?.iqn === t.iqn) continue;
         if (!holders.get(leaseId)?.iscsi) {
           await this.o.exporter.remove(t.iqn, t.accounts[0]);
           fixed.push(`removed target ${t.iqn} (tid ${t.tid}): no live lease ${leaseId} holds it`);
@@ -213,7 +282,8 @@ export class IscsiBoardStorage implements BoardStorage {
       }
       for (const d of await this.o.store.list()) {
         const dataOf = d.id.endsWith(DATA_DISK_SUFFIX) ? d.id.slice(0, -DATA_DISK_SUFFIX.length) : null;
-        if (holders.has(d.id) || (dataOf !== null && holders.has(dataOf))) continue;
+        const volumeOf = d.id.endsWith(VOLUME_SUFFIX) ? d.id.slice(0, -VOLUME_SUFFIX.length) : null;
+        if (holders.has(d.id) || (dataOf !== null && holders.has(dataOf)) || (volumeOf !== null && volumes.has(volumeOf))) continue;
         const name = await this.o.store.quarantine(d.id);
         if (name) fixed.push(`quarantined disk ${d.id} (${d.image ? `image ${d.image}` : dataOf ? `data disk of lease ${dataOf}` : 'image ?'}) as ${name}: no live lease holds it`);
       }
@@ -243,6 +313,17 @@ export class IscsiBoardStorage implements BoardStorage {
         const how = await this.o.exporter.ensure(l.iscsi).catch((err: Error) => `failed: ${err.message}`);
         if (how !== 'unchanged') fixed.push(`lease ${l.id}: target ${l.iscsi.iqn} ${how === 'created' ? 're-created' : how}`);
       }
+      for (const l of volumes.values()) {
+        if (!l.volume) continue;
+        if (!(await this.o.store.size(volumeDiskId(l.id)))) {
+          // Never re-made blank behind the tenant's back: its /data is what the lease promised to keep.
+          fixed.push(`lease ${l.id}: its volume (/data) is missing from storage; it is not re-made`);
+          missing.push(l.id);
+          continue;
+        }
+        const how = await this.o.exporter.ensure(l.volume).catch((err: Error) => `failed: ${err.message}`);
+        if (how !== 'unchanged') fixed.push(`lease ${l.id}: volume target ${l.volume.iqn} ${how === 'created' ? 're-created' : how}`);
+      }
       fixed.push(...(await this.o.store.sweep()));
       for (const f of fixed) log.warn(`storage reconcile: ${f}`);
       return { fixed, missing };
@@ -263,9 +344,12 @@ export class IscsiBoardStorage implements BoardStorage {
 
   /** After a tgtd restart: every recorded target, exactly as recorded (same tid, iqn, secret, LUN 1 and LUN 2). */
   private async restoreTargets(): Promise<void> {
-    const recs = this.o.recorded().filter((l) => l.kind === 'board' && HOLDS_DISK.includes(l.state) && l.iscsi);
-    for (const l of recs) {
-      await this.o.exporter.ensure(l.iscsi!).catch((err) => log.error({ err, lease: l.id }, 'storage: could not re-create a target after the tgtd restart'));
+    const recs = [
+      ...this.o.recorded().flatMap((l) => (l.kind === 'board' && HOLDS_DISK.includes(l.state) && l.iscsi ? [{ id: l.id, rec: l.iscsi }] : [])),
+      ...this.o.recorded().flatMap((l) => (l.kind === 'container' && HOLDS_VOLUME.includes(l.state) && l.volume ? [{ id: l.id, rec: l.volume }] : [])),
+    ];
+    for (const { id, rec } of recs) {
+      await this.o.exporter.ensure(rec).catch((err) => log.error({ err, lease: id }, 'storage: could not re-create a target after the tgtd restart'));
     }
     log.info({ targets: recs.length }, 'storage: targets re-created after tgtd restart');
   }

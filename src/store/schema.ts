@@ -125,6 +125,14 @@ export const iscsiRecordSchema = z.object({
 });
 export type IscsiRecord = z.infer<typeof iscsiRecordSchema>;
 
+/**
+ * A container lease's persistent volume (/data): its own disk and target on the controller, exported to
+ * the one shared board the container runs on (`boardId`); moving the lease re-exports it, with new
+ * secrets, to the next board alone.
+ */
+export const volumeRecordSchema = iscsiRecordSchema.extend({ boardId: z.string() });
+export type VolumeRecord = z.infer<typeof volumeRecordSchema>;
+
 export const containerRecordSchema = z.looseObject({
   hostId: z.string(),
   containerId: z.string(),
@@ -156,6 +164,8 @@ export const leaseSchema = z.object({
   bootToken: z.string().optional(),
   iscsi: iscsiRecordSchema.optional(),
   container: containerRecordSchema.optional(),
+  /** A container lease's persistent /data on controller storage (shared boards only). */
+  volume: volumeRecordSchema.optional(),
   /** `engine`: the controller's own lease of a shared board (tenant SYSTEM_TENANT), which runs Docker for container leases. */
   purpose: z.enum(['engine']).optional(),
 });

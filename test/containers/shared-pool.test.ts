@@ -382,4 +382,43 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
       await clean(driver);
     }
   });
+
+  it('migrates (a drain): the same lease on another board from its committed image, its root-fs changes kept, the old board left clean', async () => {
+    const pool = makePool(1024, 768);
+    const driver = new ContainerLeaseDriver({ pool, images: [image], ...ANY_DISK });
+    try {
+      const l = await driver.create(spec('mv1'));
+      expect(l.hostId).toBe(B1);
+      await waitForSsh(key.privateKey, l.sshHost, l.sshPort!, 'echo moved-with-me > /root/mark && sync');
+      const m = await driver.migrate(record(l), { exclude: [B1] });
+      expect(m.lease).toMatchObject({ leaseId: l.leaseId, hostId: B2, spec: l.spec });
+      expect(m.bytesMoved).toBeGreaterThan(100_000); // the committed image crossed
+      expect((await waitForSsh(key.privateKey, m.lease.sshHost, m.lease.sshPort!, 'cat /root/mark')).stdout.trim()).toBe('moved-with-me');
+      // The spec keeps the lease's own image (a reimage starts fresh); the container runs the moved one.
+      expect((await driver.inspect(l.leaseId)).image).toMatch(/^dozen-moved\//);
+      expect(await pool.get(B1).ours()).toEqual([]);
+      expect((await pool.get(B1).call('list images', (d) => d.listImages())).flatMap((i) => i.RepoTags ?? []).filter((t) => t.startsWith('dozen-moved/'))).toEqual([]);
+      // Nowhere to go: refused, and the lease runs where it was.
+      await expect(driver.migrate(record(m.lease), { exclude: [B1, B2] })).rejects.toThrow();
+      expect((await waitForSsh(key.privateKey, m.lease.sshHost, m.lease.sshPort!, 'cat /root/mark')).stdout.trim()).toBe('moved-with-me');
+    } finally {
+      await clean(driver);
+    }
+  });
+
+  it('a board that comes back loses the old copies of leases recorded elsewhere, and only those', async () => {
+    const pool = makePool(1024, 768);
+    const driver = new ContainerLeaseDriver({ pool, images: [image], ...ANY_DISK });
+    try {
+      const kept = await driver.create(spec('bk1'));
+      const moved = await driver.create(spec('bk2'));
+      const placing = await driver.create(spec('bk3'));
+      expect([kept.hostId, moved.hostId, placing.hostId]).toEqual([B1, B1, B1]);
+      const lines = await driver.removeMovedCopies(B1, [record(kept), { ...record(moved), hostId: B2, containerId: 'elsewhere' }]);
+      expect(lines).toEqual([`removed the old copy of lease ${moved.leaseId} on ${B1} (it runs on ${B2})`]);
+      expect((await pool.get(B1).ours()).map((c) => c.Labels['dozen.lease']).sort()).toEqual([kept.leaseId, placing.leaseId].sort());
+    } finally {
+      await clean(driver);
+    }
+  });
 });

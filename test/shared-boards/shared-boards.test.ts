@@ -21,7 +21,7 @@ import { EngineCa } from '../../src/engine-ca/index.js';
 import { ImageImporter } from '../../src/images/import.js';
 import { metadataApp, newBootToken } from '../../src/leases/metadata.js';
 import { log } from '../../src/log.js';
-import { BootEngineTls, ENGINE_PORT, SharedBoards } from '../../src/shared-boards/index.js';
+import { BoardDrains, BootEngineTls, ENGINE_PORT, SharedBoards } from '../../src/shared-boards/index.js';
 import { SYSTEM_TENANT, type Lease } from '../../src/store/schema.js';
 import { ADMIN, apiHarness } from '../helpers/api-harness.js';
 import { until } from '../helpers/until.js';
@@ -60,7 +60,7 @@ beforeAll(async () => {
   shared.start();
   // The API with the shared-board routes, as the server mounts them.
   const importer = new ImageImporter({ catalog: h.images, dir: mkdtempSync(join(tmpdir(), 'imp-')), log, inUse: () => null });
-  const app = createApp({ adminToken: ADMIN, store: h.store, inventory: h.inventory, events: h.events, images: h.images, leases: h.leases, bus: h.bus, log, consoles: h.consoles, importer, extraRoutes: sharedBoardRoutes({ shared }), sharedStatus: (id) => shared.status(id) });
+  const app = createApp({ adminToken: ADMIN, store: h.store, inventory: h.inventory, events: h.events, images: h.images, leases: h.leases, bus: h.bus, log, consoles: h.consoles, importer, extraRoutes: sharedBoardRoutes({ shared, drains: new BoardDrains({ store: h.store, pool, mover: () => { throw new Error('no mover in this test'); }, leases: () => h.leases, events: h.events, log }) }), sharedStatus: (id) => shared.status(id) });
   const server = app.listen(0, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
@@ -137,6 +137,11 @@ describe('making a board shared', () => {
     expect(busy.status).toBe(409);
     expect(busy.body.error).toMatch(/sb-2 is maintenance: only an available board becomes shared/);
     await h.store.update((s) => void (s.boards.find((b) => b.id === 'sb-2')!.state = 'available'));
+    // Drain: only a shared board with a registered engine; an unknown board is 404, and an admin call.
+    expect((await api('POST', '/boards/sb-2/drain')).status).toBe(409);
+    expect((await api('POST', '/boards/nope/drain')).status).toBe(404);
+    expect((await api('POST', '/boards/sb-2/drain', undefined, tenant)).status).toBe(403);
+    expect((await api('POST', '/boards/sb-2/undrain')).status).toBe(409);
   });
 
   it('gives a board back: refused while a container lease runs there, then the engine lease is released', async () => {

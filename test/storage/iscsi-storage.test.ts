@@ -447,3 +447,59 @@ describe('a data disk per lease (LUN 2)', () => {
     expect(await storage.reconcile(leases)).toEqual({ fixed: [], missing: [] });
   });
 });
+
+describe('a container lease’s persistent volume (/data on shared boards)', () => {
+  const VOL = 32 * 1024 * 1024;
+  let v: Lease;
+  const volChap = (l: Lease) => ({ ...l, iscsi: l.volume });
+
+  it('attachVolume: a blank sparse disk of its own, exported to the board alone; the same board again keeps the record', async () => {
+    v = { id: 'l-vol1', tenantId: 't1', kind: 'container', image: 'armhf-base', sshKeys: [], hostname: 'c', state: 'active', createdAt: new Date().toISOString() };
+    leases.push(v);
+    const a = board('sb-a');
+    v.volume = await storage.attachVolume(v, a, VOL);
+    expect(v.volume).toMatchObject({ boardId: 'sb-a', iqn: expect.stringMatching(/:sb-a\.l-vol1$/), chapUser: 'l-vol1-vol', disk: store.diskPath('l-vol1-vol') });
+    expect(lunBytes(volChap(v), 1)).toBe(VOL);
+    writeAt(v.volume.disk, 4096, 'tenant data');
+    expect(await storage.attachVolume(v, a, VOL)).toEqual(v.volume);
+  });
+
+  it('moving it to another board is a fence: the old target and secret stop working, the bytes stay', async () => {
+    const old = volChap({ ...v });
+    v.volume = await storage.attachVolume(v, { ...board('sb-b'), ip: '10.1.2.4' }, VOL);
+    expect(v.volume.iqn).toMatch(/:sb-b\.l-vol1$/);
+    expect(v.volume.chapSecret).not.toBe(old.iscsi!.chapSecret);
+    expect((await exporter.list()).map((t) => t.iqn)).not.toContain(old.iscsi!.iqn);
+    expect(lunBytes(old, 1)).toMatch(/exit/);
+    expect(lunBytes(volChap(v), 1)).toBe(VOL);
+    expect(readAt(v.volume.disk, 4096, 11)).toBe('tenant data');
+  });
+
+  it('reconcile and a tgtd kill -9 keep it: the disk is never quarantined, the target comes back', async () => {
+    expect(await storage.reconcile(leases)).toEqual({ fixed: [], missing: [] });
+    const before = daemon.restarts.length;
+    process.kill(daemon.pid!, 'SIGKILL');
+    await restarted(daemon, before);
+    expect((await exporter.list()).find((t) => t.iqn === v.volume!.iqn)).toMatchObject({ tid: v.volume!.tid, disk: v.volume!.disk });
+    expect(lunBytes(volChap(v), 1)).toBe(VOL);
+    // While it moves (migrating) it is held too.
+    v.state = 'migrating';
+    expect(await storage.reconcile(leases)).toEqual({ fixed: [], missing: [] });
+    v.state = 'active';
+  });
+
+  it('destroyVolume ends target and disk, idempotently; a released lease’s volume left behind is quarantined', async () => {
+    await storage.destroyVolume(v);
+    await storage.destroyVolume(v);
+    expect((await exporter.list()).map((t) => t.iqn)).not.toContain(v.volume!.iqn);
+    expect(await store.size('l-vol1-vol')).toBeNull();
+    v.state = 'released';
+    const w: Lease = { ...v, id: 'l-vol2', state: 'active', volume: undefined };
+    leases.push(w);
+    w.volume = await storage.attachVolume(w, board('sb-a'), VOL);
+    w.state = 'released';
+    const { fixed } = await storage.reconcile(leases);
+    expect(fixed).toEqual(expect.arrayContaining([expect.stringMatching(/^removed target .*l-vol2/), expect.stringMatching(/^quarantined disk l-vol2-vol/)]));
+    for (const q of await store.listQuarantine()) await store.removeQuarantined(q.name);
+  });
+});

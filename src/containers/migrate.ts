@@ -1,0 +1,116 @@
+import { PassThrough } from 'node:stream';
+import { removeContainer } from './container-create.js';
+import { usableHost, type DriverContext } from './context.js';
+import type { ContainerHost } from './host.js';
+import { placeLease } from './place-lease.js';
+import { LABEL, type ContainerLease, type ContainerLeaseSpec, type RecordedContainerLease } from './types.js';
+
+export interface Migration {
+  lease: ContainerLease;
+  /** The container's image as committed, saved on the old board and loaded on the new one. */
+  bytesMoved: number;
+  /** From the stop on the old board to the start on the new one (the caller adds the wait for SSH). */
+  stoppedMs: number;
+  /**
+   * Where that time went: stop; then two paths at once, commit → copy (save → load) and unmount → attach
+   * (/data); then create (create and start on the new board).
+   */
+  phasesMs: Record<'stop' | 'commit' | 'unmount' | 'copy' | 'attach' | 'create', number>;
+}
+
+/**
+ * Moves a running lease to another board and keeps its changes (a drain): the container stops (what it
+ * wrote is then all on disk), is committed, its image saved on the old board and loaded on the new one,
+ * its volume unmounted here and attached there (fenced from here), and the same lease is created from
+ * the committed image with the same spec, keys and /data. On a failure before the new container runs,
+ * the old one is started again where it was. The caller holds the lease's lock.
+ */
+export async function migrateLease(ctx: DriverContext, record: RecordedContainerLease, spec: ContainerLeaseSpec, exclude: string[]): Promise<Migration> {
+  const from = usableHost(ctx.pool, record.hostId);
+  const c = from.streams.getContainer(record.containerId);
+  const leaseId = record.leaseId;
+  // The platform the new board must run, from the container's label (no need to wait for the commit).
+  const platform = (await from.call(`inspect the container of lease ${leaseId}`, () => c.inspect())).Config?.Labels?.[LABEL.platform];
+  const t0 = Date.now();
+  const phasesMs = { stop: 0, commit: 0, unmount: 0, copy: 0, attach: 0, create: 0 };
+  const since = (t: number) => Date.now() - t;
+  await from.call(`stop the container of lease ${leaseId}`, () => c.stop({ t: ctx.stopTimeoutS })).catch((err: { message: string }) => {
+    if (!/not modified|already stopped|304/i.test(err.message)) throw err;
+  });
+  phasesMs.stop = since(t0);
+  const repo = `dozen-moved/${leaseId}`;
+  const tag = t0.toString(36);
+  const ref = `${repo}:${tag}`;
+  let bytesMoved = 0;
+  let detached = false;
+  let attachedTo: ContainerHost | null = null;
+  // Two paths at once once it has stopped: commit → copy the image, and unmount /data → attach it there.
+  const t1 = Date.now();
+  const committed = from.call(`commit the container of lease ${leaseId}`, () => c.commit({ repo, tag, pause: false })).then(() => void (phasesMs.commit = since(t1)));
+  const unmounted = ctx.volumes.detach(from, leaseId).then(() => {
+    detached = true;
+    phasesMs.unmount = since(t1);
+  });
+  committed.catch(() => {});
+  unmounted.catch(() => {});
+  try {
+    const lease = await placeLease(ctx, spec, [...exclude, from.id], {
+      ...(platform ? { platform } : {}),
+      prepare: async (to) => {
+        const [bytes, data] = await Promise.all([
+          committed.then(() => copyImage(from, to, ref)).then((b) => ((phasesMs.copy = since(t1) - phasesMs.commit), b)),
+          unmounted.then(async () => {
+            const d = await ctx.volumes.attach(to, leaseId);
+            attachedTo = to;
+            phasesMs.attach = since(t1) - phasesMs.unmount;
+            return d;
+          }),
+        ]);
+        bytesMoved = bytes;
+        return { image: ref, data };
+      },
+    });
+    const stoppedMs = since(t0);
+    phasesMs.create = stoppedMs - phasesMs.stop - Math.max(phasesMs.commit + phasesMs.copy, phasesMs.unmount + phasesMs.attach);
+    await removeContainer(from, record).catch((err) => ctx.log.warn({ err: (err as Error).message, lease: leaseId }, 'moved: the old container is left for reconcile'));
+    await from.call(`remove ${ref}`, (d) => d.getImage(ref).remove()).catch(() => {});
+    return { lease, bytesMoved, stoppedMs, phasesMs };
+  } catch (err) {
+    // Back where it was: its volume (fenced from where it went) mounted here again, the old container started.
+    await Promise.allSettled([committed, unmounted]);
+    try {
+      const there = attachedTo as ContainerHost | null;
+      if (there) await ctx.volumes.detach(there, leaseId).catch(() => {});
+      if (detached || there) await ctx.volumes.attach(from, leaseId);
+      await from.call(`restart the container of lease ${leaseId}`, () => c.start());
+    } catch (back) {
+      ctx.log.error({ err: back, lease: leaseId }, 'a failed move could not restart the container where it was');
+      (err as Error).message += `; and it could not be restarted on ${from.id}: ${(back as Error).message}`;
+    }
+    await from.call(`remove ${ref}`, (d) => d.getImage(ref).remove()).catch(() => {});
+    throw err;
+  }
+}
+
+/** `docker save` on one engine piped into `docker load` on the other; returns the bytes that crossed. */
+async function copyImage(from: ContainerHost, to: ContainerHost, ref: string): Promise<number> {
+  const saved = (await from.streams.getImage(ref).get()) as NodeJS.ReadableStream;
+  let bytes = 0;
+  const counted = new PassThrough();
+  counted.on('data', (b: Buffer) => (bytes += b.length));
+  saved.pipe(counted);
+  const out = (await to.streams.loadImage(counted, { quiet: true })) as NodeJS.ReadableStream;
+  let text = '';
+  for await (const chunk of out) text += chunk.toString();
+  const failed = text.split('\n').map((l) => l.trim() && safeJson(l)).find((m) => m && (m as { error?: string }).error) as { error?: string } | undefined;
+  if (failed) throw new Error(`load ${ref} on ${to.id}: ${failed.error}`);
+  return bytes;
+}
+
+function safeJson(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return null;
+  }
+}
