@@ -69,6 +69,8 @@ export async function createContainer(
       sshPort,
       network,
       spec,
+      ...(image !== spec.image ? { runImage: image } : {}),
+      data,
     };
     try {
       await installKeys(host, lease);

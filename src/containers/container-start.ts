@@ -22,7 +22,8 @@ export async function startContainer(ctx: DriverContext, host: ContainerHost, le
       if (!portTaken || current.sshPort === null || attempt >= 4) throw err;
       tried.add(current.sshPort);
       const port = await freePort(host, tried);
-      current = await ctx.locks.place(() => createContainer(ctx, host, current.spec, port));
+      const prev = current;
+      current = await ctx.locks.place(() => createContainer(ctx, host, prev.spec, port, prev.runImage, prev.data));
     }
   }
 }

@@ -14,7 +14,7 @@ import { NO_VOLUMES, type LeaseVolumes } from './volumes.js';
 import { LeaseIndex } from './lease-index.js';
 import { LeaseLocks } from './locks.js';
 import { removeTenantNetworkIfUnused, type OutboundPolicy } from './network.js';
-import { migrateLease, type Migration } from './migrate.js';
+import { migrateLease, removeMovedImages, type Migration } from './migrate.js';
 import { placeLease } from './place-lease.js';
 import type { ContainerPool } from './pool.js';
 import { powerContainer } from './power.js';
@@ -124,6 +124,7 @@ export class ContainerLeaseDriver {
       // between would otherwise see the memory and port free and take them, over-committing the board.
       const created = await ctx.locks.place(async () => {
         await removeContainer(host, lease);
+        await removeMovedImages(host, leaseId); // a moved container's committed image: a reimage starts from the lease's own
         return createContainer(ctx, host, lease.spec, lease.sshPort);
       });
       return startContainer(ctx, host, created);
@@ -152,7 +153,8 @@ export class ContainerLeaseDriver {
         await removeContainer(host, lease);
         ctx.index.delete(leaseId);
         await ctx.locks.net(host.id, lease.tenantId, () => removeTenantNetworkIfUnused(host, lease.tenantId));
-        await ctx.volumes.detach(host, leaseId).catch((err) => ctx.log.warn({ err: (err as Error).message, host: host.id, lease: leaseId }, 'volume not unmounted; destroying it anyway'));
+        await removeMovedImages(host, leaseId);
+        await ctx.volumes.detach(host, leaseId, { remove: true }).catch((err) => ctx.log.warn({ err: (err as Error).message, host: host.id, lease: leaseId }, 'volume not unmounted; destroying it anyway'));
       }
       await ctx.volumes.destroy(leaseId);
     });
@@ -218,7 +220,11 @@ export class ContainerLeaseDriver {
           ctx.log.warn({ err: (err as Error).message, host: oldHost.id, lease: record.leaseId }, 'old container left for reconcile'),
         );
         // Not waited for when the board fails its health checks: it would hold the move up for a whole call timeout.
-        if (ctx.pool.state(oldHost.id).health !== 'down') await removal;
+        // One that answers also loses what is left of the volume there (its target is gone already).
+        if (ctx.pool.state(oldHost.id).health !== 'down') {
+          await removal;
+          await ctx.volumes.evict(oldHost, record.leaseId).catch((err) => ctx.log.warn({ err: (err as Error).message, host: oldHost.id, lease: record.leaseId }, 'old volume mount left (evicted when the board comes back)'));
+        }
       }
       return lease;
     });
@@ -228,12 +234,12 @@ export class ContainerLeaseDriver {
    * Moves a lease to another board keeping its changes and its /data (a drain; migrate.ts): the same
    * lease id, spec and keys, from the container's committed image. Rolls back to the old board on failure.
    */
-  async migrate(record: RecordedContainerLease, opts: { exclude?: string[] } = {}): Promise<Migration> {
+  async migrate(record: RecordedContainerLease, opts: { exclude?: string[]; onPlaced?: (lease: ContainerLease) => Promise<void> } = {}): Promise<Migration> {
     const ctx = this.ctx;
     return ctx.locks.lease(record.leaseId, async () => {
       const spec = record.spec ?? ctx.index.get(record.leaseId)?.spec;
       if (!spec) throw new BadRequestError(`lease ${record.leaseId}: no spec recorded, cannot move it`);
-      return migrateLease(ctx, record, spec, opts.exclude ?? []);
+      return migrateLease(ctx, record, spec, opts.exclude ?? [], opts.onPlaced);
     });
   }
 
@@ -257,11 +263,16 @@ export class ContainerLeaseDriver {
     const host = this.ctx.pool.get(hostId);
     const where = new Map(recorded.map((r) => [r.leaseId, r.hostId]));
     const removed: string[] = [];
+    const moving = new Set(recorded.filter((r) => r.migrating).map((r) => r.leaseId));
     for (const c of await host.ours()) {
       const leaseId = c.Labels[LABEL.lease]!;
       const on = where.get(leaseId);
-      if (on === undefined || on === hostId) continue;
-      await this.ctx.locks.lease(leaseId, () => removeContainer(host, { leaseId, containerId: c.Id }));
+      if (on === undefined || on === hostId || moving.has(leaseId)) continue; // a lease being moved: its move decides
+      await this.ctx.locks.lease(leaseId, async () => {
+        await removeContainer(host, { leaseId, containerId: c.Id });
+        await removeMovedImages(host, leaseId);
+        await this.ctx.volumes.evict(host, leaseId);
+      });
       removed.push(`removed the old copy of lease ${leaseId} on ${hostId} (it runs on ${on})`);
     }
     return removed;
@@ -275,14 +286,17 @@ export class ContainerLeaseDriver {
     const ctx = this.ctx;
     const host = ctx.pool.get(hostId);
     const lines: string[] = [];
-    for (const r of recorded.filter((x) => x.hostId === hostId)) {
-      await ctx.locks.lease(r.leaseId, async () => {
-        if (!(await ctx.volumes.remount(host, r.leaseId))) return;
-        const c = host.streams.getContainer(r.containerId);
-        const st = (await host.call(`inspect the container of lease ${r.leaseId}`, () => c.inspect())).State;
-        if (st.Running || st.Restarting) await host.call(`restart the container of lease ${r.leaseId}`, () => c.restart({ t: ctx.stopTimeoutS }));
-        lines.push(`lease ${r.leaseId}: /data mounted again on ${hostId}${st.Running || st.Restarting ? ', container restarted' : ''}`);
-      });
+    for (const r of recorded.filter((x) => x.hostId === hostId && !x.migrating)) {
+      // One lease's trouble (its volume gone, a release under way) must not leave the others without theirs.
+      await ctx.locks
+        .lease(r.leaseId, async () => {
+          if (!(await ctx.volumes.remount(host, r.leaseId))) return;
+          const c = host.streams.getContainer(r.containerId);
+          const st = (await host.call(`inspect the container of lease ${r.leaseId}`, () => c.inspect())).State;
+          if (st.Running || st.Restarting) await host.call(`restart the container of lease ${r.leaseId}`, () => c.restart({ t: ctx.stopTimeoutS }));
+          lines.push(`lease ${r.leaseId}: /data mounted again on ${hostId}${st.Running || st.Restarting ? ', container restarted' : ''}`);
+        })
+        .catch((err: unknown) => lines.push(`lease ${r.leaseId}: /data not mounted again on ${hostId}: ${(err as Error).message}`));
     }
     return lines;
   }

@@ -65,8 +65,12 @@ export function watchFailover(
           recorded = recorded.filter((r) => movable.has(r.leaseId));
           if (!recorded.length) return;
         }
-        const result = await failoverLeases(driver, recorded, { from: [state.id] });
-        await hooks.onResult(result, state);
+        // Each lease recorded as soon as it has moved: a crash mid-batch loses no finished move.
+        for (const rec of recorded) {
+          const result = await failoverLeases(driver, [rec], { from: [state.id] });
+          await hooks.onResult(result, state);
+          recorded = recorded.filter((r) => r !== rec);
+        }
       } catch (err) {
         log.error({ err, host: state.id }, 'container failover failed');
         // Leases marked migrating must not stay so: report each as not moved.

@@ -112,7 +112,7 @@ export function containerRecordOf(c: ContainerLease): ContainerRecord {
 export function containerRecords(leases: Lease[]): RecordedContainerLease[] {
   return leases
     .filter((l) => l.kind === 'container' && l.container && l.state !== 'released')
-    .map((l) => ({ leaseId: l.id, hostId: l.container!.hostId, containerId: l.container!.containerId, spec: l.container!.spec as ContainerLeaseSpec | undefined }));
+    .map((l) => ({ leaseId: l.id, hostId: l.container!.hostId, containerId: l.container!.containerId, spec: l.container!.spec as ContainerLeaseSpec | undefined, ...(l.state === 'migrating' ? { migrating: true } : {}) }));
 }
 
 /**

@@ -1,4 +1,5 @@
 import { PassThrough } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { removeContainer } from './container-create.js';
 import { usableHost, type DriverContext } from './context.js';
 import type { ContainerHost } from './host.js';
@@ -25,7 +26,13 @@ export interface Migration {
  * the committed image with the same spec, keys and /data. On a failure before the new container runs,
  * the old one is started again where it was. The caller holds the lease's lock.
  */
-export async function migrateLease(ctx: DriverContext, record: RecordedContainerLease, spec: ContainerLeaseSpec, exclude: string[]): Promise<Migration> {
+export async function migrateLease(
+  ctx: DriverContext,
+  record: RecordedContainerLease,
+  spec: ContainerLeaseSpec,
+  exclude: string[],
+  onPlaced?: (lease: ContainerLease) => Promise<void>,
+): Promise<Migration> {
   const from = usableHost(ctx.pool, record.hostId);
   const c = from.streams.getContainer(record.containerId);
   const leaseId = record.leaseId;
@@ -42,15 +49,11 @@ export async function migrateLease(ctx: DriverContext, record: RecordedContainer
   const tag = t0.toString(36);
   const ref = `${repo}:${tag}`;
   let bytesMoved = 0;
-  let detached = false;
   let attachedTo: ContainerHost | null = null;
   // Two paths at once once it has stopped: commit → copy the image, and unmount /data → attach it there.
   const t1 = Date.now();
   const committed = from.call(`commit the container of lease ${leaseId}`, () => c.commit({ repo, tag, pause: false })).then(() => void (phasesMs.commit = since(t1)));
-  const unmounted = ctx.volumes.detach(from, leaseId).then(() => {
-    detached = true;
-    phasesMs.unmount = since(t1);
-  });
+  const unmounted = ctx.volumes.detach(from, leaseId).then(() => void (phasesMs.unmount = since(t1)));
   committed.catch(() => {});
   unmounted.catch(() => {});
   try {
@@ -72,8 +75,11 @@ export async function migrateLease(ctx: DriverContext, record: RecordedContainer
     });
     const stoppedMs = since(t0);
     phasesMs.create = stoppedMs - phasesMs.stop - Math.max(phasesMs.commit + phasesMs.copy, phasesMs.unmount + phasesMs.attach);
+    // The caller records the new container before the old one goes: a crash from here on finds the
+    // lease where it runs now, and at worst an old, stopped copy that reconcile removes.
+    await onPlaced?.(lease).catch((err) => ctx.log.error({ err, lease: leaseId }, 'moved: recording the new container failed'));
     await removeContainer(from, record).catch((err) => ctx.log.warn({ err: (err as Error).message, lease: leaseId }, 'moved: the old container is left for reconcile'));
-    await from.call(`remove ${ref}`, (d) => d.getImage(ref).remove()).catch(() => {});
+    await removeMovedImages(from, leaseId);
     return { lease, bytesMoved, stoppedMs, phasesMs };
   } catch (err) {
     // Back where it was: its volume (fenced from where it went) mounted here again, the old container started.
@@ -81,7 +87,7 @@ export async function migrateLease(ctx: DriverContext, record: RecordedContainer
     try {
       const there = attachedTo as ContainerHost | null;
       if (there) await ctx.volumes.detach(there, leaseId).catch(() => {});
-      if (detached || there) await ctx.volumes.attach(from, leaseId);
+      await ctx.volumes.attach(from, leaseId); // idempotent: mounted again here whatever step failed
       await from.call(`restart the container of lease ${leaseId}`, () => c.start());
     } catch (back) {
       ctx.log.error({ err: back, lease: leaseId }, 'a failed move could not restart the container where it was');
@@ -92,19 +98,34 @@ export async function migrateLease(ctx: DriverContext, record: RecordedContainer
   }
 }
 
+/** Bounds one image copy: a board that dies mid-save must not hold the move (and its locks) forever. */
+const COPY_TIMEOUT_MS = 15 * 60_000;
+
 /** `docker save` on one engine piped into `docker load` on the other; returns the bytes that crossed. */
 async function copyImage(from: ContainerHost, to: ContainerHost, ref: string): Promise<number> {
+  const abort = AbortSignal.timeout(COPY_TIMEOUT_MS);
   const saved = (await from.streams.getImage(ref).get()) as NodeJS.ReadableStream;
   let bytes = 0;
   const counted = new PassThrough();
   counted.on('data', (b: Buffer) => (bytes += b.length));
-  saved.pipe(counted);
-  const out = (await to.streams.loadImage(counted, { quiet: true })) as NodeJS.ReadableStream;
+  // pipeline: an error or the timeout on either side ends both (a plain pipe would leave load waiting).
+  const piped = pipeline(saved, counted, { signal: abort });
+  const out = (await to.streams.loadImage(counted, { quiet: true, abortSignal: abort })) as NodeJS.ReadableStream;
   let text = '';
   for await (const chunk of out) text += chunk.toString();
+  await piped;
   const failed = text.split('\n').map((l) => l.trim() && safeJson(l)).find((m) => m && (m as { error?: string }).error) as { error?: string } | undefined;
   if (failed) throw new Error(`load ${ref} on ${to.id}: ${failed.error}`);
   return bytes;
+}
+
+/** A lease's committed images (`dozen-moved/<lease>`) on a board, except `keep`: its tenant's root fs must not outlive where it runs. */
+export async function removeMovedImages(host: ContainerHost, leaseId: string, keep?: string): Promise<void> {
+  const tags = await host
+    .call('list images', (d) => d.listImages({ filters: { reference: [`dozen-moved/${leaseId}`] } }))
+    .then((list) => list.flatMap((i) => i.RepoTags ?? []))
+    .catch(() => [] as string[]);
+  for (const t of tags) if (t !== keep) await host.call(`remove ${t}`, (d) => d.getImage(t).remove({ force: true })).catch(() => {});
 }
 
 function safeJson(line: string): unknown {

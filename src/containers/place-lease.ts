@@ -22,7 +22,7 @@ export async function placeLease(
     // A board whose quota support was only `try` and failed is marked `no`: placement runs again
     // without it, at most once per board.
     for (let round = 0; ; round++) {
-      const candidates = await Promise.all(ctx.pool.hosts().map((h) => candidate(ctx, h, exclude, quota)));
+      const candidates = await Promise.all(ctx.pool.hosts().map((h) => candidate(ctx, h, spec, exclude, quota)));
       const hostId = choosePlacement(candidates, { memoryMb: spec.memoryMb, cpus: spec.cpus, platform });
       const host = ctx.pool.get(hostId);
       try {
@@ -37,11 +37,12 @@ export async function placeLease(
   return startContainer(ctx, created.host, created.lease);
 }
 
-async function candidate(ctx: DriverContext, host: ContainerHost, exclude: string[], quota: boolean): Promise<PlacementCandidate> {
+async function candidate(ctx: DriverContext, host: ContainerHost, spec: ContainerLeaseSpec, exclude: string[], quota: boolean): Promise<PlacementCandidate> {
   const pool = ctx.pool;
   const none = { id: host.id, freeMb: 0, cpus: 0, platforms: [] };
   if (exclude.includes(host.id)) return { ...none, unavailable: 'is being left', unavailableKind: 'leaving' };
   if (pool.isDraining(host.id)) return { ...none, unavailable: 'is being drained', unavailableKind: 'leaving' };
+  if (!ctx.volumes.accepts(host, spec.leaseId)) return { ...none, unavailable: "cannot reach the lease's /data volume (not a shared board)", unavailableKind: 'leaving' };
   const down = pool.downReason(host.id);
   if (down) return { ...none, unavailable: down, unavailableKind: 'down' };
   try {

@@ -33,6 +33,10 @@ export interface ContainerLease {
   sshPort: number | null;
   network: string;
   spec: ContainerLeaseSpec;
+  /** The image the container runs when it is not the spec's (a moved container's committed image). */
+  runImage?: string;
+  /** Its /data on the board (volumes.ts), or null: none. */
+  data?: string | null;
 }
 
 /** What the lease layer recorded; spec is needed to recreate the lease elsewhere (failover). */
@@ -41,6 +45,8 @@ export interface RecordedContainerLease {
   hostId: string;
   containerId: string;
   spec?: ContainerLeaseSpec;
+  /** Being moved right now (a drain or failover): its container may be on either board. */
+  migrating?: boolean;
 }
 
 /** Whether a lease that asks for a disk quota may run where none holds (see driver.ts). */

@@ -9,13 +9,13 @@ import type { Logger } from '../log.js';
 import type { ContainerPool } from '../containers/pool.js';
 import type { Migration } from '../containers/migrate.js';
 import { containerRecordOf, containerRecords } from '../containers/lease-port.js';
-import type { RecordedContainerLease } from '../containers/types.js';
+import type { ContainerLease, RecordedContainerLease } from '../containers/types.js';
 import type { BoardEvents } from '../inventory/events.js';
 import type { Store } from '../store/store.js';
 import { ConflictError, NotFoundError } from '../util/errors.js';
 
 export interface DrainMover {
-  migrate(record: RecordedContainerLease, opts: { exclude?: string[] }): Promise<Migration>;
+  migrate(record: RecordedContainerLease, opts: { exclude?: string[]; onPlaced?: (lease: ContainerLease) => Promise<void> }): Promise<Migration>;
   waitReady(leaseId: string): Promise<string>;
 }
 
@@ -86,34 +86,53 @@ export class BoardDrains {
   }
 
   private async run(boardId: string, records: RecordedContainerLease[], status: DrainStatus): Promise<void> {
-    for (const rec of records) {
-      const why = `shared board ${boardId} is being drained: the container moves to another board with its changes and /data`;
-      if (!(await this.o.leases().beginFailover([rec.leaseId], boardId, why)).length) continue; // released or not active meanwhile
+    const why = `shared board ${boardId} is being drained: the container moves to another board with its changes and /data`;
+    for (const first of records) {
+      // As recorded now (a reimage since the drain began has a new container), and only if still here.
+      const rec = containerRecords(this.o.store.state.leases).find((r) => r.leaseId === first.leaseId && r.hostId === boardId);
+      if (!rec) continue;
+      if (!(await this.o.leases().beginFailover([rec.leaseId], boardId, why)).length) {
+        status.failed.push({ leaseId: rec.leaseId, error: 'not active (being released, reimaged or in error): not moved' });
+        continue;
+      }
       const t0 = Date.now();
+      let placed = false;
       try {
-        const m = await this.o.mover().migrate(rec, { exclude: [boardId] });
+        // Recorded as soon as the new container runs, before the old one goes (migrate.ts).
+        const onPlaced = async (c: ContainerLease) => {
+          await this.o.leases().recordFailover({ moved: [{ leaseId: rec.leaseId, container: containerRecordOf(c) }], failed: [] });
+          placed = true;
+        };
+        const m = await this.o.mover().migrate(rec, { exclude: [boardId], onPlaced });
         const started = Date.now();
-        await this.o.mover().waitReady(rec.leaseId);
-        const moved = { leaseId: rec.leaseId, to: m.lease.hostId, downtimeMs: Date.now() - t0, bytesMoved: m.bytesMoved, phasesMs: { ...m.phasesMs, ready: Date.now() - started } };
+        // It runs and is recorded; a slow SSH start is worth a note, not a rollback.
+        const ready = await this.o.mover().waitReady(rec.leaseId).then(
+          () => true,
+          (err: Error) => (this.o.log.warn({ lease: rec.leaseId, err: err.message }, 'drain: moved, but its SSH did not answer in time'), false),
+        );
+        const moved = { leaseId: rec.leaseId, to: m.lease.hostId, downtimeMs: Date.now() - t0, bytesMoved: m.bytesMoved, phasesMs: { ...m.phasesMs, ...(ready ? { ready: Date.now() - started } : {}) } };
         status.moved.push(moved);
-        await this.o.leases().recordFailover({ moved: [{ leaseId: rec.leaseId, container: containerRecordOf(m.lease) }], failed: [] });
         this.o.events.add(boardId, { type: 'state', message: `drain: lease ${rec.leaseId} moved to ${moved.to} (down ${(moved.downtimeMs / 1000).toFixed(1)} s, ${moved.bytesMoved} bytes)` });
       } catch (err) {
         const error = (err as Error).message;
         status.failed.push({ leaseId: rec.leaseId, error });
         // The move rolls back to this board when it can: the lease is active here again, else in error.
-        const back = containerRecords(this.o.store.state.leases).find((r) => r.leaseId === rec.leaseId);
-        const restarted = !/could not be restarted/.test(error);
-        await this.o.leases().recordFailover(
-          restarted && back ? { moved: [{ leaseId: rec.leaseId, container: this.o.store.state.leases.find((l) => l.id === rec.leaseId)!.container! }], failed: [] } : { moved: [], failed: [{ leaseId: rec.leaseId, from: boardId, error }] },
-          (from) => `the drain of shared board ${from} could not move the container`,
-        );
+        if (!placed) {
+          const restarted = !/could not be restarted/.test(error);
+          await this.o.leases().recordFailover(
+            restarted ? { moved: [{ leaseId: rec.leaseId, container: this.o.store.state.leases.find((l) => l.id === rec.leaseId)!.container! }], failed: [] } : { moved: [], failed: [{ leaseId: rec.leaseId, from: boardId, error }] },
+            (from) => `the drain of shared board ${from} could not move the container`,
+          );
+        }
         this.o.events.add(boardId, { type: 'error', message: `drain: lease ${rec.leaseId} not moved: ${error}` });
       }
     }
-    status.state = status.failed.length ? 'failed' : 'done';
+    // Done only when nothing is left here (a lease placed before the drain began to refuse new ones counts too).
+    const left = containerRecords(this.o.store.state.leases).filter((r) => r.hostId === boardId);
+    for (const l of left) if (!status.failed.some((f) => f.leaseId === l.leaseId)) status.failed.push({ leaseId: l.leaseId, error: 'still on the board (placed while the drain began); drain again' });
+    status.state = left.length || status.failed.length ? 'failed' : 'done';
     status.endedAt = new Date().toISOString();
-    if (!status.failed.length) {
+    if (status.state === 'done') {
       this.o.pool.markDown(boardId, 'drained'); // empty now: nothing for failover to move
       this.o.pool.setDraining(boardId, false);
     }

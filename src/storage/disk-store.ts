@@ -22,7 +22,8 @@ export type StorageErrorCode =
   | 'IMAGE_IN_USE' // an image with live disks cannot be removed
   | 'NO_ROOT_DISK' // the image has no root disk to clone
   | 'BAD_SIZE' // a disk smaller than its image, or a blank disk of no whole sectors
-  | 'EXPORT_FAILED'; // tgtd refused a target
+  | 'EXPORT_FAILED' // tgtd refused a target
+  | 'DISK_MISSING'; // a disk a lease holds is gone from the store (never re-made blank)
 
 const STATUS: Record<StorageErrorCode, number> = {
   ENOSPC: 507,
@@ -32,6 +33,7 @@ const STATUS: Record<StorageErrorCode, number> = {
   NO_ROOT_DISK: 400,
   BAD_SIZE: 400,
   EXPORT_FAILED: 502,
+  DISK_MISSING: 409,
 };
 
 /** A storage failure with a code and an HTTP status; the underlying tool error stays as `cause`. */

@@ -177,7 +177,10 @@ export class IscsiBoardStorage implements BoardStorage {
   attachVolume(lease: Lease, board: Board, sizeBytes: number): Promise<VolumeRecord> {
     return this.serial(async () => {
       const id = volumeDiskId(lease.id);
-      const disk = (await this.o.store.size(id)) ?? (await this.o.store.createBlank(id, sizeBytes));
+      const found = await this.o.store.size(id);
+      // Made blank once, when the lease first gets it; a volume that vanished is never re-made behind its tenant's back.
+      if (!found && lease.volume) throw new StorageError('DISK_MISSING', `lease ${lease.id}: its /data volume is missing from storage; it is not re-made`);
+      const disk = found ?? (await this.o.store.createBlank(id, sizeBytes));
       const iqn = `${this.prefix}:${board.id}.${lease.id}`;
       const portal = `${this.o.exporter.portal.ip}:${this.o.exporter.portal.port}`;
       const old = lease.volume;
@@ -200,6 +203,7 @@ export class IscsiBoardStorage implements BoardStorage {
         targetUser: targetAccount(user),
         targetSecret: newSecret(),
         portal,
+        ...(old?.formatted ? { formatted: true } : {}),
       };
       await this.o.exporter.ensure(rec);
       log.info({ lease: lease.id, board: board.id, iqn, tid: rec.tid, disk: disk.path, from: old?.boardId }, 'storage: volume exported');

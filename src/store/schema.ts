@@ -130,7 +130,11 @@ export type IscsiRecord = z.infer<typeof iscsiRecordSchema>;
  * the one shared board the container runs on (`boardId`); moving the lease re-exports it, with new
  * secrets, to the next board alone.
  */
-export const volumeRecordSchema = iscsiRecordSchema.extend({ boardId: z.string() });
+export const volumeRecordSchema = iscsiRecordSchema.extend({
+  boardId: z.string(),
+  /** It has held a file system: never formatted again, whatever a board reads from it. */
+  formatted: z.boolean().optional(),
+});
 export type VolumeRecord = z.infer<typeof volumeRecordSchema>;
 
 export const containerRecordSchema = z.looseObject({

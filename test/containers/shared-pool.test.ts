@@ -349,12 +349,14 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
       const records = [record(l1), record(l2)];
       expect((await failoverLeases(off, records, { from: [B1] })).skipped).toMatch(/failover is off/);
 
+      // Each lease's outcome is reported (and recorded) as soon as it has moved.
       const results: FailoverResult[] = [];
       const done = new Promise<void>((resolve) => {
         const stop = watchFailover(driver, {
           records: () => records,
           onResult: (r) => {
             results.push(r);
+            if (results.length < records.length) return;
             stop();
             resolve();
           },
@@ -362,7 +364,8 @@ describe('shared pool of remote boards (TCP + TLS engines)', () => {
       });
       pool.markDown(B1, 'board failing');
       await done;
-      const [r] = results;
+      expect(results.map((x) => x.moved.length + x.failed.length)).toEqual([1, 1]);
+      const r = { moved: results.flatMap((x) => x.moved), failed: results.flatMap((x) => x.failed) };
       expect(r!.failed).toEqual([]);
       expect(r!.moved.map((m) => [m.lease.leaseId, m.from, m.lease.hostId])).toEqual([
         [l1.leaseId, B1, B2],

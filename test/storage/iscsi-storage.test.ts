@@ -466,7 +466,9 @@ describe('a container lease’s persistent volume (/data on shared boards)', () 
 
   it('moving it to another board is a fence: the old target and secret stop working, the bytes stay', async () => {
     const old = volChap({ ...v });
+    v.volume = { ...v.volume!, formatted: true }; // as the first board's helper reported
     v.volume = await storage.attachVolume(v, { ...board('sb-b'), ip: '10.1.2.4' }, VOL);
+    expect(v.volume.formatted).toBe(true); // never formatted again on the new board
     expect(v.volume.iqn).toMatch(/:sb-b\.l-vol1$/);
     expect(v.volume.chapSecret).not.toBe(old.iscsi!.chapSecret);
     expect((await exporter.list()).map((t) => t.iqn)).not.toContain(old.iscsi!.iqn);
@@ -492,6 +494,9 @@ describe('a container lease’s persistent volume (/data on shared boards)', () 
     await storage.destroyVolume(v);
     await storage.destroyVolume(v);
     expect((await exporter.list()).map((t) => t.iqn)).not.toContain(v.volume!.iqn);
+    expect(await store.size('l-vol1-vol')).toBeNull();
+    // A lease whose volume vanished gets an error, never a blank one in its place.
+    await expect(storage.attachVolume(v, board('sb-a'), VOL)).rejects.toThrow(/volume is missing from storage; it is not re-made/);
     expect(await store.size('l-vol1-vol')).toBeNull();
     v.state = 'released';
     const w: Lease = { ...v, id: 'l-vol2', state: 'active', volume: undefined };
