@@ -99,7 +99,9 @@ describe('server killed with -9 mid-provision', () => {
     }, 400_000);
     expect(done.error ?? '').toBe('');
     expect(done.state).toBe('succeeded');
-    expect((await api('GET', `/leases/${lease.id}`, undefined, tenant)).body.state).toBe('active');
+    // The job's end and the lease's `active` are two store writes, one right after the other: a read
+    // between them (seen once in a fresh-clone run) finds the lease still provisioning.
+    await untilLogged('the lease is active', async () => ((await api('GET', `/leases/${lease.id}`, undefined, tenant)).body.state === 'active' ? true : undefined), 10_000);
     expect((await api('GET', '/boards/lab-1')).body.state).toBe('active');
     // and it releases cleanly afterwards
     const rel = (await api('DELETE', `/leases/${lease.id}`, undefined, tenant)).body;
