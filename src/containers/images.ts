@@ -37,8 +37,8 @@ export function platformOfImage(img: { Os?: string; Architecture?: string; Varia
   return [img.Os ?? 'linux', img.Architecture ?? 'unknown', img.Variant].filter(Boolean).join('/');
 }
 
-/** Reads an import/pull progress stream to its end; Docker reports failures inside it, with HTTP 200. */
-async function drain(stream: NodeJS.ReadableStream): Promise<void> {
+/** Reads an import/pull/load progress stream to its end; Docker reports failures inside it, with HTTP 200. */
+export async function drain(stream: NodeJS.ReadableStream): Promise<void> {
   let text = '';
   for await (const chunk of stream) text += chunk.toString();
   for (const line of text.split('\n')) {

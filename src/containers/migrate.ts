@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { removeContainer } from './container-create.js';
 import { usableHost, type DriverContext } from './context.js';
 import type { ContainerHost } from './host.js';
+import { drain } from './images.js';
 import { placeLease } from './place-lease.js';
 import { LABEL, type ContainerLease, type ContainerLeaseSpec, type RecordedContainerLease } from './types.js';
 
@@ -111,11 +112,10 @@ async function copyImage(from: ContainerHost, to: ContainerHost, ref: string): P
   // pipeline: an error or the timeout on either side ends both (a plain pipe would leave load waiting).
   const piped = pipeline(saved, counted, { signal: abort });
   const out = (await to.streams.loadImage(counted, { quiet: true, abortSignal: abort })) as NodeJS.ReadableStream;
-  let text = '';
-  for await (const chunk of out) text += chunk.toString();
+  await drain(out).catch((err: Error) => {
+    throw new Error(`load ${ref} on ${to.id}: ${err.message}`);
+  });
   await piped;
-  const failed = text.split('\n').map((l) => l.trim() && safeJson(l)).find((m) => m && (m as { error?: string }).error) as { error?: string } | undefined;
-  if (failed) throw new Error(`load ${ref} on ${to.id}: ${failed.error}`);
   return bytes;
 }
 
@@ -126,12 +126,4 @@ export async function removeMovedImages(host: ContainerHost, leaseId: string, ke
     .then((list) => list.flatMap((i) => i.RepoTags ?? []))
     .catch(() => [] as string[]);
   for (const t of tags) if (t !== keep) await host.call(`remove ${t}`, (d) => d.getImage(t).remove({ force: true })).catch(() => {});
-}
-
-function safeJson(line: string): unknown {
-  try {
-    return JSON.parse(line);
-  } catch {
-    return null;
-  }
 }
