@@ -18,6 +18,7 @@
  *   BENCH_STORM_N=10,100 BENCH_STORM_SERVERS=ours,dnsmasq BENCH_STORM_PASSES=1,16 npx tsx bench/storm.ts
  *   BENCH_STORM_DEADLINE_S=600   bound on each run (boards not done by then: timed out)
  *   BENCH_STORM_PROBE=0          ours without the 10 console viewers and the API load beside the storm
+ *   BENCH_STORM_PROF=<dir>       V8 CPU profiles of our server (main thread and its workers) written there
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';

@@ -101,7 +101,8 @@ export async function startOurs(dir: string, boards: StormBoard[], maxTransfers?
   const dataDir = join(dir, `ours-${maxTransfers ?? 'default'}`);
   await mkdir(dataDir, { recursive: true });
   const p = track(
-    spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench/storm/ours-server.ts'), JSON.stringify({ dataDir, maxTransfers, boards, consoleSerial })], {
+    // BENCH_STORM_PROF=<dir>: V8 CPU profiles of our server's threads there (chrome://inspect, or speedscope).
+    spawn(process.execPath, [...(process.env.BENCH_STORM_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_STORM_PROF}`] : []), '--import', 'tsx', join(REPO_ROOT, 'bench/storm/ours-server.ts'), JSON.stringify({ dataDir, maxTransfers, boards, consoleSerial })], {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       env: { ...process.env, LOG_LEVEL: process.env.BENCH_STORM_LOG_LEVEL ?? 'warn' },

@@ -40,7 +40,14 @@ export class BoardNetwork {
     return this.serial(async () => {
       await this.driver.start();
       await this.doSync(boards);
-      for (const m of members) {
+      // As join(): under `none` there is nothing to join. A leased board that is not attached (its port
+      // removed, or refused by doSync) cannot be joined either: refresh() names it in health.
+      const attached = new Set(this.driver.ports().map((p) => p.boardId));
+      for (const m of isolationOf(this.driver.name) === 'none' ? [] : members) {
+        if (!attached.has(m.boardId)) {
+          this.log.error({ board: m.boardId }, 'network: a live lease\'s board is not attached to the boot network: its traffic is not fenced (see GET /v1/network)');
+          continue;
+        }
         await this.driver.join(m.boardId, tenantNetwork(m.tenantId)).catch((err: Error) => this.log.error({ err, board: m.boardId }, 'network: rejoining a lease network failed'));
       }
       return this.refresh(boards);

@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { Logger } from '../../src/log.js';
 import { BoardNetwork } from '../../src/network/board-network.js';
 import { networkDriver } from '../../src/network/registry.js';
 import { recordingSwitch } from './recording-switch.js';
@@ -64,5 +65,22 @@ describe('BoardNetwork: the enrolled boards, their leases and the switch', () =>
     expect(health.problems).toEqual([expect.stringMatching(/boards are not isolated/)]);
     await net.join('b1', 'bob');
     await net.join('b9', 'bob'); // not even enrolled with a port: nothing to join under none
+    // A restart with live leases on boards without a port: nothing to rejoin, and no error per lease.
+    const errors: unknown[] = [];
+    const quiet = { error: (...a: unknown[]) => errors.push(a), warn: () => {}, info: () => {}, debug: () => {} } as unknown as Logger;
+    const again = new BoardNetwork(networkDriver({ driver: 'none' }), quiet);
+    await again.start([{ id: 'b3', mac: '02:00:00:00:0b:03', ip: '10.77.0.13' }], [{ boardId: 'b3', tenantId: 'bob' }]);
+    expect(errors).toEqual([]);
+  });
+
+  it('a restart does not join a live lease whose board is not attached: the log and health say it is unfenced', async () => {
+    const { net, lines } = switchLog();
+    const errors: Array<Record<string, unknown>> = [];
+    const spy = { error: (o: Record<string, unknown>) => errors.push(o), warn: () => {}, info: () => {}, debug: () => {} } as unknown as Logger;
+    const restarted = new BoardNetwork(net.driver, spy); // the same switch, a new server
+    const health = await restarted.start([b1, { id: 'b3', mac: '02:00:00:00:0b:03', ip: '10.77.0.13' }], [{ boardId: 'b1', tenantId: 'alice' }, { boardId: 'b3', tenantId: 'alice' }]);
+    expect(lines()).toEqual(['attach b1 swp1 02:00:00:00:0b:01 10.77.0.11', 'join b1 tenant-alice']);
+    expect(errors).toEqual([{ board: 'b3' }]);
+    expect(health.problems).toEqual(['board b3 has no network port: it is not fenced (set its "port")']);
   });
 });
