@@ -11,7 +11,8 @@
  * records a cycle leaves (bench/state-growth/state.ts calibrate), and those are re-numbered and re-timed
  * into a schema-checked state document. Board events (in memory only) are replayed through the real
  * BootService in the server's process. Each N runs in its own process (bench/state-growth/worker.ts).
- * Besides the N rack boards there are BATCH + SEQUENTIAL free boards for the allocation requests.
+ * Besides the N rack boards there are BATCH + SEQUENTIAL free boards for the allocation requests (each
+ * round of bursts takes them again, its leases released before the next).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,6 +28,9 @@ const BOOTS = Number(process.env.BENCH_STATE_BOOTS ?? 10);
 const BATCH = Number(process.env.BENCH_STATE_BATCH ?? 20);
 const SEQUENTIAL = Number(process.env.BENCH_STATE_SEQ ?? 5);
 const SAMPLES = Number(process.env.BENCH_STATE_SAMPLES ?? 50);
+/** Allocation bursts, each paired with one of the fsync-only reference: the ratio is the median pair. */
+const ROUNDS = Number(process.env.BENCH_STATE_ROUNDS ?? 5);
+const SPARE = BATCH + SEQUENTIAL;
 const WORKER_TIMEOUT_MS = 8 * 60_000;
 const WORKER = fileURLToPath(new URL('./state-growth/worker.ts', import.meta.url));
 
@@ -155,12 +159,12 @@ export async function run(): Promise<object> {
       const dataDir = join(work, `n${n}`);
       mkdirSync(dataDir, { recursive: true });
       const t0 = Date.now();
-      const state = rackState({ boards: n, spare: BATCH + SEQUENTIAL, bootsPerBoard: BOOTS, serial: sink.line, boardsPerTenant: 10 }, t);
+      const state = rackState({ boards: n, spare: SPARE, bootsPerBoard: BOOTS, serial: sink.line, boardsPerTenant: 10 }, t);
       writeState(join(dataDir, 'state.json'), state);
       const counts = { boards: state.boards.length, leases: state.leases.length, jobs: state.jobs.length, jobSteps: state.jobs.reduce((a, j) => a + j.steps.length, 0), transitions: state.transitions.length, tenants: state.tenants.length };
       const breakdownBytes = stateBreakdown(join(dataDir, 'state.json'));
       const buildMs = Date.now() - t0;
-      const spec: WorkerSpec = { dataDir, imagesDir: imagesRoot, boards: n, spare: BATCH + SEQUENTIAL, bootsPerBoard: BOOTS, samples: SAMPLES, sequential: SEQUENTIAL, batch: BATCH };
+      const spec: WorkerSpec = { dataDir, imagesDir: imagesRoot, boards: n, spare: SPARE, bootsPerBoard: BOOTS, samples: SAMPLES, sequential: SEQUENTIAL, batch: BATCH, rounds: ROUNDS };
       const w0 = Date.now();
       const r = await runWorker(spec, join(work, `spec-${n}.json`));
       perN[n] = { ...r, counts, breakdownBytes, buildMs, workerMs: Date.now() - w0 };
@@ -173,7 +177,8 @@ export async function run(): Promise<object> {
       code: { head: git('rev-parse', '--short', 'HEAD'), uncommittedSrc: git('status', '--porcelain', '--', 'src').split('\n').filter(Boolean) },
       boards: NS,
       bootsPerBoard: BOOTS,
-      spareBoards: BATCH + SEQUENTIAL,
+      spareBoards: SPARE,
+      rounds: ROUNDS,
       batch: BATCH,
       sequential: SEQUENTIAL,
       samples: SAMPLES,

@@ -239,6 +239,8 @@ export interface WorkerSpec {
   /** Lease requests one after another (each once its job waits for DHCP), then this many at once. */
   sequential: number;
   batch: number;
+  /** Batches of ours, each paired with a batch of the fsync-only reference (the ratio is their median). */
+  rounds: number;
 }
 
 /** The line the worker prints its result on. */

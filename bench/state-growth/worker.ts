@@ -17,6 +17,8 @@ import { unusedUdpPortPair } from '../../test/boot/udp-port.js';
 import { boardAt, bootService, FIXED_PAGE, IMAGE, MARK, replayBoot, type WorkerSpec } from './state.js';
 
 const BURST = fileURLToPath(new URL('./burst.mjs', import.meta.url));
+/** Server starts measured (median). */
+const STARTS = 3;
 const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
 const pct = (xs: number[], p: number) => sorted(xs)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
 const r2 = (x: number) => +x.toFixed(x < 1 ? 4 : 2);
@@ -73,9 +75,18 @@ async function main(spec: WorkerSpec) {
   out.archived = { records: archived.v, ms: r2(archived.ms) };
   await first.v.stop();
   out.stateBytesKept = statSync(stateFile).size;
-  const started = await timed(() => startServer(config));
-  const server = started.v;
-  out.startupMs = r2(started.ms);
+  // Start-up of one process is noisy on a shared 2-core machine (±30% between single starts): the median
+  // of STARTS, each a full start and stop; the last one stays up for the rest.
+  const starts: number[] = [];
+  let started: Awaited<ReturnType<typeof timed<Awaited<ReturnType<typeof startServer>>>>> | undefined;
+  for (let i = 0; i < STARTS; i++) {
+    if (started) await started.v.stop();
+    started = await timed(() => startServer(config));
+    starts.push(r2(started.ms));
+  }
+  const server = started!.v;
+  out.startupMs = r2(pct(starts, 50));
+  out.startupRunsMs = starts;
   // Count the state writes (whole-file rewrites) the requests below cause.
   let writesSeen = 0;
   const update = server.store.update.bind(server.store);
@@ -161,7 +172,6 @@ async function main(spec: WorkerSpec) {
   };
   const { ms: ref, wall: refWall } = await refRun(false);
   const { ms: refJ, wall: refJWall } = await refRun(true);
-  const { ms: ref1, wall: ref1Wall } = await refRun(false, true);
 
   // Ours, one at a time: each request once the last one's job has done its writes and waits for DHCP.
   const seq: number[] = [];
@@ -184,20 +194,54 @@ async function main(spec: WorkerSpec) {
   out.updatesPerLease = (writesSeen - w0) / spec.sequential;
   out.durableWritesPerLease = (durable() - d0) / spec.sequential;
 
-  // Ours, a batch at once.
+  // Ours, a batch at once, against issue #13's fsync-only reference, in `rounds` pairs (a burst of 20
+  // takes 30-70 ms, so one pair says as much about the machine's noise as about either side). The
+  // order alternates, so neither side always runs right after the other's leftover work.
   const w1 = writesSeen;
   const d1 = durable();
-  const { ms: oursMs, wall: oursWall, statuses } = await burst({ url: `${server.apiUrl}/v1/leases`, token, body: { image: IMAGE }, n: spec.batch });
+  const pairs: Array<{ ours: Awaited<ReturnType<typeof burst>>; ref: Awaited<ReturnType<typeof burst>> }> = [];
+  // Every round takes the same BATCH spare boards: the last round's leases are released (their jobs end
+  // at once here: power is `true`, no disks) and their boards free again before the next one.
+  const spares = new Set(Array.from({ length: spec.spare }, (_, i) => boardAt(spec.boards + i).id));
+  const freeSpares = async () => {
+    for (const l of server.store.state.leases.filter((x) => x.tenantId === 'bench' && x.state !== 'released')) {
+      const r = await api('DELETE', `/leases/${l.id}`, undefined, token);
+      if (r.status !== 202) throw new Error(`DELETE /leases/${l.id}: ${r.status} ${JSON.stringify(r.body)}`);
+    }
+    for (const deadline = Date.now() + 60_000; ; await new Promise((res) => setTimeout(res, 20))) {
+      const busy = server.inventory.list().filter((b) => spares.has(b.id) && b.state !== 'available');
+      if (!busy.length) return;
+      if (Date.now() > deadline) throw new Error(`spare boards not free 60 s after release: ${busy.map((b) => `${b.id} ${b.state}`).join(', ')}`);
+    }
+  };
+  for (let round = 0; round < spec.rounds; round++) {
+    await freeSpares();
+    const oursBurst = () => burst({ url: `${server.apiUrl}/v1/leases`, token, body: { image: IMAGE }, n: spec.batch });
+    if (round % 2) {
+      const ours = await oursBurst();
+      pairs.push({ ours, ref: await refRun(false, true) });
+    } else {
+      const ref1 = await refRun(false, true);
+      pairs.push({ ref: ref1, ours: await oursBurst() });
+    }
+  }
+  const ratios = pairs.map((p) => +(p.ref.wall / p.ours.wall).toFixed(3));
+  // The pair whose ratio is the median stands for the run (its walls and latencies).
+  const mid = pairs[ratios.indexOf(pct(ratios, 50))]!;
+  const { ms: oursMs, wall: oursWall } = mid.ours;
+  const { ms: ref1, wall: ref1Wall } = mid.ref;
   out.allocation = {
-    requests: spec.batch,
-    granted: statuses.filter((x) => x === 202).length,
+    requests: spec.batch * spec.rounds,
+    rounds: spec.rounds,
+    granted: pairs.reduce((a, p) => a + p.ours.statuses.filter((x) => x === 202).length, 0),
     ours: { perSecond: Math.round((spec.batch / oursWall) * 1000), ...stats(oursMs) },
     reference: { perSecond: Math.round((spec.batch / refWall) * 1000), ...stats(ref) },
     throughputRatio: +(refWall / oursWall).toFixed(3),
     journalReference: { perSecond: Math.round((spec.batch / refJWall) * 1000), ...stats(refJ) },
     journalThroughputRatio: +(refJWall / oursWall).toFixed(3),
     oneByOneReference: { perSecond: Math.round((spec.batch / ref1Wall) * 1000), ...stats(ref1) },
-    oneByOneThroughputRatio: +(ref1Wall / oursWall).toFixed(3),
+    oneByOneThroughputRatio: pct(ratios, 50),
+    oneByOneRatios: ratios,
     updatesDuringBatch: writesSeen - w1,
     durableWritesDuringBatch: durable() - d1,
   };

@@ -180,6 +180,9 @@ function applyStaged(job: Job, staged: Staged): void {
 }
 
 async function withTimeout<T>(fn: (signal: AbortSignal) => Promise<T>, ms: number, message: string, cancel?: AbortSignal): Promise<T> {
+  // A cancel that came while the step's start was being written fired no event this listener could see:
+  // without this check the step would run on until its timeout (a release of a booting board hung).
+  if (cancel?.aborted) throw new Error(`cancelled: ${cancel.reason ?? 'by request'}`);
   const ac = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   let onCancel: (() => void) | undefined;

@@ -79,6 +79,28 @@ describe('job step changes and the disk', () => {
     expect(store.stats.writes - before).toBe(2); // and the job's end, with dhcp done
   });
 
+  it('a cancel that comes while a waiting step\'s start is being written ends the job at once (a release never hangs)', async () => {
+    const { store } = await open();
+    const runner = new JobRunner(store, new Bus());
+    const job = await record(store, ['power', 'dhcp']);
+    const cancel = new AbortController();
+    // The tenant's release lands in the moment the dhcp step's start is on its way to the disk (the first
+    // store write after power, which is quick and rides along): after the loop's own check, before the
+    // step runs. The board never answers DHCP here.
+    let armed = false;
+    const update = store.update.bind(store);
+    store.update = ((fn) => {
+      if (armed) (armed = false), cancel.abort('released by tenant');
+      return update(fn);
+    }) as typeof store.update;
+    const power = { ...step('power'), run: async () => void (armed = true) };
+    const dhcp = step('dhcp', { waitsOnBoard: true, hold: new Promise<void>(() => {}) });
+    const ended = await Promise.race([runner.run(job.id, [power, dhcp], cancel.signal), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 3000))]);
+    expect(ended).not.toBe('hung'); // before the fix: it waited for the step's timeout (the lease's boot timeout)
+    expect(ended).toMatchObject({ state: 'failed', error: 'dhcp: cancelled: released by tenant' });
+    expect(dhcp.runs).toBe(0);
+  });
+
   it('a slow step gets its start written after a moment; get() shows it at once', async () => {
     const { store } = await open();
     const runner = new JobRunner(store, new Bus());
