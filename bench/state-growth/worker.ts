@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { cpSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config.js';
@@ -50,14 +50,6 @@ async function main(spec: WorkerSpec) {
   const stateFile = join(spec.dataDir, 'state.json');
   const out: Record<string, unknown> = { stateBytes: statSync(stateFile).size };
 
-  // Store.open alone (read, migrate, schema-check, write back), on a copy.
-  const copyDir = mkdtempSync(join(tmpdir(), 'sg-open-'));
-  cpSync(stateFile, join(copyDir, 'state.json'));
-  const opened = await timed(() => Store.open(join(copyDir, 'state.json')));
-  await opened.v.close();
-  rmSync(copyDir, { recursive: true, force: true });
-  out.storeOpenMs = r2(opened.ms);
-
   // Server start-up on that state.
   const config = loadConfig(undefined, {
     dataDir: spec.dataDir, imagesDir: spec.imagesDir, api: '127.0.0.1:0', bootIp: '127.0.0.1', subnet: '127.0.0.0/8',
@@ -75,6 +67,19 @@ async function main(spec: WorkerSpec) {
   out.archived = { records: archived.v, ms: r2(archived.ms) };
   await first.v.stop();
   out.stateBytesKept = statSync(stateFile).size;
+  // Store.open alone (read, journal replay, schema check), on a copy of the state as it is kept from now
+  // on: the part of every start-up that reads the document (median of 3).
+  const opens: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const copyDir = mkdtempSync(join(tmpdir(), 'sg-open-'));
+    cpSync(stateFile, join(copyDir, 'state.json'));
+    if (existsSync(`${stateFile}.journal`)) cpSync(`${stateFile}.journal`, join(copyDir, 'state.json.journal'));
+    const opened = await timed(() => Store.open(join(copyDir, 'state.json')));
+    await opened.v.close();
+    rmSync(copyDir, { recursive: true, force: true });
+    opens.push(opened.ms);
+  }
+  out.storeOpenMs = r2(pct(opens, 50));
   // Start-up of one process is noisy on a shared 2-core machine (±30% between single starts): the median
   // of STARTS, each a full start and stop; the last one stays up for the rest.
   const starts: number[] = [];
