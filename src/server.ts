@@ -10,11 +10,12 @@ import { serveApi, splitHostPort } from './api/listen.js';
 import { networkRoutes } from './api/routes/network.js';
 import { storageRoutes } from './api/routes/storage.js';
 import { DhcpServer, type DhcpEvent } from './boot/dhcp/server.js';
-import { DhcpThread } from './boot/dhcp/thread.js';
+import { DHCP_THREAD_ENTRY, DhcpThread } from './boot/dhcp/thread.js';
 import { enrollLabBoards, networkSpec, powerOnLabBoards } from './boot/lab-boards.js';
 import { BootService } from './boot/service.js';
 import { TftpServer, type TransferEvent } from './boot/tftp/server.js';
-import { TftpThread } from './boot/tftp/thread.js';
+import { TFTP_THREAD_ENTRY, TftpThread } from './boot/tftp/thread.js';
+import { PreloadedThread } from './boot/thread/host.js';
 import { HistoryLog } from './store/history.js';
 import type { Config } from './config.js';
 import { ConsoleSessions, type ConsoleWebSocket } from './console/index.js';
@@ -75,8 +76,15 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const dataDir = resolve(config.dataDir);
   const stateFile = join(dataDir, 'state.json');
   await mkdir(dataDir, { recursive: true });
-  const store = await Store.open(stateFile);
-  const cleanups: Array<() => Promise<unknown>> = [() => store.close()];
+  // The boot threads load first, beside the rest of start-up (reading the state, consoles, storage), and
+  // bind below, once what they ask about is ready: a restart's boot-network outage is shorter by their load.
+  const preloaded = { tftp: config.tftp.thread ? new PreloadedThread(TFTP_THREAD_ENTRY) : undefined, dhcp: config.dhcp.thread ? new PreloadedThread(DHCP_THREAD_ENTRY) : undefined };
+  const disposePreloaded = async () => void (await Promise.all([preloaded.tftp?.dispose(), preloaded.dhcp?.dispose()]));
+  const store = await Store.open(stateFile).catch(async (err: unknown) => {
+    await disposePreloaded();
+    throw err;
+  });
+  const cleanups: Array<() => Promise<unknown>> = [() => store.close(), disposePreloaded];
   let lab: Lab | undefined;
   try {
     await claimController(config, store, stateFile);
@@ -167,7 +175,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const { tftp: t, dhcp: d, subnet, router, dns, domain } = config;
     const onTransfer = (ev: TransferEvent) => (metrics.onTransfer(ev), boot.onTransfer(ev));
     const bounds = { address: config.bootIp, port: t.port, maxTransfers: t.maxTransfers, maxPerClient: t.maxPerClient, maxClientTimeoutS: t.maxClientTimeoutS, onTransfer };
-    const tftp = t.thread ? new TftpThread({ ...bounds, resolve: boot.resolveFile }) : new TftpServer({ ...bounds, handler: boot.files });
+    const tftp = t.thread ? new TftpThread({ ...bounds, resolve: boot.resolveFile, preloaded: preloaded.tftp }) : new TftpServer({ ...bounds, handler: boot.files });
     // The lab pins each board's neighbour entry on the controller (src/lab/lab.ts): those get unicast replies.
     const pinned = new Set((lab?.boards() ?? []).map((b) => `${b.mac}/${b.ip}`));
     // Emulated boards whose NIC model can wedge are kicked when their DHCP goes unanswered (src/lab/unwedge.ts).
@@ -177,10 +185,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
       : undefined;
     const onDhcpEvent = (ev: DhcpEvent) => (metrics.onDhcpEvent(ev), boot.onDhcpEvent(ev), unwedger?.onDhcpEvent(ev));
     const dhcpOptions = { serverAddress: config.bootIp, port: d.port, subnet, router, dns, domain, leaseSeconds: d.leaseSeconds, pool: d.pool, lookup: boot.lookup, onEvent: onDhcpEvent };
-    const dhcp = d.thread ? new DhcpThread({ ...dhcpOptions, pinned: [...pinned] }) : new DhcpServer({ ...dhcpOptions, pinned: (mac, ip) => pinned.has(`${mac}/${ip}`) });
-    // Both threads load and bind at once (each ~150 ms, more on a busy start): the boot network is back
-    // that much sooner after a restart. A board answered by DHCP in the moment before TFTP listens
-    // retransmits its request (U-Boot: after its TFTP timeout).
+    const dhcp = d.thread ? new DhcpThread({ ...dhcpOptions, pinned: [...pinned], preloaded: preloaded.dhcp }) : new DhcpServer({ ...dhcpOptions, pinned: (mac, ip) => pinned.has(`${mac}/${ip}`) });
+    // Both bind at once: the boot network is back that much sooner after a restart. A board answered by
+    // DHCP in the moment before TFTP listens retransmits its request (U-Boot: after its TFTP timeout).
     const bootStarts = await Promise.allSettled([tftp.start(), dhcp.start()]);
     if (bootStarts[0].status === 'fulfilled') cleanups.push(() => tftp.stop());
     if (bootStarts[1].status === 'fulfilled') cleanups.push(() => dhcp.stop());

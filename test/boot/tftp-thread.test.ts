@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolverHandler, type TftpResolver } from '../../src/boot/tftp/resolved.js';
 import { TftpError, TftpServer, type TransferEvent } from '../../src/boot/tftp/server.js';
-import { TftpThread } from '../../src/boot/tftp/thread.js';
+import { TFTP_THREAD_ENTRY, TftpThread } from '../../src/boot/tftp/thread.js';
+import { PreloadedThread } from '../../src/boot/thread/host.js';
 import { makeTree, tftpGet, TftpClientError } from '../helpers/tftp-test-client.js';
 import { requireTools } from '../helpers/tools.js';
 import { until } from '../helpers/until.js';
@@ -108,6 +109,35 @@ describe('TFTP on its own thread', () => {
       expect(got.data.toString()).toBe('made for 127.0.0.1');
     } finally {
       await t.stop();
+    }
+  });
+
+  it('a preloaded thread is taken over at start (not a second thread); one that ended, or a restart, gets a fresh one', async () => {
+    const pre = new PreloadedThread(TFTP_THREAD_ENTRY);
+    await new Promise((r) => setTimeout(r, 300)); // loading, holding for its options: nothing bound yet
+    const t = new TftpThread({ address: '127.0.0.1', port: 0, resolve: resolver, preloaded: pre });
+    await t.start();
+    try {
+      expect(t.thread).toBe(pre.worker);
+      expect((await tftpGet('127.0.0.1', t.address().port, 'gen')).data.toString()).toBe('made for 127.0.0.1');
+      await pre.dispose(); // taken over: the service's own stop ends it, not this
+      expect((await tftpGet('127.0.0.1', t.address().port, 'gen')).data.toString()).toBe('made for 127.0.0.1');
+      await t.thread!.terminate();
+      await until('thread restarted', () => t.restarts === 1 && t.thread, { timeoutMs: 5000 });
+      expect(t.thread).not.toBe(pre.worker);
+    } finally {
+      await t.stop();
+    }
+    // Disposed before any start (a server start that failed first): the service starts a thread of its own.
+    const gone = new PreloadedThread(TFTP_THREAD_ENTRY);
+    await gone.dispose();
+    const u = new TftpThread({ address: '127.0.0.1', port: 0, resolve: resolver, preloaded: gone });
+    await u.start();
+    try {
+      expect(u.thread).not.toBe(gone.worker);
+      expect((await tftpGet('127.0.0.1', u.address().port, 'gen')).data.toString()).toBe('made for 127.0.0.1');
+    } finally {
+      await u.stop();
     }
   });
 

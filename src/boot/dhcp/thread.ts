@@ -1,6 +1,9 @@
 import { log } from '../../log.js';
-import { ServiceThread } from '../thread/host.js';
+import { ServiceThread, type PreloadedThread } from '../thread/host.js';
 import type { DhcpEvent, DhcpLookup, DhcpRequestInfo, DhcpReservation, DhcpServerOptions, DhcpStats } from './server.js';
+
+/** The thread's entry (a PreloadedThread of it lets src/server.ts load it early). */
+export const DHCP_THREAD_ENTRY = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
 
 /** What the DHCP thread is started with: the server's options as data (functions stay here). */
 export type DhcpThreadWorkerOptions = Omit<DhcpServerOptions, 'lookup' | 'onEvent' | 'pinned'> & {
@@ -10,6 +13,8 @@ export type DhcpThreadWorkerOptions = Omit<DhcpServerOptions, 'lookup' | 'onEven
 
 export interface DhcpThreadOptions extends Omit<DhcpServerOptions, 'pinned'> {
   pinned?: string[];
+  /** Its thread, loaded ahead (new PreloadedThread(DHCP_THREAD_ENTRY)). */
+  preloaded?: PreloadedThread;
 }
 
 /** One lookup's outcome as it crosses back to the thread: each request of a batch fails or succeeds alone. */
@@ -84,12 +89,13 @@ function deliverEvents(onEvent: ((ev: DhcpEvent) => void) | undefined, events: D
  * message per packet cost more than answering it.
  */
 export class DhcpThread extends ServiceThread<DhcpStats> {
-  constructor({ lookup, onEvent, pinned, ...options }: DhcpThreadOptions) {
+  constructor({ lookup, onEvent, pinned, preloaded, ...options }: DhcpThreadOptions) {
     const batches = new LookupBatches(lookup);
     super(
       {
         name: 'dhcp',
-        entry: new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url),
+        entry: DHCP_THREAD_ENTRY,
+        preloaded,
         options: { ...options, pinned: pinned ?? [] } satisfies DhcpThreadWorkerOptions,
         answers: {
           // The events that were ready when the thread asked come along: handed on before the lookups are answered.

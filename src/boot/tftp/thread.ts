@@ -1,9 +1,14 @@
-import { ServiceThread } from '../thread/host.js';
+import { ServiceThread, type PreloadedThread } from '../thread/host.js';
 import type { TftpResolver } from './resolved.js';
 import { TftpError, type TftpServerOptions, type TftpStats, type TransferEvent } from './server.js';
 
+/** The thread's entry (a PreloadedThread of it lets src/server.ts load it early). */
+export const TFTP_THREAD_ENTRY = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
+
 export interface TftpThreadOptions extends Omit<TftpServerOptions, 'handler' | 'onTransfer'> {
   resolve: TftpResolver;
+  /** Its thread, loaded ahead (new PreloadedThread(TFTP_THREAD_ENTRY)). */
+  preloaded?: PreloadedThread;
   onTransfer?: (ev: TransferEvent) => void;
 }
 
@@ -12,11 +17,12 @@ export interface TftpThreadOptions extends Omit<TftpServerOptions, 'handler' | '
  * main thread, where the inventory and the leases live; serving them happens there.
  */
 export class TftpThread extends ServiceThread<TftpStats> {
-  constructor({ resolve, onTransfer, ...options }: TftpThreadOptions) {
+  constructor({ resolve, onTransfer, preloaded, ...options }: TftpThreadOptions) {
     super(
       {
         name: 'tftp',
-        entry: new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url),
+        entry: TFTP_THREAD_ENTRY,
+        preloaded,
         options,
         answers: { resolve: (path: string, client: { address: string; port: number }) => resolve(path, client) },
         events: { transfer: (ev: TransferEvent) => onTransfer?.(ev) },

@@ -22,6 +22,40 @@ function workerSource(entry: URL): string | URL {
   return `import(${JSON.stringify(tsx)}).then((t) => { t.register(); return import(${JSON.stringify(entry.href)}); });`;
 }
 
+/**
+ * A service thread started ahead of its service: the worker loads its modules (~150 ms each under tsx,
+ * more on a busy start) while the server does the rest of its start-up, and then waits for its options
+ * (ServiceThread takes it over at start). Until then it answers nothing and binds nothing.
+ */
+export class PreloadedThread {
+  readonly worker: Worker;
+  /** Set when it died before it was taken over: the service then starts a fresh thread. */
+  ended: Error | undefined;
+  private takenOver = false;
+
+  constructor(readonly entry: URL) {
+    const src = workerSource(entry);
+    this.worker = new Worker(src, { workerData: { hold: true }, eval: typeof src === 'string' });
+    // Until takeover nothing else listens: an error here must not be an unhandled 'error' event.
+    this.worker.on('error', (err) => (this.ended ??= err));
+    this.worker.on('exit', (code) => (this.ended ??= new Error(`exited (${code}) before its start`)));
+  }
+
+  /** The worker, once, for ServiceThread; undefined when it died or was taken already. */
+  take(): Worker | undefined {
+    if (this.takenOver || this.ended) return undefined;
+    this.takenOver = true;
+    return this.worker;
+  }
+
+  /** Ends a thread never taken over (a start that failed before the boot services). */
+  async dispose(): Promise<void> {
+    if (this.takenOver) return;
+    this.takenOver = true;
+    await this.worker.terminate();
+  }
+}
+
 export interface ServiceThreadOptions {
   /** For logs and errors: "tftp", "dhcp". */
   name: string;
@@ -34,6 +68,8 @@ export interface ServiceThreadOptions {
   /** Events from the thread. */
   events?: Record<string, (payload: any) => void>;
   toWire?: (err: unknown) => WireError;
+  /** A thread loaded ahead (preloadThread) for the first start; its entry must be `entry`. */
+  preloaded?: PreloadedThread;
 }
 
 /**
@@ -76,8 +112,11 @@ export class ServiceThread<S extends object> {
   }
 
   private spawn(port: number | undefined): Promise<void> {
+    const options = { ...this.o.options, port };
+    const preloaded = this.o.preloaded?.entry.href === this.o.entry.href ? this.o.preloaded.take() : undefined;
     const src = workerSource(this.o.entry);
-    const w = new Worker(src, { workerData: { ...this.o.options, port }, eval: typeof src === 'string' });
+    const w = preloaded ?? new Worker(src, { workerData: options, eval: typeof src === 'string' });
+    if (preloaded) w.postMessage({ t: 'go', options } satisfies ToService);
     this.worker = w;
     return new Promise((resolve, reject) => {
       let listening = false;

@@ -7,7 +7,11 @@ export interface WireError {
 }
 
 /** Main thread → service thread. */
-export type ToService = { t: 'answer'; id: number; value?: unknown; error?: WireError } | { t: 'stop' };
+export type ToService =
+  | { t: 'answer'; id: number; value?: unknown; error?: WireError }
+  | { t: 'stop' }
+  /** To a preloaded thread (host.ts preloadThread): start the service with these options. */
+  | { t: 'go'; options: Record<string, unknown> };
 
 /** Service thread → main thread. */
 export type FromService =

@@ -28,7 +28,19 @@ export async function runService<O>(start: (options: O, ask: Ask, emit: Emit) =>
       pending.set(id, { resolve, reject });
       send({ t: 'ask', id, method, args });
     });
-  const service = await start(workerData as O, ask, (name, payload) => send({ t: 'event', name, payload }));
+  // A preloaded thread (host.ts preloadThread) has loaded its modules and waits for its options: the
+  // main thread sends them once what the service asks about (inventory, leases) is ready.
+  let options = workerData as O;
+  if ((workerData as { hold?: boolean } | undefined)?.hold) {
+    const first = await new Promise<ToService>((resolve) => port.once('message', resolve));
+    if (first.t !== 'go') {
+      send({ t: 'stopped' });
+      port.close();
+      return;
+    }
+    options = first.options as O;
+  }
+  const service = await start(options, ask, (name, payload) => send({ t: 'event', name, payload }));
 
   let lastStats = '';
   const sendStats = () => {
@@ -46,6 +58,7 @@ export async function runService<O>(start: (options: O, ask: Ask, emit: Emit) =>
       port.close();
       return;
     }
+    if (m.t !== 'answer') return; // a second 'go': the service runs already
     const p = pending.get(m.id);
     if (!p) return;
     pending.delete(m.id);
