@@ -175,7 +175,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const { tftp: t, dhcp: d, subnet, router, dns, domain } = config;
     const onTransfer = (ev: TransferEvent) => (metrics.onTransfer(ev), boot.onTransfer(ev));
     const bounds = { address: config.bootIp, port: t.port, maxTransfers: t.maxTransfers, maxPerClient: t.maxPerClient, maxClientTimeoutS: t.maxClientTimeoutS, onTransfer };
-    const tftp = t.thread ? new TftpThread({ ...bounds, resolve: boot.resolveFile, preloaded: preloaded.tftp }) : new TftpServer({ ...bounds, handler: boot.files });
+    const tftp = t.thread ? new TftpThread({ ...bounds, resolve: boot.resolveFile, fileCacheBytes: t.fileCacheMb * 2 ** 20, preloaded: preloaded.tftp }) : new TftpServer({ ...bounds, handler: boot.files });
     // The lab pins each board's neighbour entry on the controller (src/lab/lab.ts): those get unicast replies.
     const pinned = new Set((lab?.boards() ?? []).map((b) => `${b.mac}/${b.ip}`));
     // Emulated boards whose NIC model can wedge are kicked when their DHCP goes unanswered (src/lab/unwedge.ts).

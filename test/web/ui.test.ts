@@ -61,7 +61,7 @@ beforeAll(async () => {
   await srv.sessions.ensure({ id: WEB_BOARD, serial: line });
   // The real DHCP server, answering from the inventory (src/boot/service.ts), on a private loopback port.
   const boot = new BootService({
-    config: { bootIp: '127.0.0.1', tftp: { port: 0, blksize: 1468, windowsize: 16, maxTransfers: 8, maxPerClient: 4, maxClientTimeoutS: 5, thread: false }, metadata: { port: 8775 } },
+    config: { bootIp: '127.0.0.1', tftp: { port: 0, blksize: 1468, windowsize: 16, maxTransfers: 8, maxPerClient: 4, maxClientTimeoutS: 5, thread: false, fileCacheMb: 0 }, metadata: { port: 8775 } },
     inventory: srv.api.inventory,
     images: srv.api.images,
     events: srv.api.events,

@@ -4,6 +4,8 @@
  */
 import { constants, promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { Readable } from 'node:stream';
+import type { FileCache } from './file-cache.js';
 import { TftpError, type TftpHandler } from './server.js';
 
 const ACCESS_VIOLATION = 2;
@@ -13,7 +15,8 @@ const inside = (root: string, p: string): boolean => p.startsWith(root.endsWith(
 const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code;
 const NOT_FOUND = new Set(['ENOENT', 'ENOTDIR']);
 
-export function fsHandler(root: string): TftpHandler {
+/** `cache`: whole files kept in memory (file-cache.ts); without it every transfer reads its descriptor. */
+export function fsHandler(root: string, cache?: FileCache): TftpHandler {
   let rootReal: Promise<string> | undefined;
   const realRoot = (): Promise<string> =>
     (rootReal ??= fsp.realpath(root).catch((e: unknown) => {
@@ -51,6 +54,12 @@ export function fsHandler(root: string): TftpHandler {
       // was swapped for a symlink in between (Linux exposes it in /proc).
       const opened = await fsp.readlink(`/proc/self/fd/${fh.fd}`).catch(() => real);
       if (!inside(base, opened)) throw new TftpError(ACCESS_VIOLATION, 'Access violation: outside root');
+      const kept = cache?.get(st, () => fh.readFile());
+      const bytes = kept && (await kept.catch(() => undefined)); // a failed read: served from the descriptor below
+      if (bytes) {
+        await fh.close();
+        return { stream: Readable.from([bytes]), size: bytes.length, bytes };
+      }
       // The stream closes the descriptor at its end or when the server destroys it.
       return { stream: fh.createReadStream({ highWaterMark: 64 * 1024 }), size: st.size, fd: fh.fd };
     } catch (e) {

@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import type { FileCache } from './file-cache.js';
 import { fsHandler } from './fs-handler.js';
 import type { TftpClient, TftpFile, TftpHandler } from './server.js';
 
@@ -12,8 +13,8 @@ export type Resolved = { bytes: Uint8Array } | { file: { root: string; name: str
 /** Null for "File not found"; throws TftpError for a specific error, like a TftpHandler. */
 export type TftpResolver = (path: string, client: TftpClient) => Promise<Resolved | null>;
 
-/** Opens what a resolver named: one fsHandler per root, reused (it caches the root's realpath). */
-export function resolvedOpener(): (r: Resolved, client: TftpClient) => Promise<TftpFile | null> {
+/** Opens what a resolver named: one fsHandler per root, reused (it caches the root's realpath); image files through `cache`. */
+export function resolvedOpener(cache?: FileCache): (r: Resolved, client: TftpClient) => Promise<TftpFile | null> {
   const roots = new Map<string, TftpHandler>();
   return async (r, client) => {
     if ('bytes' in r) {
@@ -21,7 +22,7 @@ export function resolvedOpener(): (r: Resolved, client: TftpClient) => Promise<T
       return { stream: Readable.from([buf]), size: buf.length, bytes: buf };
     }
     let h = roots.get(r.file.root);
-    if (!h) roots.set(r.file.root, (h = fsHandler(r.file.root)));
+    if (!h) roots.set(r.file.root, (h = fsHandler(r.file.root, cache)));
     return h(r.file.name, client);
   };
 }

@@ -5,7 +5,13 @@ import { TftpError, type TftpServerOptions, type TftpStats, type TransferEvent }
 /** The thread's entry (a PreloadedThread of it lets src/server.ts load it early). */
 export const TFTP_THREAD_ENTRY = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
 
-export interface TftpThreadOptions extends Omit<TftpServerOptions, 'handler' | 'onTransfer'> {
+/** What the TFTP thread is started with (data only). */
+export interface TftpThreadWorkerOptions extends Omit<TftpServerOptions, 'handler' | 'onTransfer'> {
+  /** Memory for whole image files (src/boot/tftp/file-cache.ts); 0 or absent: every transfer reads its file. */
+  fileCacheBytes?: number;
+}
+
+export interface TftpThreadOptions extends TftpThreadWorkerOptions {
   resolve: TftpResolver;
   /** Its thread, loaded ahead (new PreloadedThread(TFTP_THREAD_ENTRY)). */
   preloaded?: PreloadedThread;
@@ -23,7 +29,7 @@ export class TftpThread extends ServiceThread<TftpStats> {
         name: 'tftp',
         entry: TFTP_THREAD_ENTRY,
         preloaded,
-        options,
+        options: options satisfies TftpThreadWorkerOptions,
         answers: { resolve: (path: string, client: { address: string; port: number }) => resolve(path, client) },
         events: { transfer: (ev: TransferEvent) => onTransfer?.(ev) },
         toWire: (e) => (e instanceof TftpError ? { code: e.code, message: e.message } : { message: (e as Error).message }),

@@ -7,10 +7,12 @@
 import { runService } from '../thread/worker.js';
 import type { WireError } from '../thread/protocol.js';
 import { resolvedOpener, type Resolved } from './resolved.js';
-import { TftpError, TftpServer, type TftpServerOptions } from './server.js';
+import { FileCache } from './file-cache.js';
+import { TftpError, TftpServer } from './server.js';
+import type { TftpThreadWorkerOptions } from './thread.js';
 
-await runService<Omit<TftpServerOptions, 'handler' | 'onTransfer'>>(async (options, ask, emit) => {
-  const open = resolvedOpener();
+await runService<TftpThreadWorkerOptions>(async ({ fileCacheBytes, ...options }, ask, emit) => {
+  const open = resolvedOpener(fileCacheBytes ? new FileCache(fileCacheBytes) : undefined);
   const server = new TftpServer({
     ...options,
     handler: async (path, client) => {
