@@ -78,6 +78,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   await mkdir(dataDir, { recursive: true });
   // The boot threads load first, beside the rest of start-up (reading the state, consoles, storage), and
   // bind below, once what they ask about is ready: a restart's boot-network outage is shorter by their load.
+  // (A held thread is unref'd: one a failed start forgets cannot keep the process alive.)
   const preloaded = { tftp: config.tftp.thread ? new PreloadedThread(TFTP_THREAD_ENTRY) : undefined, dhcp: config.dhcp.thread ? new PreloadedThread(DHCP_THREAD_ENTRY) : undefined };
   const disposePreloaded = async () => void (await Promise.all([preloaded.tftp?.dispose(), preloaded.dhcp?.dispose()]));
   const store = await Store.open(stateFile).catch(async (err: unknown) => {

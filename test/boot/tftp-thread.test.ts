@@ -141,6 +141,28 @@ describe('TFTP on its own thread', () => {
     }
   });
 
+  it('a stop that comes while a preloaded thread is held, or during its first start, is carried out (not lost)', async () => {
+    const held = new PreloadedThread(TFTP_THREAD_ENTRY);
+    const heldSaid: string[] = [];
+    held.worker.on('message', (m: { t: string }) => heldSaid.push(m.t));
+    const heldExit = new Promise((r) => held.worker.once('exit', r));
+    held.worker.postMessage({ t: 'stop' });
+    await heldExit;
+    expect(heldSaid).toEqual(['stopped']);
+
+    const pre = new PreloadedThread(TFTP_THREAD_ENTRY);
+    const said: string[] = [];
+    pre.worker.on('message', (m: { t: string }) => said.push(m.t));
+    const t = new TftpThread({ address: '127.0.0.1', port: 0, resolve: resolver, preloaded: pre });
+    const starting = t.start().then(
+      () => 'started',
+      (e: Error) => e.message,
+    );
+    await t.stop(); // 'go' and 'stop' are on their way together: the stop must not be dropped while the service starts
+    expect(said).toContain('stopped'); // answered, not ended by stop()'s 5-s fallback (terminate)
+    expect(await starting).toMatch(/started|before listening/);
+  });
+
   it('start fails with the reason when the port is taken, and stop frees the port', async () => {
     const a = new TftpThread({ address: '127.0.0.1', port: 0, resolve: resolver });
     await a.start();

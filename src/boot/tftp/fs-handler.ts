@@ -48,20 +48,22 @@ export function fsHandler(root: string, cache?: FileCache): TftpHandler {
       throw new TftpError(ACCESS_VIOLATION, 'Access violation');
     }
     try {
-      const st = await fh.stat();
+      const st = await fh.stat({ bigint: true }); // nanosecond times and exact inode numbers: the cache's key
       if (!st.isFile()) throw new TftpError(ACCESS_VIOLATION, 'Access violation: not a regular file');
+      const size = Number(st.size);
       // realpath and open are two steps: check what was actually opened, in case a directory
       // was swapped for a symlink in between (Linux exposes it in /proc).
       const opened = await fsp.readlink(`/proc/self/fd/${fh.fd}`).catch(() => real);
       if (!inside(base, opened)) throw new TftpError(ACCESS_VIOLATION, 'Access violation: outside root');
-      const kept = cache?.get(st, () => fh.readFile());
+      const kept = cache?.get({ dev: st.dev, ino: st.ino, size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs }, () => fh.readFile());
       const bytes = kept && (await kept.catch(() => undefined)); // a failed read: served from the descriptor below
       if (bytes) {
         await fh.close();
         return { stream: Readable.from([bytes]), size: bytes.length, bytes };
       }
-      // The stream closes the descriptor at its end or when the server destroys it.
-      return { stream: fh.createReadStream({ highWaterMark: 64 * 1024 }), size: st.size, fd: fh.fd };
+      // The stream closes the descriptor at its end or when the server destroys it. From offset 0: a failed
+      // cache read may have moved the descriptor's position.
+      return { stream: fh.createReadStream({ start: 0, highWaterMark: 64 * 1024 }), size, fd: fh.fd };
     } catch (e) {
       await fh.close();
       throw e;

@@ -12,7 +12,7 @@ import { TftpError, TftpServer } from './server.js';
 import type { TftpThreadWorkerOptions } from './thread.js';
 
 await runService<TftpThreadWorkerOptions>(async ({ fileCacheBytes, ...options }, ask, emit) => {
-  const open = resolvedOpener(fileCacheBytes ? new FileCache(fileCacheBytes) : undefined);
+  const open = resolvedOpener(fileCacheBytes ? new FileCache({ maxBytes: fileCacheBytes }) : undefined);
   const server = new TftpServer({
     ...options,
     handler: async (path, client) => {

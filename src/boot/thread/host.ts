@@ -36,6 +36,7 @@ export class PreloadedThread {
   constructor(readonly entry: URL) {
     const src = workerSource(entry);
     this.worker = new Worker(src, { workerData: { hold: true }, eval: typeof src === 'string' });
+    this.worker.unref(); // held, it must not keep a process alive that forgot it (ServiceThread refs it back)
     // Until takeover nothing else listens: an error here must not be an unhandled 'error' event.
     this.worker.on('error', (err) => (this.ended ??= err));
     this.worker.on('exit', (code) => (this.ended ??= new Error(`exited (${code}) before its start`)));
@@ -45,6 +46,7 @@ export class PreloadedThread {
   take(): Worker | undefined {
     if (this.takenOver || this.ended) return undefined;
     this.takenOver = true;
+    this.worker.ref();
     return this.worker;
   }
 
@@ -68,7 +70,7 @@ export interface ServiceThreadOptions {
   /** Events from the thread. */
   events?: Record<string, (payload: any) => void>;
   toWire?: (err: unknown) => WireError;
-  /** A thread loaded ahead (preloadThread) for the first start; its entry must be `entry`. */
+  /** A thread loaded ahead (PreloadedThread) for the first start; its entry must be `entry`. */
   preloaded?: PreloadedThread;
 }
 

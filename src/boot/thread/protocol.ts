@@ -10,7 +10,7 @@ export interface WireError {
 export type ToService =
   | { t: 'answer'; id: number; value?: unknown; error?: WireError }
   | { t: 'stop' }
-  /** To a preloaded thread (host.ts preloadThread): start the service with these options. */
+  /** To a preloaded thread (host.ts PreloadedThread): start the service with these options. */
   | { t: 'go'; options: Record<string, unknown> };
 
 /** Service thread → main thread. */

@@ -28,42 +28,49 @@ export async function runService<O>(start: (options: O, ask: Ask, emit: Emit) =>
       pending.set(id, { resolve, reject });
       send({ t: 'ask', id, method, args });
     });
-  // A preloaded thread (host.ts preloadThread) has loaded its modules and waits for its options: the
-  // main thread sends them once what the service asks about (inventory, leases) is ready.
-  let options = workerData as O;
-  if ((workerData as { hold?: boolean } | undefined)?.hold) {
-    const first = await new Promise<ToService>((resolve) => port.once('message', resolve));
-    if (first.t !== 'go') {
-      send({ t: 'stopped' });
-      port.close();
-      return;
-    }
-    options = first.options as O;
-  }
-  const service = await start(options, ask, (name, payload) => send({ t: 'event', name, payload }));
-
+  // One handler from the first moment: a 'stop' that comes before 'go', or while the service starts, is
+  // kept and carried out once it can be (not left to the port's queue and stop()'s 5-s fallback).
+  let service: ThreadService | undefined;
+  let statsTimer: NodeJS.Timeout | undefined;
   let lastStats = '';
   const sendStats = () => {
-    const s = JSON.stringify(service.stats);
+    const s = JSON.stringify(service!.stats);
     if (s !== lastStats) send({ t: 'stats', stats: JSON.parse((lastStats = s)) });
   };
-  const statsTimer = setInterval(sendStats, 500);
-  port.on('message', async (m: ToService) => {
-    if (m.t === 'stop') {
+  let stopAsked = false;
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
       clearInterval(statsTimer);
-      await service.stop();
+      await service?.stop();
       for (const p of pending.values()) p.reject({ message: 'service thread stopping' });
-      sendStats();
+      if (service) sendStats();
       send({ t: 'stopped' });
       port.close();
+    })());
+  let go: (options: O | undefined) => void = () => {};
+  const options = new Promise<O | undefined>((resolve) => (go = resolve));
+  port.on('message', (m: ToService) => {
+    if (m.t === 'go') return go(m.options as O);
+    if (m.t === 'stop') {
+      stopAsked = true;
+      go(undefined); // held: never start
+      if (service) void stop();
       return;
     }
-    if (m.t !== 'answer') return; // a second 'go': the service runs already
     const p = pending.get(m.id);
     if (!p) return;
     pending.delete(m.id);
     if (m.error) p.reject(m.error);
     else p.resolve(m.value);
   });
+  // A preloaded thread (host.ts PreloadedThread) has loaded its modules and waits for its options: the
+  // main thread sends them once what the service asks about (inventory, leases) is ready.
+  const held = (workerData as { hold?: boolean } | undefined)?.hold;
+  const o = held ? await options : (workerData as O);
+  if (o === undefined || stopAsked) return void (await stop());
+  service = await start(o, ask, (name, payload) => send({ t: 'event', name, payload }));
+  if (stopAsked) return void (await stop());
+  statsTimer = setInterval(sendStats, 500);
   send({ t: 'listening', address: service.address() });
 }
