@@ -73,7 +73,7 @@ export class JobRunner {
   async run(jobId: string, impls: StepImpl[], cancel?: AbortSignal): Promise<Job> {
     const byName = new Map<string, StepImpl>(impls.map((s) => [s.name, s]));
     for (;;) {
-      if (cancel?.aborted) return this.finish(jobId, 'failed', `cancelled: ${cancel.reason ?? 'by request'}`);
+      if (cancel?.aborted) return this.finish(jobId, 'failed', cancelled(cancel));
       const job = this.get(jobId); // with the staged changes: a step that just ended is done here
       if (!job) throw new Error(`job ${jobId} vanished`);
       const step = job.steps.find((s) => s.state !== 'done' && s.state !== 'skipped');
@@ -179,10 +179,13 @@ function applyStaged(job: Job, staged: Staged): void {
   }
 }
 
+/** How a cancelled job or step ends (a release names itself in the reason). */
+const cancelled = (cancel: AbortSignal): string => `cancelled: ${cancel.reason ?? 'by request'}`;
+
 async function withTimeout<T>(fn: (signal: AbortSignal) => Promise<T>, ms: number, message: string, cancel?: AbortSignal): Promise<T> {
   // A cancel that came while the step's start was being written fired no event this listener could see:
   // without this check the step would run on until its timeout (a release of a booting board hung).
-  if (cancel?.aborted) throw new Error(`cancelled: ${cancel.reason ?? 'by request'}`);
+  if (cancel?.aborted) throw new Error(cancelled(cancel));
   const ac = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   let onCancel: (() => void) | undefined;
@@ -196,7 +199,7 @@ async function withTimeout<T>(fn: (signal: AbortSignal) => Promise<T>, ms: numbe
         }, ms);
         onCancel = () => {
           ac.abort();
-          reject(new Error(`cancelled: ${cancel?.reason ?? 'by request'}`));
+          reject(new Error(cancelled(cancel!)));
         };
         cancel?.addEventListener('abort', onCancel);
       }),
