@@ -109,6 +109,14 @@ export class ImageCatalog {
   }
 
   async get(name: string): Promise<Image | null> {
+    const known = this.cache?.images.get(name);
+    if (known && this.cache!.at + this.ttlMs <= Date.now()) {
+      // Expired, and the name is known: answered at once while one rescan runs behind it. A board's
+      // kernel request otherwise waited on the image folders (2-3 ms after every quiet 2 s). A name the
+      // old scan lacks (an image just added) waits for the rescan, as before.
+      this.scan().catch(() => {});
+      return known;
+    }
     return (await this.scan()).images.get(name) ?? null;
   }
 

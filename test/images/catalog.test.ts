@@ -26,6 +26,33 @@ describe('ImageCatalog', () => {
     expect(short.stats.scans).toBe(2);
   });
 
+  it('an expired cache answers a name it knows at once and rescans behind it; an unknown name waits for the rescan', async () => {
+    const dir = makeImageRoot('gamma');
+    try {
+      const catalog = new ImageCatalog([{ dir, sub: 'build' }], 50);
+      expect((await catalog.get('gamma'))?.manifest.name).toBe('gamma');
+      await new Promise((r) => setTimeout(r, 60)); // expired
+      const m = join(dir, 'gamma', 'build', 'manifest.json');
+      const text = readFileSync(m, 'utf8');
+      rmSync(m); // gamma is gone from disk; only a rescan can know
+      let settled = false;
+      const stale = catalog.get('gamma').then((i) => ((settled = true), i));
+      await Promise.resolve();
+      await Promise.resolve();
+      expect(settled, 'answered from the expired cache, without waiting on the folders').toBe(true);
+      expect((await stale)?.name).toBe('gamma');
+      expect(catalog.stats.scans, 'and one rescan started behind it').toBe(2);
+      expect(await catalog.get('delta'), 'an unknown name waits for that rescan').toBeNull();
+      expect(catalog.stats.scans).toBe(2);
+      expect(await catalog.get('gamma'), 'the rescan saw gamma go').toBeNull();
+      writeFileSync(m, text);
+      catalog.invalidate();
+      expect((await catalog.get('gamma'))?.name).toBe('gamma');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('after invalidate(), a caller never gets a scan that began before it', async () => {
     const catalog = new ImageCatalog([{ dir: root, sub: 'build' }], 60_000);
     const early = catalog.get('beta'); // a scan in flight, begun before beta existed
