@@ -11,7 +11,7 @@ import { sessionConsole } from '../test/helpers/serial.js';
 
 // Debian's U-Boot has no tftpdstp (CONFIG_TFTP_PORT), so the reference server gets its own address, port 69.
 const REF_IP = '10.81.0.2';
-// Single transfers are ~0.4 s and U-Boot under TCG swings them by ±15%: the median of 9 pairs.
+// Single transfers are ~0.4 s and U-Boot under TCG swings them by ±15%: each server's median of 9.
 const RUNS = Number(process.env.BENCH_RUNS ?? 9);
 
 export async function run() {

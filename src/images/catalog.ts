@@ -87,6 +87,9 @@ export interface ImageRoot {
   sub?: string;
 }
 
+/** How long past its expiry a scan may still answer for a name it knows (changes outside the API: API imports invalidate()). */
+const STALE_MAX_MS = 30_000;
+
 /** Images found under the configured roots; the first root wins a name. Rescanned at most every `ttlMs`. */
 export class ImageCatalog {
   private cache: { at: number; images: Map<string, Image>; problems: string[] } | null = null;
@@ -110,10 +113,11 @@ export class ImageCatalog {
 
   async get(name: string): Promise<Image | null> {
     const known = this.cache?.images.get(name);
-    if (known && this.cache!.at + this.ttlMs <= Date.now()) {
-      // Expired, and the name is known: answered at once while one rescan runs behind it. A board's
-      // kernel request otherwise waited on the image folders (2-3 ms after every quiet 2 s). A name the
-      // old scan lacks (an image just added) waits for the rescan, as before.
+    const age = this.cache ? Date.now() - this.cache.at : 0;
+    if (known && age >= this.ttlMs && age < this.ttlMs + STALE_MAX_MS) {
+      // Expired a little, and the name is known: answered at once while one rescan runs behind it. A
+      // board's kernel request otherwise waited on the image folders (2-3 ms after every quiet 2 s). A
+      // name the old scan lacks (an image just added), or an older scan, waits for the rescan as before.
       this.scan().catch(() => {});
       return known;
     }

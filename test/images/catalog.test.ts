@@ -31,7 +31,7 @@ describe('ImageCatalog', () => {
     try {
       const catalog = new ImageCatalog([{ dir, sub: 'build' }], 50);
       expect((await catalog.get('gamma'))?.manifest.name).toBe('gamma');
-      await new Promise((r) => setTimeout(r, 60)); // expired
+      await new Promise((r) => setTimeout(r, 150)); // expired (timers count from the loop's cached time: a margin)
       const m = join(dir, 'gamma', 'build', 'manifest.json');
       const text = readFileSync(m, 'utf8');
       rmSync(m); // gamma is gone from disk; only a rescan can know
@@ -48,6 +48,18 @@ describe('ImageCatalog', () => {
       writeFileSync(m, text);
       catalog.invalidate();
       expect((await catalog.get('gamma'))?.name).toBe('gamma');
+      // A scan long past its expiry does not answer: the caller waits for the rescan.
+      const slow = new ImageCatalog([{ dir, sub: 'build' }], 50);
+      await slow.get('gamma');
+      const now = Date.now;
+      Date.now = () => now() + 60_000;
+      try {
+        rmSync(m);
+        expect(await slow.get('gamma'), 'an hour-old (here: a minute) scan is not trusted').toBeNull();
+      } finally {
+        Date.now = now;
+        writeFileSync(m, text);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -51,6 +51,7 @@ export function fsHandler(root: string, cache?: FileCache): TftpHandler {
       if (NOT_FOUND.has(errno(e) ?? '')) return null;
       throw new TftpError(ACCESS_VIOLATION, 'Access violation');
     }
+    let bytes: Buffer | undefined;
     try {
       const st = fs.fstatSync(fd, { bigint: true }); // nanosecond times and exact inode numbers: the cache's key
       if (!st.isFile()) throw new TftpError(ACCESS_VIOLATION, 'Access violation: not a regular file');
@@ -65,17 +66,15 @@ export function fsHandler(root: string, cache?: FileCache): TftpHandler {
       }
       if (!inside(base, opened)) throw new TftpError(ACCESS_VIOLATION, 'Access violation: outside root');
       const kept = cache?.get({ dev: st.dev, ino: st.ino, size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs }, () => readWhole(fd));
-      const bytes = kept && (await kept.catch(() => undefined)); // a failed read: served from the descriptor below
-      if (bytes) {
-        fs.closeSync(fd);
-        return { stream: Readable.from([bytes]), size: bytes.length, bytes };
-      }
+      bytes = kept && (await kept.catch(() => undefined)); // a failed read: served from the descriptor below
       // The stream closes the descriptor at its end or when the server destroys it. From offset 0: a failed
       // cache read may have moved the descriptor's position.
-      return { stream: fs.createReadStream('', { fd, start: 0, highWaterMark: 64 * 1024 }), size, fd };
+      if (!bytes) return { stream: fs.createReadStream('', { fd, start: 0, highWaterMark: 64 * 1024 }), size, fd };
     } catch (e) {
       fs.closeSync(fd);
       throw e;
     }
+    fs.closeSync(fd); // outside the try: a failed close is never retried on a number another thread may reuse
+    return { stream: Readable.from([bytes]), size: bytes.length, bytes };
   };
 }
