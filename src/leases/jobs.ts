@@ -1,7 +1,7 @@
 import { errorId } from '../auth/redact.js';
 import { randomBytes } from 'node:crypto';
 import { log } from '../log.js';
-import type { Job, JobStep } from '../store/schema.js';
+import type { Job, JobStep, State } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import type { Bus } from './bus.js';
 import type { StepName } from './steps.js';
@@ -70,16 +70,26 @@ export class JobRunner {
     return view;
   }
 
-  async run(jobId: string, impls: StepImpl[], cancel?: AbortSignal): Promise<Job> {
+  /**
+   * Runs the job's remaining steps. `settle` writes what the job's end means for other records (its
+   * lease, its board) in the same state write as the end itself, unless `cancel` fired: the canceller
+   * decides those. Two writes would leave, after a crash between them, a succeeded job behind a lease
+   * still `provisioning` that no restart resumes.
+   */
+  async run(jobId: string, impls: StepImpl[], cancel?: AbortSignal, settle?: JobSettle): Promise<Job> {
     const byName = new Map<string, StepImpl>(impls.map((s) => [s.name, s]));
+    const end = (state: 'succeeded' | 'failed', error?: string) =>
+      this.finish(jobId, state, error, (j, s) => {
+        if (!cancel?.aborted) settle?.(j, s);
+      });
     for (;;) {
       if (cancel?.aborted) return this.finish(jobId, 'failed', cancelled(cancel));
       const job = this.get(jobId); // with the staged changes: a step that just ended is done here
       if (!job) throw new Error(`job ${jobId} vanished`);
       const step = job.steps.find((s) => s.state !== 'done' && s.state !== 'skipped');
-      if (!step) return this.finish(jobId, 'succeeded');
+      if (!step) return end('succeeded');
       const impl = byName.get(step.name);
-      if (!impl) return this.finish(jobId, 'failed', `no implementation for step ${step.name}`);
+      if (!impl) return end('failed', `no implementation for step ${step.name}`);
       let lastError = '';
       let outcome: 'done' | 'skipped' | 'failed' = 'failed';
       // A step found running was cut short by a crash: it runs again as a retry (its beforeRetry restarts
@@ -109,7 +119,7 @@ export class JobRunner {
       this.stage(jobId, step.name, { state: outcome, endedAt: new Date().toISOString(), error: outcome === 'failed' ? lastError : undefined });
       if (outcome === 'failed') {
         log.warn({ jobId, errorId: errorId(`${step.name}: ${lastError}`), err: lastError }, 'job failed');
-        return this.finish(jobId, 'failed', `${step.name}: ${lastError}`);
+        return end('failed', `${step.name}: ${lastError}`);
       }
     }
   }
@@ -128,11 +138,12 @@ export class JobRunner {
     return this.writeStaged(jobId, () => undefined);
   }
 
-  private async finish(jobId: string, state: 'succeeded' | 'failed', error?: string): Promise<Job> {
-    const job = await this.writeStaged(jobId, (j) => {
+  private async finish(jobId: string, state: 'succeeded' | 'failed', error?: string, settle?: JobSettle): Promise<Job> {
+    const job = await this.writeStaged(jobId, (j, s) => {
       j.state = state;
       j.endedAt = new Date().toISOString();
       if (error) j.error = error;
+      settle?.(j, s);
       return structuredClone(j);
     });
     if (!job) throw new Error(`job ${jobId} vanished`);
@@ -146,7 +157,7 @@ export class JobRunner {
    * batch when another change in it throws); when the write fails they go back in front of anything
    * staged since.
    */
-  private async writeStaged<T>(jobId: string, change: (j: Job) => T): Promise<T | undefined> {
+  private async writeStaged<T>(jobId: string, change: (j: Job, s: State) => T): Promise<T | undefined> {
     let taken: Staged | undefined;
     let took = false;
     try {
@@ -159,7 +170,7 @@ export class JobRunner {
         const j = s.jobs.find((x) => x.id === jobId);
         if (!j) return undefined;
         if (taken) applyStaged(j, taken);
-        return change(j);
+        return change(j, s);
       });
     } catch (err) {
       if (taken) this.staged.set(jobId, [...taken, ...(this.staged.get(jobId) ?? [])]);
@@ -169,6 +180,9 @@ export class JobRunner {
 }
 
 type Staged = Array<{ name: string; patch: Partial<JobStep> }>;
+
+/** What a job's end changes beside the job, inside its state write (see JobRunner.run). */
+export type JobSettle = (job: Job, s: State) => void;
 
 function applyStaged(job: Job, staged: Staged): void {
   for (const { name, patch } of staged) {

@@ -604,39 +604,13 @@ export class LeaseService {
   private async runJob(jobId: string, cancel: AbortSignal): Promise<Job> {
     const job = this.jobs.get(jobId)!;
     const lease = () => this.d.store.state.leases.find((l) => l.id === job.leaseId)!;
-    const result = await this.jobs.run(jobId, lease().kind === 'board' ? this.boardSteps(job, lease) : this.containerSteps(job, lease), cancel);
-    if (job.kind === 'power') this.publishLease(lease()); // whatever the outcome, the lease's state stays
-    else if (!cancel.aborted) await this.afterJob(result, lease()); // a cancelling release decides what happens next
+    // A power job leaves the lease's state as it is; the others settle it in the job's own last write,
+    // unless a cancelling release came: it decides what happens next.
+    const settle = job.kind === 'power' ? undefined : (j: Job, s: State) => settleLease(s, j);
+    const result = await this.jobs.run(jobId, lease().kind === 'board' ? this.boardSteps(job, lease) : this.containerSteps(job, lease), cancel, settle);
+    if (result.kind === 'release' && lease().state === 'released') this.d.signals.forget(result.leaseId);
+    this.publishLease(lease());
     return result;
-  }
-
-  private async afterJob(job: Job, lease: Lease): Promise<void> {
-    const ok = job.state === 'succeeded';
-    const updated = await this.d.store.update((s) => {
-      const l = s.leases.find((x) => x.id === lease.id)!;
-      if (job.kind === 'release') {
-        if (ok) {
-          l.state = 'released';
-          l.releasedAt = new Date().toISOString();
-          delete l.iscsi;
-        } else {
-          l.state = 'error';
-          l.stateReason = `release failed: ${job.error}`;
-          if (l.boardId) applyTransition(s, l.boardId, 'error', `release of lease ${l.id} failed: ${job.error}`);
-        }
-      } else if (ok) {
-        l.state = 'active';
-        delete l.stateReason;
-        if (l.boardId) applyTransition(s, l.boardId, 'active', `lease ${l.id} ${job.kind === 'provision' ? 'booted' : 'reimaged'}`);
-      } else {
-        l.state = 'error';
-        l.stateReason = `${job.kind} failed: ${job.error}`;
-        if (l.boardId) applyTransition(s, l.boardId, 'error', `lease ${l.id}: ${job.kind} failed: ${job.error}`);
-      }
-      return structuredClone(l);
-    });
-    if (job.kind === 'release' && ok) this.d.signals.forget(lease.id);
-    this.publishLease(updated);
   }
 
   private boardSteps(job: Job, lease: () => Lease): StepImpl[] {
@@ -873,4 +847,33 @@ function noBoardReason(s: State, input: CreateLease, image: Image, fenced: (id: 
   const why = (b: Board) =>
     b.role === 'shared' ? `${b.id} is a shared board (containers)` : b.state === 'available' && !fenced(b.id) ? `${b.id} has no fenced network port (see GET /v1/network)` : `${b.id} is ${b.state}`;
   return `no free board for ${want}: ${cands.map(why).join(', ')}`;
+}
+
+/**
+ * What a provision, reimage or release job's end means for its lease and board. Runs inside the job's
+ * last state write (JobRunner.run's `settle`), so a crash never leaves one written without the other.
+ */
+function settleLease(s: State, job: Job): void {
+  const l = s.leases.find((x) => x.id === job.leaseId);
+  if (!l) return;
+  const ok = job.state === 'succeeded';
+  if (job.kind === 'release') {
+    if (ok) {
+      l.state = 'released';
+      l.releasedAt = new Date().toISOString();
+      delete l.iscsi;
+    } else {
+      l.state = 'error';
+      l.stateReason = `release failed: ${job.error}`;
+      if (l.boardId) applyTransition(s, l.boardId, 'error', `release of lease ${l.id} failed: ${job.error}`);
+    }
+  } else if (ok) {
+    l.state = 'active';
+    delete l.stateReason;
+    if (l.boardId) applyTransition(s, l.boardId, 'active', `lease ${l.id} ${job.kind === 'provision' ? 'booted' : 'reimaged'}`);
+  } else {
+    l.state = 'error';
+    l.stateReason = `${job.kind} failed: ${job.error}`;
+    if (l.boardId) applyTransition(s, l.boardId, 'error', `lease ${l.id}: ${job.kind} failed: ${job.error}`);
+  }
 }

@@ -175,4 +175,34 @@ describe('job step changes and the disk', () => {
     release();
     expect((await done).state).toBe('succeeded');
   });
+
+  it("a job's end and what it settles elsewhere are one write, on disk together; a cancelled job settles nothing", async () => {
+    const { store, dir } = await open();
+    const runner = new JobRunner(store, new Bus());
+    await store.update((s) => void s.tenants.push({ id: 't-settle', name: 'settled', createdAt: new Date().toISOString() } as never));
+    const job = await record(store, ['network']);
+    const before = store.stats.writes;
+    let sawEnd = '';
+    const end = await runner.run(job.id, [step('network')], undefined, (j, s) => {
+      sawEnd = s.jobs.find((x) => x.id === j.id)!.state; // the job's end, in the same mutation
+      s.tenants.find((t) => t.id === 't-settle')!.name = `settled by ${j.state}`;
+    });
+    expect([end.state, sawEnd]).toEqual(['succeeded', 'succeeded']);
+    expect(store.stats.writes - before, 'network done, the end and the settle: one write').toBe(1);
+    await store.close();
+    const after = await open(dir); // what a crash right after that write leaves
+    expect(after.store.state.tenants.find((t) => t.id === 't-settle')!.name).toBe('settled by succeeded');
+    expect(onDisk(after.store, job.id).state).toBe('succeeded');
+
+    const runner2 = new JobRunner(after.store, new Bus());
+    const job2 = await record(after.store, ['network']);
+    const ac = new AbortController();
+    let settled = 0;
+    const held = step('network', { hold: new Promise<void>(() => {}) });
+    const run = runner2.run(job2.id, [held], ac.signal, () => void settled++);
+    await until('the step runs', () => held.runs === 1, { timeoutMs: 5000 });
+    ac.abort('released');
+    expect((await run).state).toBe('failed');
+    expect(settled, 'the canceller decides the lease, not the cancelled job').toBe(0);
+  });
 });
