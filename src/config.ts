@@ -69,9 +69,9 @@ export const configSchema = z
         /** Serve on a thread of its own (src/boot/tftp/thread.ts), off the event loop of the API and consoles. */
         thread: z.boolean().default(true),
         /**
-         * Memory (MiB) for image files kept whole on the TFTP thread (src/boot/tftp/file-cache.ts; with `thread`
-         * only): a storm's boards share one copy of each kernel and initrd. Files over a quarter of it, and
-         * files changed in the last 2 s, are read per transfer. 0: off.
+         * Memory (MiB) for image files kept whole by the TFTP server (src/boot/tftp/file-cache.ts), on its thread
+         * or, with `thread: false`, on the main one: a storm's boards share one copy of each kernel and initrd.
+         * Files over a quarter of it, and files changed in the last 2 s, are read per transfer. 0: off.
          */
         fileCacheMb: z.number().int().min(0).max(65536).default(256),
       })

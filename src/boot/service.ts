@@ -10,6 +10,7 @@ import { BootWindows, fromFirmware } from './boot-window.js';
 import { bootDecider } from './deciders.js';
 import type { DhcpEvent, DhcpRequestInfo, DhcpReservation } from './dhcp/server.js';
 import { bootFilesResolver } from './files.js';
+import { FileCache } from './tftp/file-cache.js';
 import { resolverHandler, type TftpResolver } from './tftp/resolved.js';
 import { BOOT_SCRIPT_NAME, type BootDecider } from './spec.js';
 import type { TftpHandler, TransferEvent } from './tftp/server.js';
@@ -51,7 +52,9 @@ export class BootService {
     // A board's generated boot files close once it has its kernel, until its next power-on (a new boot token).
     this.windows = new BootWindows((boardId) => d.leaseOnBoard(boardId)?.bootToken);
     this.resolveFile = bootFilesResolver({ inventory: d.inventory, images: d.images, decider: this.decider, closed: (id) => this.windows.isClosed(id) });
-    this.files = resolverHandler(this.resolveFile);
+    // Served on this thread only with `tftp.thread: false`; the TFTP thread keeps its own cache.
+    const cacheBytes = d.config.tftp.thread ? 0 : d.config.tftp.fileCacheMb * 2 ** 20;
+    this.files = resolverHandler(this.resolveFile, cacheBytes ? new FileCache({ maxBytes: cacheBytes }) : undefined);
   }
 
   /** A leased board boots with its iSCSI root (when its image has a root disk) and its metadata URLs. */

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FileCache, type FileIdentity } from '../../src/boot/tftp/file-cache.js';
 import { fsHandler } from '../../src/boot/tftp/fs-handler.js';
+import { resolverHandler } from '../../src/boot/tftp/resolved.js';
 import { TftpServer } from '../../src/boot/tftp/server.js';
 import { tftpGet, TFTP_ENGINE } from '../helpers/tftp-test-client.js';
 
@@ -124,6 +125,16 @@ describe('fsHandler with a cache', () => {
     const big = (await h('initrd', client))!;
     expect([big.bytes, typeof big.fd, cache.stats.tooLarge]).toEqual([undefined, 'number', 1]);
     if ('destroy' in big.stream) big.stream.destroy(); // closes the descriptor
+  });
+
+  it('a server on the main thread (tftp.thread: false) gets the cache through its resolver too', async () => {
+    const cache = cacheOf(1 << 20);
+    await writeFile(join(root, 'dtb'), bytes(3000, 7));
+    const h = resolverHandler(async (path) => ({ file: { root, name: path } }), cache);
+    const first = (await h('dtb', client))!;
+    expect([first.bytes?.[0], first.fd]).toEqual([7, undefined]);
+    expect((await h('dtb', client))!.bytes, 'the second request: the same buffer').toBe(first.bytes);
+    expect(cache.stats).toMatchObject({ hits: 1, loads: 1 });
   });
 
   it('a TFTP server with it serves every byte, and the new content once the file changes', async () => {

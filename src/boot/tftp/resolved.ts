@@ -27,9 +27,9 @@ export function resolvedOpener(cache?: FileCache): (r: Resolved, client: TftpCli
   };
 }
 
-/** A TftpHandler from a resolver, for a server on this thread. */
-export function resolverHandler(resolve: TftpResolver): TftpHandler {
-  const open = resolvedOpener();
+/** A TftpHandler from a resolver, for a server on this thread; image files through `cache`. */
+export function resolverHandler(resolve: TftpResolver, cache?: FileCache): TftpHandler {
+  const open = resolvedOpener(cache);
   return async (path, client) => {
     const r = await resolve(path, client);
     return r && open(r, client);
