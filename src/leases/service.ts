@@ -23,6 +23,7 @@ import type { CreateLease } from './schemas.js';
 import { LeaseSignals, waitForBoardEvent } from './waits.js';
 import { newBootToken } from './metadata.js';
 import { jobSteps, type BoardStep, type ContainerStep } from './steps.js';
+import { settleLease } from './settle.js';
 
 export interface LeaseTimeouts {
   /** Power, disk and other server-side steps. */
@@ -847,33 +848,4 @@ function noBoardReason(s: State, input: CreateLease, image: Image, fenced: (id: 
   const why = (b: Board) =>
     b.role === 'shared' ? `${b.id} is a shared board (containers)` : b.state === 'available' && !fenced(b.id) ? `${b.id} has no fenced network port (see GET /v1/network)` : `${b.id} is ${b.state}`;
   return `no free board for ${want}: ${cands.map(why).join(', ')}`;
-}
-
-/**
- * What a provision, reimage or release job's end means for its lease and board. Runs inside the job's
- * last state write (JobRunner.run's `settle`), so a crash never leaves one written without the other.
- */
-function settleLease(s: State, job: Job): void {
-  const l = s.leases.find((x) => x.id === job.leaseId);
-  if (!l) return;
-  const ok = job.state === 'succeeded';
-  if (job.kind === 'release') {
-    if (ok) {
-      l.state = 'released';
-      l.releasedAt = new Date().toISOString();
-      delete l.iscsi;
-    } else {
-      l.state = 'error';
-      l.stateReason = `release failed: ${job.error}`;
-      if (l.boardId) applyTransition(s, l.boardId, 'error', `release of lease ${l.id} failed: ${job.error}`);
-    }
-  } else if (ok) {
-    l.state = 'active';
-    delete l.stateReason;
-    if (l.boardId) applyTransition(s, l.boardId, 'active', `lease ${l.id} ${job.kind === 'provision' ? 'booted' : 'reimaged'}`);
-  } else {
-    l.state = 'error';
-    l.stateReason = `${job.kind} failed: ${job.error}`;
-    if (l.boardId) applyTransition(s, l.boardId, 'error', `lease ${l.id}: ${job.kind} failed: ${job.error}`);
-  }
 }

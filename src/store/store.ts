@@ -366,7 +366,7 @@ export class Store {
     this.adapter.seq = seq;
     this.journalOps.push(ops);
     this.stats.appends++;
-    if (this.opts.verify) { try { this.verify(seq); } catch (e) { console.error("DEBUGVERIFY", JSON.stringify({mem: this.db.data.boards.map(b=>b.id+":"+b.state), disk: this.fromDisk().boards.map(b=>b.id+":"+b.state), lines: this.journalOps.map(o=>o.slice(0,400))}, null, 1)); throw e; } }
+    if (this.opts.verify) this.verify(seq);
   }
 
   /** Tests: what the disk now holds must replay to what memory holds, or a change was missed. */
