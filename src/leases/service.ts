@@ -413,13 +413,38 @@ export class LeaseService {
     return (await this.running.get(jobId)) ?? this.jobs.get(jobId)!;
   }
 
-  /** After a restart: resume every job that was running when the server stopped. */
+  /**
+   * After a restart: resume every job that was running when the server stopped. The API listens before
+   * this runs, so a job may have started since (a release): it is not started twice, and a provision or
+   * reimage whose lease that release has taken over ends without running (its steps would power the
+   * board under the release).
+   */
   resumeJobs(): string[] {
     const resumed: string[] = [];
+    const superseded = new Map<string, string>();
     for (const job of this.d.store.state.jobs.filter((j) => j.state === 'running')) {
+      if (this.running.has(job.id)) continue;
+      const owner = this.d.store.state.leases.find((l) => l.id === job.leaseId)?.jobId;
+      if (job.kind !== 'power' && owner !== undefined && owner !== job.id) {
+        superseded.set(job.id, `superseded by job ${owner}`);
+        resumed.push(`job ${job.id} (${job.kind} of lease ${job.leaseId}) not resumed: its lease has moved on to job ${owner}`);
+        continue;
+      }
       const step = job.steps.find((s) => s.state === 'running' || s.state === 'pending');
       resumed.push(`job ${job.id} (${job.kind} of lease ${job.leaseId}) resumed at step ${step?.name ?? '(end)'}`);
       this.start(job.id);
+    }
+    if (superseded.size) {
+      const ended = this.d.store.update((s) => {
+        for (const j of s.jobs) {
+          const why = superseded.get(j.id);
+          if (!why || j.state !== 'running') continue;
+          j.state = 'failed';
+          j.endedAt = new Date().toISOString();
+          j.error = why;
+        }
+      });
+      ended.catch((err: unknown) => log.error({ err }, 'ending superseded jobs failed'));
     }
     return resumed;
   }

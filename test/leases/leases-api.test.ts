@@ -522,6 +522,22 @@ describe('power jobs', () => {
     expect([done.state, done.error, done.steps[0]!.state, done.steps[0]!.attempts]).toEqual(['succeeded', undefined, 'done', 2]);
   });
 
+  it('after a restart: a job started since the API listened is not started twice; one whose lease has moved on ends without running', async () => {
+    const r = await h.api('POST', `/leases/${leaseId}/power`, { action: 'cycle' }, tokenA); // as in the window before resumeJobs
+    expect(await asked()).toEqual(['cycle']);
+    const at = new Date().toISOString();
+    const stale: Job = { id: 'j-supersede1', kind: 'reimage', leaseId, tenantId: 'alice', state: 'running', steps: [{ name: 'power', state: 'running', attempts: 1, startedAt: at }], params: {}, createdAt: at };
+    await h.store.update((st) => void st.jobs.push(structuredClone(stale)));
+    expect(h.leases.resumeJobs()).toEqual([`job ${stale.id} (reimage of lease ${leaseId}) not resumed: its lease has moved on to job ${lease().jobId}`]);
+    await until('the superseded job ended', () => h.store.state.jobs.find((j) => j.id === stale.id)!.state === 'failed', { timeoutMs: 5000 });
+    expect(h.store.state.jobs.find((j) => j.id === stale.id)!.error).toBe(`superseded by job ${lease().jobId}`);
+    expect(manualDesk.waiting(BOARD), 'the power job was asked for once, not started again').toHaveLength(1);
+    manualDesk.confirm(BOARD);
+    expect((await h.leases.settle(r.body.job.id)).state).toBe('succeeded');
+    expect(manualDesk.waiting(BOARD)).toEqual([]);
+    expect(lease().state).toBe('active');
+  });
+
   it('a release cancels a running power job', async () => {
     const r = await h.api('POST', `/leases/${leaseId}/power`, { action: 'cycle' }, tokenA);
     await asked();
