@@ -255,6 +255,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
 
     // All is listening: lab boards power on, interrupted jobs resume, container leases get their consoles back and fail over.
     if (lab && config.lab.powerOn) await powerOnLabBoards(lab, inventory, events);
+    for (const line of await leases.settleEndedJobs()) log.warn(`reconcile: ${line}`);
     for (const line of leases.resumeJobs()) log.info(`reconcile: ${line}`);
     const interrupted = await leases.endInterruptedMigrations();
     if (interrupted) log.warn(`reconcile: ${interrupted} container lease(s) were migrating when the server stopped: marked error`);

@@ -414,6 +414,31 @@ export class LeaseService {
   }
 
   /**
+   * At start: a lease still provisioning, reimaging or releasing whose job has ended gets that end now.
+   * Before a job's end and its lease's state were one write, a crash between the two left such leases,
+   * and nothing else would ever move them.
+   */
+  async settleEndedJobs(): Promise<string[]> {
+    let fixed: Array<{ lease: Lease; line: string }> = [];
+    await this.d.store.update((s) => {
+      fixed = []; // a replayed batch runs this again
+      for (const l of s.leases) {
+        if (!['provisioning', 'reimaging', 'releasing'].includes(l.state) || !l.jobId) continue;
+        const job = s.jobs.find((j) => j.id === l.jobId);
+        if (!job || job.state === 'running') continue;
+        const was = l.state;
+        settleLease(s, job);
+        fixed.push({ lease: structuredClone(l), line: `lease ${l.id} was still ${was} after its ${job.kind} job ${job.id} had ${job.state}: now ${l.state}` });
+      }
+    });
+    for (const { lease } of fixed) {
+      if (lease.state === 'released') this.d.signals.forget(lease.id);
+      this.publishLease(lease);
+    }
+    return fixed.map((f) => f.line);
+  }
+
+  /**
    * After a restart: resume every job that was running when the server stopped. The API listens before
    * this runs, so a job may have started since (a release): it is not started twice, and a provision or
    * reimage whose lease that release has taken over ends without running (its steps would power the

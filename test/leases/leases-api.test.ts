@@ -538,6 +538,23 @@ describe('power jobs', () => {
     expect(lease().state).toBe('active');
   });
 
+  it('at start, a lease left reimaging behind a job that had ended (a crash between two writes, before they were one) is settled', async () => {
+    const at = new Date().toISOString();
+    const ended: Job = { id: 'j-ended000001', kind: 'reimage', leaseId, tenantId: 'alice', state: 'succeeded', steps: [{ name: 'power', state: 'done', attempts: 1, startedAt: at, endedAt: at }], params: {}, createdAt: at, endedAt: at };
+    const before = lease().jobId;
+    await h.store.update((st) => {
+      st.jobs.push(structuredClone(ended));
+      const l = st.leases.find((x) => x.id === leaseId)!;
+      l.state = 'reimaging';
+      l.jobId = ended.id;
+      st.boards.find((b) => b.id === BOARD)!.state = 'provisioning';
+    });
+    expect(await h.leases.settleEndedJobs()).toEqual([`lease ${leaseId} was still reimaging after its reimage job ${ended.id} had succeeded: now active`]);
+    expect([lease().state, (await h.api('GET', `/boards/${BOARD}`)).body.state]).toEqual(['active', 'active']);
+    expect(await h.leases.settleEndedJobs(), 'and only once').toEqual([]);
+    await h.store.update((st) => void (st.leases.find((x) => x.id === leaseId)!.jobId = before));
+  });
+
   it('a release cancels a running power job', async () => {
     const r = await h.api('POST', `/leases/${leaseId}/power`, { action: 'cycle' }, tokenA);
     await asked();
