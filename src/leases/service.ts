@@ -419,13 +419,19 @@ export class LeaseService {
    * and nothing else would ever move them.
    */
   async settleEndedJobs(): Promise<string[]> {
+    const unsettled = (s: Readonly<State>, l: Lease) => {
+      if (!['provisioning', 'reimaging', 'releasing'].includes(l.state) || !l.jobId) return undefined;
+      const job = s.jobs.find((j) => j.id === l.jobId);
+      return job && job.state !== 'running' ? job : undefined;
+    };
+    const state = this.d.store.state;
+    if (!state.leases.some((l) => unsettled(state, l))) return []; // the usual start: no write
     let fixed: Array<{ lease: Lease; line: string }> = [];
     await this.d.store.update((s) => {
       fixed = []; // a replayed batch runs this again
       for (const l of s.leases) {
-        if (!['provisioning', 'reimaging', 'releasing'].includes(l.state) || !l.jobId) continue;
-        const job = s.jobs.find((j) => j.id === l.jobId);
-        if (!job || job.state === 'running') continue;
+        const job = unsettled(s, l);
+        if (!job) continue;
         const was = l.state;
         settleLease(s, job);
         fixed.push({ lease: structuredClone(l), line: `lease ${l.id} was still ${was} after its ${job.kind} job ${job.id} had ${job.state}: now ${l.state}` });
